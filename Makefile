@@ -1,0 +1,21 @@
+# Each target sets up .venv on first use (or when pyproject.toml changes), then runs.
+PYTHON ?= python3
+VENV ?= .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/reasonjax smoke
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -n 2 -q tests
+
+bench: $(STAMP)
+	for f in benchmarks/*.py; do $(VENV)/bin/python $$f || exit 1; done

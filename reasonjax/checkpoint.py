@@ -1,0 +1,184 @@
+"""Checkpoints: orbax model directories, train-state managers, and HF conversion.
+
+A reasonjax model directory holds::
+
+    model_config.json    the ModelConfig
+    params/              orbax (tensorstore) params, restorable onto any mesh
+    <tokenizer files>    copied from the source checkpoint when there is one
+
+Train-state checkpoints go through :func:`make_manager` (orbax ``CheckpointManager``:
+async saves, keep-last-N, atomic step directories) and hold the state pytree plus a JSON
+entry for the data iterator, so a resumed run continues on the same data.
+
+Everything is written to a temporary path and renamed at the end: a crash never leaves a
+half-written checkpoint that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+
+from reasonjax.config import from_dict, to_dict
+from reasonjax.fileio import atomic_dir
+from reasonjax.models import hf
+from reasonjax.models.config import ModelConfig
+
+MODEL_CONFIG = "model_config.json"
+
+
+def abstract_tree(tree, shardings=None):
+    """ShapeDtypeStructs for ``tree`` (with ``shardings`` when given) to restore into."""
+    if shardings is None:
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                           sharding=getattr(x, "sharding", None)),
+                            tree)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        tree, shardings)
+
+
+def save_params(path: str | Path, params) -> Path:
+    """Writes params with orbax to ``path`` (a new directory)."""
+    path = Path(path).absolute()
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(path, params)
+    ckptr.wait_until_finished()
+    return path
+
+
+def restore_params(path: str | Path, target=None):
+    """Reads params written by :func:`save_params`.
+
+    target: a pytree of arrays or ShapeDtypeStructs with shardings (e.g. from
+    ``abstract_tree(params, parallel.param_shardings(cfg, mesh))``); the params are placed
+    onto those shardings, which may come from a different mesh than the one saved from.
+    Without a target the arrays are restored onto the default device.
+    """
+    path = Path(path).absolute()
+    if not path.is_dir():
+        raise hf.CheckpointError(f"orbax params directory {path} does not exist")
+    ckptr = ocp.StandardCheckpointer()
+    if target is None:
+        meta = ckptr.metadata(path)
+        tree = getattr(meta, "item_metadata", meta)
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                              tree)
+    return ckptr.restore(path, target)
+
+
+def save_model(path: str | Path, config: ModelConfig, params,
+               tokenizer_dir: Optional[str | Path] = None) -> Path:
+    """Writes a reasonjax model directory (config + orbax params + tokenizer files)."""
+    with atomic_dir(path) as tmp:
+        save_params(tmp / "params", params)
+        if jax.process_index() == 0:
+            (tmp / MODEL_CONFIG).write_text(json.dumps(to_dict(config), indent=2))
+            if tokenizer_dir is not None:
+                for name in hf.TOKENIZER_FILES + ("char_tokenizer.json",):
+                    src = Path(tokenizer_dir) / name
+                    if src.is_file():
+                        shutil.copy2(src, tmp / name)
+    return Path(path).absolute()
+
+
+def read_model_config(path: str | Path) -> ModelConfig:
+    f = Path(path) / MODEL_CONFIG
+    if not f.is_file():
+        raise hf.CheckpointError(f"{path} has no {MODEL_CONFIG}; not a reasonjax model "
+                                 "directory (see `reasonjax convert`)")
+    return from_dict(ModelConfig, json.loads(f.read_text()))
+
+
+def load_model(path: str | Path, shardings=None) -> tuple[ModelConfig, Any]:
+    """Reads a reasonjax model directory; ``shardings`` places params on a mesh."""
+    config = read_model_config(path)
+    target = None
+    if shardings is not None:
+        meta = ocp.StandardCheckpointer().metadata(Path(path).absolute() / "params")
+        tree = getattr(meta, "item_metadata", meta)
+        target = jax.tree.map(lambda m, s: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=s),
+                              tree, shardings)
+    return config, restore_params(Path(path) / "params", target)
+
+
+def is_model_dir(path: str | Path) -> bool:
+    return (Path(path) / MODEL_CONFIG).is_file()
+
+
+def load_checkpoint(path: str | Path, mesh=None, rules=None, **hf_kwargs):
+    """Loads a HF directory or a reasonjax model directory. Returns (config, params).
+
+    With ``mesh`` the params are placed directly on their shardings.
+    """
+    from reasonjax import parallel
+
+    path = Path(path)
+    if is_model_dir(path):
+        config = read_model_config(path)
+    else:
+        config = hf.config_from_hf(hf.read_hf_config(path), path,
+                                   dtype=hf_kwargs.get("dtype"),
+                                   param_dtype=hf_kwargs.get("param_dtype"))
+    shardings = None
+    if mesh is not None:
+        parallel.validate_model_mesh(config, mesh, rules)
+        shardings = parallel.param_shardings(config, mesh, rules)
+    if is_model_dir(path):
+        return load_model(path, shardings)
+    return hf.from_pretrained(path, shardings=shardings, **hf_kwargs)
+
+
+def convert(src: str | Path, dst: str | Path, to: str) -> Path:
+    """``to='orbax'``: HF directory -> reasonjax model directory; ``to='hf'``: back."""
+    src, dst = Path(src), Path(dst)
+    if to == "orbax":
+        config, params = hf.from_pretrained(src)
+        return save_model(dst, config, params, tokenizer_dir=src)
+    if to == "hf":
+        config, params = load_model(src)
+        return hf.save_pretrained(config, params, dst, copy_tokenizer_from=src)
+    raise ValueError(f"convert: to must be 'orbax' or 'hf', got {to!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# Train-state checkpoints
+
+
+def make_manager(directory: str | Path, max_to_keep: Optional[int] = 3,
+                 async_save: bool = True) -> ocp.CheckpointManager:
+    """An orbax CheckpointManager keeping the last ``max_to_keep`` steps."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
+                                           enable_async_checkpointing=async_save)
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+
+def save_state(manager: ocp.CheckpointManager, step: int, state,
+               data_state: Optional[dict] = None, force: bool = False) -> bool:
+    """Saves the train state (any pytree of arrays) and the data iterator's JSON state."""
+    items = {"state": ocp.args.StandardSave(state)}
+    if data_state is not None:
+        items["data"] = ocp.args.JsonSave(data_state)
+    return manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+
+def restore_state(manager: ocp.CheckpointManager, target, step: Optional[int] = None):
+    """Restores (state, data_state or None) at ``step`` (default: the latest).
+
+    ``target`` is a pytree of arrays or ShapeDtypeStructs (with the shardings to restore
+    onto). Returns None when the manager has no checkpoint.
+    """
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        return None
+    items = {"state": ocp.args.StandardRestore(abstract_tree(target))}
+    has_data = (Path(manager.directory) / str(step) / "data").exists()
+    if has_data:
+        items["data"] = ocp.args.JsonRestore()
+    restored = manager.restore(step, args=ocp.args.Composite(**items))
+    return restored["state"], (restored["data"] if has_data else None)

@@ -1,0 +1,1 @@
+"""Tasks (generators, verifiers, step checks), answer checking, loaders, TFDS and grain."""

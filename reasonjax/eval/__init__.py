@@ -1,0 +1,1 @@
+"""Metrics (accuracy, unbiased pass@k, coverage fits), reports and plots."""

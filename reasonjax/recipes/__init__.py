@@ -1,0 +1,1 @@
+"""Paper pipelines: plain Python chaining jit-compiled training and search rounds."""

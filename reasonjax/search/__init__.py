@@ -1,0 +1,1 @@
+"""Sampler with KV cache, step scoring, and batched test-time search methods."""

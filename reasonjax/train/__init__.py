@@ -1,0 +1,1 @@
+"""Train state, sharded step factory, losses (SFT, preference, value, RL) and loops."""
