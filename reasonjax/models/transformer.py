@@ -364,7 +364,7 @@ class Transformer(nn.Module):
                             name="lm_head")(x)
         logits = nn.with_logical_constraint(
             logits.astype(jnp.float32), ("act_batch", "act_length", "act_vocab"))
-        values = Linear((1,), ("embed", None), use_bias=True, dtype=jnp.float32,
+        values = Linear((1,), ("embed", "value_out"), use_bias=True, dtype=jnp.float32,
                         param_dtype=pdt, kernel_init=nn.initializers.zeros,
                         name="value_head")(x)[..., 0]
 
