@@ -51,6 +51,12 @@ def save_params(path: str | Path, params) -> Path:
     return path
 
 
+def _saved_tree(path: Path):
+    """The pytree of ArrayMetadata (shape, dtype) of an orbax params directory."""
+    meta = ocp.StandardCheckpointer().metadata(path).item_metadata
+    return getattr(meta, "tree", meta)
+
+
 def restore_params(path: str | Path, target=None):
     """Reads params written by :func:`save_params`.
 
@@ -64,11 +70,9 @@ def restore_params(path: str | Path, target=None):
         raise hf.CheckpointError(f"orbax params directory {path} does not exist")
     ckptr = ocp.StandardCheckpointer()
     if target is None:
-        meta = ckptr.metadata(path)
-        tree = getattr(meta, "item_metadata", meta)
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                              tree)
+                              _saved_tree(path))
     return ckptr.restore(path, target)
 
 
@@ -100,10 +104,8 @@ def load_model(path: str | Path, shardings=None) -> tuple[ModelConfig, Any]:
     config = read_model_config(path)
     target = None
     if shardings is not None:
-        meta = ocp.StandardCheckpointer().metadata(Path(path).absolute() / "params")
-        tree = getattr(meta, "item_metadata", meta)
         target = jax.tree.map(lambda m, s: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=s),
-                              tree, shardings)
+                              _saved_tree(Path(path).absolute() / "params"), shardings)
     return config, restore_params(Path(path) / "params", target)
 
 
@@ -132,6 +134,19 @@ def load_checkpoint(path: str | Path, mesh=None, rules=None, **hf_kwargs):
     if is_model_dir(path):
         return load_model(path, shardings)
     return hf.from_pretrained(path, shardings=shardings, **hf_kwargs)
+
+
+def load_model_and_tokenizer(path: str | Path, mesh=None, rules=None, **hf_kwargs):
+    """(config, params, tokenizer) from a checkpoint directory holding its tokenizer.
+
+    Checks that the model has an embedding row for every id the tokenizer emits.
+    """
+    from reasonjax.models.tokenizer import check_vocab, load_tokenizer
+
+    tokenizer = load_tokenizer(path)
+    config, params = load_checkpoint(path, mesh=mesh, rules=rules, **hf_kwargs)
+    check_vocab(config.vocab_size, tokenizer, where=f"checkpoint {path}")
+    return config, params, tokenizer
 
 
 def convert(src: str | Path, dst: str | Path, to: str) -> Path:

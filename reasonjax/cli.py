@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -82,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if os.environ.get("REASONJAX_DISTRIBUTED") == "1":  # set by tpu_scripts/run.sh
+        from reasonjax.parallel import initialize_distributed
+
+        initialize_distributed()
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:

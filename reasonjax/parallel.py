@@ -52,6 +52,7 @@ DEFAULT_RULES: tuple[tuple[str, object], ...] = (
     ("mlp", "tensor"),
     ("norm", None),
     ("layers", None),
+    ("value_out", None),
     # activations
     ("act_batch", BATCH_AXES),
     ("act_length", None),

@@ -449,9 +449,13 @@ def delimiter_automaton(tok: Tokenizer, delimiter: str) -> DelimiterAutomaton:
     V = len(texts)
     next_state = np.zeros((D, V), np.int32)
     completes = np.zeros((D, V), bool)
-    # Most tokens do not contain any delimiter character: they send every state to 0.
+    # Tokens without text (special tokens) leave the match state as it is; tokens whose
+    # text has no delimiter character send every state to 0 (the default).
     chars = set(delimiter)
     for v, text in enumerate(texts):
+        if not text:
+            next_state[:, v] = np.arange(D)
+            continue
         if not chars.intersection(text):
             continue
         for s in range(D):

@@ -1,0 +1,38 @@
+"""PNG line plots for reports (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def line_plot(path: str | Path, series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+              *, xlabel: str, ylabel: str, title: str, logx: bool = False,
+              dashed: Optional[Mapping[str, tuple[Sequence[float], Sequence[float]]]] = None,
+              ylim: Optional[tuple[float, float]] = None) -> Path:
+    """One line (with markers) per series name -> (xs, ys); ``dashed`` adds fitted curves."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for name, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker="o", label=name)
+    for name, (xs, ys) in (dashed or {}).items():
+        ax.plot(xs, ys, linestyle="--", label=name)
+    if logx:
+        ax.set_xscale("log", base=2)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,72 @@
+"""Run directories: phases resume after an interruption; configs must match to resume."""
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from reasonjax.config import ConfigError
+from reasonjax.models import ModelConfig, init_params
+from reasonjax.recipes.rundir import completed_phases, log_metrics, open_run, run_phase
+
+CFG = ModelConfig(vocab_size=32, d_model=16, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=32,
+                  max_seq_len=16)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    rounds: int = 2
+    lr: float = 0.1
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _recipe(path, calls, fail_at=None):
+    run = open_run(path, Cfg(), total_phases=3)
+    a = run_phase(run, "init", lambda: calls.append("init") or {
+        "params": init_params(CFG, jax.random.key(0)), "model_config": CFG, "acc": 0.1})
+
+    def round_one():
+        calls.append("round-1")
+        if fail_at == "round-1":
+            raise Interrupt()
+        return {"acc": a["acc"] + 0.2, "pairs": [[1, 2], [3, 4]]}
+
+    b = run_phase(run, "round-1", round_one)
+    c = run_phase(run, "round-2", lambda: calls.append("round-2") or {"acc": b["acc"] + 0.3})
+    log_metrics(run, {"final": c["acc"]})
+    return a, b, c
+
+
+def test_interrupted_recipe_resumes_from_last_completed_phase(tmp_path):
+    calls = []
+    with pytest.raises(Interrupt):
+        _recipe(tmp_path, calls, fail_at="round-1")
+    assert calls == ["init", "round-1"]
+    run = open_run(tmp_path, Cfg())
+    assert completed_phases(run) == ["init"]
+    assert not any(p.name.startswith(".") for p in (tmp_path / "phases").iterdir())
+
+    calls.clear()
+    a, b, c = _recipe(tmp_path, calls)
+    assert calls == ["round-1", "round-2"]          # init was loaded, not recomputed
+    assert a["model_config"] == CFG
+    ref = init_params(CFG, jax.random.key(0))
+    jax.tree.map(np.testing.assert_array_equal, a["params"], ref)
+    assert b["pairs"] == [[1, 2], [3, 4]] and c["acc"] == pytest.approx(0.6)
+
+    calls.clear()
+    _recipe(tmp_path, calls)
+    assert calls == []
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["final"] for x in lines] == [pytest.approx(0.6)] * 2
+
+
+def test_resuming_with_another_config_is_refused(tmp_path):
+    open_run(tmp_path, Cfg())
+    with pytest.raises(ConfigError, match=r"different config \(lr: 0.1 -> 0.5\)"):
+        open_run(tmp_path, Cfg(lr=0.5))
