@@ -39,10 +39,10 @@ import grain
 import numpy as np
 
 from reasonjax.data import formatting
-from reasonjax.data.formats import KINDS
 from reasonjax.data.task import Problem, Task, decode_problem, get_task
 from reasonjax.models.tokenizer import Tokenizer
 
+KINDS = ("sft", "preference", "unpaired", "value", "joint", "prompt")  # of .formats
 PACKABLE = ("sft", "value", "joint")
 
 
@@ -162,7 +162,7 @@ def make_pipeline(source: grain.MapDataset | Sequence[Any], encode: Callable[[An
     shard_index / shard_count: default ``jax.process_index()`` / ``jax.process_count()``.
     """
     if kind not in KINDS:
-        raise ValueError(f"make_pipeline: kind must be one of {sorted(KINDS)}, got {kind!r}")
+        raise ValueError(f"make_pipeline: kind must be one of {KINDS}, got {kind!r}")
     if pack and kind not in PACKABLE:
         raise ValueError(f"make_pipeline: pack=True works for {PACKABLE}, not {kind!r} "
                          "(pairs and per-sequence scalars cannot share a row)")

@@ -158,7 +158,7 @@ class Task:
 
     def is_final_step(self, step: str) -> bool:
         """Whether ``step`` states the final answer (then the solution ends)."""
-        return step.startswith(ANSWER_PREFIX.rstrip())
+        return "\n" not in step and answers.extract_tagged(step) is not None
 
     def extract_answer(self, text: str) -> Optional[str]:
         return answers.extract_tagged(text)

@@ -152,3 +152,30 @@ def test_math_verify_backend_needs_package():
 def test_normalize_examples():
     assert answers.normalize(r"$\left(1, 2\right)$") == "(1, 2)"
     assert answers.normalize(r"\text{12 dollars}.") == "12"
+
+
+from fractions import Fraction  # noqa: E402
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.integers(-10**9, 10**9), st.integers(1, 10**4))
+def test_spellings_of_one_rational_are_equal(num, den):
+    q = Fraction(num, den)
+    ref = f"{q.numerator}/{q.denominator}"
+    sign = "-" if q < 0 else ""
+    spellings = [f"{num}/{den}", f"{sign}\\frac{{{abs(num)}}}{{{den}}}",
+                 f"{sign}\\dfrac{{{abs(q.numerator)}}}{{{q.denominator}}}", f"\\boxed{{{ref}}}"]
+    if q.denominator == 1:
+        spellings += [f"{q.numerator:,}", f"${q.numerator}", f"{q.numerator} apples"]
+    for s in spellings:
+        assert answers_equal(s, ref), s
+    assert not answers_equal(f"{q.numerator + 1}/{q.denominator}", ref)
+
+
+@given(st.decimals(min_value=-10**6, max_value=10**6, places=3, allow_nan=False))
+def test_decimals_equal_their_fraction(d):
+    q = Fraction(d)
+    assert answers_equal(str(d), f"{q.numerator}/{q.denominator}")
+    assert answers_equal(repr(float(d)), f"{q.numerator}/{q.denominator}")  # "1.5", "-0.0"
