@@ -119,8 +119,12 @@ def _match_answer_is(text: str) -> Optional[str]:
 
 
 def _choice_letter(text: str, labels: str) -> Optional[str]:
+    """``B``, ``(b)``, ``B.``, or a letter introducing its option text: ``(B) steam``,
+    ``B) steam``, ``B. steam`` (a bare ``A rock`` is an article, not a choice)."""
     s = _unwrap_text(text.strip().strip("$").strip())
-    m = re.fullmatch(r"\(?([A-Za-z])\)?[.:)]?(?:\s.*)?", s, re.DOTALL)
+    m = (re.fullmatch(r"\(?([A-Za-z])\)?[.:]?", s)
+         or re.fullmatch(r"\(([A-Za-z])\)\s.*", s, re.DOTALL)
+         or re.fullmatch(r"([A-Z])[.:)]\s.*", s, re.DOTALL))
     if m and m.group(1).upper() in labels:
         return m.group(1).upper()
     return None
@@ -188,8 +192,7 @@ def normalize(answer: str) -> str:
     s = s.replace("\u2212", "-").replace("\u00d7", "\\times ").replace("\u00b7", "\\cdot ")
     s = s.replace("\u03c0", "\\pi ").replace("\u221e", "\\infty ").replace("\u00b0", "")
     for left, right in (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
-        while len(s) >= len(left) + len(right) and s.startswith(left) and s.endswith(right) \
-                and len(s) > len(left):
+        while len(s) > len(left) + len(right) and s.startswith(left) and s.endswith(right):
             s = s[len(left):len(s) - len(right)].strip()
     s = _unbox(s)
     s = _unwrap_text(s)
@@ -449,9 +452,6 @@ def parse_latex(text: str):
 
 # ---------------------------------------------------------------------------------------
 # Equivalence
-
-_OPEN = {"(": ")", "[": "]", "\\{": "\\}"}
-
 
 def _split_top(s: str) -> list[str]:
     """Splits on commas outside brackets."""

@@ -107,6 +107,8 @@ def test_none_prediction_is_wrong():
     ("The answer is (B).", "choice", "B"),
     ("answer: c", "choice", "C"),
     ("I think A cat is here", "choice", None),
+    ("The answer is a rock.", "choice", None),
+    ("The answer is (b) steam.", "choice", "B"),
     ("D", "choice", "D"),
 ])
 def test_extraction(text, style, expected):

@@ -80,9 +80,12 @@ def reachable(numbers: tuple[int, ...], target: int) -> bool:
     return False
 
 
+Move = tuple[int, str, int, int, list]  # (a, op, b, result, numbers left)
+
+
 def solve(numbers: Sequence[int], target: int,
-          rng: Optional[random.Random] = None) -> Optional[list[tuple[int, str, int, int, list]]]:
-    """A solution as steps (a, op, b, result, numbers left), or None if unsolvable.
+          rng: Optional[random.Random] = None) -> Optional[list[Move]]:
+    """A solution as moves (a, op, b, result, numbers left), or None if unsolvable.
 
     Deterministic without ``rng`` (first solving move in a fixed order)."""
     nums = list(numbers)
@@ -111,8 +114,7 @@ def _wrap(expr: str, prec: int, need: int, strict: bool) -> str:
     return f"({expr})" if prec < need or (strict and prec == need) else expr
 
 
-def expression_from_steps(numbers: Sequence[int],
-                          steps: Sequence[tuple[int, str, int, int, list]]) -> str:
+def expression_from_steps(numbers: Sequence[int], steps: Sequence[Move]) -> str:
     """One expression (minimal parentheses) equivalent to the steps."""
     pool: list[tuple[int, str, int]] = [(n, str(n), 3) for n in numbers]
     for a, op, b, c, _ in steps:
