@@ -20,6 +20,13 @@ by the step delimiter, except a final step, which is followed by eos. The value 
 a step sits on the last token of its delimiter (or its eos): where a sampler that stops at
 the delimiter reads the value of that prefix.
 
+Exact process labels for a built-in task's completion (value / PRM training)::
+
+    steps = task.split_steps(completion)
+    check = task.check_steps(problem, steps)
+    ex = encode_steps(tok, task.prompt(problem), steps, [float(c) for c in
+                      check.prefix_correct], task.step_delimiter, complete=check.complete)
+
 Overflow (a sequence longer than the length): ``on_overflow="error"`` raises
 :class:`SequenceTooLong`; ``"truncate"`` keeps the first tokens (prompts: the last ones,
 nearest to where generation continues) and the batch helpers warn with the count.

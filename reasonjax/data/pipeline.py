@@ -102,10 +102,9 @@ def task_source(task: Task | str, size: int, seed: int | str = 0,
 
 
 def tfds_source(name: str, split: str, data_dir: str) -> grain.MapDataset:
-    """A split of a TFDS dataset written by :mod:`.tfds_builders`, decoded to Problems."""
+    """A split of a TFDS dataset written by :mod:`.tfds_builders`, decoded to Problems
+    (tfds reads the prepared files; the builder classes need not be imported)."""
     import tensorflow_datasets as tfds
-
-    from reasonjax.data import tfds_builders  # noqa: F401  (registers the builders)
 
     source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     return grain.MapDataset.source(source).map(decode_problem)

@@ -102,3 +102,14 @@ def test_task_texts_fit_char_tokenizer():
 def test_mismatched_lengths():
     with pytest.raises(ValueError, match="different lengths"):
         fm.sft_batch(TOK, ["a", "b"], ["c"], 8)
+
+
+def test_exact_process_labels_recipe_from_docstring():
+    task = get_task("arithmetic")
+    p = task.from_instance("2+3*4")
+    steps = task.split_steps("2+12\nanswer: 15\n")  # slip at step 1
+    check = task.check_steps(p, steps)
+    ex = fm.encode_steps(TOK, task.prompt(p), steps, [float(c) for c in check.prefix_correct],
+                         task.step_delimiter, complete=check.complete)
+    assert ex["value_targets"][ex["value_mask"] > 0].tolist() == [1.0, 0.0]
+    assert ex["tokens"][-1] == TOK.eos_id
