@@ -8,7 +8,8 @@ generated lazily by index (:func:`task_source`), a TFDS ArrayRecord dataset
 :func:`make_pipeline` turns a source into fixed-shape batches of one kind of
 :mod:`reasonjax.data.formats`. Order of operations and why:
 
-1. shard by JAX process (``source[process_index::process_count]``): each host reads a
+1. shard by JAX process (``source[process_index::process_count]``, after dropping the
+   last ``len % process_count`` records so shards are equal): each host reads a
    disjoint part; ``batch_size`` is the per-process batch (global = batch_size x
    process_count, assembled with ``parallel.shard_batch``);
 2. shuffle with ``seed`` (a different permutation every epoch) and repeat ``num_epochs``
@@ -183,7 +184,9 @@ def make_pipeline(source: grain.MapDataset | Sequence[Any], encode: Callable[[An
         raise ValueError(f"the source has {len(ds)} records, fewer than the {shard_count} "
                          "shards (processes) reading it")
     ds = ds.map_with_index(lambda i, record: (i, record))
-    ds = ds[shard_index::shard_count]
+    # equal shards: every process must produce the same number of batches or multi-host
+    # steps stall at the end of a finite run; the last len % shard_count records are dropped
+    ds = ds[:len(ds) - len(ds) % shard_count][shard_index::shard_count]
     if shuffle:
         ds = ds.shuffle(seed=seed)
     ds = ds.repeat(num_epochs)

@@ -62,6 +62,9 @@ def test_shards_are_disjoint_and_cover_the_source():
     assert len(seen[0]) == len(seen[1]) == 8
     assert Counter(seen[0] + seen[1]) == Counter(TASK.prompt(p) + TASK.solution(p)
                                                  for p in problems)
+    odd = [len(list(_sft(problems[:15], shard_index=s, shard_count=2, num_epochs=1,
+                             batch_size=1).dataset)) for s in range(2)]
+    assert odd == [7, 7]  # equal shards: one record dropped
     with pytest.raises(ValueError, match="shard_index"):
         _sft(problems, shard_index=2, shard_count=2)
 
