@@ -135,7 +135,7 @@ class Arithmetic(Task):
             value = evaluate(*state)
             if self.is_final_step(step):
                 got = answers.extract_tagged(step)
-                if answers.parse_number(got or "") != value:
+                if not answers.answers_equal(got, str(value)):
                     out.append((False, f"answer {got!r} but the previous expression is "
                                        f"{value}"))
                 else:
