@@ -166,7 +166,7 @@ class Task:
     # ---- judging -----------------------------------------------------------------------
 
     def answer_correct(self, problem: Problem, answer: str) -> bool:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not judge answers")
 
     def verify(self, problem: Problem, completion: str) -> bool:
         """Whether the completion's final answer is correct."""
