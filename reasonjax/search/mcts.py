@@ -186,7 +186,8 @@ def child_of(node: Node, action: jax.Array, max_steps: int):
 def make_recurrent_fn(transition, evaluate):
     """mctx ``recurrent_fn`` from an environment: ``transition(node, action) -> child
     state`` and ``evaluate(params, rng, child_state) -> (child Node, prior logits [B, K])``.
-    Terminal nodes are absorbing (see module doc); rewards 0, discounts 1.
+    Terminal nodes are absorbing (see module doc; their children get uniform priors);
+    rewards 0, discounts 1.
 
     The LLM environment and the fixed-tree test environment share this adapter."""
     def recurrent_fn(params, rng, action, node):
@@ -195,6 +196,7 @@ def make_recurrent_fn(transition, evaluate):
         child = jax.tree.map(
             lambda c, n: jnp.where(absorbing.reshape((-1,) + (1,) * (c.ndim - 1)), n, c),
             child, node)
+        logits = jnp.where(absorbing[:, None], 0.0, logits)
         out = mctx.RecurrentFnOutput(
             reward=jnp.zeros_like(child.value), discount=jnp.ones_like(child.value),
             prior_logits=logits, value=child.value)

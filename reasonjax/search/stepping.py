@@ -126,7 +126,8 @@ class SearchResult:
 def check_search(config: ModelConfig, cfg: SearchConfig, prompt_tokens, prompt_mask,
                  stop: StopTokens, scorer_config: Optional[ModelConfig]) -> None:
     """Host-side validation before any compile."""
-    check_prompts(config, prompt_tokens, prompt_mask, cfg.max_steps * cfg.step_tokens)
+    check_prompts(config, prompt_tokens, prompt_mask,
+                  cfg.max_steps * cfg.step_tokens + len(cfg.scorer.template))
     if stop.completes.shape[-1] != config.vocab_size:
         raise SearchError(f"stop tables cover {stop.completes.shape[-1]} ids, the model has "
                           f"{config.vocab_size}; build them with stop_tokens(vocab_size)")
@@ -151,7 +152,11 @@ def init_state(config: ModelConfig, params, prompt_tokens, prompt_mask, cfg: Sea
     B, P = prompt_tokens.shape
     model = Transformer(config)
     L = cfg.max_steps * cfg.step_tokens
-    dstate = prefill(model, params, prompt_tokens, prompt_mask, P + L)
+    # A template scorer reading the policy's own context needs room for its template.
+    reads_policy = cfg.scorer.kind == "token_prob" and not cfg.scorer.cache_len(
+        scorer_config is not None, P, cfg.max_steps, cfg.step_tokens)
+    extra = len(cfg.scorer.template) if reads_policy else 0
+    dstate = prefill(model, params, prompt_tokens, prompt_mask, P + L + extra)
     compute = Compute.zero().add(tokens_prefilled=jnp.sum(prompt_mask), forward_passes=1)
     separate = scorer_config is not None
     s_len = cfg.scorer.cache_len(separate, P, cfg.max_steps, cfg.step_tokens)
