@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list model presets",
                        description="List the named model presets with their sizes.")
     p.set_defaults(func=_models)
+
+    from reasonjax.data.cli import register as register_data
+    register_data(sub)
     return parser
 
 

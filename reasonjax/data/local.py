@@ -1,0 +1,268 @@
+"""Loaders for local GSM8K-, MATH- and multiple-choice-style files (JSONL, JSON, Parquet).
+
+``load_local(path, format)`` reads every record into a :class:`Problem` of the task
+``format`` (``gsm8k``, ``math``, ``mc``; see :mod:`reasonjax.data.tasks.real`). A record
+that cannot be used (invalid JSON, bytes that are not UTF-8, a missing or mistyped field,
+no extractable answer) is reported as ``file:line: reason``; with ``on_error="skip"``
+(default) it is logged, counted and skipped, with ``on_error="fail"`` the first one
+raises. An empty file, or a file with no usable record, is an error.
+
+Accepted field names (override with ``fields={"question": "prompt", ...}``):
+
+- gsm8k: question (or problem), answer (GSM8K's ``"...\\n#### 72"`` or ``"72"``),
+  optional solution;
+- math: problem (or question), solution (answer = its last ``\\boxed{}``) and/or answer;
+- mc: question (a string, or ARC's ``{"stem", "choices"}``), choices (a list of strings,
+  HF ARC's ``{"text": [...], "label": [...]}`` or a list of ``{"text", "label"}``),
+  answerKey (or answer: a label or a 0-based index).
+
+A path may be a ``.jsonl`` file (one object per line; blank lines are ignored), a
+``.json`` file (one object or a list), a ``.parquet`` file, or a directory of such files
+(read in sorted order, e.g. MATH's one-JSON-per-problem layout).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
+
+from reasonjax.data.task import Problem, TaskError, get_task
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("gsm8k", "math", "mc")
+SUFFIXES = (".jsonl", ".json", ".parquet")
+
+_ALIASES = {
+    "gsm8k": {"question": ("question", "problem"), "answer": ("answer",),
+              "solution": ("solution",)},
+    "math": {"question": ("problem", "question"), "answer": ("answer",),
+             "solution": ("solution",)},
+    "mc": {"question": ("question",), "choices": ("choices",),
+           "answer": ("answerKey", "answer", "label")},
+}
+_REQUIRED = {"gsm8k": ("question", "answer"), "math": ("question",),
+             "mc": ("question", "answer")}
+
+
+class LocalDataError(ValueError):
+    """A local data file cannot be used; the message names the file (and line)."""
+
+
+class RecordError(ValueError):
+    """One record is unusable; the message says why."""
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """problems: the usable records; errors: ``file:line: reason`` for every skipped one;
+    n_records: records seen (blank lines excluded)."""
+
+    problems: list[Problem]
+    errors: list[str]
+    n_records: int
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self.errors)
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+        if not found:
+            raise LocalDataError(f"{path}: directory holds no {', '.join(SUFFIXES)} files")
+        return found
+    if not path.is_file():
+        raise LocalDataError(f"{path}: no such file or directory")
+    if path.suffix not in SUFFIXES:
+        raise LocalDataError(f"{path}: unknown file type {path.suffix!r}; expected one of "
+                             f"{SUFFIXES}")
+    return [path]
+
+
+def read_records(path: str | Path) -> Iterator[tuple[str, Any]]:
+    """Yields (``file:line``, record dict) or (``file:line``, RecordError) for every record,
+    so callers can report bad lines without stopping."""
+    for file in _files(Path(path)):
+        if file.stat().st_size == 0:
+            raise LocalDataError(f"{file}: the file is empty; expected {file.suffix} records")
+        if file.suffix == ".jsonl":
+            yield from _jsonl(file)
+        elif file.suffix == ".json":
+            yield from _json(file)
+        else:
+            yield from _parquet(file)
+
+
+def _jsonl(file: Path) -> Iterator[tuple[str, Any]]:
+    with open(file, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{file}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield where, RecordError(
+                    f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                    "re-encode the file as UTF-8")
+                continue
+            if not line.strip():
+                continue
+            yield where, _parse_json(line)
+
+
+def _parse_json(text: str):
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as e:
+        return RecordError(f"invalid JSON: {e.msg} (column {e.colno})")
+    if not isinstance(record, dict):
+        return RecordError(f"expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def _json(file: Path) -> Iterator[tuple[str, Any]]:
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LocalDataError(f"{file}: not valid UTF-8 (byte offset {e.start}); re-encode the "
+                             "file as UTF-8") from None
+    if not text.strip():
+        raise LocalDataError(f"{file}: the file is empty; expected JSON records")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LocalDataError(f"{file}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})") \
+            from None
+    items = data if isinstance(data, list) else [data]
+    for i, record in enumerate(items):
+        where = f"{file}[{i}]" if isinstance(data, list) else str(file)
+        if not isinstance(record, dict):
+            yield where, RecordError(f"expected a JSON object, got {type(record).__name__}")
+        else:
+            yield where, record
+
+
+def _parquet(file: Path) -> Iterator[tuple[str, Any]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise LocalDataError(f"{file}: reading Parquet needs pyarrow (pip install pyarrow)") \
+            from None
+    try:
+        pf = pq.ParquetFile(file)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
+        raise LocalDataError(f"{file}: not a readable Parquet file: {e}") from None
+    row = 0
+    for batch in pf.iter_batches(batch_size=1024):
+        for record in batch.to_pylist():
+            yield f"{file}:row {row}", record
+            row += 1
+
+
+def _field(record: Mapping, format: str, key: str, fields: Mapping[str, str],
+           required: bool) -> Any:
+    names = (fields[key],) if key in fields else _ALIASES[format][key]
+    for name in names:
+        if name in record and record[name] is not None:
+            return record[name]
+    if required:
+        raise RecordError(f"missing field {names[0]!r} (the record has keys "
+                          f"{sorted(record)}); name it with fields={{{key!r}: ...}}")
+    return None
+
+
+def _text(value: Any, name: str) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise RecordError(f"field {name!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def problem_from_record(record: Mapping, format: str,
+                        fields: Optional[Mapping[str, str]] = None) -> Problem:
+    """A Problem of task ``format`` from one record; raises RecordError saying why not."""
+    fields = dict(fields or {})
+    task = get_task(format)
+    get = lambda key: _field(record, format, key, fields,  # noqa: E731
+                             key in _REQUIRED[format])
+    try:
+        if format == "gsm8k":
+            solution = get("solution")
+            return task.from_instance(_text(get("question"), "question"),
+                                      _text(get("answer"), "answer"),
+                                      None if solution is None else _text(solution, "solution"))
+        if format == "math":
+            answer, solution = get("answer"), get("solution")
+            if answer is None and solution is None:
+                raise RecordError("needs a 'solution' with \\boxed{} or an 'answer' field")
+            return task.from_instance(
+                _text(get("question"), "question"),
+                None if answer is None else _text(answer, "answer"),
+                None if solution is None else _text(solution, "solution"))
+        question = get("question")
+        choices = get("choices")
+        if isinstance(question, dict):  # original ARC: {"stem", "choices": [{text, label}]}
+            choices = question.get("choices", choices)
+            question = question.get("stem")
+        if choices is None:
+            raise RecordError("missing field 'choices' (or question.choices)")
+        texts, labels = _choices(choices)
+        answer = get("answer")
+        if not isinstance(answer, (str, int)) or isinstance(answer, bool):
+            raise RecordError(f"field 'answer' must be a label or an index, got {answer!r}")
+        return task.from_instance(_text(question, "question"), texts, answer, labels)
+    except TaskError as e:
+        raise RecordError(str(e)) from None
+
+
+def _choices(choices: Any) -> tuple[list[str], Optional[list[str]]]:
+    if isinstance(choices, dict) and "text" in choices:
+        labels = choices.get("label")
+        return [_text(t, "choices.text") for t in choices["text"]], \
+            None if labels is None else [_text(x, "choices.label") for x in labels]
+    if isinstance(choices, list) and choices and all(isinstance(c, dict) for c in choices):
+        try:
+            return [_text(c["text"], "choices.text") for c in choices], \
+                [_text(c["label"], "choices.label") for c in choices]
+        except KeyError as e:
+            raise RecordError(f"a choice lacks the key {e.args[0]!r}") from None
+    if isinstance(choices, list):
+        return [_text(c, "choices") for c in choices], None
+    raise RecordError(f"field 'choices' must be a list or {{'text', 'label'}}, got "
+                      f"{type(choices).__name__}")
+
+
+def load_local(path: str | Path, format: str, on_error: str = "skip",
+               fields: Optional[Mapping[str, str]] = None) -> LoadReport:
+    """Reads ``path`` into Problems of task ``format`` (see module docstring)."""
+    if format not in FORMATS:
+        raise LocalDataError(f"format must be one of {FORMATS}, got {format!r}")
+    if on_error not in ("skip", "fail"):
+        raise LocalDataError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
+    problems, errors, n = [], [], 0
+    for where, record in read_records(path):
+        n += 1
+        try:
+            if isinstance(record, RecordError):
+                raise record
+            p = problem_from_record(record, format, fields)
+        except RecordError as e:
+            message = f"{where}: {e}"
+            if on_error == "fail":
+                raise LocalDataError(message + " (on_error='skip' skips bad records)") \
+                    from None
+            log.warning("skipped %s", message)
+            errors.append(message)
+            continue
+        problems.append(dataclasses.replace(p, meta={**p.meta, "source": where}))
+    if n == 0:
+        raise LocalDataError(f"{path}: no records (only blank lines)")
+    if not problems:
+        raise LocalDataError(f"{path}: none of the {n} records is usable; first error: "
+                             f"{errors[0]}")
+    return LoadReport(problems=problems, errors=errors, n_records=n)

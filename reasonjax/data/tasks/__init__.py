@@ -1,0 +1,12 @@
+"""Built-in tasks (registered with :func:`reasonjax.data.task.get_task` on import)."""
+
+from reasonjax.data.tasks.arithmetic import Arithmetic
+from reasonjax.data.tasks.countdown import Countdown
+from reasonjax.data.tasks.maze import Maze
+from reasonjax.data.tasks.procbench import ProcBench
+from reasonjax.data.tasks.real import GSM8K, MATH, MultipleChoice
+
+BUILTIN = ("arithmetic", "countdown", "procbench", "maze")
+
+__all__ = ["Arithmetic", "Countdown", "Maze", "ProcBench", "GSM8K", "MATH", "MultipleChoice",
+           "BUILTIN"]
