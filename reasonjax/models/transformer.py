@@ -13,6 +13,13 @@ Incremental decoding passes an explicit :class:`KVCache` in and gets the updated
 (``out.cache``); there are no mutable Flax collections, so search code can gather, copy and
 reorder caches freely (``take_rows(cache, idx)``).
 
+Decoding layout. With a cache the layers run as an unrolled Python loop over one buffer per
+layer, keys stored slot-minor ([B, K, Dh, S]) and values slot-major ([B, K, S, Dh]), so
+attention reads each row's keys and values as plain matrices: on CPU a stacked
+[L, B, S, K, Dh] cache cost a copy and a transpose of every layer's cache per token, which
+dominated decoding. Decode loops also pass ``unstack_layers(params)`` so the per-layer weight
+slices are taken once, outside the loop (XLA does not hoist them).
+
 Cache layout. The cache is a buffer of ``S`` slots per row, written in lockstep: a call with
 ``T`` new tokens writes slots ``[index, index + T)`` for every row. Each slot records the
 RoPE position of its token, or -1 when it holds no token (padding, or a row that had already
@@ -47,7 +54,8 @@ _INIT_STD = 0.02
 class KVCache:
     """Explicit key/value cache.
 
-    k, v:  [L, B, S, K, Dh] keys (RoPE applied) and values per layer, slot and KV head.
+    k:     L-tuple of [B, K, Dh, S] keys (RoPE applied) per layer, KV head and slot.
+    v:     L-tuple of [B, K, S, Dh] values per layer, KV head and slot.
     pos:   [B, S] int32 RoPE position of the token in each slot; -1 marks an empty slot.
     index: [] int32, the next slot to write (shared by all rows).
     """
@@ -93,16 +101,30 @@ def init_cache(config: ModelConfig, batch_size: int, max_len: int, dtype=None) -
             f"cache length {max_len} exceeds the model's max_seq_len {config.max_seq_len}; "
             "shorten the prompt or the token budget")
     dtype = dtype or config.compute_dtype
-    shape = (config.n_layers, batch_size, max_len, config.n_kv_heads, config.dim_per_head)
+    kv, dh = config.n_kv_heads, config.dim_per_head
     return KVCache(
-        k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+        k=tuple(jnp.zeros((batch_size, kv, dh, max_len), dtype) for _ in range(config.n_layers)),
+        v=tuple(jnp.zeros((batch_size, kv, max_len, dh), dtype) for _ in range(config.n_layers)),
         pos=jnp.full((batch_size, max_len), -1, jnp.int32), index=jnp.zeros((), jnp.int32))
 
 
 def take_rows(cache: KVCache, rows: jax.Array) -> KVCache:
     """Cache whose row ``i`` is row ``rows[i]`` of ``cache`` (beam reorder, resampling,
     repeating a prompt's cache for n samples)."""
-    return KVCache(k=cache.k[:, rows], v=cache.v[:, rows], pos=cache.pos[rows], index=cache.index)
+    return KVCache(k=tuple(k[rows] for k in cache.k), v=tuple(v[rows] for v in cache.v),
+                   pos=cache.pos[rows], index=cache.index)
+
+
+def unstack_layers(params):
+    """``params`` with the stacked ``layers`` tree split into an L-tuple of per-layer trees.
+
+    Only for calls with a cache (decoding); the weight slices are then taken once instead
+    of on every decode step."""
+    layers = params["layers"]
+    if isinstance(layers, tuple):
+        return params
+    n = jax.tree.leaves(layers)[0].shape[0]
+    return {**params, "layers": tuple(jax.tree.map(lambda a: a[i], layers) for i in range(n))}
 
 
 def _dense_init(names):
@@ -222,9 +244,10 @@ class Attention(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x_BTD, positions_BT, mask_B1TS, layer_idx, kv_cache):
-        """Self-attention; with ``kv_cache`` = (k_all, v_all, index) writes the new keys and
-        attends over the whole cache. Returns (output [B,T,D], updated (k_all, v_all))."""
+    def __call__(self, x_BTD, positions_BT, mask_B1TS, kv_cache):
+        """Self-attention; with ``kv_cache`` = (k [B,K,Dh,S], v [B,K,S,Dh], index) of this
+        layer writes the new keys and values at slot ``index`` and attends over the whole
+        cache. Returns (output [B,T,D], updated (k, v) or None)."""
         cfg = self.config
         dt, pdt = cfg.compute_dtype, cfg.weights_dtype
         h, kv, dh = cfg.n_heads, cfg.n_kv_heads, cfg.dim_per_head
@@ -243,20 +266,41 @@ class Attention(nn.Module):
         k = nn.with_logical_constraint(k, ("act_batch", "act_length", "act_kv_heads", None))
 
         new_cache = None
-        if kv_cache is not None:
-            k_all, v_all, index = kv_cache
-            start = (layer_idx, 0, index, 0, 0)
-            k_all = lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), start)
-            v_all = lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), start)
-            k = k_all[layer_idx].astype(dt)
-            v = v_all[layer_idx].astype(dt)
-            new_cache = (k_all, v_all)
-
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask_B1TS, scale=1.0 / math.sqrt(dh))
+        if kv_cache is None:
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask_B1TS,
+                                               scale=1.0 / math.sqrt(dh))
+        else:
+            k_BKDS, v_BKSD, index = kv_cache
+            k_BKDS = lax.dynamic_update_slice(
+                k_BKDS, jnp.transpose(k, (0, 2, 3, 1)).astype(k_BKDS.dtype), (0, 0, 0, index))
+            v_BKSD = lax.dynamic_update_slice(
+                v_BKSD, jnp.transpose(v, (0, 2, 1, 3)).astype(v_BKSD.dtype), (0, 0, index, 0))
+            k_BKDS = nn.with_logical_constraint(k_BKDS, ("act_batch", "act_kv_heads", None, None))
+            v_BKSD = nn.with_logical_constraint(v_BKSD, ("act_batch", "act_kv_heads", None, None))
+            new_cache = (k_BKDS, v_BKSD)
+            out = _cached_attention(q, k_BKDS.astype(dt), v_BKSD.astype(dt), mask_B1TS)
         out = nn.with_logical_constraint(out, ("act_batch", "act_length", "act_heads", None))
         out = Linear((cfg.d_model,), ("heads", "head_dim", "embed"), n_in=2, dtype=dt,
                      param_dtype=pdt, name="o")(out)
         return out, new_cache
+
+
+def _cached_attention(q_BTHD, k_BKDS, v_BKSD, mask_B1TS):
+    """GQA attention of T queries over a layer's cache slots: [B, T, H, Dh].
+
+    The G = H / K query heads sharing a KV head and the T queries form the rows of one
+    matrix product per (row, KV head), so keys and values are read once, untransposed."""
+    B, T, H, D = q_BTHD.shape
+    K = k_BKDS.shape[1]
+    G = H // K
+    q_BKMD = jnp.transpose(q_BTHD.reshape(B, T, K, G, D), (0, 2, 3, 1, 4)).reshape(B, K, G * T, D)
+    scores = jnp.einsum("bkmd,bkds->bkms", q_BKMD, k_BKDS,
+                        preferred_element_type=jnp.float32) / math.sqrt(D)
+    scores = scores.reshape(B, K, G, T, -1)
+    scores = jnp.where(mask_B1TS[:, :, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_BKSD.dtype).reshape(B, K, G * T, -1)
+    out_BKMD = jnp.einsum("bkms,bksd->bkmd", probs, v_BKSD)
+    return jnp.transpose(out_BKMD.reshape(B, K, G, T, D), (0, 3, 1, 2, 4)).reshape(B, T, H, D)
 
 
 class MLP(nn.Module):
@@ -278,22 +322,23 @@ class MLP(nn.Module):
 
 
 class Layer(nn.Module):
-    """One pre-norm decoder layer; the body of the layer scan.
+    """One pre-norm decoder layer: the body of the layer scan (no cache) or of the unrolled
+    layer loop (with a cache).
 
-    carry = (x [B,T,D], kv) with kv = (k_all, v_all) or None; xs = the layer index.
+    carry = (x [B,T,D], kv) with kv = this layer's (k, v) cache buffers or None.
     """
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, carry, layer_idx, positions_BT, mask_B1TS, cache_index):
+    def __call__(self, carry, positions_BT, mask_B1TS, cache_index):
         cfg = self.config
         x, kv = carry
         norm = lambda name: RMSNorm(cfg.rms_norm_eps, cfg.compute_dtype, cfg.weights_dtype,
                                     name=name)
         kv_cache = None if kv is None else (kv[0], kv[1], cache_index)
         attn_out, kv = Attention(cfg, name="attn")(
-            norm("attn_norm")(x), positions_BT, mask_B1TS, layer_idx, kv_cache)
+            norm("attn_norm")(x), positions_BT, mask_B1TS, kv_cache)
         x = x + attn_out
         x = x + MLP(cfg, name="mlp")(norm("mlp_norm")(x))
         x = nn.with_logical_constraint(x, ("act_batch", "act_length", "act_embed"))
@@ -360,21 +405,23 @@ class Transformer(nn.Module):
             k_slot = jnp.arange(cache.max_len, dtype=jnp.int32)
             mask = make_attention_mask(q_slot + cache_index, k_slot, positions, new_pos, new_pos >= 0,
                                   window=window)
-            kv = (cache.k, cache.v)
 
         embed = Embed(cfg.vocab_size, cfg.d_model, dt, pdt, name="embed")
         x = embed(tokens)
         x = nn.with_logical_constraint(x, ("act_batch", "act_length", "act_embed"))
 
-        layer_cls = Layer
-        if cfg.remat != "none":
-            layer_cls = nn.remat(Layer, prevent_cse=False, policy=_REMAT_POLICIES[cfg.remat])
-        layers = nn.scan(
-            layer_cls, variable_axes={"params": 0}, split_rngs={"params": True},
-            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.n_layers,
-            metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="layers")
-        (x, kv), _ = layers((x, kv), jnp.arange(cfg.n_layers, dtype=jnp.int32), positions,
-                            mask, cache_index)
+        if cache is None or self.is_initializing():
+            layer_cls = Layer
+            if cfg.remat != "none":
+                layer_cls = nn.remat(Layer, prevent_cse=False, policy=_REMAT_POLICIES[cfg.remat])
+            layers = nn.scan(
+                layer_cls, variable_axes={"params": 0}, split_rngs={"params": True},
+                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.n_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="layers")
+            (x, _), _ = layers((x, None), positions, mask, cache_index)
+            kv = None if cache is None else (cache.k, cache.v)
+        else:
+            x, kv = self._cached_layers(x, positions, mask, cache)
 
         x = RMSNorm(cfg.rms_norm_eps, dt, pdt, name="final_norm")(x)
         if select is not None:
@@ -394,6 +441,24 @@ class Transformer(nn.Module):
         if cache is not None:
             new_cache = KVCache(k=kv[0], v=kv[1], pos=new_pos, index=cache_index + T)
         return ModelOutput(logits=logits, values=values, cache=new_cache)
+
+    def _cached_layers(self, x, positions, mask, cache):
+        """The layers as an unrolled loop over per-layer cache buffers (see module doc).
+        Returns (x, (k tuple, v tuple))."""
+        cfg = self.config
+        layers = nn.meta.unbox(self.variables["params"]["layers"])
+        if not isinstance(layers, tuple):
+            layers = unstack_layers({"layers": layers})["layers"]
+        if len(layers) != cfg.n_layers or len(cache.k) != cfg.n_layers:
+            raise ValueError(f"expected {cfg.n_layers} layers in params and cache, got "
+                             f"{len(layers)} and {len(cache.k)}")
+        ks, vs = [], []
+        for layer_params, k, v in zip(layers, cache.k, cache.v):
+            (x, (k, v)), _ = Layer(cfg, parent=None).apply(
+                {"params": layer_params}, (x, (k, v)), positions, mask, cache.index)
+            ks.append(k)
+            vs.append(v)
+        return x, (tuple(ks), tuple(vs))
 
 
 def init_params(config: ModelConfig, rng: jax.Array, seq_len: int = 8):

@@ -1,0 +1,120 @@
+"""Decode throughput: reasonjax's sampler vs transformers' ``generate`` on the same weights.
+
+A tiny Llama (``tiny-3m``, ~2.9M parameters) is initialised, written with
+``save_pretrained`` and loaded into transformers' ``LlamaForCausalLM`` (PyTorch, CPU,
+float32). Both decode 128 new tokens greedily after a 16-token prompt, never stopping
+early, at batch 1 / 16 / 64 / 256. In the same run a large fp32 matmul measures the
+machine's peak; the roofline is that peak divided by the model's FLOPs per generated
+token (2 x matmul parameters + attention over the average context), and each throughput
+is also reported as a fraction of it.
+
+    python benchmarks/decode_throughput.py [--batches 1,16,64,256] [--repeats 3]
+
+Prints one table; figures depend on the machine and on whatever else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from reasonjax.models import get_config, init_params, save_pretrained  # noqa: E402
+from reasonjax.search.sampler import SamplingConfig, sample, stop_tokens  # noqa: E402
+
+PROMPT_LEN = 16
+NEW_TOKENS = 128
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()  # warm-up (compile / allocator)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    """fp32 FLOP/s of a large square matmul (jax, all cores)."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    f = jax.jit(lambda a, b: a @ b)
+    t = best_time(lambda: f(a, b).block_until_ready(), repeats)
+    return 2 * n**3 / t
+
+
+def flops_per_token(cfg, context: float) -> float:
+    """Forward FLOPs to generate one token: every matmul weight once (the embedding lookup
+    is not a matmul) plus attention scores and mixing over ``context`` cached slots."""
+    matmul_params = cfg.num_params(include_embeddings=False) + cfg.d_model * cfg.vocab_size
+    attention = 4 * cfg.n_layers * cfg.n_heads * cfg.dim_per_head * context
+    return 2 * matmul_params + attention
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batches", default="1,16,64,256")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--preset", default="tiny-3m")
+    args = ap.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+
+    import torch
+    from transformers import LlamaForCausalLM
+
+    cfg = get_config(args.preset, vocab_size=128)
+    params = init_params(cfg, jax.random.key(0))
+    tmp = tempfile.mkdtemp(prefix="rj_bench_")
+    hf_dir = save_pretrained(cfg, params, os.path.join(tmp, "hf"))
+    hf = LlamaForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32).eval()
+    no_stop = stop_tokens(cfg.vocab_size)  # no EOS: every row decodes all 128 tokens
+    greedy = SamplingConfig(temperature=0.0)
+
+    peak = matmul_peak()
+    roofline = peak / flops_per_token(cfg, PROMPT_LEN + NEW_TOKENS / 2)
+    print(f"model {args.preset}: {cfg.num_params() / 1e6:.2f}M params; fp32 matmul peak "
+          f"{peak / 1e9:.0f} GFLOP/s -> roofline {roofline:,.0f} tok/s; "
+          f"{jax.device_count()} jax devices, torch threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"{'batch':>5} {'transformers tok/s':>19} {'reasonjax tok/s':>16} {'ratio':>6} "
+          f"{'% roofline':>10} {'same tokens':>11}")
+    rng = np.random.default_rng(0)
+    for B in batches:
+        prompt = rng.integers(4, cfg.vocab_size, (B, PROMPT_LEN)).astype(np.int32)
+        mask = np.ones_like(prompt)
+        tokens_j, mask_j = jnp.asarray(prompt), jnp.asarray(mask)
+
+        def ours():
+            return sample(cfg, params, tokens_j, mask_j, jax.random.key(0),
+                          max_new_tokens=NEW_TOKENS, sampling=greedy,
+                          stop=no_stop).tokens.block_until_ready()
+
+        ids = torch.from_numpy(prompt.astype(np.int64))
+        attn = torch.ones_like(ids)
+
+        def theirs():
+            with torch.no_grad():
+                return hf.generate(ids, attention_mask=attn, max_new_tokens=NEW_TOKENS,
+                                   min_new_tokens=NEW_TOKENS, do_sample=False,
+                                   pad_token_id=0, eos_token_id=None)
+
+        t_ours = best_time(ours, args.repeats)
+        t_hf = best_time(theirs, args.repeats)
+        same = np.mean(np.asarray(ours())[:, 0] == theirs()[:, PROMPT_LEN:].numpy())
+        tps_ours, tps_hf = B * NEW_TOKENS / t_ours, B * NEW_TOKENS / t_hf
+        print(f"{B:>5} {tps_hf:>19,.0f} {tps_ours:>16,.0f} {tps_ours / tps_hf:>5.1f}x "
+              f"{100 * tps_ours / roofline:>9.1f}% {same:>10.1%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,366 @@
+"""MCTS over reasoning steps on mctx (AlphaMath, MCTS-DPO).
+
+The tree search itself is mctx's (``muzero_policy``: PUCT; ``gumbel_muzero_policy``:
+Gumbel MuZero with sequential halving); this module is the environment adapter:
+
+- a node's embedding (:class:`Node`) holds token ids, never a KV cache: the path of steps
+  from the prompt, and the K candidate next steps sampled when the node was expanded;
+- action k = the node's k-th candidate step. ``recurrent_fn`` appends it to the path,
+  re-reads prompt + path in one batched forward (value head at the last token), and
+  samples the new node's K candidates from that cache;
+- prior logits over the K candidates: uniform, or their (mean) log-probs (default mean,
+  AlphaMath's normalised step likelihood);
+- rewards are 0 and discounts 1; a node's value is its value head (``value_transform``,
+  tanh for AlphaMath's [-1, 1] value). A node is terminal when its last step ended with
+  EOS or it is ``max_steps`` deep; its value is the verifier's reward when a verifier is
+  given (training) or its value head (inference). A terminal node's children are
+  absorbing: they repeat its value, so Q(parent, terminal child) is exactly that reward.
+
+Acting: ``mcts`` runs a search from the current root, moves to the most visited child
+(muzero) or the Gumbel policy's action, and repeats from that child (whose candidates and
+value the tree already holds) until every problem reached a terminal node. Every move's
+``mctx.Tree`` is returned, its ``embeddings`` being the nodes' token content, so recipes
+read Q-values (value targets), sibling pairs (preference pairs) and paths.
+
+mctx serves everything here; no tree code of our own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable, Literal, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import mctx
+import numpy as np
+
+from reasonjax.models.config import ModelConfig
+from reasonjax.models.transformer import Transformer, unstack_layers
+from reasonjax.search.compute import Compute
+from reasonjax.search.sampler import (STOP_EOS, SamplingConfig, SearchError, StopTokens,
+                                      check_positive, check_prompts, decode, expand, prefill)
+from reasonjax.search.scoring import StepScorer, transform_value
+
+# verifier(problem_ids [B], paths [B, L] int32, lengths [B] int32) -> rewards [B] float32,
+# called on the host (numpy) for terminal nodes.
+Verifier = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class MCTSConfig:
+    """MCTS settings.
+
+    num_actions K: candidate steps sampled per node; num_simulations: per move;
+    max_steps / step_tokens: depth limit and token budget per step; policy: mctx policy;
+    prior: prior logits over candidates; value_transform: value head -> node value;
+    dirichlet_fraction / dirichlet_alpha / pb_c_init / pb_c_base: muzero_policy's;
+    max_num_considered_actions / gumbel_scale: gumbel_muzero_policy's; max_moves: moves
+    played (None: until terminal, at most max_steps).
+    """
+
+    num_actions: int = 4
+    num_simulations: int = 16
+    max_steps: int = 8
+    step_tokens: int = 64
+    sampling: SamplingConfig = SamplingConfig()
+    policy: Literal["muzero", "gumbel_muzero"] = "muzero"
+    prior: Literal["uniform", "logprob", "mean_logprob"] = "mean_logprob"
+    value_transform: Literal["tanh", "sigmoid", "identity"] = "tanh"
+    dirichlet_fraction: float = 0.0
+    dirichlet_alpha: float = 0.3
+    pb_c_init: float = 1.25
+    pb_c_base: float = 19652.0
+    max_num_considered_actions: int = 16
+    gumbel_scale: float = 1.0
+    max_moves: Optional[int] = None
+    pad_id: int = 0
+
+    def __post_init__(self):
+        for name in ("num_actions", "num_simulations", "max_steps", "step_tokens"):
+            check_positive(getattr(self, name), name)
+        if self.policy not in ("muzero", "gumbel_muzero"):
+            raise SearchError(f"policy must be 'muzero' or 'gumbel_muzero', got {self.policy!r}")
+        if self.prior not in ("uniform", "logprob", "mean_logprob"):
+            raise SearchError(f"prior must be uniform, logprob or mean_logprob, got "
+                              f"{self.prior!r}")
+        StepScorer(transform=self.value_transform)  # validates the name
+        if self.max_moves is not None:
+            check_positive(self.max_moves, "max_moves")
+
+
+@flax.struct.dataclass
+class Node:
+    """A node's token content (leading batch axes [B] or, in a tree, [B, num_nodes]).
+
+    path:          [.., L] int32 steps from the prompt to this node (L = max_steps *
+                   step_tokens), ``pad_id`` after ``length``.
+    length:        [..] int32; depth: [..] int32 number of steps.
+    terminal:      [..] bool; value: [..] float32 the node's value (terminal: its reward).
+    cand_tokens:   [.., K, T] int32 the K candidate next steps; cand_lengths: [.., K];
+    cand_logprobs: [.., K] summed model log-probs; cand_eos: [.., K] ended with EOS.
+    """
+
+    path: jax.Array
+    length: jax.Array
+    depth: jax.Array
+    terminal: jax.Array
+    value: jax.Array
+    cand_tokens: jax.Array
+    cand_lengths: jax.Array
+    cand_logprobs: jax.Array
+    cand_eos: jax.Array
+
+
+def prior_logits(node: Node, prior: str) -> jax.Array:
+    """[B, K] prior logits over a node's candidates."""
+    if prior == "uniform":
+        return jnp.zeros(node.cand_logprobs.shape)
+    if prior == "logprob":
+        return node.cand_logprobs
+    return node.cand_logprobs / jnp.maximum(node.cand_lengths, 1)
+
+
+def append_tokens(path_BL, length_B, step_BT, step_len_B):
+    """Writes each row's step at its current length: (path, new length)."""
+    L, T = path_BL.shape[1], step_BT.shape[1]
+    src = jnp.arange(L)[None, :] - length_B[:, None]
+    inside = (src >= 0) & (src < step_len_B[:, None])
+    path = jnp.where(inside, jnp.take_along_axis(step_BT, jnp.clip(src, 0, T - 1), 1), path_BL)
+    return path, length_B + step_len_B
+
+
+def _verify(verifier: Verifier, problem_ids, path, length):
+    def host(ids, p, n):
+        out = verifier(np.asarray(ids), np.asarray(p), np.asarray(n))
+        return np.asarray(out, np.float32).reshape(-1)
+    return jax.pure_callback(host, jax.ShapeDtypeStruct(length.shape, jnp.float32),
+                             problem_ids, path, length)
+
+
+def expand_nodes(config: ModelConfig, params, prompt_tokens, prompt_mask, problem_ids, path,
+                 length, depth, terminal, rng, cfg: MCTSConfig, stop: StopTokens,
+                 verifier: Optional[Verifier]):
+    """Reads prompt + path for B nodes in one forward (their value) and samples K candidate
+    steps for the non-terminal ones. ``params`` unstack_layers-ed.
+    Returns (Node, Compute of this call)."""
+    B, P = prompt_tokens.shape
+    L, K, T = path.shape[1], cfg.num_actions, cfg.step_tokens
+    model = Transformer(config)
+    seq = jnp.concatenate([prompt_tokens, path], axis=1)
+    mask = jnp.concatenate([prompt_mask.astype(bool), jnp.arange(L)[None, :] < length[:, None]],
+                           axis=1)
+    state = prefill(model, params, seq, mask, P + L + T)
+    value = transform_value(state.value, StepScorer(transform=cfg.value_transform))
+    if verifier is not None:
+        value = jnp.where(terminal, _verify(verifier, problem_ids, path, length), value)
+    state = expand(state.replace(done=terminal), K)
+    state, chunk, n_iter = decode(model, params, state, rng, cfg.sampling, stop, T, True,
+                                  cfg.pad_id)
+    compute = Compute.zero().add(tokens_prefilled=jnp.sum(mask),
+                                 tokens_generated=jnp.sum(chunk.lengths),
+                                 forward_passes=1 + n_iter)
+    node = Node(
+        path=path, length=length, depth=depth, terminal=terminal, value=value,
+        cand_tokens=chunk.tokens.reshape(B, K, T), cand_lengths=chunk.lengths.reshape(B, K),
+        cand_logprobs=jnp.sum(chunk.logprobs, -1).reshape(B, K),
+        cand_eos=(chunk.stop_reason == STOP_EOS).reshape(B, K))
+    return node, compute
+
+
+def child_of(node: Node, action: jax.Array, max_steps: int):
+    """The path, length, depth and terminal flag of each node's ``action``-th child (a
+    terminal node's children repeat it)."""
+    take = lambda x: jnp.take_along_axis(x, action.reshape((-1,) + (1,) * (x.ndim - 1)),
+                                         1)[:, 0]
+    step, step_len, eos = take(node.cand_tokens), take(node.cand_lengths), take(node.cand_eos)
+    step_len = jnp.where(node.terminal, 0, step_len)
+    path, length = append_tokens(node.path, node.length, step, step_len)
+    depth = node.depth + ~node.terminal
+    terminal = node.terminal | eos | (depth >= max_steps)
+    return path, length, depth, terminal
+
+
+def make_recurrent_fn(transition, evaluate):
+    """mctx ``recurrent_fn`` from an environment: ``transition(node, action) -> child
+    state`` and ``evaluate(params, rng, child_state) -> (child Node, prior logits [B, K])``.
+    Terminal nodes are absorbing (see module doc; their children get uniform priors);
+    rewards 0, discounts 1.
+
+    The LLM environment and the fixed-tree test environment share this adapter."""
+    def recurrent_fn(params, rng, action, node):
+        child, logits = evaluate(params, rng, transition(node, action))
+        absorbing = node.terminal
+        child = jax.tree.map(
+            lambda c, n: jnp.where(absorbing.reshape((-1,) + (1,) * (c.ndim - 1)), n, c),
+            child, node)
+        logits = jnp.where(absorbing[:, None], 0.0, logits)
+        out = mctx.RecurrentFnOutput(
+            reward=jnp.zeros_like(child.value), discount=jnp.ones_like(child.value),
+            prior_logits=logits, value=child.value)
+        return out, child
+    return recurrent_fn
+
+
+def run_policy(cfg: MCTSConfig, params, rng, root: mctx.RootFnOutput, recurrent_fn):
+    """One search from ``root`` with the configured mctx policy."""
+    if cfg.policy == "muzero":
+        return mctx.muzero_policy(
+            params, rng, root, recurrent_fn, cfg.num_simulations,
+            dirichlet_fraction=cfg.dirichlet_fraction, dirichlet_alpha=cfg.dirichlet_alpha,
+            pb_c_init=cfg.pb_c_init, pb_c_base=cfg.pb_c_base)
+    return mctx.gumbel_muzero_policy(
+        params, rng, root, recurrent_fn, cfg.num_simulations,
+        max_num_considered_actions=cfg.max_num_considered_actions,
+        gumbel_scale=cfg.gumbel_scale)
+
+
+def chosen_action(cfg: MCTSConfig, output) -> jax.Array:
+    """[B] the move: most visited child (muzero) or the Gumbel policy's action."""
+    if cfg.policy == "muzero":
+        return jnp.argmax(output.action_weights, axis=-1).astype(jnp.int32)
+    return output.action.astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "cfg", "verifier"))
+def _root(params, prompt_tokens, prompt_mask, problem_ids, rng, stop, *, config, cfg,
+          verifier):
+    B = prompt_tokens.shape[0]
+    L = cfg.max_steps * cfg.step_tokens
+    zeros = jnp.zeros((B,), jnp.int32)
+    return expand_nodes(config, unstack_layers(params), prompt_tokens, prompt_mask,
+                        problem_ids, jnp.full((B, L), cfg.pad_id, jnp.int32), zeros, zeros,
+                        jnp.zeros((B,), bool), rng, cfg, stop, verifier)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "cfg", "verifier"))
+def _move(params, prompt_tokens, prompt_mask, problem_ids, root_node, rng, stop, *, config,
+          cfg, verifier):
+    """One search from ``root_node`` and the move it picks: (tree, action, child, compute)."""
+    params = unstack_layers(params)
+
+    def evaluate(p, key, child_state):
+        path, length, depth, terminal = child_state
+        node, _ = expand_nodes(config, p, prompt_tokens, prompt_mask, problem_ids, path,
+                               length, depth, terminal, key, cfg, stop, verifier)
+        return node, prior_logits(node, cfg.prior)
+
+    transition = lambda node, action: child_of(node, action, cfg.max_steps)
+    recurrent_fn = make_recurrent_fn(transition, evaluate)
+    root = mctx.RootFnOutput(prior_logits=prior_logits(root_node, cfg.prior),
+                             value=root_node.value, embedding=root_node)
+    output = run_policy(cfg, params, rng, root, recurrent_fn)
+    tree = output.search_tree
+    action = chosen_action(cfg, output)
+    # The chosen child is already in the tree (it has at least one visit).
+    child_index = tree.children_index[jnp.arange(action.shape[0]), 0, action]
+    child = jax.tree.map(lambda x: x[jnp.arange(action.shape[0]), child_index], tree.embeddings)
+    child = jax.tree.map(lambda c, r: jnp.where(
+        root_node.terminal.reshape((-1,) + (1,) * (c.ndim - 1)), r, c), child, root_node)
+    return tree, action, child, _simulation_compute(tree, prompt_mask, cfg)
+
+
+def _simulation_compute(tree: mctx.Tree, prompt_mask, cfg: MCTSConfig) -> Compute:
+    """What the simulations of one search spent. mctx adds node i + 1 to every problem's
+    tree at simulation i, each by one expansion (prompt + path re-read, K candidates
+    sampled), all B problems in one batched prefill and one decode loop that runs as long
+    as the longest candidate."""
+    emb = tree.embeddings
+    expanded = (jnp.arange(tree.node_visits.shape[1])[None, :] > 0) & (tree.node_visits > 0)
+    prompt = jnp.sum(prompt_mask, axis=1)[:, None]
+    prefilled = jnp.sum(jnp.where(expanded, prompt + emb.length, 0))
+    generated = jnp.sum(jnp.where(expanded[..., None], emb.cand_lengths, 0))
+    decode_iters = jnp.max(jnp.where(expanded[..., None], emb.cand_lengths, 0), axis=(0, 2))
+    passes = jnp.sum(jnp.where(jnp.any(expanded, 0), 1 + decode_iters, 0))
+    return Compute.zero().add(tokens_generated=generated, tokens_prefilled=prefilled,
+                              forward_passes=passes)
+
+
+@flax.struct.dataclass
+class MCTSResult:
+    """MCTS over B problems.
+
+    path: [B, L] int32 the solution the moves built; length: [B]; n_steps: [B];
+    finished: [B] reached a terminal node; value: [B] the final node's value (its reward
+    when a verifier was given); actions: [moves, B] the move played from each root;
+    trees: one mctx.Tree per move (batch B; ``embeddings`` are :class:`Node`s);
+    compute: what the search spent.
+    """
+
+    path: jax.Array
+    length: jax.Array
+    n_steps: jax.Array
+    finished: jax.Array
+    value: jax.Array
+    actions: jax.Array
+    trees: list = flax.struct.field(pytree_node=False)
+    compute: Compute = None
+
+
+def mcts(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Array,
+         cfg: MCTSConfig, stop: StopTokens, verifier: Optional[Verifier] = None,
+         problem_ids=None) -> MCTSResult:
+    """MCTS over B problems (prompts [B, P], mask 1 = real token); see the module doc.
+
+    ``verifier(problem_ids [B], paths [B, L], lengths [B]) -> rewards [B]`` (a host
+    function on numpy arrays) scores terminal nodes (training); without it the value head
+    does (inference). ``problem_ids`` [B] (default 0..B-1) tell it which problems the rows
+    are, so one verifier object serves every batch without recompiling."""
+    check_prompts(config, prompt_tokens, prompt_mask, cfg.max_steps * cfg.step_tokens)
+    if stop.completes.shape[-1] != config.vocab_size:
+        raise SearchError(f"stop tables cover {stop.completes.shape[-1]} ids, the model has "
+                          f"{config.vocab_size}; build them with stop_tokens(vocab_size)")
+    if cfg.policy == "gumbel_muzero" and cfg.max_num_considered_actions < 1:
+        raise SearchError("max_num_considered_actions must be >= 1")
+    prompt_tokens = jnp.asarray(prompt_tokens, jnp.int32)
+    prompt_mask = jnp.asarray(prompt_mask)
+    B = prompt_tokens.shape[0]
+    problem_ids = jnp.arange(B, dtype=jnp.int32) if problem_ids is None else jnp.asarray(
+        problem_ids, jnp.int32)
+    if problem_ids.shape != (B,):
+        raise SearchError(f"problem_ids must have shape ({B},), got {problem_ids.shape}")
+    key_root, key_moves = jax.random.split(rng)
+    node, compute = _root(params, prompt_tokens, prompt_mask, problem_ids, key_root, stop,
+                          config=config, cfg=cfg, verifier=verifier)
+    trees, actions = [], []
+    for move in range(cfg.max_moves or cfg.max_steps):
+        if bool(jnp.all(node.terminal)):
+            break
+        tree, action, node, comp = _move(params, prompt_tokens, prompt_mask, problem_ids, node,
+                                         jax.random.fold_in(key_moves, move), stop,
+                                         config=config, cfg=cfg, verifier=verifier)
+        trees.append(tree)
+        actions.append(action)
+        compute = compute + comp
+    actions = jnp.stack(actions) if actions else jnp.zeros((0, B), jnp.int32)
+    return MCTSResult(path=node.path, length=node.length, n_steps=node.depth,
+                      finished=node.terminal, value=node.value, actions=actions, trees=trees,
+                      compute=compute)
+
+
+def tree_paths(tree: mctx.Tree) -> tuple[jax.Array, jax.Array]:
+    """Every node's path: tokens [B, num_nodes, L], lengths [B, num_nodes]."""
+    return tree.embeddings.path, tree.embeddings.length
+
+
+def value_targets(tree: mctx.Tree):
+    """Value targets (AlphaMath): for every visited node its search value, the mean of the
+    values backed up through it. Returns (targets [B, num_nodes], visited mask)."""
+    return tree.node_values, tree.node_visits > 0
+
+
+def sibling_pairs(tree: mctx.Tree, min_visits: int = 1):
+    """Step-level preference pairs (MCTS-DPO): for every node, its visited children with
+    the highest and lowest Q. Returns (chosen action [B, N], rejected action [B, N], valid
+    [B, N]: at least two children with ``min_visits`` visits and different Q). The shared
+    prefix is the node's path; the steps are ``embeddings.cand_tokens[.., action, :]``."""
+    q = tree.children_values  # rewards are 0 and discounts 1: Q(s, a) = V(child)
+    ok = tree.children_visits >= min_visits
+    hi = jnp.argmax(jnp.where(ok, q, -jnp.inf), axis=-1)
+    lo = jnp.argmin(jnp.where(ok, q, jnp.inf), axis=-1)
+    q_hi = jnp.take_along_axis(q, hi[..., None], -1)[..., 0]
+    q_lo = jnp.take_along_axis(q, lo[..., None], -1)[..., 0]
+    valid = (jnp.sum(ok, axis=-1) >= 2) & (q_hi > q_lo)
+    return hi.astype(jnp.int32), lo.astype(jnp.int32), valid

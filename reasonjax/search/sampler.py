@@ -1,0 +1,406 @@
+"""Batched, jit-compiled sampling with an explicit KV cache.
+
+The pieces every search method shares:
+
+- :func:`prefill` runs the prompts once and returns a :class:`DecodeState` (cache, the
+  next-token logits, the value head at the last token, step-delimiter state, positions);
+- :func:`expand` repeats each prompt's state n times (``take_rows`` on the cache), so n
+  samples or N beams share one prefill;
+- :func:`decode` is the decode loop (``lax.while_loop``): every row samples a token, feeds
+  it, and stops at EOS, at the step delimiter (when asked) or at the token budget. Rows
+  that stopped are fed as empty cache slots (``attention_mask=0``) so the batch advances in
+  lockstep and nothing is recomputed. One call generates one step for step-level searches
+  or a whole completion for :func:`sample`.
+
+Step delimiters come as tables (:class:`StopTokens`) built from
+``reasonjax.models.tokenizer.delimiter_automaton``, so ``"\\n\\n"`` is detected exactly even
+when it is part of a larger BPE token or split across tokens.
+
+Log-probs are those of the model's own distribution (log-softmax of the raw logits), not
+of the temperature / top-k / top-p filtered sampling distribution: they are what scoring,
+perplexity-weighted voting and preference losses need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Optional, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from reasonjax.models.config import ModelConfig
+from reasonjax.models.tokenizer import DelimiterAutomaton, Tokenizer, delimiter_automaton
+from reasonjax.models.transformer import (KVCache, Transformer, init_cache, take_rows,
+                                          unstack_layers)
+from reasonjax.search.compute import Compute
+
+# Stop reasons, per row and call.
+STOP_NONE = 0       # still running (only inside the loop)
+STOP_EOS = 1        # emitted an end-of-sequence token
+STOP_DELIMITER = 2  # completed the step delimiter
+STOP_LENGTH = 3     # reached the token budget of the call
+STOP_DONE = 4       # had already finished (EOS) before the call: generated nothing
+STOP_NAMES = {STOP_NONE: "none", STOP_EOS: "eos", STOP_DELIMITER: "delimiter",
+              STOP_LENGTH: "length", STOP_DONE: "done"}
+
+
+class SearchError(ValueError):
+    """Bad search input; the message names the argument and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """Token sampling. ``temperature=0`` is greedy; 0 / 1.0 / 0.0 switch top-k / top-p /
+    min-p off. Filters apply in HF's order: temperature, top-k, top-p, min-p."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+
+    def __post_init__(self):
+        problems = []
+        if self.temperature < 0:
+            problems.append(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            problems.append(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1] (1 = off), got {self.top_p}")
+        if not 0 <= self.min_p < 1:
+            problems.append(f"min_p must be in [0, 1) (0 = off), got {self.min_p}")
+        if problems:
+            raise SearchError("SamplingConfig: " + "; ".join(problems))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@flax.struct.dataclass
+class StopTokens:
+    """When a row stops.
+
+    eos_ids:    [E] int32 end-of-sequence ids (E >= 1; -1 entries match nothing).
+    next_state: [D, V] int32 delimiter automaton: partial-match state after each token.
+    completes:  [D, V] bool whether the token completes the delimiter in that state.
+    """
+
+    eos_ids: jax.Array
+    next_state: jax.Array
+    completes: jax.Array
+
+
+def stop_tokens(vocab_size: int, eos_ids: Sequence[int] = (),
+                delimiter: Optional[DelimiterAutomaton] = None,
+                delimiter_ids: Sequence[int] = ()) -> StopTokens:
+    """Stop tables for a model with ``vocab_size`` logits.
+
+    ``delimiter``: an automaton from ``delimiter_automaton(tok, "\\n\\n")`` (its tokenizer
+    may have fewer ids than the model: the extra ids never complete it). ``delimiter_ids``:
+    alternatively, token ids that each end a step (a step tag token)."""
+    if delimiter is not None and len(delimiter_ids):
+        raise SearchError("give either a delimiter automaton or delimiter_ids, not both")
+    for i in list(eos_ids) + list(delimiter_ids):
+        if not 0 <= int(i) < vocab_size:
+            raise SearchError(f"token id {i} is outside the model's vocabulary "
+                              f"[0, {vocab_size})")
+    if delimiter is not None:
+        D, V = delimiter.next_state.shape
+        if V > vocab_size:
+            raise SearchError(f"the delimiter automaton covers {V} token ids but the model "
+                              f"has only {vocab_size}; use the model's tokenizer")
+        next_state = np.zeros((D, vocab_size), np.int32)
+        completes = np.zeros((D, vocab_size), bool)
+        next_state[:, :V] = delimiter.next_state
+        completes[:, :V] = delimiter.completes
+    else:
+        next_state = np.zeros((1, vocab_size), np.int32)
+        completes = np.zeros((1, vocab_size), bool)
+        completes[0, np.asarray(list(delimiter_ids), np.int64)] = True
+    eos = np.asarray(list(eos_ids) or [-1], np.int32)
+    return StopTokens(jnp.asarray(eos), jnp.asarray(next_state), jnp.asarray(completes))
+
+
+def stop_tokens_for(tok: Tokenizer, vocab_size: int, delimiter: Optional[str] = None,
+                    extra_eos: Sequence[int] = ()) -> StopTokens:
+    """Stop tables from a tokenizer: its EOS (plus ``extra_eos``) and an optional step
+    delimiter string."""
+    auto = delimiter_automaton(tok, delimiter) if delimiter else None
+    return stop_tokens(vocab_size, [tok.eos_id, *extra_eos], delimiter=auto)
+
+
+@flax.struct.dataclass
+class DecodeState:
+    """Rows being decoded (R = batch rows).
+
+    cache:       KVCache of R rows holding every token fed so far.
+    logits:      [R, V] float32 next-token logits after the last fed token.
+    value:       [R] float32 value head at the last fed token (raw).
+    delim_state: [R] int32 partial match of the step delimiter.
+    done:        [R] bool the row emitted EOS; it generates nothing more.
+    next_pos:    [R] int32 RoPE position of the next token.
+    n_tokens:    [R] int32 tokens generated so far (all calls).
+    """
+
+    cache: KVCache
+    logits: jax.Array
+    value: jax.Array
+    delim_state: jax.Array
+    done: jax.Array
+    next_pos: jax.Array
+    n_tokens: jax.Array
+
+
+@flax.struct.dataclass
+class Chunk:
+    """The tokens one :func:`decode` call generated (T = its token budget).
+
+    tokens:      [R, T] int32, ``pad_id`` after each row's length.
+    logprobs:    [R, T] float32 model log-prob of each token (0 after the length).
+    values:      [R, T] float32 value head after each token (0 after the length).
+    lengths:     [R] int32 tokens generated by each row.
+    stop_reason: [R] int32 one of the STOP_* codes.
+    """
+
+    tokens: jax.Array
+    logprobs: jax.Array
+    values: jax.Array
+    lengths: jax.Array
+    stop_reason: jax.Array
+
+
+def take(tree, rows: jax.Array):
+    """Row ``i`` of the result is row ``rows[i]`` of ``tree`` (any search state: caches
+    are gathered with ``take_rows``, other arrays along their first axis)."""
+    def gather(x):
+        if isinstance(x, KVCache):
+            return take_rows(x, rows)
+        return x[rows] if jnp.ndim(x) else x
+    return jax.tree.map(gather, tree, is_leaf=lambda x: isinstance(x, KVCache))
+
+
+def num_rows(tree) -> int:
+    """Leading (row) size of a search state."""
+    return next(x.shape[0] for x in jax.tree.leaves(tree) if jnp.ndim(x))
+
+
+def check_prompts(config: ModelConfig, prompt_tokens, prompt_mask, budget: int) -> None:
+    """Host-side validation of a prompt batch before any compile."""
+    shape = np.shape(prompt_tokens)
+    if len(shape) != 2:
+        raise SearchError(f"prompt_tokens must be [B, P], got shape {shape}")
+    if np.shape(prompt_mask) != shape:
+        raise SearchError(f"prompt_mask has shape {np.shape(prompt_mask)}, but prompt_tokens "
+                          f"has {shape}; they must match")
+    if shape[0] == 0 or shape[1] == 0:
+        raise SearchError(f"prompt_tokens {shape} is empty; give at least one prompt token")
+    if budget < 1:
+        raise SearchError(f"the token budget must be >= 1, got {budget}")
+    total = shape[1] + budget
+    if total > config.max_seq_len:
+        raise SearchError(
+            f"prompt length {shape[1]} + token budget {budget} = {total} exceeds the model's "
+            f"max_seq_len {config.max_seq_len}; shorten the prompts or lower the budget")
+    if not isinstance(prompt_mask, jax.core.Tracer):
+        mask = np.asarray(prompt_mask)
+        empty = np.flatnonzero(mask.sum(-1) == 0)
+        if len(empty):
+            raise SearchError(f"prompt rows {empty.tolist()[:5]} have no tokens "
+                              "(prompt_mask all 0)")
+
+
+def check_positive(n: int, what: str = "n") -> None:
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise SearchError(f"{what} must be a positive integer, got {n!r}")
+
+
+def prefill(model: Transformer, params, tokens_BP: jax.Array, mask_BP: jax.Array,
+            cache_len: int) -> DecodeState:
+    """Runs the prompts (any padding; ``mask_BP`` 1 = real token) into a fresh cache of
+    ``cache_len`` slots. ``params`` may be stacked or ``unstack_layers``-ed."""
+    B, P = tokens_BP.shape
+    mask_BP = mask_BP.astype(bool)
+    positions = jnp.maximum(jnp.cumsum(mask_BP, axis=-1) - 1, 0).astype(jnp.int32)
+    last = (P - 1 - jnp.argmax(mask_BP[:, ::-1], axis=-1)).astype(jnp.int32)
+    cache = init_cache(model.config, B, cache_len)
+    out = model.apply({"params": params}, tokens_BP, positions=positions,
+                      attention_mask=mask_BP, cache=cache, select=last[:, None])
+    return DecodeState(
+        cache=out.cache, logits=out.logits[:, 0], value=out.values[:, 0],
+        delim_state=jnp.zeros((B,), jnp.int32), done=jnp.zeros((B,), bool),
+        next_pos=jnp.sum(mask_BP, axis=-1).astype(jnp.int32),
+        n_tokens=jnp.zeros((B,), jnp.int32))
+
+
+def expand(tree, n: int):
+    """Repeats every row n times (row b*n + i is a copy of row b)."""
+    return take(tree, jnp.repeat(jnp.arange(num_rows(tree)), n))
+
+
+def filter_logits(logits_RV: jax.Array, sampling: SamplingConfig) -> jax.Array:
+    """Temperature-scaled logits with -inf outside the top-k / top-p / min-p sets."""
+    x = logits_RV / sampling.temperature
+    neg = jnp.asarray(-jnp.inf, x.dtype)
+    if sampling.top_k and sampling.top_k < x.shape[-1]:
+        kth = lax.top_k(x, sampling.top_k)[0][:, -1:]
+        x = jnp.where(x >= kth, x, neg)
+    if sampling.top_p < 1.0:
+        probs = jax.nn.softmax(x, axis=-1)
+        sorted_desc = -jnp.sort(-probs, axis=-1)
+        # Keep the smallest prefix whose mass reaches top_p: a token is kept when the mass
+        # strictly before it is still below top_p.
+        keep = (jnp.cumsum(sorted_desc, axis=-1) - sorted_desc) < sampling.top_p
+        threshold = jnp.min(jnp.where(keep, sorted_desc, jnp.inf), axis=-1, keepdims=True)
+        x = jnp.where(probs >= threshold, x, neg)
+    if sampling.min_p > 0.0:
+        probs = jax.nn.softmax(x, axis=-1)
+        x = jnp.where(probs >= sampling.min_p * jnp.max(probs, -1, keepdims=True), x, neg)
+    return x
+
+
+def sample_tokens(logits_RV: jax.Array, rng: jax.Array, sampling: SamplingConfig):
+    """One token per row: argmax when greedy, else inverse-CDF sampling of the filtered
+    distribution with one uniform number per row (cheaper than Gumbel noise over V).
+    Returns (tokens [R] int32, model log-probs [R])."""
+    if sampling.greedy:
+        tokens = jnp.argmax(logits_RV, axis=-1).astype(jnp.int32)
+    else:
+        probs = jax.nn.softmax(filter_logits(logits_RV, sampling), axis=-1)
+        cdf = jnp.cumsum(probs, axis=-1)
+        u = jax.random.uniform(rng, logits_RV.shape[:1], jnp.float32)
+        # First index whose cdf exceeds u * total: never a zero-probability token.
+        target = u[:, None] * cdf[:, -1:]
+        tokens = jnp.minimum(jnp.sum(cdf <= target, axis=-1), logits_RV.shape[-1] - 1)
+        tokens = tokens.astype(jnp.int32)
+    logp = jax.nn.log_softmax(logits_RV, axis=-1)
+    return tokens, jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
+
+
+def decode(model: Transformer, params, state: DecodeState, rng: jax.Array,
+           sampling: SamplingConfig, stop: StopTokens, max_tokens: int,
+           stop_at_delimiter: bool, pad_id: int = 0) -> tuple[DecodeState, Chunk, jax.Array]:
+    """Generates up to ``max_tokens`` tokens per row (one step when ``stop_at_delimiter``).
+
+    Every iteration feeds one token for all rows; rows that stopped feed an empty slot. The
+    loop ends when every row stopped. Returns (new state, the chunk, number of batched
+    forward passes). ``params`` should be ``unstack_layers``-ed (done once by the caller).
+    """
+    R = state.done.shape[0]
+    T = max_tokens
+    active0 = ~state.done
+    reason0 = jnp.where(active0, STOP_NONE, STOP_DONE).astype(jnp.int32)
+    tokens0 = jnp.full((R, T), pad_id, jnp.int32)
+    zeros = jnp.zeros((R, T), jnp.float32)
+
+    def cond(carry):
+        t, _, _, _, _, _, reason = carry
+        return (t < T) & jnp.any(reason == STOP_NONE)
+
+    def body(carry):
+        t, st, toks, logps, vals, lengths, reason = carry
+        active = reason == STOP_NONE
+        tok, logp = sample_tokens(st.logits, jax.random.fold_in(rng, t), sampling)
+        tok = jnp.where(active, tok, pad_id)
+        out = model.apply({"params": params}, tok[:, None], positions=st.next_pos[:, None],
+                          attention_mask=active[:, None], cache=st.cache)
+        is_eos = jnp.any(tok[:, None] == stop.eos_ids[None, :], axis=-1)
+        completes = stop.completes[st.delim_state, tok]
+        delim_state = jnp.where(active, stop.next_state[st.delim_state, tok], st.delim_state)
+        new_reason = jnp.where(is_eos, STOP_EOS, jnp.where(
+            completes & stop_at_delimiter, STOP_DELIMITER,
+            jnp.where(t + 1 >= T, STOP_LENGTH, STOP_NONE)))
+        reason = jnp.where(active, new_reason, reason)
+        value = out.values[:, 0]
+        st = DecodeState(
+            cache=out.cache,
+            logits=jnp.where(active[:, None], out.logits[:, 0], st.logits),
+            value=jnp.where(active, value, st.value),
+            delim_state=delim_state,
+            done=st.done | (active & is_eos),
+            next_pos=st.next_pos + active,
+            n_tokens=st.n_tokens + active)
+        toks = lax.dynamic_update_slice(toks, tok[:, None], (0, t))
+        logps = lax.dynamic_update_slice(logps, jnp.where(active, logp, 0.0)[:, None], (0, t))
+        vals = lax.dynamic_update_slice(vals, jnp.where(active, value, 0.0)[:, None], (0, t))
+        return t + 1, st, toks, logps, vals, lengths + active, reason
+
+    init = (jnp.zeros((), jnp.int32), state, tokens0, zeros, zeros,
+            jnp.zeros((R,), jnp.int32), reason0)
+    n_iter, state, toks, logps, vals, lengths, reason = lax.while_loop(cond, body, init)
+    chunk = Chunk(tokens=toks, logprobs=logps, values=vals, lengths=lengths,
+                  stop_reason=reason)
+    return state, chunk, n_iter
+
+
+@flax.struct.dataclass
+class SampleOutput:
+    """n samples per prompt.
+
+    tokens:       [B, n, T] int32 completions (``pad_id`` after each length).
+    logprobs:     [B, n, T] float32 model log-prob of each token.
+    values:       [B, n, T] float32 value head after each token (raw).
+    lengths:      [B, n] int32.
+    stop_reason:  [B, n] int32 STOP_* codes (eos, delimiter or length).
+    prompt_value: [B] float32 value head at the last prompt token.
+    compute:      Compute.
+    """
+
+    tokens: jax.Array
+    logprobs: jax.Array
+    values: jax.Array
+    lengths: jax.Array
+    stop_reason: jax.Array
+    prompt_value: jax.Array
+    compute: Compute
+
+
+@functools.partial(jax.jit, static_argnames=("config", "sampling", "n", "max_new_tokens",
+                                             "stop_at_delimiter", "pad_id"))
+def _sample(params, prompt_tokens, prompt_mask, rng, stop, *, config, sampling, n,
+            max_new_tokens, stop_at_delimiter, pad_id):
+    model = Transformer(config)
+    params = unstack_layers(params)
+    B, P = prompt_tokens.shape
+    state = prefill(model, params, prompt_tokens, prompt_mask, P + max_new_tokens)
+    prompt_value = state.value
+    state = expand(state, n)
+    state, chunk, n_iter = decode(model, params, state, rng, sampling, stop, max_new_tokens,
+                                  stop_at_delimiter, pad_id)
+    compute = Compute.zero().add(tokens_generated=jnp.sum(chunk.lengths),
+                                 tokens_prefilled=jnp.sum(prompt_mask),
+                                 forward_passes=1 + n_iter)
+    T = max_new_tokens
+    return SampleOutput(
+        tokens=chunk.tokens.reshape(B, n, T), logprobs=chunk.logprobs.reshape(B, n, T),
+        values=chunk.values.reshape(B, n, T), lengths=chunk.lengths.reshape(B, n),
+        stop_reason=chunk.stop_reason.reshape(B, n), prompt_value=prompt_value,
+        compute=compute)
+
+
+def sample(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Array, *,
+           max_new_tokens: int, n: int = 1, sampling: SamplingConfig = SamplingConfig(),
+           stop: Optional[StopTokens] = None, stop_at_delimiter: bool = False,
+           pad_id: int = 0) -> SampleOutput:
+    """n samples for each of B prompts from one prefill.
+
+    prompt_tokens / prompt_mask: [B, P] (any padding side; mask 1 = real token). Rows stop
+    at an EOS of ``stop``, at its step delimiter when ``stop_at_delimiter``, or after
+    ``max_new_tokens``. For a sharded run, pass sharded params and prompts (``shard_batch``)
+    inside ``parallel.activate(mesh)``: the B * n rows stay split over the data axes.
+    """
+    check_prompts(config, prompt_tokens, prompt_mask, max_new_tokens)
+    check_positive(n)
+    if stop is None:
+        stop = stop_tokens(config.vocab_size)
+    if stop.completes.shape[-1] != config.vocab_size:
+        raise SearchError(f"stop tables cover {stop.completes.shape[-1]} ids, the model has "
+                          f"{config.vocab_size}; build them with stop_tokens(config.vocab_size)")
+    return _sample(params, jnp.asarray(prompt_tokens, jnp.int32), jnp.asarray(prompt_mask),
+                   rng, stop, config=config, sampling=sampling, n=int(n),
+                   max_new_tokens=int(max_new_tokens), stop_at_delimiter=stop_at_delimiter,
+                   pad_id=int(pad_id))

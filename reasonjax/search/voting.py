@@ -1,0 +1,129 @@
+"""Voting over final answers: majority (self-consistency), PRM-weighted, and
+perplexity-weighted (RPC-style: a candidate's vote is its inverse perplexity,
+exp(mean token log-prob)).
+
+Answers are strings found on the host (an extractor over each candidate's tokens), turned
+into per-problem integer ids (:func:`answer_ids`); the vote itself is a jit-able array
+function (:func:`vote`). :func:`voting` runs best-of-N sampling and votes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Literal, Optional, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from reasonjax.models.config import ModelConfig
+from reasonjax.search.best_of_n import BestOfNConfig, best_of_n, sequence_logprob
+from reasonjax.search.sampler import SearchError, StopTokens
+from reasonjax.search.stepping import SearchResult
+
+WEIGHTINGS = ("majority", "prm", "perplexity")
+
+
+def answer_ids(answers: Sequence[Sequence[Optional[str]]]) -> np.ndarray:
+    """[B, N] int32: equal answers of a problem share an id; None (no answer) is -1."""
+    out = np.full((len(answers), max((len(a) for a in answers), default=0)), -1, np.int32)
+    for b, row in enumerate(answers):
+        seen: dict[str, int] = {}
+        for i, a in enumerate(row):
+            if a is not None:
+                out[b, i] = seen.setdefault(a, len(seen))
+    return out
+
+
+@jax.jit
+def vote(ids_BN: jax.Array, weights_BN: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Weighted vote. ids [B, N] (-1 = no answer, never counted), weights [B, N] >= 0.
+
+    Returns (winner [B]: index of the first candidate holding the answer with the largest
+    total weight, or -1 when no candidate has an answer; totals [B, N]: the total weight of
+    each candidate's answer)."""
+    has = ids_BN >= 0
+    same = (ids_BN[:, :, None] == ids_BN[:, None, :]) & has[:, None, :]
+    totals = jnp.sum(jnp.where(same, weights_BN[:, None, :], 0.0), axis=-1)
+    totals = jnp.where(has, totals, -jnp.inf)
+    winner = jnp.argmax(totals, axis=-1).astype(jnp.int32)
+    return jnp.where(jnp.any(has, axis=-1), winner, -1), totals
+
+
+def vote_weights(result: SearchResult, weighting: str) -> jax.Array:
+    """[B, N] each candidate's vote weight (0 for emptied slots)."""
+    if weighting == "majority":
+        w = jnp.ones(result.scores.shape)
+    elif weighting == "prm":
+        w = jnp.nan_to_num(result.scores)
+        if bool(jnp.any(w < 0)):
+            raise SearchError("PRM-weighted voting needs non-negative scores; use a sigmoid "
+                              "or token_prob scorer")
+    elif weighting == "perplexity":
+        w = jnp.exp(sequence_logprob(result, mean=True))
+    else:
+        raise SearchError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    return jnp.where(result.valid, w, 0.0)
+
+
+@flax.struct.dataclass
+class VoteResult:
+    """Voting output: ``search`` (every candidate, ``chosen`` = the winning candidate),
+    ``answers`` [B][N] the extracted answers, ``winners`` [B] the winning answer or None,
+    ``totals`` [B, N] the total weight of each candidate's answer."""
+
+    search: SearchResult
+    answers: list = flax.struct.field(pytree_node=False)
+    winners: list = flax.struct.field(pytree_node=False)
+    totals: jax.Array
+
+
+def tally(result: SearchResult, answers: Sequence[Sequence[Optional[str]]],
+          weighting: str = "majority") -> VoteResult:
+    """Votes over a search's candidates given their extracted answers."""
+    ids = answer_ids(answers)
+    if ids.shape != result.scores.shape:
+        raise SearchError(f"answers have shape {ids.shape}, the candidates "
+                          f"{tuple(result.scores.shape)}; give one answer (or None) each")
+    winner, totals = vote(jnp.asarray(ids), vote_weights(result, weighting))
+    winner = np.asarray(winner)
+    winners = [answers[b][w] if w >= 0 else None for b, w in enumerate(winner)]
+    chosen = jnp.asarray(np.maximum(winner, 0), jnp.int32)
+    return VoteResult(search=result.replace(chosen=chosen), answers=[list(a) for a in answers],
+                      winners=winners, totals=totals)
+
+
+def extract_answers(result: SearchResult,
+                    extract: Callable[[np.ndarray], Optional[str]]) -> list[list[Optional[str]]]:
+    """Applies ``extract`` (token ids of one candidate -> answer or None) to every valid
+    candidate."""
+    tokens = np.asarray(result.tokens)
+    lengths = np.asarray(result.lengths)
+    valid = np.asarray(result.valid)
+    return [[extract(tokens[b, i, :lengths[b, i]]) if valid[b, i] else None
+             for i in range(tokens.shape[1])] for b in range(tokens.shape[0])]
+
+
+@dataclasses.dataclass(frozen=True)
+class VotingConfig(BestOfNConfig):
+    """BestOfNConfig plus the vote ``weighting``: majority / prm / perplexity."""
+
+    weighting: Literal["majority", "prm", "perplexity"] = "majority"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.weighting not in WEIGHTINGS:
+            raise SearchError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+
+
+def voting(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Array,
+           cfg: VotingConfig, stop: StopTokens,
+           extract: Callable[[np.ndarray], Optional[str]],
+           scorer_config: Optional[ModelConfig] = None, scorer_params=None) -> VoteResult:
+    """Self-consistency / weighted voting over N samples per problem: samples with
+    :func:`best_of_n` (steps scored when the weighting needs them), extracts each
+    candidate's answer with ``extract`` and votes."""
+    result = best_of_n(config, params, prompt_tokens, prompt_mask, rng, cfg, stop,
+                       scorer_config, scorer_params)
+    return tally(result, extract_answers(result, extract), cfg.weighting)

@@ -1,0 +1,209 @@
+"""Sampler: cached greedy == full-forward argmax, filters, stop rules, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from reasonjax.models import ModelOutput, Transformer, train_sentencepiece
+from reasonjax.search.sampler import (STOP_DELIMITER, STOP_EOS, STOP_LENGTH, DecodeState,
+                                      SamplingConfig, SearchError, decode, filter_logits, sample,
+                                      sample_tokens, stop_tokens, stop_tokens_for)
+
+from search_helpers import CFG, TOK
+
+
+def full_forward_greedy(params, tokens, mask, n):
+    """Greedy continuation by re-running the whole sequence each token (no cache); the
+    sequence is right-padded to a fixed length so the forward compiles once."""
+    model = Transformer(CFG)
+    fwd = jax.jit(lambda p, t, m: model.apply({"params": p}, t, attention_mask=m).logits)
+    B, P = tokens.shape
+    toks = np.zeros((B, P + n), np.int32)
+    m = np.zeros((B, P + n), np.int32)
+    toks[:, :P], m[:, :P] = tokens, mask
+    out_tok, out_lp = [], []
+    for t in range(n):
+        logits = np.asarray(fwd(params, jnp.asarray(toks), jnp.asarray(m)))[:, P + t - 1]
+        nxt = logits.argmax(-1)
+        out_tok.append(nxt)
+        out_lp.append(np.asarray(jax.nn.log_softmax(jnp.asarray(logits), -1))[np.arange(B), nxt])
+        toks[:, P + t], m[:, P + t] = nxt, 1
+    return np.stack(out_tok, 1), np.stack(out_lp, 1)
+
+
+NO_STOP = stop_tokens(CFG.vocab_size)
+
+
+def test_greedy_with_cache_equals_full_forward_argmax(params, prompts):
+    tokens, mask = prompts
+    out = sample(CFG, params, tokens, mask, jax.random.key(0), max_new_tokens=12,
+                 sampling=SamplingConfig(temperature=0.0), stop=NO_STOP)
+    ref_tok, ref_lp = full_forward_greedy(params, tokens, mask, 12)
+    np.testing.assert_array_equal(out.tokens[:, 0], ref_tok)
+    np.testing.assert_allclose(out.logprobs[:, 0], ref_lp, atol=1e-5)
+    np.testing.assert_array_equal(out.stop_reason, STOP_LENGTH)
+    # Near-zero temperature sampling picks the argmax too.
+    cold = sample(CFG, params, tokens, mask, jax.random.key(1), max_new_tokens=12,
+                  sampling=SamplingConfig(temperature=1e-4), stop=NO_STOP)
+    np.testing.assert_array_equal(cold.tokens[:, 0], ref_tok)
+
+
+def test_n_samples_share_one_prefill(params, prompts):
+    tokens, mask = prompts
+    out = sample(CFG, params, tokens, mask, jax.random.key(0), max_new_tokens=12, n=3,
+                 stop=NO_STOP)
+    assert out.tokens.shape == (2, 3, 12)
+    c = out.compute.to_dict()
+    assert c["tokens_prefilled"] == mask.sum()  # not 3x: one prefill per prompt
+    assert c["tokens_generated"] == 2 * 3 * 12
+    assert c["forward_passes"] == 1 + 12
+    # Samples of a prompt differ (random weights: near-uniform over 100 tokens).
+    assert len({tuple(r) for r in np.asarray(out.tokens[0])}) == 3
+
+
+CONFIGS = [SamplingConfig(top_k=3), SamplingConfig(top_p=0.3), SamplingConfig(min_p=0.5),
+           SamplingConfig(temperature=0.7, top_k=5, top_p=0.8, min_p=0.05)]
+
+
+def allowed_set(logits: np.ndarray, cfg: SamplingConfig) -> np.ndarray:
+    """Independent numpy reference of the filters (HF order)."""
+    x = logits / cfg.temperature
+    keep = np.ones_like(x, bool)
+    if cfg.top_k:
+        kth = np.sort(x)[::-1][min(cfg.top_k, len(x)) - 1]
+        keep &= x >= kth
+    if cfg.top_p < 1:
+        p = np.where(keep, np.exp(x - x[keep].max()), 0)
+        p /= p.sum()
+        order = np.argsort(-p, kind="stable")
+        mass_before = np.cumsum(p[order]) - p[order]
+        kept = order[mass_before < cfg.top_p]
+        keep &= p >= p[kept].min() - 1e-7
+    if cfg.min_p > 0:
+        p = np.where(keep, np.exp(x - x[keep].max()), 0)
+        p /= p.sum()
+        keep &= p >= cfg.min_p * p.max() - 1e-7
+    return keep
+
+
+_draw = {c: jax.jit(lambda lg, key, c=c: jax.vmap(
+    lambda k: sample_tokens(lg, k, c)[0])(jax.random.split(key, 64))) for c in CONFIGS}
+
+
+@settings(max_examples=30, deadline=None)
+@given(logits=hnp.arrays(np.float32, (2, 12), elements=st.floats(-4, 4, width=32)),
+       which=st.integers(0, len(CONFIGS) - 1), seed=st.integers(0, 2**16))
+def test_filters_never_emit_a_token_outside_the_allowed_set(logits, which, seed):
+    cfg = CONFIGS[which]
+    drawn = np.asarray(_draw[cfg](jnp.asarray(logits), jax.random.key(seed)))  # [64, 2]
+    for r in range(2):
+        keep = allowed_set(logits[r].astype(np.float64), cfg)
+        assert keep[drawn[:, r]].all(), (cfg, logits[r], drawn[:, r], keep)
+
+
+def test_filter_keeps_exactly_the_reference_set():
+    logits = jnp.asarray([[0.0, 1.0, 2.0, 3.0, -1.0, 2.5]])
+    got = np.isfinite(np.asarray(filter_logits(logits, SamplingConfig(top_k=2))))[0]
+    np.testing.assert_array_equal(got, [0, 0, 0, 1, 0, 1])
+    # Probabilities ~ [.03,.08,.21,.57,.01,.35]/...: top_p=0.6 keeps tokens 3 and 5.
+    got = np.isfinite(np.asarray(filter_logits(logits, SamplingConfig(top_p=0.6))))[0]
+    np.testing.assert_array_equal(got, [0, 0, 0, 1, 0, 1])
+
+
+def test_stop_rules_with_token_delimiter_and_eos(params, prompts):
+    """Rows stop at the first delimiter token, at EOS, or at the budget, and nothing of a
+    row follows its stop."""
+    tokens, mask = prompts
+    delim = TOK.encode("aeiou0123456789")
+    stop = stop_tokens(CFG.vocab_size, eos_ids=TOK.encode("xyzXYZ"), delimiter_ids=delim)
+    out = sample(CFG, params, tokens, mask, jax.random.key(3), max_new_tokens=10, n=16,
+                 stop=stop, stop_at_delimiter=True, pad_id=TOK.pad_id)
+    toks, lens, why = (np.asarray(x).reshape(32, -1) for x in
+                       (out.tokens, out.lengths, out.stop_reason))
+    lens, why = lens[:, 0], why[:, 0]
+    eos = set(TOK.encode("xyzXYZ"))
+    seen = set()
+    for row, n, r in zip(toks, lens, why):
+        seen.add(int(r))
+        body = row[:n - 1].tolist()
+        assert not (set(body) & (set(delim) | eos))
+        assert (row[n:] == TOK.pad_id).all()
+        if r == STOP_DELIMITER:
+            assert row[n - 1] in delim
+        elif r == STOP_EOS:
+            assert row[n - 1] in eos
+        else:
+            assert r == STOP_LENGTH and n == 10 and row[n - 1] not in set(delim) | eos
+    assert seen == {STOP_DELIMITER, STOP_EOS, STOP_LENGTH}
+
+
+class ScriptedModel:
+    """Stands in for the Transformer in ``decode``: row r's next token is always
+    ``script[r][number of tokens it was fed]`` (one-hot logits), so stop rules can be
+    checked on chosen token sequences."""
+
+    def __init__(self, script, vocab_size):
+        self.script = jnp.asarray(script, jnp.int32)
+        self.V = vocab_size
+
+    def apply(self, variables, tokens, positions, attention_mask, cache):
+        fed = cache + attention_mask[:, 0].astype(jnp.int32)
+        nxt = jnp.take_along_axis(self.script, jnp.minimum(fed, self.script.shape[1] - 1)[:, None],
+                                  1)
+        logits = 30.0 * jax.nn.one_hot(nxt, self.V)
+        return ModelOutput(logits=logits, values=fed[:, None].astype(jnp.float32), cache=fed)
+
+
+def test_string_delimiter_inside_and_across_bpe_tokens(tmp_path):
+    """"th" ends a step at the token that completes it: split across tokens ("t" + "he"),
+    inside one token ("other"), or never (budget)."""
+    text = ["the other thing that they thought through then " * 3, "math with rhythm " * 3]
+    sp = train_sentencepiece(text * 20, tmp_path / "sp", vocab_size=300)
+    texts = sp.token_texts()
+    ids = {t: texts.index(t) for t in ("t", "h", "e", "a", " ")}
+    inside = next(i for i, t in enumerate(texts) if "th" in t and not t.endswith("th"))
+    script = [[ids["a"], ids["t"], ids["h"], ids["e"], ids["a"], ids["a"]],
+              [ids["a"], inside, ids["a"], ids["a"], ids["a"], ids["a"]],
+              [ids["t"], ids["a"], ids["h"], ids["e"], ids["t"], ids["h"]]]
+    V = sp.vocab_size
+    stop = stop_tokens_for(sp, V, delimiter="th")
+    model = ScriptedModel(script, V)
+    state = DecodeState(cache=jnp.zeros((3,), jnp.int32),
+                        logits=30.0 * jax.nn.one_hot(model.script[:, 0], V),
+                        value=jnp.zeros((3,)), delim_state=jnp.zeros((3,), jnp.int32),
+                        done=jnp.zeros((3,), bool), next_pos=jnp.zeros((3,), jnp.int32),
+                        n_tokens=jnp.zeros((3,), jnp.int32))
+    greedy = SamplingConfig(temperature=0.0)
+    state, chunk, n_iter = decode(model, None, state, jax.random.key(0), greedy, stop, 5, True)
+    np.testing.assert_array_equal(chunk.lengths, [3, 2, 5])
+    np.testing.assert_array_equal(chunk.stop_reason, [STOP_DELIMITER, STOP_DELIMITER,
+                                                      STOP_LENGTH])
+    assert int(n_iter) == 5
+    # Rows that stopped were fed as empty slots: they consumed exactly their own tokens.
+    np.testing.assert_array_equal(state.n_tokens, [3, 2, 5])
+    np.testing.assert_array_equal(state.next_pos, [3, 2, 5])
+    # Row 2 ended on "t": the partial match carries into its next step, where "h"
+    # completes the delimiter after one token.
+    np.testing.assert_array_equal(state.delim_state, [0, 0, 1])
+    state, chunk, _ = decode(model, None, state, jax.random.key(0), greedy, stop, 5, True)
+    assert int(chunk.lengths[2]) == 1 and int(chunk.stop_reason[2]) == STOP_DELIMITER
+
+
+def test_bad_inputs_give_clear_errors(params, prompts):
+    tokens, mask = prompts
+    with pytest.raises(SearchError, match="max_seq_len 96"):
+        sample(CFG, params, tokens, mask, jax.random.key(0), max_new_tokens=90)
+    with pytest.raises(SearchError, match="n must be a positive integer"):
+        sample(CFG, params, tokens, mask, jax.random.key(0), max_new_tokens=4, n=0)
+    with pytest.raises(SearchError, match="prompt_mask has shape"):
+        sample(CFG, params, tokens, mask[:, :3], jax.random.key(0), max_new_tokens=4)
+    with pytest.raises(SearchError, match="have no tokens"):
+        sample(CFG, params, tokens, np.zeros_like(mask), jax.random.key(0), max_new_tokens=4)
+    with pytest.raises(SearchError, match="top_p"):
+        SamplingConfig(top_p=0.0)
+    with pytest.raises(SearchError, match="outside the model's vocabulary"):
+        stop_tokens(CFG.vocab_size, eos_ids=[CFG.vocab_size])
