@@ -76,7 +76,7 @@ def make_train_step(loss: Loss, optimizer: optax.GradientTransformation, mesh: M
             state.params, batch, sub, ref_params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {**metrics, "loss": value, "grad_norm": optax.global_norm(grads)}
+        metrics = {**metrics, "loss": value, "grad_norm": optax.tree.norm(grads)}
         if lr_schedule is not None:
             metrics["lr"] = jnp.asarray(lr_schedule(state.step), jnp.float32)
         new_state = TrainState(params=params, opt_state=opt_state, step=state.step + 1,
