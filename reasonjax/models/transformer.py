@@ -139,6 +139,29 @@ class Linear(nn.Module):
         return y
 
 
+class Embed(nn.Module):
+    """Token embedding table [V, D]; ``attend`` gives tied-embedding logits."""
+
+    vocab_size: int
+    d_model: int
+    dtype: jnp.dtype
+    param_dtype: jnp.dtype
+
+    def setup(self):
+        self.embedding = self.param("embedding", _dense_init(("vocab", "embed")),
+                                    (self.vocab_size, self.d_model), self.param_dtype)
+
+    def __call__(self, tokens_BT):
+        # Gather from a table whose embed dim is whole (only vocab stays split): a
+        # vocab-split lookup is a masked gather plus one all-reduce, while gathering from
+        # an fsdp-split table forces XLA to rematerialise the whole table per device.
+        table = nn.with_logical_constraint(self.embedding, ("vocab", None))
+        return jnp.take(table, tokens_BT, axis=0).astype(self.dtype)
+
+    def attend(self, x_BTD):
+        return jnp.dot(x_BTD.astype(self.dtype), self.embedding.astype(self.dtype).T)
+
+
 class RMSNorm(nn.Module):
     eps: float
     dtype: jnp.dtype
@@ -339,8 +362,7 @@ class Transformer(nn.Module):
                                   window=window)
             kv = (cache.k, cache.v)
 
-        embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=dt, param_dtype=pdt, name="embed",
-                         embedding_init=_dense_init(("vocab", "embed")))
+        embed = Embed(cfg.vocab_size, cfg.d_model, dt, pdt, name="embed")
         x = embed(tokens)
         x = nn.with_logical_constraint(x, ("act_batch", "act_length", "act_embed"))
 
