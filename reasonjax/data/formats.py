@@ -26,6 +26,12 @@ Kinds (``KINDS[kind]`` lists the required keys; optional keys are noted):
   paths) and ``value_mask`` / ``value_targets`` the value targets, on the same rows.
 - ``prompt`` (search and RL): ``prompt_tokens`` [B, P] int32 left-padded with
   ``prompt_mask`` [B, P] int32 (1 = real token); answers stay on the host beside the batch.
+- ``rollout`` (RL updates on sampled completions): the quadruple of prompt + completion
+  (``loss_mask`` 1 on the sampled tokens) plus ``old_logps`` [B, T] float32 (log-probs of
+  the tokens under the policy that sampled them) and ``advantages`` [B, T] float32, both
+  aligned with ``tokens`` like ``loss_mask``. Optional ``ref_logps`` [B, T] (reference
+  policy, for a KL term), ``returns`` and ``old_values`` [B, T] (PPO critic targets and the
+  critic's values at sampling time; the value of the state before token t sits at t).
 """
 
 from __future__ import annotations
@@ -43,11 +49,20 @@ KINDS: dict[str, tuple[str, ...]] = {
     "value": SEQUENCE_KEYS + ("value_mask", "value_targets"),
     "joint": SEQUENCE_KEYS + ("value_mask", "value_targets"),
     "prompt": ("prompt_tokens", "prompt_mask"),
+    "rollout": SEQUENCE_KEYS + ("old_logps", "advantages"),
 }
 
 OPTIONAL: dict[str, tuple[str, ...]] = {
     "preference": ("ref_chosen_logps", "ref_rejected_logps"),
     "unpaired": ("ref_logps",),
+    "rollout": ("ref_logps", "returns", "old_values"),
+}
+
+
+# Keys holding one value per row ([B]); every other key is aligned with its tokens ([B, T]).
+PER_ROW: dict[str, tuple[str, ...]] = {
+    "preference": ("ref_chosen_logps", "ref_rejected_logps"),
+    "unpaired": ("desirable", "ref_logps"),
 }
 
 
@@ -75,12 +90,20 @@ def check_batch(batch: Mapping, kind: str) -> None:
         if not shape or shape[0] != B:
             raise BatchError(f"{kind} batch: {k} has shape {shape}; every key needs the same "
                              f"leading batch size {B}")
-    for prefix in {k.rsplit("tokens", 1)[0] for k in required if k.endswith("tokens")}:
+    prefixes = sorted({k.rsplit("tokens", 1)[0] for k in required if k.endswith("tokens")},
+                      key=len, reverse=True)
+    for prefix in prefixes:
+        if len(shapes[f"{prefix}tokens"]) != 2:
+            raise BatchError(f"{kind} batch: {prefix}tokens must be [B, T], got "
+                             f"{shapes[f'{prefix}tokens']}")
+    for k, shape in shapes.items():
+        if k in PER_ROW.get(kind, ()):
+            if len(shape) != 1:
+                raise BatchError(f"{kind} batch: {k} must be [B] (one value per row), got "
+                                 f"{shape}")
+            continue
+        prefix = next(p for p in prefixes if k.startswith(p))
         ref = shapes[f"{prefix}tokens"]
-        if len(ref) != 2:
-            raise BatchError(f"{kind} batch: {prefix}tokens must be [B, T], got {ref}")
-        for k in required:
-            if k.startswith(prefix) and k != f"{prefix}tokens" and len(shapes[k]) == 2 \
-                    and shapes[k] != ref:
-                raise BatchError(f"{kind} batch: {k} has shape {shapes[k]}, but "
-                                 f"{prefix}tokens has {ref}; they must match")
+        if shape != ref:
+            raise BatchError(f"{kind} batch: {k} has shape {shape}, but {prefix}tokens has "
+                             f"{ref}; they must match")

@@ -1,0 +1,232 @@
+"""Training-step throughput: reasonjax vs PyTorch (transformers) on the same model and batch.
+
+For each preset (tiny-3m, tiny-25m) and objective (SFT, DPO with a frozen reference) this
+times, in one process and interleaved:
+
+- ours: ``make_train_step`` (jit, AdamW + global-norm clipping) on a one-device mesh;
+- PyTorch: ``transformers.LlamaForCausalLM`` with the same config and weights layout,
+  ``torch.optim.AdamW``, ``clip_grad_norm_``, a plain loop (DPO: policy forward on the
+  chosen + rejected rows, reference forward under ``no_grad``, the sigmoid loss).
+
+and reports tokens/s, the ratio, achieved FLOP/s and its fraction of the measured fp32
+matmul peak (the best of JAX and PyTorch on a large square matmul). FLOPs per token are
+6 * (matmul params) + 12 * layers * d_model * T (attention scores and values, counted
+in full), the same for both; a DPO step counts the policy forward+backward on both rows
+plus the reference forward (2 * matmul params + 4 * layers * d_model * T per token).
+
+Run: ``python benchmarks/train_step.py [--presets tiny-3m tiny-25m] [--steps 10]``.
+The figures depend on the machine and on what else runs on it; the ratio is what to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+
+def matmul_peak(n: int = 2048, reps: int = 5) -> dict:
+    """Best fp32 GFLOP/s of an n x n matmul in JAX and in PyTorch."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
+    f = jax.jit(lambda x, y: x @ y)
+    f(a, a).block_until_ready()
+    t = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        f(a, a).block_until_ready()
+        t.append(time.perf_counter() - t0)
+    jax_gflops = 2 * n ** 3 / min(t) / 1e9
+    ta = torch.randn(n, n)
+    ta @ ta
+    t = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        ta @ ta
+        t.append(time.perf_counter() - t0)
+    torch_gflops = 2 * n ** 3 / min(t) / 1e9
+    return {"jax": jax_gflops, "torch": torch_gflops, "peak": max(jax_gflops, torch_gflops)}
+
+
+def flops_per_token(cfg, T: int, kind: str) -> float:
+    matmul = cfg.num_params(include_embeddings=False) + cfg.vocab_size * cfg.d_model
+    attn = cfg.n_layers * cfg.d_model * T
+    train = 6 * matmul + 12 * attn
+    if kind == "dpo":
+        return train + 2 * matmul + 4 * attn
+    return train
+
+
+def make_batch(cfg, B: int, T: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(1, cfg.vocab_size, (B, T)).astype(np.int32)
+    positions = np.tile(np.arange(T, dtype=np.int32), (B, 1))
+    segment_ids = np.ones((B, T), np.int32)
+    loss_mask = np.ones((B, T), np.float32)
+    loss_mask[:, : T // 4] = 0  # a prompt
+    return {"tokens": tokens, "positions": positions, "segment_ids": segment_ids,
+            "loss_mask": loss_mask}
+
+
+def ours(cfg, kind: str, batch: dict, steps: int):
+    import jax
+
+    from reasonjax import parallel
+    from reasonjax.train import preference, sft, state as st
+    from reasonjax.train.step import make_train_step
+
+    mesh = parallel.make_mesh(parallel.MeshConfig(1, 1, 1), devices=jax.devices()[:1])
+    ps = parallel.param_shardings(cfg, mesh)
+    params = parallel.init_params(cfg, jax.random.key(0), mesh)
+    optim = st.OptimConfig(lr=1e-4, clip_norm=1.0)
+    tx = st.make_optimizer(optim)
+    state = st.create_train_state(params, tx, mesh=mesh, param_shardings=ps)
+    if kind == "sft":
+        loss, ref = sft.sft_loss(cfg), None
+    else:
+        loss = preference.preference_loss(cfg, preference.PreferenceConfig("dpo", beta=0.1))
+        ref = parallel.init_params(cfg, jax.random.key(1), mesh)
+    step = make_train_step(loss, tx, mesh, st.state_shardings(tx, params, ps, mesh))
+
+    def run():
+        nonlocal state
+        state, metrics = step(state, batch, ref)
+        return metrics["loss"]
+
+    return run
+
+
+def torch_model(cfg):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hf = LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model,
+                     intermediate_size=cfg.d_ff, num_hidden_layers=cfg.n_layers,
+                     num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
+                     head_dim=cfg.dim_per_head, max_position_embeddings=cfg.max_seq_len,
+                     rms_norm_eps=cfg.rms_norm_eps, rope_theta=cfg.rope_theta,
+                     tie_word_embeddings=cfg.tie_embeddings, attention_bias=cfg.qkv_bias)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(hf).float()
+
+
+def pytorch(cfg, kind: str, batch: dict, steps: int):
+    import torch
+    import torch.nn.functional as F
+
+    model = torch_model(cfg)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.0)
+    ref = torch_model(cfg).eval() if kind == "dpo" else None
+
+    def logps(m, tokens, mask):
+        logits = m(input_ids=tokens).logits[:, :-1]
+        lp = torch.gather(F.log_softmax(logits, -1), 2, tokens[:, 1:, None])[..., 0]
+        return (lp * mask[:, 1:]).sum(-1)
+
+    if kind == "sft":
+        tokens = torch.from_numpy(batch["tokens"]).long()
+        labels = tokens.clone()
+        labels[torch.from_numpy(batch["loss_mask"]) == 0] = -100
+
+        def run():
+            loss = model(input_ids=tokens, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return float(loss)
+    else:
+        tokens = torch.from_numpy(np.concatenate([batch["chosen_tokens"],
+                                                  batch["rejected_tokens"]])).long()
+        mask = torch.from_numpy(np.concatenate([batch["chosen_loss_mask"],
+                                                batch["rejected_loss_mask"]]))
+        B = batch["chosen_tokens"].shape[0]
+
+        def run():
+            pi = logps(model, tokens, mask)
+            with torch.no_grad():
+                rf = logps(ref, tokens, mask)
+            h = (pi[:B] - rf[:B]) - (pi[B:] - rf[B:])
+            loss = -F.logsigmoid(0.1 * h).mean()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return float(loss)
+
+    return run
+
+
+def time_steps(run, steps: int, warmup: int = 2) -> float:
+    """Median seconds per step after ``warmup`` steps (compile / allocator warm-up)."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        float(run())
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--presets", nargs="+", default=["tiny-3m", "tiny-25m"])
+    parser.add_argument("--kinds", nargs="+", default=["sft", "dpo"])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    import torch
+
+    from reasonjax.models import get_config
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    peak = matmul_peak()
+    print(f"fp32 matmul peak: JAX {peak['jax']:.0f} GFLOP/s, PyTorch {peak['torch']:.0f} "
+          f"GFLOP/s ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})")
+    rows = []
+    for preset in args.presets:
+        cfg = get_config(preset)
+        for kind in args.kinds:
+            sft_batch = make_batch(cfg, args.batch, args.seq, 0)
+            if kind == "sft":
+                batch = sft_batch
+            else:
+                other = make_batch(cfg, args.batch, args.seq, 1)
+                batch = {**{f"chosen_{k}": v for k, v in sft_batch.items()},
+                         **{f"rejected_{k}": v for k, v in other.items()}}
+            tokens = args.batch * args.seq * (1 if kind == "sft" else 2)
+            ours_s = time_steps(ours(cfg, kind, batch, args.steps), args.steps)
+            torch_s = time_steps(pytorch(cfg, kind, batch, args.steps), args.steps)
+            fpt = flops_per_token(cfg, args.seq, kind)
+            row = {"preset": preset, "kind": kind, "params_M": cfg.num_params() / 1e6,
+                   "tokens_per_step": tokens,
+                   "ours_tok_s": tokens / ours_s, "torch_tok_s": tokens / torch_s,
+                   "ratio": torch_s / ours_s,
+                   "ours_gflops": fpt * tokens / ours_s / 1e9,
+                   "torch_gflops": fpt * tokens / torch_s / 1e9}
+            row["ours_peak_frac"] = row["ours_gflops"] / peak["peak"]
+            row["torch_peak_frac"] = row["torch_gflops"] / peak["peak"]
+            rows.append(row)
+            print(f"{preset:9s} {kind:4s} {row['params_M']:5.1f}M  ours {row['ours_tok_s']:8.0f} "
+                  f"tok/s ({row['ours_gflops']:5.0f} GFLOP/s, {row['ours_peak_frac']:.0%} of "
+                  f"peak)  torch {row['torch_tok_s']:8.0f} tok/s ({row['torch_gflops']:5.0f} "
+                  f"GFLOP/s, {row['torch_peak_frac']:.0%})  ratio {row['ratio']:.2f}x",
+                  flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"matmul_peak_gflops": peak, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

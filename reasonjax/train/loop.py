@@ -1,0 +1,258 @@
+"""The training loop: batches from a checkpointable iterator through the sharded step,
+with evaluation, checkpoints of the state AND the data iterator, metrics and a guard.
+
+::
+
+    state, metrics = train(loss, state, iterator, LoopConfig(steps=1000, run_dir="runs/sft"),
+                           optimizer=tx, mesh=mesh, shardings=state_shardings(...))
+
+- Data: any iterator of batches (dicts of numpy arrays) with ``get_state() -> dict`` and
+  ``set_state(dict)``, e.g. ``iter(grain.MapDataset(...).batch(B).to_iter_dataset())``.
+- Checkpoints (``<run_dir>/checkpoints``, orbax, keep-last-N, atomic): the TrainState and
+  the iterator state after the same step, so a resumed run sees exactly the batches an
+  uninterrupted run would have seen. ``train`` resumes from the latest checkpoint found.
+- Metrics: one JSON line per step in ``<run_dir>/metrics.jsonl`` (lines past the resumed
+  step are dropped on resume), TensorBoard events in ``<run_dir>/tensorboard`` when
+  ``tensorboardX`` is installed, and a progress bar with loss and tokens/s.
+- Guard: a non-finite loss or gradient norm stops training with
+  :class:`NonFiniteLossError` naming the step; the state that produced it is never saved,
+  so the latest checkpoint is the last good one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from reasonjax import checkpoint
+from reasonjax.train.loss import Loss
+from reasonjax.train.state import TrainState
+from reasonjax.train.step import make_eval_step, make_train_step, tokens_in
+
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN / Inf loss or gradient; the message names the step and the
+    last good checkpoint."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """steps: train steps in total (a resumed run finishes the same total).
+    run_dir: checkpoints + metrics; None keeps nothing on disk.
+    checkpoint_every: save every k steps (and at the end). eval_every: call eval_fn every
+    k steps (0: never). keep_checkpoints: how many to keep."""
+
+    steps: int
+    run_dir: Optional[str] = None
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+    async_checkpoint: bool = True
+    eval_every: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.steps < 0 or self.checkpoint_every < 1 or self.eval_every < 0:
+            raise ValueError("loop: steps >= 0, checkpoint_every >= 1 and eval_every >= 0 "
+                             f"required, got {self.steps}, {self.checkpoint_every}, "
+                             f"{self.eval_every}")
+
+
+class MetricsWriter:
+    """JSONL (+ TensorBoard when tensorboardX is installed) on process 0."""
+
+    def __init__(self, run_dir: Optional[Path], resume_step: int):
+        self.enabled = run_dir is not None and jax.process_index() == 0
+        self.file = None
+        self.tb = None
+        if not self.enabled:
+            return
+        path = run_dir / METRICS_FILE
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            path.write_text("".join(f"{line}\n" for line in kept))
+        self.file = path.open("a")
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            return
+        self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The metrics JSONL of a run as a list of dicts."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _data_state(data) -> dict:
+    state = data.get_state()
+    if not isinstance(state, dict):
+        raise TypeError(f"data iterator get_state() returned {type(state).__name__}; the "
+                        "loop checkpoints it as JSON and needs a dict")
+    return state
+
+
+def _check_iterator(data, checkpointing: bool) -> None:
+    if checkpointing and not (hasattr(data, "get_state") and hasattr(data, "set_state")):
+        raise TypeError(
+            f"the data iterator ({type(data).__name__}) has no get_state()/set_state(); "
+            "checkpoints must hold the data position so a resumed run continues on the same "
+            "batches. Use a grain iterator (iter(dataset.to_iter_dataset())) or set "
+            "run_dir=None")
+
+
+def _host_metrics(metrics: Mapping) -> dict[str, float]:
+    return {k: float(np.asarray(v)) for k, v in jax.device_get(dict(metrics)).items()}
+
+
+def restore_latest(run_dir: str | Path, state: TrainState, shardings: TrainState):
+    """(state, data_state, step) from the latest checkpoint of ``run_dir``, restored onto
+    ``shardings``; None when there is none."""
+    manager = checkpoint.make_manager(Path(run_dir) / CHECKPOINTS, async_save=False)
+    target = checkpoint.abstract_tree(state, shardings)
+    restored = checkpoint.restore_state(manager, target)
+    manager.close()
+    if restored is None:
+        return None
+    new_state, data_state = restored
+    return new_state, data_state, int(new_state.step)
+
+
+def train(loss: Loss, state: TrainState, data: Iterator, config: LoopConfig, *,
+          mesh: Mesh, shardings: TrainState,
+          optimizer: Optional[optax.GradientTransformation] = None,
+          step_fn: Optional[Callable] = None, ref_params: Any = None,
+          eval_fn: Optional[Callable[[Any], dict]] = None,
+          lr_schedule: Optional[Callable] = None, rules=None,
+          hooks: Sequence[Callable[[int, TrainState, dict], None]] = ()
+          ) -> tuple[TrainState, dict]:
+    """Trains ``state`` to ``config.steps`` steps. Returns (final state, last metrics).
+
+    The step is ``make_train_step(loss, optimizer, mesh, shardings, ...)`` unless a
+    ``step_fn`` built that way is passed (callers that train in rounds reuse one and skip
+    recompiling). ``eval_fn(params) -> {name: number}`` runs every ``eval_every`` steps
+    (logged with an ``eval/`` prefix). ``hooks(step, state, metrics)`` run after each
+    step's checkpoint. When ``config.run_dir`` has checkpoints, training resumes from the
+    latest one (state and data position) instead of starting from ``state``.
+    """
+    if (optimizer is None) == (step_fn is None):
+        raise ValueError("train: pass exactly one of optimizer (to build the step) or step_fn")
+    run_dir = Path(config.run_dir) if config.run_dir else None
+    _check_iterator(data, run_dir is not None)
+    manager = None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resumed = restore_latest(run_dir, state, shardings)
+        if resumed is not None:
+            state, data_state, _ = resumed
+            if data_state is not None:
+                data.set_state(data_state)
+        manager = checkpoint.make_manager(run_dir / CHECKPOINTS, config.keep_checkpoints,
+                                          config.async_checkpoint)
+    start = int(state.step)
+    writer = MetricsWriter(run_dir, start)
+    if step_fn is None:
+        step_fn = make_train_step(loss, optimizer, mesh, shardings, rules=rules,
+                                  lr_schedule=lr_schedule)
+    last: dict = {}
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                        MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                        TimeElapsedColumn(), disable=not config.progress)
+    try:
+        with progress:
+            task = progress.add_task(loss.name, total=config.steps, completed=start, info="")
+            for step in range(start + 1, config.steps + 1):
+                try:
+                    batch = next(data)
+                except StopIteration:
+                    progress.console.print(f"data ran out after step {step - 1}; stopping")
+                    break
+                t0 = time.perf_counter()
+                state, metrics = step_fn(state, batch, ref_params)
+                metrics = _host_metrics(metrics)
+                seconds = time.perf_counter() - t0
+                _guard(metrics, step, manager)
+                metrics["tokens_per_s"] = tokens_in(batch) / max(seconds, 1e-9)
+                metrics["step_seconds"] = seconds
+                if eval_fn is not None and config.eval_every and step % config.eval_every == 0:
+                    metrics.update({f"eval/{k}": float(v)
+                                    for k, v in eval_fn(state.params).items()})
+                if manager is not None and (step % config.checkpoint_every == 0
+                                            or step == config.steps):
+                    checkpoint.save_state(manager, step, state, _data_state(data))
+                writer.write(step, metrics)
+                for hook in hooks:
+                    hook(step, state, metrics)
+                last = metrics
+                progress.update(task, completed=step, info=(
+                    f"loss {metrics['loss']:.4f}  {metrics['tokens_per_s']:,.0f} tok/s"))
+    finally:
+        writer.close()
+        if manager is not None:
+            manager.wait_until_finished()
+            manager.close()
+    return state, last
+
+
+def _guard(metrics: Mapping[str, float], step: int, manager) -> None:
+    bad = [k for k in ("loss", "grad_norm") if k in metrics and not math.isfinite(metrics[k])]
+    if not bad:
+        return
+    last_good = None
+    if manager is not None:
+        manager.wait_until_finished()
+        last_good = manager.latest_step()
+    where = (f"the last good checkpoint is step {last_good} in {manager.directory}"
+             if last_good is not None else "no checkpoint was written")
+    values = ", ".join(f"{k}={metrics[k]}" for k in bad)
+    raise NonFiniteLossError(
+        f"non-finite {values} at step {step}; training stopped and this step's state was not "
+        f"saved ({where}). Lower optim.lr, enable optim.clip_norm, or inspect the batch of "
+        f"step {step}")
+
+
+def make_loss_eval(loss: Loss, mesh: Mesh, param_shardings, batches: Sequence[Mapping],
+                   ref_params: Any = None, rules=None) -> Callable[[Any], dict]:
+    """An ``eval_fn`` averaging ``loss``'s metrics over fixed ``batches``."""
+    eval_step = make_eval_step(loss, mesh, param_shardings, rules=rules)
+
+    def eval_fn(params) -> dict:
+        totals: dict[str, float] = {}
+        for batch in batches:
+            for k, v in _host_metrics(eval_step(params, batch, ref_params)).items():
+                totals[k] = totals.get(k, 0.0) + v
+        return {k: v / len(batches) for k, v in totals.items()}
+
+    return eval_fn

@@ -1,0 +1,323 @@
+"""RL on sampled rollouts: advantages, KL to a reference, reward shaping, and the clipped
+policy-gradient loss (with an optional PPO critic on the value head).
+
+All per-token arrays are [B, T] aligned with ``tokens`` (entry t concerns token t, see
+:mod:`reasonjax.train.logprobs`); ``mask`` is the rollout's ``loss_mask`` (1 on the sampled
+completion tokens, which are contiguous). Rows of a group (the n samples of one prompt)
+are consecutive: rows ``[g * n, (g + 1) * n)`` form group g.
+
+Advantages
+- PPO with GAE (Schulman et al., 2016) and the value head as critic, as in ReFT (Luong et
+  al., 2024, "ReFT: Reasoning with Reinforced Fine-Tuning"): :func:`gae`.
+- GRPO (Shao et al., 2024, "DeepSeekMath"): (r - mean_group) / (std_group + eps);
+  Dr. GRPO (Liu et al., 2025, "Understanding R1-Zero-Like Training"): r - mean_group, and
+  the loss summed over tokens divided by a constant (``aggregation="constant"``) instead
+  of each sequence's length: :func:`group_advantages`.
+- RLOO (Ahmadian et al., 2024, "Back to Basics"; Kool et al., 2019): r minus the mean of
+  the other n - 1 samples: :func:`leave_one_out_advantages`.
+- PRIME (Cui et al., 2025, "Process Reinforcement through Implicit Rewards"): token
+  rewards r_t = beta * (log pi_phi(y_t) - log pi_ref(y_t)) from an implicit PRM phi
+  (:func:`prime_process_rewards`), with leave-one-out baselines on both the process and the
+  outcome rewards (:func:`prime_advantages`); phi is trained online on outcome labels with
+  :func:`prime_prm_loss`.
+
+KL to a reference (Schulman, 2020, "Approximating KL divergence"), with the log ratio
+lr = log pi_ref - log pi on tokens sampled from pi: k1 = -lr, k2 = lr^2 / 2,
+k3 = exp(lr) - 1 - lr (unbiased, non-negative; GRPO's choice). Either added to the loss
+(``PolicyLossConfig.kl_coef``, GRPO) or subtracted from the token rewards before GAE (PPO /
+ReFT, see :mod:`reasonjax.train.rl_loop`).
+
+PRM reward shaping (Gao et al., 2024, "On Designing Effective RL Reward at Training Time
+for LLM Reasoning"): raw PRM bonuses get hacked by repeating good steps, so the step
+rewards are bounded: ``clip``: r_k = min(s_k - eta, 0) (the PRM can only penalise);
+``delta``: r_k = s_k - s_{k+1} with s_{K+1} = 0, so the return from step k telescopes to
+s_k; ``clip_delta``: delta on the clipped scores. Our choice s_{K+1} = 0 keeps the last
+step's score in the trajectory, so the return from every step equals its own score.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, Optional
+
+import jax
+import jax.numpy as jnp
+
+from reasonjax.models.config import ModelConfig
+from reasonjax.train.logprobs import (forward, masked_mean, masked_sum, sequence_logprobs,
+                                      shift_values, token_logprobs)
+from reasonjax.train.loss import Loss
+
+KLEstimator = Literal["k1", "k2", "k3"]
+Aggregation = Literal["token", "sequence", "constant"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyLossConfig:
+    """The clipped policy-gradient objective on ``rollout`` batches.
+
+    clip_eps: PPO ratio clip. kl_coef / kl_estimator: KL-to-reference term added per
+    token (0 disables it and the need for a reference). aggregation: ``sequence`` (mean
+    over each row's tokens, then over rows: GRPO), ``token`` (mean over all tokens), or
+    ``constant`` (sum over tokens / (B * max_tokens): Dr. GRPO; max_tokens defaults to T).
+    value_coef > 0 adds the PPO critic loss on the value head (needs ``returns`` and
+    ``old_values``), clipped to value_clip around the old values.
+    """
+
+    clip_eps: float = 0.2
+    kl_coef: float = 0.0
+    kl_estimator: KLEstimator = "k3"
+    aggregation: Aggregation = "sequence"
+    max_tokens: Optional[int] = None
+    value_coef: float = 0.0
+    value_clip: float = 0.2
+
+
+# ---------------------------------------------------------------------------------------
+# Advantages and rewards
+
+
+def _groups(x_B: jax.Array, group_size: int) -> jax.Array:
+    if x_B.shape[0] % group_size:
+        raise ValueError(f"{x_B.shape[0]} rollouts do not split into groups of {group_size}; "
+                         "the batch must hold whole groups (n samples per prompt)")
+    return x_B.reshape(-1, group_size)
+
+
+def group_advantages(rewards_B: jax.Array, group_size: int, scale_by_std: bool = True,
+                     eps: float = 1e-6) -> jax.Array:
+    """GRPO: (r - group mean) / (group std + eps); Dr. GRPO: scale_by_std=False. [B]"""
+    r = _groups(rewards_B, group_size)
+    adv = r - r.mean(axis=1, keepdims=True)
+    if scale_by_std:
+        adv = adv / (r.std(axis=1, keepdims=True) + eps)
+    return adv.reshape(-1)
+
+
+def leave_one_out_mean(x_B: jax.Array, group_size: int) -> jax.Array:
+    """mean_{j != i} x_j over the other members of i's group. [B]"""
+    if group_size < 2:
+        raise ValueError("leave-one-out baselines need group_size >= 2")
+    x = _groups(x_B, group_size)
+    return ((x.sum(axis=1, keepdims=True) - x) / (group_size - 1)).reshape(-1)
+
+
+def leave_one_out_advantages(rewards_B: jax.Array, group_size: int) -> jax.Array:
+    """RLOO: r_i - mean_{j != i} r_j within each group. [B]"""
+    return rewards_B - leave_one_out_mean(rewards_B, group_size)
+
+
+def broadcast_to_tokens(x_B: jax.Array, mask_BT: jax.Array) -> jax.Array:
+    """[B] -> [B, T]: every masked token of a row gets the row's value."""
+    return x_B[:, None] * mask_BT
+
+
+def last_token_mask(mask_BT: jax.Array) -> jax.Array:
+    """[B, T] 1 at the last masked token of each row (all 0 for an empty row)."""
+    idx = mask_BT.shape[1] - 1 - jnp.argmax(mask_BT[:, ::-1] > 0, axis=1)
+    has = jnp.any(mask_BT > 0, axis=1)
+    return jax.nn.one_hot(idx, mask_BT.shape[1]) * has[:, None]
+
+
+def rewards_at_end(reward_B: jax.Array, mask_BT: jax.Array) -> jax.Array:
+    """[B, T] token rewards with the outcome reward on each row's last completion token."""
+    return reward_B[:, None] * last_token_mask(mask_BT)
+
+
+def discounted_returns(rewards_BT: jax.Array, mask_BT: jax.Array, gamma: float = 1.0
+                       ) -> jax.Array:
+    """[B, T] sum_{s >= t} gamma^(s - t) r_s over the masked tokens (0 elsewhere)."""
+    def body(next_ret, x):
+        r, m = x
+        ret = (r + gamma * next_ret) * m
+        return ret, ret
+
+    _, out = jax.lax.scan(body, jnp.zeros(rewards_BT.shape[0]),
+                          (rewards_BT.T, mask_BT.T), reverse=True)
+    return out.T
+
+
+def gae(rewards_BT: jax.Array, values_BT: jax.Array, mask_BT: jax.Array, gamma: float = 1.0,
+        lam: float = 0.95) -> tuple[jax.Array, jax.Array]:
+    """Generalised advantage estimation over the masked tokens. Returns (advantages,
+    returns) [B, T]; values[:, t] is V of the state before token t (``shift_values``).
+
+    delta_t = r_t + gamma V_{t+1} - V_t (V after the last token = 0);
+    A_t = delta_t + gamma lam A_{t+1}; returns = A + V.
+    """
+    def body(carry, x):
+        next_adv, next_value, next_mask = carry
+        r, v, m = x
+        delta = r + gamma * next_value * next_mask - v
+        adv = (delta + gamma * lam * next_mask * next_adv) * m
+        return (adv, v, m), adv
+
+    zeros = jnp.zeros(rewards_BT.shape[0])
+    _, adv = jax.lax.scan(body, (zeros, zeros, zeros),
+                          (rewards_BT.T, values_BT.T, mask_BT.T), reverse=True)
+    adv = adv.T
+    return adv, (adv + values_BT) * mask_BT
+
+
+def whiten(x_BT: jax.Array, mask_BT: jax.Array, eps: float = 1e-8) -> jax.Array:
+    """(x - mean) / std over the masked entries; 0 elsewhere."""
+    mean = masked_mean(x_BT, mask_BT)
+    var = masked_mean((x_BT - mean) ** 2, mask_BT)
+    return (x_BT - mean) * jax.lax.rsqrt(var + eps) * mask_BT
+
+
+def kl_penalty(logps_BT: jax.Array, ref_logps_BT: jax.Array, estimator: KLEstimator = "k3"
+               ) -> jax.Array:
+    """Per-token estimate of KL(pi || pi_ref) from tokens sampled from pi. [B, T]"""
+    lr = ref_logps_BT - logps_BT
+    if estimator == "k1":
+        return -lr
+    if estimator == "k2":
+        return 0.5 * lr ** 2
+    if estimator == "k3":
+        return jnp.expm1(lr) - lr
+    raise ValueError(f"kl_estimator must be k1, k2 or k3, got {estimator!r}")
+
+
+def prime_process_rewards(phi_logps_BT: jax.Array, ref_logps_BT: jax.Array,
+                          mask_BT: jax.Array, beta: float) -> jax.Array:
+    """PRIME implicit process reward r_t = beta * (log pi_phi - log pi_ref)(y_t). [B, T]"""
+    return beta * (phi_logps_BT - ref_logps_BT) * mask_BT
+
+
+def prime_advantages(process_rewards_BT: jax.Array, outcome_B: jax.Array, mask_BT: jax.Array,
+                     group_size: int, process_coef: float = 1.0, outcome_coef: float = 1.0,
+                     gamma: float = 1.0) -> jax.Array:
+    """PRIME's Monte Carlo advantages with leave-one-out baselines. [B, T]
+
+    A_t = sum_{s >= t} gamma^(s-t) (r_s - b_proc) * process_coef
+          + (r_o - b_out) * outcome_coef,
+    where b_proc is the mean over the group's other samples of their mean token process
+    reward and b_out the mean of their outcome rewards.
+    """
+    per_row = masked_sum(process_rewards_BT, mask_BT) / jnp.maximum(jnp.sum(mask_BT, -1), 1)
+    proc = (process_rewards_BT - leave_one_out_mean(per_row, group_size)[:, None]) * mask_BT
+    out = leave_one_out_advantages(outcome_B, group_size)
+    token_rewards = process_coef * proc + outcome_coef * rewards_at_end(out, mask_BT)
+    return discounted_returns(token_rewards, mask_BT, gamma)
+
+
+def shape_prm_rewards(scores_BT: jax.Array, step_end_BT: jax.Array,
+                      mode: Literal["clip", "delta", "clip_delta"], eta: float = 0.0
+                      ) -> jax.Array:
+    """Bounded step rewards from PRM scores s_k at the step-end tokens (module docstring).
+
+    scores_BT: PRM score at each step-end token (ignored elsewhere); step_end_BT: 1 there.
+    Returns [B, T] rewards on the step-end tokens."""
+    if mode not in ("clip", "delta", "clip_delta"):
+        raise ValueError(f"PRM shaping mode must be clip, delta or clip_delta, got {mode!r}")
+    s = scores_BT
+    if mode in ("clip", "clip_delta"):
+        s = jnp.minimum(s - eta, 0.0)
+    if mode == "clip":
+        return s * step_end_BT
+
+    def body(next_score, x):
+        score, end = x
+        r = (score - next_score) * end
+        return jnp.where(end > 0, score, next_score), r
+
+    _, r = jax.lax.scan(body, jnp.zeros(s.shape[0]), (s.T, step_end_BT.T), reverse=True)
+    return r.T
+
+
+# ---------------------------------------------------------------------------------------
+# Losses
+
+
+def aggregate(x_BT: jax.Array, mask_BT: jax.Array, aggregation: Aggregation,
+              max_tokens: Optional[int] = None) -> jax.Array:
+    """Scalar mean of per-token terms by the rule named in :class:`PolicyLossConfig`."""
+    if aggregation == "token":
+        return masked_mean(x_BT, mask_BT)
+    if aggregation == "sequence":
+        n_B = jnp.sum(mask_BT, -1)
+        per_row = masked_sum(x_BT, mask_BT) / jnp.maximum(n_B, 1)
+        return jnp.sum(per_row) / jnp.maximum(jnp.sum(n_B > 0), 1)
+    if aggregation == "constant":
+        return jnp.sum(x_BT * mask_BT) / (x_BT.shape[0] * (max_tokens or x_BT.shape[1]))
+    raise ValueError(f"aggregation must be token, sequence or constant, got {aggregation!r}")
+
+
+def clipped_policy_loss(logps_BT, old_logps_BT, advantages_BT, clip_eps):
+    """Per-token PPO objective (to minimise): max(-A rho, -A clip(rho, 1 - eps, 1 + eps)),
+    rho = exp(logp - old_logp). Returns (loss [B, T], clipped [B, T] 0/1)."""
+    ratio = jnp.exp(logps_BT - old_logps_BT)
+    unclipped = -advantages_BT * ratio
+    clipped = -advantages_BT * jnp.clip(ratio, 1 - clip_eps, 1 + clip_eps)
+    return jnp.maximum(unclipped, clipped), (clipped > unclipped).astype(jnp.float32)
+
+
+def clipped_value_loss(values_BT, old_values_BT, returns_BT, mask_BT, clip):
+    """PPO critic loss: 0.5 * max((V - R)^2, (V_clip - R)^2), V_clip = V_old + clip(V -
+    V_old, -c, c); mean over the masked tokens."""
+    v_clip = old_values_BT + jnp.clip(values_BT - old_values_BT, -clip, clip)
+    per_token = 0.5 * jnp.maximum((values_BT - returns_BT) ** 2, (v_clip - returns_BT) ** 2)
+    return masked_mean(per_token, mask_BT)
+
+
+def policy_gradient_loss(model_config: ModelConfig,
+                         config: PolicyLossConfig = PolicyLossConfig()) -> Loss:
+    """The clipped policy-gradient :class:`Loss` on ``rollout`` batches (PPO, GRPO, Dr.
+    GRPO, RLOO and PRIME differ in the advantages put in the batch and in this config)."""
+    if config.clip_eps <= 0:
+        raise ValueError(f"clip_eps must be positive, got {config.clip_eps}")
+    needs_ref = config.kl_coef > 0
+    critic = config.value_coef > 0
+
+    def fn(params, batch, rng, ref_params=None):
+        out = forward(model_config, params, batch)
+        tokens, mask = batch["tokens"], batch["loss_mask"]
+        logps = token_logprobs(out.logits, tokens)
+        pg, clipped = clipped_policy_loss(logps, batch["old_logps"], batch["advantages"],
+                                          config.clip_eps)
+        per_token = pg
+        metrics = {"clip_fraction": masked_mean(clipped, mask),
+                   "approx_kl_old": masked_mean(0.5 * (logps - batch["old_logps"]) ** 2, mask)}
+        if needs_ref:
+            if "ref_logps" in batch:
+                ref = batch["ref_logps"]
+            else:
+                ref = token_logprobs(forward(model_config, ref_params, batch).logits, tokens)
+            kl = kl_penalty(logps, jax.lax.stop_gradient(ref), config.kl_estimator)
+            per_token = per_token + config.kl_coef * kl
+            metrics["kl_ref"] = masked_mean(kl, mask)
+        loss = aggregate(per_token, mask, config.aggregation, config.max_tokens)
+        metrics["policy_loss"] = aggregate(pg, mask, config.aggregation, config.max_tokens)
+        if critic:
+            values = shift_values(out.values)
+            vf = clipped_value_loss(values, batch["old_values"], batch["returns"], mask,
+                                    config.value_clip)
+            loss = loss + config.value_coef * vf
+            metrics["value_loss"] = vf
+        metrics["loss"] = loss
+        return loss, metrics
+
+    return Loss(name="policy_gradient", kind="rollout", fn=fn, needs_reference=needs_ref,
+                reference_keys=("ref_logps",) if needs_ref else (),
+                extra_keys=("returns", "old_values") if critic else ())
+
+
+def prime_prm_loss(model_config: ModelConfig, beta: float = 0.05) -> Loss:
+    """PRIME's implicit-PRM update: cross-entropy between the outcome label and
+    sigmoid(beta * sum_t (log pi_phi - log pi_ref)(y_t)) on ``unpaired`` batches
+    (``desirable`` = verified correct; ``ref_logps`` or reference params give pi_ref)."""
+    def fn(params, batch, rng, ref_params=None):
+        phi = sequence_logprobs(model_config, params, batch)
+        if "ref_logps" in batch:
+            ref = batch["ref_logps"]
+        else:
+            ref = sequence_logprobs(model_config, ref_params, batch)
+        logit = beta * (phi - jax.lax.stop_gradient(ref))
+        y = batch["desirable"]
+        loss = jnp.mean(-(y * jax.nn.log_sigmoid(logit) + (1 - y) * jax.nn.log_sigmoid(-logit)))
+        acc = jnp.mean(((logit > 0) == (y > 0)).astype(jnp.float32))
+        return loss, {"loss": loss, "prm_accuracy": acc}
+
+    return Loss(name="prime_prm", kind="unpaired", fn=fn, needs_reference=True,
+                reference_keys=("ref_logps",))

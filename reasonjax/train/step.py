@@ -1,0 +1,143 @@
+"""The sharded train step: one factory for every loss.
+
+``make_train_step(loss, optimizer, mesh, shardings)`` jits
+``(state, batch[, ref_params]) -> (state, metrics)`` with explicit in/out shardings over
+the ('data', 'fsdp', 'tensor') mesh: the state on ``shardings`` (params by the model's
+logical rules, optimizer moments like their params), the batch split on its leading axis
+over ('data', 'fsdp'), frozen reference params on their own shardings, metrics replicated.
+The same code runs on one CPU device and on a pod; only the mesh changes.
+
+Before anything is compiled the wrapper checks the batch against the loss (keys, shapes,
+reference, divisibility by the data axes) and raises an error naming the problem.
+Mixed precision comes from the model config: ``dtype='bfloat16'`` computes in bf16 while
+``param_dtype='float32'`` keeps fp32 master params, fp32 gradients and fp32 Adam moments.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from reasonjax import parallel
+from reasonjax.train.loss import Loss
+from reasonjax.train.state import TrainState
+
+
+def batch_spec_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading axis over ('data', 'fsdp'), the rest replicated: fits [B], [B, T], ..."""
+    return NamedSharding(mesh, P(parallel.BATCH_AXES))
+
+
+def check_step_inputs(loss: Loss, batch: Mapping, mesh: Mesh, has_ref_params: bool) -> None:
+    """Raises (BatchError, ReferenceError, ConfigError) before compiling when ``batch`` or
+    the reference cannot feed ``loss`` on ``mesh``."""
+    loss.check(batch, has_ref_params)
+    first = next(iter(batch.values()))
+    rows = np.shape(first)[0] * (1 if isinstance(first, jax.Array) else jax.process_count())
+    parallel.validate_batch(rows, mesh, what=f"{loss.kind} batch size")
+
+
+def place_batch(batch: Mapping, mesh: Mesh) -> dict:
+    """Host (numpy) rows of this process -> global arrays on the batch sharding; jax
+    arrays are moved onto it (a no-op when they are already there)."""
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, jax.Array):
+            out[k] = jax.device_put(v, parallel.batch_sharding(mesh, v.ndim))
+        else:
+            out[k] = parallel.shard_batch(np.asarray(v), mesh)
+    return out
+
+
+def make_train_step(loss: Loss, optimizer: optax.GradientTransformation, mesh: Mesh,
+                    shardings: TrainState, *, ref_shardings=None, rules=None,
+                    lr_schedule: Optional[Callable] = None, donate: bool = True):
+    """The jitted, sharded train step for ``loss``.
+
+    Returns ``step(state, batch, ref_params=None) -> (new_state, metrics)``; metrics are
+    the loss's own plus ``grad_norm`` (before clipping) and ``lr`` (when ``lr_schedule``
+    maps the step to the learning rate). ``shardings``: a TrainState of shardings
+    (``state.state_shardings``); ``ref_shardings``: the reference params' shardings
+    (default: the params' shardings). The input state is donated unless ``donate=False``.
+    """
+    rules = rules if rules is not None else parallel.logical_rules()
+    ref_shardings = ref_shardings if ref_shardings is not None else shardings.params
+    replicated = NamedSharding(mesh, P())
+    batch_sharding = batch_spec_sharding(mesh)
+
+    def step(state: TrainState, batch, ref_params):
+        key, sub = jax.random.split(jax.random.wrap_key_data(state.rng))
+        (value, metrics), grads = jax.value_and_grad(loss.fn, has_aux=True)(
+            state.params, batch, sub, ref_params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {**metrics, "loss": value, "grad_norm": optax.tree.norm(grads)}
+        if lr_schedule is not None:
+            metrics["lr"] = jnp.asarray(lr_schedule(state.step), jnp.float32)
+        new_state = TrainState(params=params, opt_state=opt_state, step=state.step + 1,
+                               rng=jax.random.key_data(key))
+        return new_state, metrics
+
+    compiled = {}
+
+    def get(with_ref: bool):
+        if with_ref not in compiled:
+            compiled[with_ref] = jax.jit(
+                step,
+                in_shardings=(shardings, batch_sharding, ref_shardings if with_ref else None),
+                out_shardings=(shardings, replicated),
+                donate_argnums=(0,) if donate else ())
+        return compiled[with_ref]
+
+    def train_step(state: TrainState, batch: Mapping, ref_params: Any = None):
+        check_step_inputs(loss, batch, mesh, ref_params is not None)
+        if loss.uses_batch_reference(batch) or not loss.needs_reference:
+            ref_params = None
+        batch = place_batch(batch, mesh)
+        with parallel.activate(mesh, rules):
+            return get(ref_params is not None)(state, batch, ref_params)
+
+    return train_step
+
+
+def make_eval_step(loss: Loss, mesh: Mesh, param_shardings, *, ref_shardings=None,
+                   rules=None, seed: int = 0):
+    """``eval_step(params, batch, ref_params=None) -> metrics``: the loss and its metrics
+    without a gradient, with the same shardings and checks as the train step."""
+    rules = rules if rules is not None else parallel.logical_rules()
+    ref_shardings = ref_shardings if ref_shardings is not None else param_shardings
+    replicated = NamedSharding(mesh, P())
+
+    def evaluate(params, batch, ref_params):
+        value, metrics = loss.fn(params, batch, jax.random.key(seed), ref_params)
+        return {**metrics, "loss": value}
+
+    compiled = {}
+
+    def eval_step(params, batch: Mapping, ref_params: Any = None):
+        check_step_inputs(loss, batch, mesh, ref_params is not None)
+        if loss.uses_batch_reference(batch) or not loss.needs_reference:
+            ref_params = None
+        with_ref = ref_params is not None
+        if with_ref not in compiled:
+            compiled[with_ref] = jax.jit(
+                evaluate, in_shardings=(param_shardings, batch_spec_sharding(mesh),
+                                        ref_shardings if with_ref else None),
+                out_shardings=replicated)
+        batch = place_batch(batch, mesh)
+        with parallel.activate(mesh, rules):
+            return compiled[with_ref](params, batch, ref_params)
+
+    return eval_step
+
+
+def tokens_in(batch: Mapping) -> int:
+    """Real (non-padding) tokens of a batch, for throughput: nonzero segment ids summed
+    over every sequence of the batch (both sides of a preference pair)."""
+    return int(sum(np.count_nonzero(np.asarray(v)) for k, v in batch.items()
+                   if k.endswith("segment_ids")))

@@ -1,0 +1,159 @@
+"""RL pieces against hand-computed values: advantages (GRPO, Dr. GRPO, RLOO, GAE,
+PRIME), KL estimators, PRM shaping, aggregation, the clipped objective and its gradient,
+and the policy-gradient loss on the model."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from reasonjax.train import rl
+from reasonjax.train.logprobs import sequence_logprobs, shift_values, token_logprobs
+
+R = jnp.array([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0])
+
+
+def test_group_advantages_grpo_and_dr_grpo():
+    s = math.sqrt(0.1875)
+    np.testing.assert_allclose(rl.group_advantages(R, 4),
+                               [1, -1, -1, 1, .25 / s, .25 / s, .25 / s, -.75 / s], rtol=1e-5)
+    np.testing.assert_allclose(rl.group_advantages(R, 4, scale_by_std=False),
+                               [.5, -.5, -.5, .5, .25, .25, .25, -.75], rtol=1e-6)
+
+
+def test_leave_one_out_advantages():
+    np.testing.assert_allclose(rl.leave_one_out_advantages(R, 4),
+                               [2 / 3, -2 / 3, -2 / 3, 2 / 3, 1 / 3, 1 / 3, 1 / 3, -1],
+                               rtol=1e-6)
+
+
+def test_gae_by_hand_with_prompt_and_padding():
+    rewards = jnp.array([[0, 0, 0, 1.0], [0, 2.0, 0, 0]])
+    values = jnp.array([[0, .5, .6, .8], [.1, .3, 9, 9]])
+    mask = jnp.array([[0, 1, 1, 1.0], [1, 1, 0, 0]])
+    adv, ret = rl.gae(rewards, values, mask, gamma=0.9, lam=0.8)
+    a1 = 0.04 + 0.72 * 0.264
+    np.testing.assert_allclose(adv, [[0, a1, .264, .2], [.17 + .72 * 1.7, 1.7, 0, 0]],
+                               rtol=1e-5)
+    np.testing.assert_allclose(ret, [[0, a1 + .5, .864, 1.0], [1.494, 2.0, 0, 0]], rtol=1e-5)
+    # lam = 1, gamma = 1: advantages are returns-to-go minus values.
+    adv1, _ = rl.gae(rewards, values, mask, 1.0, 1.0)
+    np.testing.assert_allclose(adv1, rl.discounted_returns(rewards, mask) - values * mask,
+                               rtol=1e-6)
+
+
+def test_discounted_returns_and_rewards_at_end():
+    np.testing.assert_allclose(
+        rl.discounted_returns(jnp.array([[1.0, 2, 3, 7]]), jnp.array([[1.0, 1, 1, 0]]), 0.5),
+        [[2.75, 3.5, 3.0, 0.0]])
+    np.testing.assert_array_equal(
+        rl.rewards_at_end(jnp.array([2.0, 3.0]), jnp.array([[0, 1, 1, 0], [0, 0, 0, 0.0]])),
+        [[0, 0, 2, 0], [0, 0, 0, 0]])
+
+
+def test_kl_estimators():
+    logp, ref = jnp.array([-1.0]), jnp.array([-1.5])
+    np.testing.assert_allclose(rl.kl_penalty(logp, ref, "k1"), [0.5])
+    np.testing.assert_allclose(rl.kl_penalty(logp, ref, "k2"), [0.125])
+    np.testing.assert_allclose(rl.kl_penalty(logp, ref, "k3"), [math.exp(-0.5) - 0.5],
+                               rtol=1e-6)
+
+
+def test_prime_process_rewards_and_advantages():
+    phi = jnp.array([[0, -1.0, -2.0]])
+    ref = jnp.array([[0, -1.4, -2.8]])
+    np.testing.assert_allclose(
+        rl.prime_process_rewards(phi, ref, jnp.array([[0, 1.0, 1]]), 0.5), [[0, .2, .4]],
+        rtol=1e-6)
+    proc = jnp.array([[0, .2, .4], [0, -.2, 0]])
+    mask = jnp.array([[0, 1, 1.0], [0, 1, 1]])
+    adv = rl.prime_advantages(proc, jnp.array([1.0, 0.0]), mask, group_size=2)
+    # process: row means .3 / -.1, leave-one-out baselines -.1 / .3 -> [.3, .5], [-.5, -.3];
+    # outcome: [1, 0] -> leave-one-out [1, -1] on the last token; returns-to-go.
+    np.testing.assert_allclose(adv, [[0, 1.8, 1.5], [0, -1.8, -1.3]], rtol=1e-5)
+
+
+def test_prm_shaping_clip_and_delta():
+    scores = jnp.array([[0, .9, 0, .4, 0, .7]])
+    ends = jnp.array([[0, 1, 0, 1, 0, 1.0]])
+    np.testing.assert_allclose(rl.shape_prm_rewards(scores, ends, "clip", eta=0.5),
+                               [[0, 0, 0, -.1, 0, 0]], atol=1e-6)
+    delta = rl.shape_prm_rewards(scores, ends, "delta")
+    np.testing.assert_allclose(delta, [[0, .5, 0, -.3, 0, .7]], atol=1e-6)
+    # The return from each step telescopes to that step's own score.
+    np.testing.assert_allclose(rl.discounted_returns(delta, jnp.ones_like(delta)) * ends,
+                               scores * ends, atol=1e-6)
+    np.testing.assert_allclose(rl.shape_prm_rewards(scores, ends, "clip_delta", eta=0.5),
+                               [[0, .1, 0, -.1, 0, 0]], atol=1e-6)
+
+
+def test_aggregations():
+    x = jnp.array([[1.0, 2, 3, 0], [4, 0, 0, 0]])
+    m = jnp.array([[1.0, 1, 1, 0], [1, 0, 0, 0]])
+    np.testing.assert_allclose(rl.aggregate(x, m, "token"), 2.5)
+    np.testing.assert_allclose(rl.aggregate(x, m, "sequence"), 3.0)
+    np.testing.assert_allclose(rl.aggregate(x, m, "constant"), 1.25)
+    np.testing.assert_allclose(rl.aggregate(x, m, "constant", max_tokens=10), 0.5)
+
+
+def test_clipped_objective_values_and_gradients():
+    old = jnp.zeros(3)
+    logp = jnp.log(jnp.array([1.5, 1.5, 0.5]))
+    adv = jnp.array([1.0, -1.0, 1.0])
+    loss, clipped = rl.clipped_policy_loss(logp, old, adv, 0.2)
+    np.testing.assert_allclose(loss, [-1.2, 1.5, -0.5], rtol=1e-6)
+    np.testing.assert_array_equal(clipped, [1, 0, 0])
+    g = jax.grad(lambda lp: rl.clipped_policy_loss(lp, old, adv, 0.2)[0].sum())(logp)
+    # d/dlogp (-A rho) = -A rho where unclipped; 0 where the clip is active.
+    np.testing.assert_allclose(g, [0.0, 1.5, -0.5], rtol=1e-6)
+    # Critic: the larger of the unclipped and clipped squared errors.
+    v = rl.clipped_value_loss(jnp.array([[1.0, 0.0]]), jnp.array([[0.0, 0.0]]),
+                              jnp.array([[0.5, 1.0]]), jnp.array([[1.0, 1.0]]), 0.2)
+    np.testing.assert_allclose(v, 0.5 * (max(0.25, 0.09) + max(1.0, 1.0)) / 2, rtol=1e-6)
+
+
+def test_policy_gradient_loss_on_model(tiny_config, tiny_params, ref_params, rows, apply_fn):
+    batch = rows([[1, 2, 3], [4, 5]], [[6, 7], [8, 9, 10, 11]], T=8)
+    out = apply_fn(tiny_config, tiny_params, batch["tokens"], batch["positions"],
+                   batch["segment_ids"])
+    logps = token_logprobs(out.logits, jnp.asarray(batch["tokens"]))
+    mask = batch["loss_mask"]
+    adv = np.array([[1.5], [-0.5]], np.float32) * mask
+    values = shift_values(out.values)
+    batch.update(old_logps=np.asarray(logps), advantages=adv,
+                 ref_logps=np.asarray(logps) - 0.5, old_values=np.asarray(values),
+                 returns=np.asarray(values) + 1.0)
+    cfg = rl.PolicyLossConfig(kl_coef=0.1, kl_estimator="k3", value_coef=0.3)
+    loss, metrics = jax.jit(rl.policy_gradient_loss(tiny_config, cfg).fn)(
+        tiny_params, batch, jax.random.key(0), None)
+    # ratio 1: per-token -A; sequence mean over rows (-1.5, 0.5) -> -0.5; k3 KL of a 0.5
+    # log-ratio on every token; critic 0.5 * 1^2.
+    k3 = math.exp(-0.5) - 0.5
+    np.testing.assert_allclose(metrics["policy_loss"], -0.5, rtol=1e-5)
+    np.testing.assert_allclose(metrics["kl_ref"], k3, rtol=1e-5)
+    np.testing.assert_allclose(metrics["value_loss"], 0.5, rtol=1e-5)
+    np.testing.assert_allclose(loss, -0.5 + 0.1 * k3 + 0.3 * 0.5, rtol=1e-5)
+    # The reference may come as params instead of ref_logps: KL(pi || ref) from a forward.
+    no_ref = {k: v for k, v in batch.items() if k != "ref_logps"}
+    _, m2 = jax.jit(rl.policy_gradient_loss(tiny_config, cfg).fn)(
+        tiny_params, no_ref, jax.random.key(0), ref_params)
+    ref_out = apply_fn(tiny_config, ref_params, batch["tokens"], batch["positions"],
+                       batch["segment_ids"])
+    ref_lp = token_logprobs(ref_out.logits, jnp.asarray(batch["tokens"]))
+    expected = (jnp.sum(rl.kl_penalty(logps, ref_lp, "k3") * mask) / mask.sum())
+    np.testing.assert_allclose(m2["kl_ref"], expected, rtol=1e-5)
+
+
+def test_prime_prm_loss_is_outcome_cross_entropy(tiny_config, tiny_params, ref_params, rows):
+    batch = rows([[1, 2], [3, 4]], [[5, 6, 7], [8]], T=6)
+    batch["desirable"] = np.array([1.0, 0.0], np.float32)
+    quad = {k: v for k, v in batch.items() if k != "desirable"}
+    phi = jax.jit(sequence_logprobs, static_argnums=0)(tiny_config, tiny_params, quad)
+    ref = jax.jit(sequence_logprobs, static_argnums=0)(tiny_config, ref_params, quad)
+    batch["ref_logps"] = np.asarray(ref)
+    loss, _ = jax.jit(rl.prime_prm_loss(tiny_config, beta=0.5).fn)(
+        tiny_params, batch, jax.random.key(0), None)
+    z = 0.5 * (np.asarray(phi) - np.asarray(ref))
+    expected = np.mean([math.log1p(math.exp(-z[0])), math.log1p(math.exp(z[1]))])
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
