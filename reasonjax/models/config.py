@@ -106,6 +106,9 @@ _LLAMA3_ROPE_8 = RopeScaling("llama3", 8.0, 1.0, 4.0, 8192)
 
 PRESETS: dict[str, ModelConfig] = {
     # Tiny models for CPU runs on the built-in tasks (vocab set from the tokenizer).
+    # ~0.1M: the recipes' tiny presets (learns the easy built-in tasks in ~1 CPU minute).
+    "tiny-100k": ModelConfig(vocab_size=128, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                             d_ff=192, max_seq_len=256),
     "tiny-1m": ModelConfig(vocab_size=128, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2,
                            d_ff=384, max_seq_len=512),
     "tiny-3m": ModelConfig(vocab_size=128, d_model=256, n_layers=4, n_heads=4, n_kv_heads=2,

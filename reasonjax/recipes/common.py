@@ -1,0 +1,323 @@
+"""What every recipe shares: task / model / training settings, the environment they build,
+the warm-up phase, training on in-memory examples, sampling and evaluation.
+
+A recipe config is a dataclass whose fields include the ones below (``task``, ``model``,
+``warmup``, ``mesh``, ``seed``); presets live in ``reasonjax/configs/<recipe>/<preset>.yaml``
+and ``key=value`` overrides apply on top (:mod:`reasonjax.config`).
+
+``tiny`` presets train a tiny model from scratch on a built-in task inside the recipe
+(the ``warmup`` phase: SFT on the task's reference solutions); ``paper`` presets load a
+local checkpoint (``model.checkpoint``: HF dir or reasonjax model dir) and a local data
+file (``task.data_file``), and the warm-up then fine-tunes (or, with ``warmup.steps=0``,
+keeps) the checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+import zlib
+from typing import Any, Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+
+from reasonjax import checkpoint, parallel
+from reasonjax.config import ConfigError
+from reasonjax.data import formatting
+from reasonjax.data.task import Problem, Task, get_task
+from reasonjax.models.config import ModelConfig, get_config
+from reasonjax.models.tokenizer import CharTokenizer, Tokenizer
+from reasonjax.recipes.rundir import Run, run_phase
+from reasonjax.search.sampler import SamplingConfig, StopTokens, sample, stop_tokens_for
+from reasonjax.train.loop import LoopConfig, train
+from reasonjax.train.loss import Loss
+from reasonjax.train.state import OptimConfig, create_train_state, make_optimizer, \
+    state_shardings
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """The problems. ``name``: a built-in task (arithmetic, countdown, procbench, maze) with
+    ``difficulty`` and ``knobs``; or, with ``data_file`` (JSONL / JSON / Parquet), the
+    local-file format (gsm8k, math, choice), ``eval_file`` holding the test problems
+    (default: the last ``eval_size`` problems of ``data_file``).
+    train_size / eval_size: problems generated (built-in) or used (files; 0 = all)."""
+
+    name: str = "arithmetic"
+    difficulty: Optional[str] = "easy"
+    knobs: dict = dataclasses.field(default_factory=dict)
+    train_size: int = 2000
+    eval_size: int = 64
+    seed: int = 0
+    data_file: Optional[str] = None
+    eval_file: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """The policy. ``preset``: a ModelConfig preset trained from scratch (with ``overrides``
+    such as ``max_seq_len``); ``checkpoint``: a local HF or reasonjax model directory,
+    loaded instead, with the tokenizer saved in it."""
+
+    preset: Optional[str] = "tiny-100k"
+    overrides: dict = dataclasses.field(default_factory=dict)
+    checkpoint: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FitSpec:
+    """One training phase on in-memory examples: ``steps`` optimizer steps of
+    ``batch_size`` rows of ``seq_len`` tokens, AdamW at ``lr`` with linear warm-up over
+    ``warmup_steps`` and cosine decay to ``lr * min_lr_ratio``."""
+
+    steps: int = 500
+    batch_size: int = 16
+    seq_len: int = 96
+    lr: float = 1e-3
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    trainable: str = "all"
+
+    def optim(self) -> OptimConfig:
+        return OptimConfig(lr=self.lr, warmup_steps=min(self.warmup_steps, self.steps),
+                           decay_steps=max(self.steps, 1), min_lr_ratio=self.min_lr_ratio,
+                           weight_decay=self.weight_decay, trainable=self.trainable)
+
+
+@dataclasses.dataclass
+class Env:
+    """What a recipe runs on. train / eval: problems; stop: EOS + step-delimiter tables;
+    mesh: the device mesh params and batches are sharded over."""
+
+    task: Task
+    tokenizer: Tokenizer
+    model_config: ModelConfig
+    train: list[Problem]
+    eval: list[Problem]
+    mesh: Any
+    stop: StopTokens
+    init_params: Any = None  # params of model.checkpoint, else None (trained from scratch)
+
+    @property
+    def delimiter(self) -> str:
+        return self.task.step_delimiter
+
+    @property
+    def prompt_len(self) -> int:
+        """Longest prompt (tokens, with bos) over train and eval problems."""
+        return max(len(formatting.encode_prompt(self.tokenizer, self.task.prompt(p))
+                       ["prompt_tokens"]) for p in self.train + self.eval)
+
+
+def _local_problems(spec: TaskSpec) -> tuple[Task, list[Problem], list[Problem]]:
+    from reasonjax.data.local import FORMATS, load_local
+
+    fmt = spec.name
+    if fmt not in FORMATS:
+        raise ConfigError(f"task.name={fmt!r}: with task.data_file it names the file format, "
+                          f"one of {FORMATS}")
+    problems = load_local(spec.data_file, fmt).problems
+    if spec.eval_file:
+        held = load_local(spec.eval_file, fmt).problems
+    else:
+        if spec.eval_size <= 0 or spec.eval_size >= len(problems):
+            raise ConfigError(
+                f"task.eval_size={spec.eval_size}: {spec.data_file} has {len(problems)} "
+                "problems; hold out fewer than that, or give task.eval_file")
+        problems, held = problems[:-spec.eval_size], problems[-spec.eval_size:]
+    train = problems[:spec.train_size] if spec.train_size > 0 else problems
+    held = held[:spec.eval_size] if spec.eval_size > 0 else held
+    return get_task(fmt), train, held
+
+
+def make_env(task: TaskSpec, model: ModelSpec, mesh: parallel.MeshConfig = parallel.MeshConfig(),
+             num_devices: int = 0) -> Env:
+    """Builds the problems, tokenizer, model config and mesh (nothing is trained).
+
+    Built-in tasks: train and eval problems come from different seeds (``seed`` and
+    ``seed + 1``), so no eval problem is a training problem by construction of the
+    stream (collisions of short problems are possible and harmless).
+    """
+    if not model.checkpoint and not model.preset:
+        raise ConfigError("model: set model.checkpoint=/path/to/checkpoint (a HF or reasonjax "
+                          "model directory) or model.preset=<name> (`reasonjax models`)")
+    if task.data_file:
+        t, train_problems, eval_problems = _local_problems(task)
+    else:
+        from reasonjax.data.local import FORMATS
+
+        if task.name in FORMATS:
+            raise ConfigError(f"task.name={task.name!r} reads problems from a local file: set "
+                              "task.data_file=/path/to/train.jsonl (and optionally "
+                              "task.eval_file)")
+        t = get_task(task.name, task.difficulty, **task.knobs)
+        train_problems = t.generate(task.train_size, seed=task.seed)
+        eval_problems = t.generate(task.eval_size, seed=task.seed + 1)
+    devices = jax.devices()[:num_devices] if num_devices > 0 else None
+    mesh_ = parallel.make_mesh(mesh, devices)
+    init = None
+    if model.checkpoint:
+        model_config, init, tok = checkpoint.load_model_and_tokenizer(model.checkpoint,
+                                                                      mesh_)
+    else:
+        tok = CharTokenizer()
+        model_config = get_config(model.preset, vocab_size=tok.vocab_size, **model.overrides)
+    parallel.validate_model_mesh(model_config, mesh_)
+    stop = stop_tokens_for(tok, model_config.vocab_size, t.step_delimiter)
+    return Env(task=t, tokenizer=tok, model_config=model_config, train=train_problems,
+               eval=eval_problems, mesh=mesh_, stop=stop, init_params=init)
+
+
+# ---------------------------------------------------------------------------------------
+# Training on in-memory examples
+
+
+class ExampleBatches:
+    """Batches of fixed-shape examples, reshuffled every epoch (an in-memory iterator for
+    the data a recipe makes each round: every example is padded to ``seq_len`` once, so a
+    batch is one numpy gather)."""
+
+    def __init__(self, examples: Sequence[Mapping[str, np.ndarray]], kind: str, seq_len: int,
+                 batch_size: int, seed: int):
+        fitted = [formatting.fit(ex, kind, seq_len, on_overflow="truncate")
+                  for ex in examples]
+        truncated = sum(t for _, t in fitted)
+        if truncated:
+            warnings.warn(f"{truncated} of {len(fitted)} {kind} examples are longer than "
+                          f"seq_len={seq_len} and were truncated; raise seq_len to keep them "
+                          "whole", stacklevel=2)
+        fitted = [ex for ex, _ in fitted]
+        self.arrays = formatting.stack(fitted)
+        self.n, self.batch_size = len(fitted), batch_size
+        self.rng = np.random.default_rng(seed)
+        self.order, self.pos = self.rng.permutation(self.n), 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        rows = []
+        while len(rows) < self.batch_size:
+            if self.pos == self.n:
+                self.order, self.pos = self.rng.permutation(self.n), 0
+            take = min(self.batch_size - len(rows), self.n - self.pos)
+            rows.extend(self.order[self.pos:self.pos + take])
+            self.pos += take
+        idx = np.asarray(rows)
+        return {k: v[idx] for k, v in self.arrays.items()}
+
+
+def fit(env: Env, params, loss: Loss, examples: Sequence[Mapping[str, np.ndarray]], kind: str,
+        spec: FitSpec, seed: int = 0, ref_params=None, progress: bool = True):
+    """Trains ``params`` with ``loss`` on ``examples`` (``formatting.encode_*`` outputs of
+    ``kind``), reshuffled every epoch, for ``spec.steps`` steps. Returns (params, last
+    metrics). Resumability comes from the recipe's phases, so nothing is saved here."""
+    if spec.steps == 0:
+        return params, {}
+    if not examples:
+        raise ValueError(f"fit: no {kind} examples to train {loss.name} on")
+    parallel.validate_batch(spec.batch_size, env.mesh, what="batch_size")
+    data = ExampleBatches(examples, kind, spec.seq_len, spec.batch_size, seed)
+    tx = make_optimizer(spec.optim(), params)
+    ps = parallel.param_shardings(env.model_config, env.mesh)
+    params = jax.device_put(params, ps)
+    with parallel.activate(env.mesh):
+        state = create_train_state(params, tx, seed=seed, mesh=env.mesh, param_shardings=ps)
+        shardings = state_shardings(tx, params, ps, env.mesh)
+        state, metrics = train(loss, state, data, LoopConfig(steps=spec.steps,
+                                                              progress=progress),
+                               mesh=env.mesh, shardings=shardings, optimizer=tx,
+                               ref_params=ref_params)
+    return state.params, metrics
+
+
+def sft_examples(env: Env, prompts: Sequence[str], completions: Sequence[str]) -> list[dict]:
+    return [formatting.encode_completion(env.tokenizer, p, c)
+            for p, c in zip(prompts, completions)]
+
+
+def warmup(run: Run, env: Env, spec: FitSpec, seed: int = 0, name: str = "warmup") -> Any:
+    """Phase ``name``: SFT on the train problems' reference solutions, from scratch (model
+    preset) or from ``model.checkpoint``. Returns params."""
+    from reasonjax.train.sft import sft_loss
+
+    def compute():
+        params = env.init_params
+        if params is None:
+            params = parallel.init_params(env.model_config, jax.random.key(seed), env.mesh)
+        examples = sft_examples(env, [env.task.prompt(p) for p in env.train],
+                                [env.task.solution(p) for p in env.train])
+        params, metrics = fit(env, params, sft_loss(env.model_config), examples, "sft", spec,
+                              seed=seed)
+        return {"params": params, "model_config": env.model_config,
+                "final_loss": metrics.get("loss")}
+
+    return run_phase(run, name, compute)["params"]
+
+
+# ---------------------------------------------------------------------------------------
+# Sampling and evaluation
+
+
+@dataclasses.dataclass
+class Samples:
+    """n completions for each of B problems: texts [B][n], correct [B][n] (None when the
+    problem has no known answer), tokens generated in all."""
+
+    texts: list[list[str]]
+    correct: list[list[bool]]
+    tokens_generated: int
+
+
+def prompts_of(env: Env, problems: Sequence[Problem]) -> dict[str, np.ndarray]:
+    """A left-padded prompt batch for ``problems`` (length: the longest prompt)."""
+    prompts = [env.task.prompt(p) for p in problems]
+    length = max(len(formatting.encode_prompt(env.tokenizer, p)["prompt_tokens"])
+                 for p in prompts)
+    return formatting.prompt_batch(env.tokenizer, prompts, length)
+
+
+def decode(env: Env, ids: np.ndarray, length: int) -> str:
+    ids = [int(t) for t in ids[:length]]
+    if env.tokenizer.eos_id is not None and ids and ids[-1] == env.tokenizer.eos_id:
+        ids = ids[:-1]
+    return env.tokenizer.decode(ids)
+
+
+def sample_completions(env: Env, params, problems: Sequence[Problem], rng: jax.Array, *, n: int,
+                       temperature: float, max_new_tokens: int,
+                       batch_size: int = 64) -> Samples:
+    """n whole completions per problem (temperature 0: greedy), verified by the task."""
+    sampling = SamplingConfig(temperature=temperature)
+    texts, correct, spent = [], [], 0
+    for start in range(0, len(problems), batch_size):
+        chunk = list(problems[start:start + batch_size])
+        batch = prompts_of(env, chunk)
+        out = sample(env.model_config, params, batch["prompt_tokens"], batch["prompt_mask"],
+                     jax.random.fold_in(rng, start), max_new_tokens=max_new_tokens, n=n,
+                     sampling=sampling, stop=env.stop, pad_id=env.tokenizer.pad_id or 0)
+        toks, lens = np.asarray(out.tokens), np.asarray(out.lengths)
+        spent += int(np.sum(lens))
+        for b, problem in enumerate(chunk):
+            row = [decode(env, toks[b, i], lens[b, i]) for i in range(n)]
+            texts.append(row)
+            correct.append([env.task.verify(problem, t) for t in row])
+    return Samples(texts=texts, correct=correct, tokens_generated=spent)
+
+
+def greedy_accuracy(env: Env, params, problems: Sequence[Problem],
+                    max_new_tokens: int) -> float:
+    """Fraction of ``problems`` whose greedy completion verifies."""
+    s = sample_completions(env, params, problems, jax.random.key(0), n=1, temperature=0.0,
+                           max_new_tokens=max_new_tokens)
+    return float(np.mean([c[0] for c in s.correct]))
+
+
+def rng_for(seed: int, *names: str) -> jax.Array:
+    """A key per (seed, phase name): phases draw independent, reproducible randomness."""
+    key = jax.random.key(seed)
+    for name in names:
+        key = jax.random.fold_in(key, zlib.crc32(name.encode()))
+    return key
