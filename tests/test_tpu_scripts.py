@@ -35,7 +35,7 @@ def test_install_copies_to_and_installs_on_all_workers():
 
 def test_run_starts_the_command_on_every_worker_with_distributed_init():
     lines = _dry("run.sh", "--name", "rj", "--", "replicate", "alphamath", "--preset", "paper",
-                 "data.path=/d/my file.jsonl")
+                 "task.data_file=/d/my file.jsonl")
     assert len(lines) == 1
     assert "ssh rj --worker=all --command" in lines[0]
     assert "REASONJAX_DISTRIBUTED=1" in lines[0]

@@ -2,7 +2,7 @@
 the warm-up phase, training on in-memory examples, sampling and evaluation.
 
 A recipe config is a dataclass whose fields include the ones below (``task``, ``model``,
-``warmup``, ``mesh``, ``seed``); presets live in ``reasonjax/configs/<recipe>/<preset>.yaml``
+``warmup``, ``mesh``, ``seed``); presets live in ``reasonjax/configs/<recipe>-<preset>.yaml``
 and ``key=value`` overrides apply on top (:mod:`reasonjax.config`).
 
 ``tiny`` presets train a tiny model from scratch on a built-in task inside the recipe
