@@ -1,0 +1,415 @@
+"""Compute-optimal test-time scaling (Snell et al., 2024, "Scaling LLM Test-Time Compute
+Optimally can be More Effective than Scaling Model Parameters"; particle filtering: Puri et
+al., 2025; DVTS from the public reproductions).
+
+Pipeline as implemented:
+
+1. ``warmup``: SFT of the policy (tiny: from scratch on the task's reference solutions;
+   paper: from ``model.checkpoint``).
+2. ``prm-samples``: ``prm.samples_per_problem`` policy samples per training problem, each
+   step labelled. With ``prm.labels=exact`` the label of a step is the task's EXACT check
+   (``task.check_steps(...).prefix_correct``: the prefix up to this step has no error),
+   which is what Monte Carlo rollout labels (Math-Shepherd) estimate, so for built-in
+   tasks it is both cheaper and exact. With ``prm.labels=outcome`` (tasks from files,
+   which have no step checker) every step gets the sample's final outcome (OVM, Yu et
+   al., 2024). Monte Carlo labels are the ``prm`` recipe's subject; a PRM trained there can
+   be passed as ``prm.checkpoint``.
+3. ``prm-train``: the PRM is a copy of the warmed-up policy whose value head (and body) is
+   trained with :func:`reasonjax.train.value.value_loss` (BCE at each step end). It is a
+   separate scorer model, so the policy is unchanged. ``prm.checkpoint`` loads a trained
+   PRM instead (its value head is read through a sigmoid) and skips both PRM phases.
+4. ``difficulty``: ``difficulty.samples`` samples per eval problem give the policy's pass
+   rate; problems are sorted by it and cut into ``difficulty.bins`` equal bins (Snell et
+   al.'s oracle difficulty: quantiles of the pass rate; bin 1 easiest).
+5. ``search-<method>-n<N>`` for each budget N: on each bin, best-of-N (one sample set
+   gives three answers: the PRM's best candidate, majority vote and PRM-weighted vote),
+   step beam search (keep N/M, expand M ways), DVTS (N/M subtrees of width M) and particle
+   filtering (N particles resampled by softmax(PRM score / ``pf_temperature``)). Step
+   scores aggregate with ``search.aggregate`` (``last``: the PRM's estimate that the
+   whole prefix is right, Snell et al.'s choice). Compute is each method's own
+   ``Compute.tokens_generated`` (every sampled token, discarded candidates included),
+   per problem.
+
+Report: accuracy per bin x method x N next to tokens per problem, the compute-optimal
+method per bin and budget (highest accuracy; ties go to fewer tokens), one accuracy-vs-
+compute PNG per bin, and the checks "PRM-weighted vote beats majority vote at the largest
+N" and "beam search or particle filtering beats best-of-N at equal compute on the hardest
+bin" (best-of-N's accuracy interpolated in log tokens at the other method's tokens,
+averaged over budgets). Departures from the paper: no sequential revisions (the project
+has no revision model) and no lookahead search.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal, Optional
+
+import jax
+import numpy as np
+
+from reasonjax import checkpoint, parallel
+from reasonjax.config import ConfigError
+from reasonjax.data import formatting
+from reasonjax.eval.plots import line_plot
+from reasonjax.eval.report import markdown_table, write_report
+from reasonjax.recipes.common import (Env, FitSpec, ModelSpec, TaskSpec, decode, fit,
+                                      make_env, rng_for, sample_completions, warmup)
+from reasonjax.recipes.replicate import Result
+from reasonjax.recipes.rundir import log_metrics, open_run, run_phase
+from reasonjax.search.beam import BeamConfig, beam_search, dvts
+from reasonjax.search.best_of_n import BestOfNConfig, best_of_n
+from reasonjax.search.particles import ParticleConfig, particle_filter
+from reasonjax.search.sampler import SamplingConfig
+from reasonjax.search.scoring import StepScorer
+from reasonjax.search.voting import extract_answers, tally
+from reasonjax.train.value import value_loss
+
+SEARCHES = ("best-of-n", "beam", "dvts", "particles")
+METHODS = ("best-of-n", "majority", "prm-vote", "beam", "dvts", "particles")
+
+
+@dataclasses.dataclass(frozen=True)
+class PRMSpec:
+    """The process reward model: ``checkpoint`` (a trained PRM, loaded) or trained here on
+    ``samples_per_problem`` policy samples (``temperature``) of the first ``problems``
+    training problems (0 = all), labelled ``exact`` (task step check) or ``outcome``."""
+
+    checkpoint: Optional[str] = None
+    labels: Literal["exact", "outcome"] = "exact"
+    samples_per_problem: int = 4
+    problems: int = 0
+    temperature: float = 1.0
+    fit: FitSpec = dataclasses.field(default_factory=lambda: FitSpec(steps=300, lr=1e-3))
+
+
+@dataclasses.dataclass(frozen=True)
+class DifficultySpec:
+    """Pass-rate bins: ``samples`` per eval problem, ``bins`` equal-size quantile bins."""
+
+    samples: int = 16
+    bins: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpec:
+    """Budgets N (candidates / particles per problem), beam width M (divides every N),
+    step limits, sampling temperature, particle-weight temperature and step-score
+    aggregation."""
+
+    budgets: tuple[int, ...] = (4, 8, 16)
+    beam_width: int = 4
+    max_steps: int = 4
+    step_tokens: int = 16
+    temperature: float = 1.0
+    pf_temperature: float = 0.1
+    aggregate: Literal["last", "min", "product"] = "last"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    task: TaskSpec = dataclasses.field(default_factory=TaskSpec)
+    model: ModelSpec = dataclasses.field(default_factory=ModelSpec)
+    warmup: FitSpec = dataclasses.field(default_factory=FitSpec)
+    mesh: parallel.MeshConfig = dataclasses.field(default_factory=parallel.MeshConfig)
+    num_devices: int = 0
+    seed: int = 0
+    prm: PRMSpec = dataclasses.field(default_factory=PRMSpec)
+    difficulty: DifficultySpec = dataclasses.field(default_factory=DifficultySpec)
+    search: SearchSpec = dataclasses.field(default_factory=SearchSpec)
+
+
+def check_config(cfg: Config) -> None:
+    """Host-side checks that would otherwise fail deep inside a run."""
+    s = cfg.search
+    bad = [n for n in s.budgets if n % s.beam_width]
+    if bad or not s.budgets:
+        raise ConfigError(f"search.budgets={list(s.budgets)}: every budget must be a positive "
+                          f"multiple of search.beam_width={s.beam_width} (bad: {bad})")
+    if cfg.difficulty.bins < 1 or cfg.task.eval_size % cfg.difficulty.bins:
+        raise ConfigError(f"task.eval_size={cfg.task.eval_size} must be a positive multiple of "
+                          f"difficulty.bins={cfg.difficulty.bins} (equal-size bins)")
+
+
+# ---------------------------------------------------------------------------------------
+# Pure pieces
+
+
+def step_labels(task, problem, completion: str, labels: str):
+    """(steps, per-step targets, complete) for a sampled completion: ``exact`` = the
+    task's prefix-correct labels, ``outcome`` = the final outcome on every step."""
+    steps = task.split_steps(completion)
+    if not steps:
+        return steps, [], False
+    complete = bool(steps) and task.is_final_step(steps[-1])
+    if labels == "exact":
+        check = task.check_steps(problem, steps)
+        return steps, [float(c) for c in check.prefix_correct], check.complete
+    outcome = float(task.verify(problem, completion))
+    return steps, [outcome] * len(steps), complete
+
+
+def difficulty_bins(pass_rates, n_bins: int) -> list[list[int]]:
+    """Problem indices in ``n_bins`` equal bins of decreasing pass rate (bin 0 easiest;
+    ties keep problem order)."""
+    pass_rates = np.asarray(pass_rates, float)
+    if len(pass_rates) % n_bins:
+        raise ValueError(f"{len(pass_rates)} problems do not split into {n_bins} equal bins")
+    order = np.argsort(-pass_rates, kind="stable")
+    return [sorted(int(i) for i in chunk) for chunk in np.split(order, n_bins)]
+
+
+def accuracy_at_equal_compute(tokens: float, ref_tokens, ref_accuracy) -> float:
+    """The reference method's accuracy at ``tokens``: linear in log tokens between its
+    measured budgets, its end values outside them."""
+    order = np.argsort(ref_tokens)
+    return float(np.interp(np.log(tokens), np.log(np.asarray(ref_tokens, float)[order]),
+                           np.asarray(ref_accuracy, float)[order]))
+
+
+def compute_optimal(acc: dict, tokens: dict) -> str:
+    """The method with the highest accuracy; ties go to fewer tokens (then name order)."""
+    return min(acc, key=lambda m: (-acc[m], tokens[m], m))
+
+
+# ---------------------------------------------------------------------------------------
+# Phases
+
+
+def _prm(run, env: Env, params, cfg: Config):
+    """(scorer model config, scorer params): loaded, or trained in two phases."""
+    spec = cfg.prm
+    if spec.checkpoint:
+        prm_config, prm_params = checkpoint.load_checkpoint(spec.checkpoint, mesh=env.mesh)
+        if prm_config.vocab_size != env.model_config.vocab_size:
+            raise ConfigError(f"prm.checkpoint={spec.checkpoint}: vocabulary "
+                              f"{prm_config.vocab_size} differs from the policy's "
+                              f"{env.model_config.vocab_size}; the PRM must share the "
+                              "policy's tokenizer")
+        return prm_config, prm_params
+    if spec.labels == "exact" and not env.task.exact_steps:
+        raise ConfigError(f"prm.labels=exact: task {env.task.name!r} has no exact step "
+                          "checker; set prm.labels=outcome or prm.checkpoint=/path/to/prm")
+    problems = env.train[:spec.problems] if spec.problems > 0 else env.train
+    max_new = cfg.search.max_steps * cfg.search.step_tokens
+
+    def label():
+        s = sample_completions(env, params, problems, rng_for(cfg.seed, "prm-samples"),
+                               n=spec.samples_per_problem, temperature=spec.temperature,
+                               max_new_tokens=max_new)
+        rows = []
+        for problem, texts in zip(problems, s.texts):
+            for text in texts:
+                steps, targets, complete = step_labels(env.task, problem, text, spec.labels)
+                if steps:
+                    rows.append({"prompt": env.task.prompt(problem), "steps": steps,
+                                 "targets": targets, "complete": complete})
+        flat = [t for r in rows for t in r["targets"]]
+        return {"rows": rows, "positive_share": float(np.mean(flat)) if flat else 0.0,
+                "tokens_generated": s.tokens_generated}
+
+    labelled = run_phase(run, "prm-samples", label)
+    log_metrics(run, {"phase": "prm-samples", "labels": len(labelled["rows"]),
+                      "positive_share": labelled["positive_share"]})
+
+    def train():
+        examples = [formatting.encode_steps(env.tokenizer, r["prompt"], r["steps"],
+                                            r["targets"], env.delimiter, r["complete"],
+                                            sft=False) for r in labelled["rows"]]
+        prm, metrics = fit(env, params, value_loss(env.model_config), examples, "value",
+                           spec.fit, seed=cfg.seed + 1)
+        return {"params": prm, "model_config": env.model_config,
+                "final_loss": float(metrics["loss"]) if "loss" in metrics else None}
+
+    trained = run_phase(run, "prm-train", train)
+    log_metrics(run, {"phase": "prm-train", "final_loss": trained["final_loss"]})
+    return trained["model_config"], trained["params"]
+
+
+def _difficulty(run, env: Env, params, cfg: Config) -> tuple[list[list[int]], list[float]]:
+    """(bins of eval-problem indices, each problem's pass rate)."""
+    def compute():
+        s = sample_completions(env, params, env.eval, rng_for(cfg.seed, "difficulty"),
+                               n=cfg.difficulty.samples, temperature=cfg.search.temperature,
+                               max_new_tokens=cfg.search.max_steps * cfg.search.step_tokens)
+        rates = [float(np.mean(c)) for c in s.correct]
+        return {"pass_rates": rates, "bins": difficulty_bins(rates, cfg.difficulty.bins)}
+
+    out = run_phase(run, "difficulty", compute)
+    log_metrics(run, {"phase": "difficulty", "mean_pass_rate": float(np.mean(out["pass_rates"])),
+                      "bin_pass_rates": [float(np.mean([out["pass_rates"][i] for i in b]))
+                                         for b in out["bins"]]})
+    return out["bins"], out["pass_rates"]
+
+
+def _search_cfg(cfg: Config, method: str, n: int, pad_id: int):
+    s = cfg.search
+    common = dict(n=n, max_steps=s.max_steps, step_tokens=s.step_tokens,
+                  sampling=SamplingConfig(temperature=s.temperature),
+                  scorer=StepScorer(kind="value", transform="sigmoid", aggregate=s.aggregate),
+                  pad_id=pad_id)
+    if method == "best-of-n":
+        return BestOfNConfig(select_by="score", **common)
+    if method in ("beam", "dvts"):
+        return BeamConfig(beam_width=s.beam_width, **common)
+    return ParticleConfig(temperature=s.pf_temperature, **common)
+
+
+SEARCH_FNS = {"best-of-n": best_of_n, "beam": beam_search, "dvts": dvts,
+              "particles": particle_filter}
+
+
+def _search_bin(env: Env, params, prm, problems, prompt_len: int, method: str, scfg, rng):
+    """Runs one method on one bin. Returns ({answer method: [correct per problem]},
+    tokens generated)."""
+    batch = formatting.prompt_batch(env.tokenizer, [env.task.prompt(p) for p in problems],
+                                    prompt_len)
+    prm_config, prm_params = prm
+    result = SEARCH_FNS[method](env.model_config, params, batch["prompt_tokens"],
+                                batch["prompt_mask"], rng, scfg, env.stop,
+                                scorer_config=prm_config, scorer_params=prm_params)
+    tokens = np.asarray(result.tokens)
+    lengths = np.asarray(result.lengths)
+    chosen = np.asarray(result.chosen)
+    best = [env.task.verify(p, decode(env, tokens[b, chosen[b]], lengths[b, chosen[b]]))
+            for b, p in enumerate(problems)]
+    out = {method: best}
+    if method == "best-of-n":
+        answers = extract_answers(
+            result, lambda ids: env.task.extract_answer(decode(env, ids, len(ids))))
+        for name, weighting in (("majority", "majority"), ("prm-vote", "prm")):
+            winners = tally(result, answers, weighting).winners
+            out[name] = [w is not None and env.task.answer_correct(p, w)
+                         for p, w in zip(problems, winners)]
+    return out, int(result.compute.tokens_generated)
+
+
+def _search(run, env: Env, params, prm, bins, cfg: Config, method: str, n: int) -> dict:
+    name = f"search-{method}-n{n}"
+    prompt_len = max(len(formatting.encode_prompt(env.tokenizer, env.task.prompt(p))
+                         ["prompt_tokens"]) for p in env.eval)
+    scfg = _search_cfg(cfg, method, n, env.tokenizer.pad_id or 0)
+
+    def compute():
+        per_bin = []
+        for b, idx in enumerate(bins):
+            correct, spent = _search_bin(env, params, prm, [env.eval[i] for i in idx],
+                                         prompt_len, method, scfg,
+                                         jax.random.fold_in(rng_for(cfg.seed, name), b))
+            per_bin.append({"correct": correct, "tokens_per_problem": spent / len(idx)})
+        return {"bins": per_bin}
+
+    out = run_phase(run, name, compute)
+    log_metrics(run, {"phase": name, **{
+        f"bin{b + 1}/{m}": float(np.mean(c)) for b, r in enumerate(out["bins"])
+        for m, c in r["correct"].items()}})
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Report
+
+
+def summarize(searches: dict, budgets, n_bins: int):
+    """acc[bin][method][N], tokens[bin][method][N] from the search phases; bin ``n_bins``
+    is all problems (mean over equal-size bins)."""
+    acc = {b: {m: {} for m in METHODS} for b in range(n_bins + 1)}
+    tok = {b: {m: {} for m in METHODS} for b in range(n_bins + 1)}
+    for (search, n), out in searches.items():
+        for b, r in enumerate(out["bins"]):
+            for m, c in r["correct"].items():
+                acc[b][m][n] = float(np.mean(c))
+                tok[b][m][n] = float(r["tokens_per_problem"])
+        for m in out["bins"][0]["correct"]:
+            acc[n_bins][m][n] = float(np.mean([acc[b][m][n] for b in range(n_bins)]))
+            tok[n_bins][m][n] = float(np.mean([tok[b][m][n] for b in range(n_bins)]))
+    return acc, tok
+
+
+def bin_name(b: int, n_bins: int) -> str:
+    if b == n_bins:
+        return "all"
+    tag = " (easiest)" if b == 0 else " (hardest)" if b == n_bins - 1 else ""
+    return f"{b + 1}{tag}"
+
+
+def effect_checks(acc, tok, budgets, n_bins: int) -> list[dict]:
+    top = max(budgets)
+    prm, maj = acc[n_bins]["prm-vote"][top], acc[n_bins]["majority"][top]
+    hard = n_bins - 1
+    bon_tok = [tok[hard]["best-of-n"][n] for n in budgets]
+    bon_acc = [acc[hard]["best-of-n"][n] for n in budgets]
+    gains = {}
+    for m in ("beam", "particles"):
+        gains[m] = float(np.mean([
+            acc[hard][m][n] - accuracy_at_equal_compute(tok[hard][m][n], bon_tok, bon_acc)
+            for n in budgets]))
+    winner = max(gains, key=gains.get)
+    return [
+        {"claim": f"PRM-weighted vote above majority vote at large N (N={top}, all bins)",
+         "ours": f"PRM vote {prm:.3f} vs majority {maj:.3f}", "held": prm > maj},
+        {"claim": "beam search or particle filtering above best-of-N at equal compute on the "
+                  "hardest bin (mean accuracy gain over budgets, best-of-N interpolated at "
+                  "equal tokens)",
+         "ours": ", ".join(f"{m} {g:+.3f}" for m, g in gains.items()),
+         "held": gains[winner] > 0},
+    ]
+
+
+def _report(run_dir: Path, cfg: Config, acc, tok, budgets, n_bins: int, bin_rates):
+    rows = []
+    for b in range(n_bins + 1):
+        for n in budgets:
+            a = {m: acc[b][m][n] for m in METHODS}
+            t = {m: tok[b][m][n] for m in METHODS}
+            rows.append({"bin": bin_name(b, n_bins), "N": n, **a,
+                         "compute-optimal": compute_optimal(a, t)})
+    tok_rows = [{"bin": bin_name(b, n_bins), "N": n,
+                 **{m: tok[b][m][n] for m in SEARCHES}}
+                for b in range(n_bins + 1) for n in budgets]
+    checks = effect_checks(acc, tok, budgets, n_bins)
+    plots = []
+    for b in range(n_bins + 1):
+        name = f"accuracy_vs_compute_bin{b + 1}.png" if b < n_bins else \
+            "accuracy_vs_compute_all.png"
+        line_plot(run_dir / name,
+                  {m: ([tok[b][m][n] for n in budgets], [acc[b][m][n] for n in budgets])
+                   for m in METHODS},
+                  xlabel="generated tokens per problem", ylabel="accuracy", logx=True,
+                  title=f"difficulty bin {bin_name(b, n_bins)}", ylim=(0.0, 1.0))
+        plots.append(name)
+    rates = ", ".join(f"bin {bin_name(b, n_bins)}: {r:.3f}" for b, r in enumerate(bin_rates))
+    sections = [
+        ("Accuracy per difficulty bin, method and budget N",
+         markdown_table(rows) + "\n\nBins are equal quantiles of the policy's pass rate over "
+         f"{cfg.difficulty.samples} samples (mean pass rate {rates}). compute-optimal: the "
+         "most accurate method at that budget (ties: fewer tokens)."),
+        ("Effect checks", markdown_table(checks, ["claim", "ours", "held"])),
+        ("Generated tokens per problem (each method's compute record)",
+         markdown_table(tok_rows) + "\n\nmajority and prm-vote use the best-of-n samples."),
+        ("Plots", "\n".join(f"![{p}]({p})" for p in plots)),
+    ]
+    path = write_report(run_dir / "report.md", "Test-time compute scaling (Snell et al.)",
+                        sections)
+    return rows, checks, path
+
+
+def run(cfg: Config, run_dir) -> Result:
+    """The pipeline in the module docstring; writes run_dir/report.md and the plots."""
+    check_config(cfg)
+    run_dir = Path(run_dir)
+    budgets = sorted(set(cfg.search.budgets))
+    phases = 2 + (0 if cfg.prm.checkpoint else 2) + len(budgets) * len(SEARCHES)
+    r = open_run(run_dir, cfg, total_phases=phases)
+    env = make_env(cfg.task, cfg.model, cfg.mesh, cfg.num_devices)
+    params = warmup(r, env, cfg.warmup, seed=cfg.seed)
+    prm = _prm(r, env, params, cfg)
+    bins, rates = _difficulty(r, env, params, cfg)
+    searches = {(m, n): _search(r, env, params, prm, bins, cfg, m, n)
+                for n in budgets for m in SEARCHES}
+    n_bins = len(bins)
+    acc, tok = summarize(searches, budgets, n_bins)
+    bin_rates = [float(np.mean([rates[i] for i in b])) for b in bins]
+    rows, checks, path = _report(run_dir, cfg, acc, tok, budgets, n_bins, bin_rates)
+    return Result(rows=rows, checks={c["claim"]: bool(c["held"]) for c in checks},
+                  report=path)
