@@ -254,7 +254,16 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f}; value head agrees: |{ours_v:.5f} - {theirs_v:.5f}| = "
           f"{abs(ours_v - theirs_v):.1e}")
 
-    rows = []
+    print(f"step tokens <= {args.step_tokens}; reasonjax: {B} problems in one batch; "
+          f"transformers loop: {len(base)} problems one by one")
+    print(f"{'method':<28} {'compile s':>9} {'rj prob/s':>9} {'rj tok/s':>9} {'rj tok/prob':>11} "
+          f"{'hf prob/s':>9} {'hf tok/s':>9} {'hf tok/prob':>11} {'prob/s ratio':>12}",
+          flush=True)
+
+    def report(name, comp, rp, rt, rtp, hp, ht, htp):
+        print(f"{name:<28} {comp:>9.1f} {rp:>9.2f} {rt:>9,.0f} {rtp:>11.0f} {hp:>9.2f} "
+              f"{ht:>9,.0f} {htp:>11.0f} {rp / hp:>11.1f}x", flush=True)
+
     beam_cfg = BeamConfig(n=args.n, beam_width=args.beam_width, max_steps=args.steps,
                           step_tokens=args.step_tokens, scorer=StepScorer(transform="tanh"))
     res, first, t = timed(lambda: jax.block_until_ready(
@@ -266,9 +275,9 @@ def main() -> None:
     for p in base:
         beam_loop(stepper, p, args.n, args.beam_width, args.steps)
     t_hf = time.perf_counter() - t0
-    rows.append((f"beam N={args.n} M={args.beam_width} steps={args.steps}", first - t, B / t,
-                 gen / t, gen / B, len(base) / t_hf, stepper.generated / t_hf,
-                 stepper.generated / len(base)))
+    report(f"beam N={args.n} M={args.beam_width} steps={args.steps}", first - t, B / t,
+           gen / t, gen / B, len(base) / t_hf, stepper.generated / t_hf,
+           stepper.generated / len(base))
 
     mcts_cfg = MCTSConfig(num_actions=args.actions, num_simulations=args.sims,
                           max_steps=args.depth, step_tokens=args.step_tokens,
@@ -281,17 +290,9 @@ def main() -> None:
     for p in base:
         mcts_loop(stepper, p, args.actions, args.sims, args.depth)
     t_hf = time.perf_counter() - t0
-    rows.append((f"mcts K={args.actions} sims={args.sims} depth={args.depth}", first - t,
-                 B / t, gen / t, gen / B, len(base) / t_hf, stepper.generated / t_hf,
-                 stepper.generated / len(base)))
-
-    print(f"step tokens <= {args.step_tokens}; reasonjax: {B} problems in one batch; "
-          f"transformers loop: {len(base)} problems one by one")
-    print(f"{'method':<28} {'compile s':>9} {'rj prob/s':>9} {'rj tok/s':>9} {'rj tok/prob':>11} "
-          f"{'hf prob/s':>9} {'hf tok/s':>9} {'hf tok/prob':>11} {'prob/s ratio':>12}")
-    for name, comp, rp, rt, rtp, hp, ht, htp in rows:
-        print(f"{name:<28} {comp:>9.1f} {rp:>9.2f} {rt:>9,.0f} {rtp:>11.0f} {hp:>9.2f} "
-              f"{ht:>9,.0f} {htp:>11.0f} {rp / hp:>11.1f}x")
+    report(f"mcts K={args.actions} sims={args.sims} depth={args.depth}", first - t,
+           B / t, gen / t, gen / B, len(base) / t_hf, stepper.generated / t_hf,
+           stepper.generated / len(base))
 
 
 if __name__ == "__main__":
