@@ -9,9 +9,8 @@ from reasonjax.search.beam import BeamConfig, beam_search, dvts, select_groups
 from reasonjax.search.best_of_n import BestOfNConfig, best_of_n
 from reasonjax.search.sampler import SearchError, stop_tokens
 from reasonjax.search.scoring import StepScorer
-from reasonjax.search.stepping import Paths, SearchState
 
-from search_helpers import CFG, TOK
+from search_helpers import CFG, TOK, search_state
 
 STOP = stop_tokens(CFG.vocab_size, eos_ids=[TOK.eos_id], delimiter_ids=TOK.encode(" "))
 N, M, STEP = 8, 2, 6
@@ -89,32 +88,20 @@ def test_dvts_subtrees_stay_independent(params, prompts, round_one):
                     assert got[b][i] == best  # only the subtree's own best first step
 
 
-def _state(scores, finished, alive):
-    R = len(scores)
-    paths = Paths(tokens=jnp.zeros((R, 1), jnp.int32), logprobs=jnp.zeros((R, 1)),
-                  length=jnp.ones(R, jnp.int32), step_scores=jnp.zeros((R, 1)),
-                  step_ends=jnp.zeros((R, 1), jnp.int32), n_steps=jnp.ones(R, jnp.int32),
-                  score=jnp.asarray(scores, jnp.float32), alive=jnp.asarray(alive))
-
-    class Decode:
-        done = jnp.asarray(finished)
-    return SearchState(decode=Decode(), scorer=None, paths=paths)
-
-
 def test_select_groups_by_hand():
     # One group of 6 rows, keep 3, expand 2 ways: rows 4, 1, 5 are best; row 1 finished.
-    st = _state([0.1, 0.9, 0.2, 0.3, 0.95, 0.5], [0, 1, 0, 0, 0, 0], [1] * 6)
+    st = search_state([0.1, 0.9, 0.2, 0.3, 0.95, 0.5], [0, 1, 0, 0, 0, 0], [1] * 6)
     rows, alive = select_groups(st, group_size=6, keep=3, max_steps=5)
     # The finished beam keeps one row; the two unfinished share the other five.
     assert rows.tolist() == [1, 4, 5, 4, 5, 4]
     assert alive.tolist() == [True] * 6
     # Two groups of 3 (DVTS, keep 1): group 0's best finished -> group done (one row kept).
-    st = _state([0.9, 0.1, 0.2, 0.3, 0.8, 0.5], [1, 0, 0, 0, 0, 0], [1] * 6)
+    st = search_state([0.9, 0.1, 0.2, 0.3, 0.8, 0.5], [1, 0, 0, 0, 0, 0], [1] * 6)
     rows, alive = select_groups(st, group_size=3, keep=1, max_steps=5)
     assert rows.tolist()[:1] == [0] and alive.tolist() == [True, False, False, True, True, True]
     assert rows.tolist()[3:] == [4, 4, 4]
     # Emptied rows are never selected.
-    st = _state([0.9, 0.1, 0.2], [0, 0, 0], [0, 1, 1])
+    st = search_state([0.9, 0.1, 0.2], [0, 0, 0], [0, 1, 1])
     rows, _ = select_groups(st, group_size=3, keep=1, max_steps=5)
     assert rows.tolist() == [2, 2, 2]
 

@@ -4,12 +4,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 
-from reasonjax.search.particles import ParticleConfig, particle_filter, resample
+from reasonjax.search.particles import (ParticleConfig, particle_filter, resample,
+                                        select_particles)
 from reasonjax.search.sampler import SearchError, stop_tokens
 from reasonjax.search.scoring import StepScorer
 
-from search_helpers import CFG, TOK
+from search_helpers import CFG, TOK, search_state
 
 WEIGHTS = np.asarray([0.05, 0.4, 0.0, 0.15, 0.3, 0.1])
 
@@ -31,6 +33,32 @@ def test_resampling_proportions_match_weights(method):
     assert chi2 < 20.5  # chi-square 99.9% quantile with 4 degrees of freedom is 18.5
     if method == "systematic":
         assert (counts >= np.floor(N * WEIGHTS)).all() and (counts <= np.ceil(N * WEIGHTS)).all()
+
+
+@pytest.mark.parametrize("method", ["multinomial", "systematic"])
+def test_particle_selection_follows_softmax_of_scores_over_temperature(method):
+    """select_particles on two problems of 4 particles: each problem's offspring follow
+    softmax(score / T) over its own live particles only (chi-square), never cross into the
+    other problem, never come from an emptied particle, and carry the parent's alive flag."""
+    n, T, draws = 4, 0.5, 3000
+    scores = np.asarray([0.2, 0.9, 0.5, 3.0, -0.3, 0.1, 0.4, 0.0], np.float32)
+    alive = np.asarray([1, 1, 1, 0, 1, 1, 1, 1], bool)
+    state = search_state(scores, np.zeros(8, bool), alive)
+    rows, kept = jax.jit(jax.vmap(lambda k: select_particles(k, state, n, T, method)))(
+        jax.random.split(jax.random.key(1), draws))
+    rows, kept = np.asarray(rows), np.asarray(kept)
+    np.testing.assert_array_equal(kept, alive[rows])
+    assert (rows[:, :n] < n).all() and (rows[:, n:] >= n).all()
+    counts = np.bincount(rows.ravel(), minlength=8)
+    assert counts[3] == 0  # emptied, despite the best score
+    for g in range(2):
+        s = np.where(alive, scores / T, -np.inf)[g * n:(g + 1) * n]
+        w = np.exp(s - s.max()) / np.exp(s - s.max()).sum()
+        expected = w * draws * n
+        got = counts[g * n:(g + 1) * n]
+        nz = w > 0
+        chi2 = (((got - expected) ** 2)[nz] / expected[nz]).sum()
+        assert chi2 < stats.chi2.ppf(0.999, nz.sum() - 1)
 
 
 def test_particle_filter_carries_finished_particles(params, prompts):

@@ -9,11 +9,17 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from reasonjax.models import ModelOutput, Transformer, train_sentencepiece
+from reasonjax.search.beam import BeamConfig, beam_search, dvts
+from reasonjax.search.best_of_n import BestOfNConfig, best_of_n
+from reasonjax.search.mcts import MCTSConfig, mcts
+from reasonjax.search.particles import ParticleConfig, particle_filter
 from reasonjax.search.sampler import (STOP_DELIMITER, STOP_EOS, STOP_LENGTH, DecodeState,
                                       SamplingConfig, SearchError, decode, filter_logits, sample,
                                       sample_tokens, stop_tokens, stop_tokens_for)
 
 from search_helpers import CFG, TOK
+
+KEY = jax.random.key(0)
 
 
 def full_forward_greedy(params, tokens, mask, n):
@@ -197,6 +203,9 @@ def test_bad_inputs_give_clear_errors(params, prompts):
     tokens, mask = prompts
     with pytest.raises(SearchError, match="max_seq_len 96"):
         sample(CFG, params, tokens, mask, jax.random.key(0), max_new_tokens=90)
+    long = np.ones((2, CFG.max_seq_len + 4), np.int32)  # the prompt alone overflows
+    with pytest.raises(SearchError, match="prompt length 100 .* exceeds the model's max_seq_len"):
+        sample(CFG, params, long, long, jax.random.key(0), max_new_tokens=1)
     with pytest.raises(SearchError, match="n must be a positive integer"):
         sample(CFG, params, tokens, mask, jax.random.key(0), max_new_tokens=4, n=0)
     with pytest.raises(SearchError, match="prompt_mask has shape"):
@@ -207,3 +216,27 @@ def test_bad_inputs_give_clear_errors(params, prompts):
         SamplingConfig(top_p=0.0)
     with pytest.raises(SearchError, match="outside the model's vocabulary"):
         stop_tokens(CFG.vocab_size, eos_ids=[CFG.vocab_size])
+
+
+@pytest.mark.parametrize("method", ["best_of_n", "beam", "dvts", "particles", "mcts"])
+def test_prompt_longer_than_context_fails_in_every_method(params, method):
+    """Every search checks prompt + its whole token budget against the context before
+    compiling anything, and names the lengths and the fix."""
+    long = np.ones((2, CFG.max_seq_len + 4), np.int32)
+    stop = stop_tokens(CFG.vocab_size, eos_ids=[TOK.eos_id])
+    run = {"best_of_n": lambda: best_of_n(CFG, params, long, long, KEY,
+                                          BestOfNConfig(n=2, max_steps=1, step_tokens=2), stop),
+           "beam": lambda: beam_search(CFG, params, long, long, KEY,
+                                       BeamConfig(n=2, beam_width=1, max_steps=1,
+                                                  step_tokens=2), stop),
+           "dvts": lambda: dvts(CFG, params, long, long, KEY,
+                                BeamConfig(n=2, beam_width=1, max_steps=1, step_tokens=2), stop),
+           "particles": lambda: particle_filter(CFG, params, long, long, KEY,
+                                                ParticleConfig(n=2, max_steps=1, step_tokens=2),
+                                                stop),
+           "mcts": lambda: mcts(CFG, params, long, long, KEY,
+                                MCTSConfig(num_actions=2, num_simulations=1, max_steps=1,
+                                           step_tokens=2), stop)}[method]
+    with pytest.raises(SearchError, match=r"prompt length 100 \+ token budget 2 = 102 exceeds "
+                                          r"the model's max_seq_len 96; shorten the prompts"):
+        run()

@@ -1,0 +1,149 @@
+"""`reasonjax search` end to end on a tiny random model, and run_method's bookkeeping."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from reasonjax.checkpoint import save_model
+from reasonjax.cli import main
+from reasonjax.data.task import get_task
+from reasonjax.search.methods import MethodConfig, method_config, run_method
+from reasonjax.search.sampler import SamplingConfig, SearchError, sample, stop_tokens_for
+from reasonjax.search.scoring import StepScorer
+
+from search_helpers import CFG, TOK
+
+STEPS, STEP_TOKENS = 3, 8
+COMMON = ["--max-steps", str(STEPS), "--step-tokens", str(STEP_TOKENS), "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(params, tmp_path_factory):
+    root = tmp_path_factory.mktemp("search_cli")
+    TOK.save(root / "tok")
+    return save_model(root / "model", CFG, params, tokenizer_dir=root / "tok")
+
+
+def search(model_dir, out, *args):
+    assert main(["search", str(model_dir), *args, *COMMON, "--out", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    summary = json.loads(out.with_name(out.stem + ".summary.json").read_text())
+    return records, summary
+
+
+@pytest.fixture(scope="module")
+def greedy_task_run(model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("greedy") / "greedy.jsonl"
+    return search(model_dir, out, "--task", "arithmetic", "--difficulty", "easy", "--count",
+                  "3", "--method", "greedy", "--batch-size", "2")
+
+
+def test_cli_greedy_equals_the_sampler_and_counts_compute(params, greedy_task_run):
+    records, summary = greedy_task_run
+    task = get_task("arithmetic", "easy")
+    problems = task.generate(3, seed=0)
+    assert [r["question"] for r in records] == [p.question for p in problems]
+    stop = stop_tokens_for(TOK, CFG.vocab_size, delimiter="\n")
+    generated = 0
+    for r, p in zip(records, problems):
+        # Each prompt alone, unpadded: batching and the padded last batch change nothing.
+        ids = np.asarray([TOK.encode(task.prompt(p), add_bos=True)], np.int32)
+        out = sample(CFG, params, ids, np.ones_like(ids), jax.random.key(0),
+                     max_new_tokens=STEPS * STEP_TOKENS, sampling=SamplingConfig(0.0),
+                     stop=stop)
+        length = int(out.lengths[0, 0])
+        assert r["completion"] == TOK.decode(np.asarray(out.tokens[0, 0, :length]).tolist())
+        assert r["correct"] == task.verify(p, r["completion"])
+        assert r["answer"] == task.extract_answer(r["completion"])
+        assert len(r["candidates"]) == 1 and r["reference"] == p.answer
+        generated += length
+    assert summary["tokens_generated"] == pytest.approx(generated)
+    # Padding rows' share is not counted: the prefill total is the real prompts' tokens.
+    assert summary["tokens_prefilled"] == pytest.approx(
+        sum(len(task.prompt(p)) + 1 for p in problems))
+    assert summary["problems"] == 3
+    assert summary["accuracy"] == pytest.approx(np.mean([r["correct"] for r in records]))
+
+
+def test_cli_local_file_accuracy_counts_correct_answers(model_dir, params, tmp_path):
+    """A GSM8K-style file whose first reference is the number the model answers and whose
+    second is not: accuracy must be exactly 1/2, and a vote over identical greedy-like
+    samples agrees."""
+    from reasonjax.data.answers import extract_answer
+
+    gsm8k = get_task("gsm8k")
+    questions = ["12+7*3-5", "3*4+2"]
+    probe = [gsm8k.from_instance(q, "0") for q in questions]
+    cfg = MethodConfig(max_steps=STEPS, step_tokens=STEP_TOKENS)
+    first = run_method("greedy", CFG, params, TOK, probe, cfg, jax.random.key(0))
+    said = [extract_answer(r["completion"]) for r in first]
+    assert said[0] is not None, "the random model wrote no number; pick other questions"
+    rows = [{"question": questions[0], "answer": said[0]},
+            {"question": questions[1], "answer": str(_other(said[1]))}]
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records, summary = search(model_dir, tmp_path / "g.jsonl", "--local", str(data),
+                              "--format", "gsm8k", "--method", "greedy")
+    assert [r["correct"] for r in records] == [True, False]
+    assert summary["accuracy"] == 0.5 and summary["data"] == str(data)
+    # Majority vote over n=2 samples at temperature 0: both equal greedy, so the same votes.
+    records, summary = search(model_dir, tmp_path / "m.jsonl", "--local", str(data),
+                              "--format", "gsm8k", "--method", "majority", "--n", "2",
+                              "--temperature", "0")
+    assert [r["correct"] for r in records] == [True, False]
+    assert all(len(r["candidates"]) == 2 for r in records)
+    assert records[0]["score"] == 2.0  # two votes for the winning answer
+
+
+def _other(answer):
+    try:
+        return int(float(answer)) + 1
+    except (TypeError, ValueError):
+        return 7
+
+
+@pytest.mark.parametrize("method", ["beam", "mcts"])
+def test_cli_step_methods_write_valid_records(model_dir, tmp_path, method):
+    records, summary = search(model_dir, tmp_path / "s.jsonl", "--task", "arithmetic",
+                              "--difficulty", "easy", "--count", "2", "--method", method,
+                              "--n", "4", "--beam-width", "2", "--num-actions", "2",
+                              "--simulations", "3", "--batch-size", "2")
+    task = get_task("arithmetic", "easy")
+    assert len(records) == 2
+    for r, p in zip(records, task.generate(2, seed=0)):
+        assert r["method"] == method and r["question"] == p.question
+        assert r["completion"] in [c["completion"] for c in r["candidates"]]
+        for c in r["candidates"]:
+            assert c["correct"] == task.verify(p, c["completion"])
+            # Each candidate has at most max_steps steps of at most step_tokens tokens.
+            assert len(c["completion"]) <= STEPS * STEP_TOKENS
+        assert r["compute"]["tokens_generated"] > 0
+    assert summary["forward_passes"] > 0
+
+
+def test_bad_inputs_fail_clearly(model_dir, params, tmp_path, capsys):
+    problems = get_task("arithmetic", "easy").generate(2)
+    cfg = MethodConfig(max_steps=STEPS, step_tokens=STEP_TOKENS)
+    with pytest.raises(SearchError, match="unknown method 'bogus'; choose one of greedy"):
+        run_method("bogus", CFG, params, TOK, problems, cfg, jax.random.key(0))
+    with pytest.raises(SearchError, match="n must be a positive integer, got 0"):
+        method_config("best_of_n", MethodConfig(n=0))
+    with pytest.raises(SearchError, match="beam_width 3 does not divide n 4"):
+        method_config("beam", MethodConfig(n=4, beam_width=3))
+    with pytest.raises(SearchError, match="prm_vote"):
+        method_config("prm_vote", MethodConfig(scorer=StepScorer(transform="tanh")))
+    # Prompt + steps longer than the model's context (max_seq_len 96).
+    long = [get_task("arithmetic", n_ops=20, max_operand=999).generate(1)[0]]
+    with pytest.raises(SearchError, match="exceeds the model's max_seq_len 96"):
+        run_method("greedy", CFG, params, TOK, long, cfg, jax.random.key(0))
+    # On the command line: one line naming the problem, exit status 2, no traceback.
+    assert main(["search", str(model_dir), "--task", "arithmetic", "--method", "beam",
+                 "--n", "4", "--beam-width", "3", "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert "beam_width 3 does not divide n 4" in capsys.readouterr().err
+    assert main(["search", str(model_dir), "--task", "arithmetic", "--local", "f.jsonl",
+                 "--method", "greedy"]) == 2
+    assert "exactly one of --task NAME or --local FILE" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["search", str(model_dir), "--task", "arithmetic", "--method", "bogus"])
