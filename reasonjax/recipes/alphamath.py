@@ -83,6 +83,7 @@ class Config:
     num_devices: int = 0
     seed: int = 0
     rounds: int = 2
+    warmup_problems: int = 0
     search: mcts_data.SearchSpec = mcts_data.SearchSpec()
     train: FitSpec = FitSpec(steps=300)
     value_coef: float = 1.0
@@ -230,8 +231,9 @@ def run(cfg: Config, run_dir: str | Path) -> Result:
     run_dir = Path(run_dir)
     run = open_run(run_dir, cfg, total_phases=3 + 3 * cfg.rounds)
     env = make_env(cfg.task, cfg.model, cfg.mesh, cfg.num_devices)
-    params = warmup(run, env, cfg.warmup, seed=cfg.seed)
-    verifier = mcts_data.ProblemVerifier(env, env.train)
+    warm_env, search_problems = mcts_data.split_train(env, cfg.warmup_problems)
+    params = warmup(run, warm_env, cfg.warmup, seed=cfg.seed)
+    verifier = mcts_data.ProblemVerifier(env, search_problems)
     per_round = ["greedy", "value-guided step beam search"]
 
     def eval_phase(r: int, params):
@@ -245,7 +247,7 @@ def run(cfg: Config, run_dir: str | Path) -> Result:
     searched = []
     for r in range(1, cfg.rounds + 1):
         def search_phase(params=params, r=r):
-            found = mcts_data.search(env, params, round_problems(cfg, len(env.train), r),
+            found = mcts_data.search(env, params, round_problems(cfg, len(search_problems), r),
                                      cfg.search, verifier, rng_for(cfg.seed, f"mcts-{r}"))
             records = mcts_data.value_records(env, found)
             return {"records": records, "solved": float(np.mean(found.solved)),
@@ -259,7 +261,9 @@ def run(cfg: Config, run_dir: str | Path) -> Result:
         searched.append(found)
 
         def train_phase(params=params, found=found, r=r):
-            examples = joint_examples(env, found["records"], env.train)
+            examples = joint_examples(env, found["records"], search_problems)
+            if not examples:  # a search that finished no step: nothing to learn from
+                return {"params": params, "model_config": env.model_config, "metrics": {}}
             new, metrics = fit(env, params, joint_loss(env.model_config,
                                                        JointConfig(value_coef=cfg.value_coef)),
                                examples, "joint", cfg.train, seed=cfg.seed + r)

@@ -53,6 +53,21 @@ class SearchSpec:
                           dirichlet_fraction=self.dirichlet_fraction, pad_id=pad_id)
 
 
+def split_train(env: Env, warmup_problems: int) -> tuple[Env, list[Problem]]:
+    """(env whose train problems are the first ``warmup_problems``, for the warm-up; the
+    problems searched in the rounds). Searching problems the warm-up memorised yields
+    almost no wrong paths (no negative values, no pairs), so the tiny presets keep them
+    apart; 0 searches every training problem (the paper's setting: one question set)."""
+    if warmup_problems <= 0:
+        return env, list(env.train)
+    if warmup_problems >= len(env.train):
+        raise ValueError(f"warmup_problems={warmup_problems} leaves none of the "
+                         f"{len(env.train)} training problems (task.train_size) to search; "
+                         "raise task.train_size or lower warmup_problems")
+    return dataclasses.replace(env, train=env.train[:warmup_problems]), \
+        list(env.train[warmup_problems:])
+
+
 class ProblemVerifier:
     """The MCTS verifier over a fixed list of problems: row ``problem_ids[b]`` of a batch
     is ``problems[problem_ids[b]]``; reward +1 when the path's text verifies, else -1.
