@@ -10,6 +10,16 @@ import jax  # noqa: E402
 
 assert jax.device_count() == 8, "tests need XLA_FLAGS=--xla_force_host_platform_device_count=8"
 
+# Many tests build the same jitted computations anew (a train step per fit, a sampler per
+# recipe phase); a persistent compilation cache shared by the xdist workers compiles each
+# distinct program once per checkout instead of once per call. Entries are keyed on the
+# program, jax version and flags, so a stale entry is never used.
+_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      ".pytest_cache", "jax")
+jax.config.update("jax_compilation_cache_dir", os.environ.get("REASONJAX_TEST_JAX_CACHE", _CACHE))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
 from hypothesis import settings  # noqa: E402
 
 # CI runs property tests derandomized so a failure reproduces on the next run.
