@@ -85,8 +85,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+KEY_VALUE_DESTS = ("overrides", "knobs")
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None):
+    """Like ``parse_args``, but ``key=value`` words may come anywhere on the line: argparse
+    binds a trailing ``nargs='*'`` positional as soon as it sees the first positional, so
+    ``replicate alphamath --preset paper a=1`` would otherwise reject ``a=1``. Leftover
+    words of that form join the subcommand's ``overrides`` / ``knobs`` list."""
+    args, extra = parser.parse_known_args(argv)
+    dest = next((d for d in KEY_VALUE_DESTS if isinstance(getattr(args, d, None), list)), None)
+    bad = [w for w in extra if dest is None or w.startswith("-") or "=" not in w]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    if extra:
+        setattr(args, dest, getattr(args, dest) + extra)
+    return args
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     if os.environ.get("REASONJAX_DISTRIBUTED") == "1":  # set by tpu_scripts/run.sh
         from reasonjax.parallel import initialize_distributed
 

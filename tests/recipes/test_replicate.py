@@ -1,0 +1,114 @@
+"""What every recipe run promises: killed mid-run and rerun with the same directory, it
+resumes from its last completed phase and ends exactly where an uninterrupted run ends;
+`paper` presets run from a local HF checkpoint and a local data file."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import pytest
+
+from reasonjax.config import ConfigError
+from reasonjax.models import get_config, init_params, save_pretrained
+from reasonjax.models.tokenizer import CharTokenizer
+from reasonjax.recipes import common
+from reasonjax.recipes.replicate import RECIPES, load_config, replicate
+from reasonjax.recipes.rundir import completed_phases, open_run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+MICRO = ["task.train_size=8", "task.eval_size=4", "warmup.steps=3", "warmup.batch_size=4",
+         "num_devices=1", "model.overrides={n_layers: 1}", "sampling.n=4",
+         "sampling.max_new_tokens=8", "vote_trials=2"]
+
+
+def _kill_after_phase(run_dir: Path, phase: str, timeout: float = 300.0) -> None:
+    """Runs the coverage recipe in a subprocess and SIGKILLs it as soon as ``phase`` has
+    been written (the next phase is then still running)."""
+    cmd = [sys.executable, "-m", "reasonjax.cli", "replicate", "coverage",
+           "--run-dir", str(run_dir), *MICRO]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = run_dir / "phases" / phase / "result.json"
+    deadline = time.time() + timeout
+    try:
+        while not done.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"recipe exited ({proc.returncode}) before phase {phase}: "
+                            + proc.stderr.read().decode()[-2000:])
+            if time.time() > deadline:
+                pytest.fail(f"phase {phase} not written within {timeout}s")
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+
+
+def test_killed_run_resumes_from_last_phase_and_matches_uninterrupted(tmp_path):
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    _kill_after_phase(killed, "warmup")
+    run = open_run(killed, load_config("coverage", "tiny", MICRO))
+    assert completed_phases(run) == ["warmup"]  # samples was running when killed
+    assert not any(p.name.startswith(".") for p in (killed / "phases").iterdir())
+    warm = killed / "phases" / "warmup" / "result.json"
+    written = warm.stat().st_mtime_ns
+
+    resumed = replicate("coverage", "tiny", MICRO, killed)
+    assert warm.stat().st_mtime_ns == written  # loaded, not retrained
+    assert completed_phases(run) == ["samples", "warmup"]
+    reference = replicate("coverage", "tiny", MICRO, straight)
+    assert json.dumps(resumed.rows) == json.dumps(reference.rows)  # NaN-safe equality
+    assert resumed.checks == reference.checks
+    assert (json.loads((killed / "phases" / "samples" / "result.json").read_text())
+            == json.loads((straight / "phases" / "samples" / "result.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def local_paper_inputs(tmp_path_factory):
+    """A tiny HF checkpoint (Llama layout, char tokenizer) and a GSM8K / MATH-style JSONL."""
+    root = tmp_path_factory.mktemp("paper")
+    tok = CharTokenizer()
+    cfg = get_config("tiny-100k", vocab_size=tok.vocab_size, n_layers=1)
+    ckpt = save_pretrained(cfg, init_params(cfg, jax.random.key(0)), root / "hf")
+    tok.save(Path(ckpt) / "char_tokenizer.json")
+    lines = []
+    for i in range(12):
+        a, b = 3 + i, 4 + 2 * i
+        # fields both the gsm8k and the math format read
+        lines.append(json.dumps({"question": f"Tom has {a} apples and buys {b} more. How many?",
+                                 "answer": str(a + b),
+                                 "solution": f"{a} + {b} = {a + b}\n\\boxed{{{a + b}}}"}))
+    data = root / "gsm8k.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    return Path(ckpt), data
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_paper_presets_name_the_paths_to_set_and_build_from_local_files(name,
+                                                                       local_paper_inputs):
+    cfg = load_config(name, "paper")
+    with pytest.raises(ConfigError, match="model.checkpoint|task.data_file"):
+        common.make_env(cfg.task, cfg.model, cfg.mesh, num_devices=1)
+    ckpt, data = local_paper_inputs
+    cfg = load_config(name, "paper", [f"model.checkpoint={ckpt}", f"task.data_file={data}",
+                                      "task.eval_size=4"])
+    env = common.make_env(cfg.task, cfg.model, cfg.mesh, num_devices=1)
+    assert env.init_params is not None and env.model_config.n_layers == 1
+    assert len(env.eval) == 4 and len(env.train) == 8
+    assert env.task.verify(env.eval[0], f"answer: {env.eval[0].answer}")
+
+
+def test_paper_coverage_runs_on_a_local_checkpoint_and_file(tmp_path, local_paper_inputs):
+    ckpt, data = local_paper_inputs
+    res = replicate("coverage", "paper", [
+        f"model.checkpoint={ckpt}", f"task.data_file={data}", "task.eval_size=4",
+        "num_devices=1", "sampling.n=4", "sampling.max_new_tokens=8", "sampling.batch_size=4",
+        "vote_trials=2"], tmp_path)
+    assert [r["k"] for r in res.rows] == [1, 2, 4]
+    assert all(0.0 <= r["coverage"] <= 1.0 for r in res.rows)
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "coverage.png").is_file()
