@@ -45,7 +45,7 @@ def main() -> None:
     from reasonjax.train.fit import FitConfig, TaskSFTConfig, fit, sft_on_task
     from reasonjax.train.preference import PreferenceConfig, preference_loss
     from reasonjax.train.rl_loop import RLConfig, rl_train
-    from reasonjax.train.rollout import generate, greedy_accuracy
+    from reasonjax.train.rollout import generate, greedy_accuracy, preference_pairs
     from reasonjax.train.state import OptimConfig
 
     tok = CharTokenizer()
@@ -85,15 +85,7 @@ def main() -> None:
         probs = train_problems[:256]
         ro = generate(cfg, sft_params, tok, task, probs, jax.random.key(1), n=8,
                       max_new_tokens=max_new, sampling=SamplingConfig(temperature=1.0))
-        prompts, chosen, rejected = [], [], []
-        for i, p in enumerate(probs):
-            rows = range(i * 8, (i + 1) * 8)
-            good = [ro.completions[r] for r in rows if ro.correct[r]]
-            bad = [ro.completions[r] for r in rows if not ro.correct[r]]
-            for c, r in zip(good, bad):
-                prompts.append(task.prompt(p))
-                chosen.append(c)
-                rejected.append(r)
+        prompts, chosen, rejected = preference_pairs(task, probs, ro, 8)
         pairs = formatting.preference_batch(tok, prompts, chosen, rejected, seq_len=48,
                                             on_overflow="truncate")
         dpo_params, metrics = fit(

@@ -166,3 +166,32 @@ def greedy_accuracy(model_config: ModelConfig, params, tok: Tokenizer, task: Tas
                        prompt_len=prompt_len, mesh=mesh)
         hits += int(out.correct[:real].sum())
     return hits / len(problems)
+
+
+def preference_pairs(task: Task, problems: Sequence[Problem], ro: Rollouts, n: int
+                     ) -> tuple[list[str], list[str], list[str]]:
+    """(prompts, chosen, rejected) from n samples per problem: each problem's correct
+    samples paired in order with its incorrect ones (as many pairs as the smaller count);
+    problems with all samples right or all wrong give none."""
+    prompts, chosen, rejected = [], [], []
+    for i, p in enumerate(problems):
+        rows = range(i * n, (i + 1) * n)
+        good = [ro.completions[r] for r in rows if ro.correct[r]]
+        bad = [ro.completions[r] for r in rows if not ro.correct[r]]
+        for c, r in zip(good, bad):
+            prompts.append(task.prompt(p))
+            chosen.append(c)
+            rejected.append(r)
+    return prompts, chosen, rejected
+
+
+def process_labels(task: Task, problem: Problem, completion: str
+                   ) -> tuple[list[str], list[float], bool]:
+    """(steps, one target per step, complete) for a completion: the exact prefix-correct
+    labels where the task checks steps, else the outcome for every step (OVM)."""
+    steps = task.split_steps(completion) or [completion]
+    if task.exact_steps:
+        check = task.check_steps(problem, steps)
+        return steps, [float(c) for c in check.prefix_correct], check.complete
+    outcome = float(task.verify(problem, completion))
+    return steps, [outcome] * len(steps), task.extract_answer(completion) is not None
