@@ -16,7 +16,7 @@ With no ``mesh`` a run uses one device; pass ``parallel.make_mesh(...)`` to shar
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, NamedTuple, Optional, Union
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 import grain
 import jax
@@ -27,7 +27,7 @@ from jax.sharding import Mesh
 from reasonjax import parallel
 from reasonjax.data import pipeline
 from reasonjax.data.formats import BatchError
-from reasonjax.data.task import Task
+from reasonjax.data.task import Problem, Task
 from reasonjax.models.config import ModelConfig
 from reasonjax.models.tokenizer import Tokenizer, check_vocab
 from reasonjax.train.loop import LoopConfig, train
@@ -136,9 +136,12 @@ def fit(loss: Loss, model_config: ModelConfig, params, data: Union[Mapping, Any]
     return state.params, metrics
 
 
-def task_sft_iterator(tok: Tokenizer, task: Task, cfg: TaskSFTConfig):
-    """Batches of the task's (prompt, reference solution) rows, per :class:`TaskSFTConfig`."""
-    source = pipeline.task_source(task, cfg.num_problems, seed=cfg.data_seed)
+def task_sft_iterator(tok: Tokenizer, task: Task, cfg: TaskSFTConfig,
+                      problems: Optional[Sequence[Problem]] = None):
+    """Batches of the task's (prompt, reference solution) rows, per :class:`TaskSFTConfig`;
+    with ``problems`` (e.g. a local file's) those, cycled, instead of generated ones."""
+    source = (pipeline.task_source(task, cfg.num_problems, seed=cfg.data_seed)
+              if problems is None else pipeline.problems_source(problems))
     pipe = pipeline.make_pipeline(source, pipeline.sft_encoder(tok), "sft", cfg.seq_len,
                                   cfg.fit.batch_size // jax.process_count(),
                                   seed=cfg.fit.seed, pack=cfg.pack)
@@ -147,11 +150,13 @@ def task_sft_iterator(tok: Tokenizer, task: Task, cfg: TaskSFTConfig):
 
 def sft_on_task(model_config: ModelConfig, tok: Tokenizer, task: Task,
                 cfg: TaskSFTConfig = TaskSFTConfig(), *, params=None,
+                problems: Optional[Sequence[Problem]] = None,
                 run_dir: Optional[str] = None, mesh: Optional[Mesh] = None,
                 eval_fn: Optional[Callable[[Any], dict]] = None) -> tuple[Any, dict]:
-    """SFT of ``model_config`` on ``task``'s reference solutions. Returns (params, last
-    metrics). params=None trains from scratch (initialised from ``cfg.fit.seed``)."""
+    """SFT of ``model_config`` on ``task``'s reference solutions (of ``problems`` when
+    given, else of the generated stream). Returns (params, last metrics). params=None
+    trains from scratch (initialised from ``cfg.fit.seed``)."""
     check_vocab(model_config.vocab_size, tok)
     return fit(sft_loss(model_config, cfg.sft), model_config, params,
-               task_sft_iterator(tok, task, cfg), cfg.fit, mesh=mesh, run_dir=run_dir,
-               eval_fn=eval_fn)
+               task_sft_iterator(tok, task, cfg, problems), cfg.fit, mesh=mesh,
+               run_dir=run_dir, eval_fn=eval_fn)

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from reasonjax import parallel
+from reasonjax import checkpoint, parallel
 from reasonjax.config import ConfigError
 from reasonjax.data.task import Problem, Task
 from reasonjax.models.config import ModelConfig
@@ -51,7 +51,7 @@ from reasonjax.search.sampler import SamplingConfig
 from reasonjax.train import rl
 from reasonjax.train.fit import setup
 from reasonjax.train.logprobs import forward, shift_values, token_logprobs
-from reasonjax.train.loop import MetricsWriter, NonFiniteLossError
+from reasonjax.train.loop import CHECKPOINTS, MetricsWriter, NonFiniteLossError
 from reasonjax.train.rollout import Rollouts, generate, greedy_accuracy, prompt_length
 from reasonjax.train.state import OptimConfig, make_schedule
 from reasonjax.train.step import make_train_step, place_batch
@@ -74,7 +74,8 @@ class RLConfig:
     wrong answer. value_coef / value_clip / gamma / lam / whiten: the PPO critic and GAE.
     prm_shaping / prm_eta / prm_coef: PRM step rewards (needs a step_scorer).
     prime_beta / prime_process_coef: PRIME. eval_every: greedy accuracy on the eval
-    problems every k iterations (and at the start and end)."""
+    problems every k iterations (and at the start and end). checkpoint_every: with a run
+    dir, save the policy (and PRIME's PRM) every k iterations and at the end."""
 
     algorithm: Algorithm = "grpo"
     iterations: int = 20
@@ -100,6 +101,7 @@ class RLConfig:
     prime_process_coef: float = 1.0
     optim: OptimConfig = OptimConfig(lr=1e-5, schedule="constant", warmup_steps=0)
     eval_every: int = 0
+    checkpoint_every: int = 10
     seed: int = 0
 
     def __post_init__(self):
@@ -107,7 +109,7 @@ class RLConfig:
         if self.algorithm not in ALGORITHMS:
             problems.append(f"rl.algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         for name in ("iterations", "prompts_per_iteration", "samples_per_prompt",
-                     "max_new_tokens", "epochs"):
+                     "max_new_tokens", "epochs", "checkpoint_every"):
             if getattr(self, name) < 1:
                 problems.append(f"rl.{name} must be >= 1, got {getattr(self, name)}")
         if self.algorithm in ("grpo", "dr_grpo", "rloo", "prime") and self.samples_per_prompt < 2:
@@ -236,6 +238,12 @@ def rl_train(model_config: ModelConfig, params, tok: Tokenizer, task: Task,
     history: one dict per iteration (``iteration``, ``reward``, ``accuracy`` of the
     samples, ``length``, the loss metrics averaged over the last epoch, and
     ``eval/greedy_accuracy`` when evaluated); also written to ``run_dir/metrics.jsonl``.
+
+    With ``run_dir`` the policy state (and PRIME's PRM state) is checkpointed under
+    ``run_dir/checkpoints`` every ``cfg.checkpoint_every`` iterations; a rerun resumes
+    after the latest saved iteration. Iteration k's problems and sampling key depend only
+    on (seed, k), so a resumed run continues exactly as an uninterrupted one would; the
+    returned history then holds the iterations run by this call.
     """
     check_vocab(model_config.vocab_size, tok)
     if (cfg.prm_shaping is None) != (step_scorer is None):
@@ -273,15 +281,30 @@ def rl_train(model_config: ModelConfig, params, tok: Tokenizer, task: Task,
                                max_new_tokens=cfg.max_new_tokens, batch_size=rows,
                                prompt_len=prompt_len, mesh=mesh)
 
-    writer = MetricsWriter(None if run_dir is None else _run_path(run_dir), 0)
+    def saved() -> dict:
+        return {"policy": state, "prm": prm_state} if cfg.algorithm == "prime" else \
+            {"policy": state}
+
+    manager, start = None, 0
+    if run_dir is not None:
+        manager = checkpoint.make_manager(_run_path(run_dir) / CHECKPOINTS, async_save=False)
+        shardings = {"policy": s.shardings, **({"prm": prm.shardings}
+                                               if cfg.algorithm == "prime" else {})}
+        restored = checkpoint.restore_state(manager, checkpoint.abstract_tree(saved(), shardings))
+        if restored is not None:
+            tree, data_state = restored
+            state, start = tree["policy"], int(data_state["iteration"])
+            if cfg.algorithm == "prime":
+                prm_state = tree["prm"]
+    writer = MetricsWriter(None if run_dir is None else _run_path(run_dir), start)
     history: list[dict] = []
     base_key = jax.random.key(cfg.seed)
     try:
-        if eval_problems and cfg.eval_every:
+        if eval_problems and cfg.eval_every and start == 0:
             record = {"iteration": 0, "eval/greedy_accuracy": evaluate(state.params)}
             history.append(record)
             writer.write(0, record)
-        for it in range(cfg.iterations):
+        for it in range(start, cfg.iterations):
             t0 = time.perf_counter()
             key = jax.random.fold_in(base_key, it)
             chosen = [problems[i] for i in problem_order(len(problems), it,
@@ -340,6 +363,8 @@ def rl_train(model_config: ModelConfig, params, tok: Tokenizer, task: Task,
                 record["eval/greedy_accuracy"] = evaluate(state.params)
             history.append(record)
             writer.write(it + 1, record)
+            if manager is not None and ((it + 1) % cfg.checkpoint_every == 0 or last):
+                checkpoint.save_state(manager, it + 1, saved(), {"iteration": it + 1})
             if progress:
                 shown = {k: round(v, 4) for k, v in record.items()
                          if k in ("iteration", "reward", "accuracy", "loss", "kl_ref",
@@ -347,6 +372,8 @@ def rl_train(model_config: ModelConfig, params, tok: Tokenizer, task: Task,
                 print(f"{cfg.algorithm} {shown}", flush=True)
     finally:
         writer.close()
+        if manager is not None:
+            manager.close()
     return state.params, history
 
 
