@@ -134,7 +134,7 @@ def _config(args, default, flags: dict):
 # Rows from the model's own samples (dpo family, value)
 
 
-def _samples(args, cfg, params, tok, task, problems, sc: SampleConfig, run_dir: Path) -> list:
+def _samples(cfg, params, tok, task, problems, sc: SampleConfig, run_dir: Path) -> list:
     """[{problem, completion, correct}] of sc.samples_per_problem samples per problem;
     read from run_dir/samples.jsonl when a previous run left it (resume)."""
     import jax
@@ -267,7 +267,7 @@ def _train(args) -> int:
         from reasonjax.train.value import value_loss
 
         train_problems = problems or task.generate(config.samples.num_problems, seed="train")
-        records = _samples(args, cfg, params, tok, task, train_problems, config.samples,
+        records = _samples(cfg, params, tok, task, train_problems, config.samples,
                            run_dir)
         summary["sample_accuracy"] = sum(r["correct"] for r in records) / len(records)
         fit_cfg = dataclasses.replace(config.fit, progress=progress)
@@ -291,7 +291,7 @@ def _train(args) -> int:
         train_problems = problems or task.generate(4096, seed="train")
         params, history = rl_train(cfg, params, tok, task, train_problems, config,
                                    run_dir=str(run_dir), progress=progress)
-        metrics = {k: v for k, v in (history[-1] if history else {}).items()}
+        metrics = dict(history[-1]) if history else {}
         max_new = config.max_new_tokens
     summary["metrics"] = {k: round(float(v), 6) for k, v in metrics.items()}
     if eval_problems and kind != "value":
