@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from reasonjax.data.cli import register as register_data
     register_data(sub)
+    from reasonjax.train.cli import register as register_train
+    register_train(sub)
     from reasonjax.search.cli import register as register_search
     register_search(sub)
     from reasonjax.recipes.cli import register as register_recipes

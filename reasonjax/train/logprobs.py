@@ -64,6 +64,14 @@ def sequence_logprobs(config: ModelConfig, params, batch: Mapping[str, jax.Array
                       batch[f"{prefix}loss_mask"])
 
 
+def reference_sequence_logprobs(config: ModelConfig, ref_params, batch: Mapping[str, jax.Array],
+                                key: str = "ref_logps") -> jax.Array:
+    """[B] the reference's summed masked log-probs of each row, gradient stopped:
+    ``batch[key]`` when precomputed there, else a forward of ``ref_params``."""
+    ref = batch[key] if key in batch else sequence_logprobs(config, ref_params, batch)
+    return jax.lax.stop_gradient(ref)
+
+
 def pad_to(x_BT: jax.Array, length: int, value=0) -> jax.Array:
     """Right-pads the time axis of [B, T] to ``length``."""
     return jnp.pad(x_BT, ((0, 0), (0, length - x_BT.shape[1])), constant_values=value)

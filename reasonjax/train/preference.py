@@ -50,7 +50,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from reasonjax.models.config import ModelConfig
-from reasonjax.train.logprobs import (concat_pair, forward, masked_sum, sequence_logprobs,
+from reasonjax.train.logprobs import (concat_pair, forward, masked_sum,
+                                      reference_sequence_logprobs, sequence_logprobs,
                                       token_logprobs)
 from reasonjax.train.loss import Loss
 
@@ -214,11 +215,7 @@ def kto(model_config: ModelConfig, config: KTOConfig = KTOConfig()) -> Loss:
 
     def fn(params, batch, rng, ref_params=None):
         pi = sequence_logprobs(model_config, params, batch)
-        if "ref_logps" in batch:
-            ref = batch["ref_logps"]
-        else:
-            ref = sequence_logprobs(model_config, ref_params, batch)
-        ref = jax.lax.stop_gradient(ref)
+        ref = reference_sequence_logprobs(model_config, ref_params, batch)
         per_example, z0 = kto_loss(pi, ref, batch["desirable"], config.beta,
                                    config.desirable_weight, config.undesirable_weight)
         loss = jnp.mean(per_example)

@@ -44,7 +44,8 @@ import jax
 import jax.numpy as jnp
 
 from reasonjax.models.config import ModelConfig
-from reasonjax.train.logprobs import (forward, masked_mean, masked_sum, sequence_logprobs,
+from reasonjax.train.logprobs import (forward, masked_mean, masked_sum,
+                                      reference_sequence_logprobs, sequence_logprobs,
                                       shift_values, token_logprobs)
 from reasonjax.train.loss import Loss
 
@@ -309,11 +310,8 @@ def prime_prm_loss(model_config: ModelConfig, beta: float = 0.05) -> Loss:
     (``desirable`` = verified correct; ``ref_logps`` or reference params give pi_ref)."""
     def fn(params, batch, rng, ref_params=None):
         phi = sequence_logprobs(model_config, params, batch)
-        if "ref_logps" in batch:
-            ref = batch["ref_logps"]
-        else:
-            ref = sequence_logprobs(model_config, ref_params, batch)
-        logit = beta * (phi - jax.lax.stop_gradient(ref))
+        ref = reference_sequence_logprobs(model_config, ref_params, batch)
+        logit = beta * (phi - ref)
         y = batch["desirable"]
         loss = jnp.mean(-(y * jax.nn.log_sigmoid(logit) + (1 - y) * jax.nn.log_sigmoid(-logit)))
         acc = jnp.mean(((logit > 0) == (y > 0)).astype(jnp.float32))

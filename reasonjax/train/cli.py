@@ -1,0 +1,368 @@
+"""``reasonjax train KIND``: thin wrappers over the library runs (:mod:`.fit`, :mod:`.rl_loop`).
+
+    reasonjax train sft   --task arithmetic --model tiny-1m --run-dir runs/sft --steps 1000
+    reasonjax train dpo   --task arithmetic --model runs/sft/model --run-dir runs/dpo [--loss ipo]
+    reasonjax train value --task arithmetic --model runs/sft/model --run-dir runs/prm
+    reasonjax train grpo  --task arithmetic --model runs/sft/model --run-dir runs/grpo
+    (dr_grpo, rloo, ppo, prime likewise; local problems: --data FILE --format gsm8k|math|mc)
+
+- sft: the task's reference solutions;
+- dpo (the family by ``--loss``: dpo cdpo robust ipo hinge orpo simpo, or kto): one round
+  on the model's own samples (a correct and an incorrect sample of a problem make a pair;
+  kto uses every sample, desirable = correct), reference = the starting model;
+- value: a PRM / value head on the model's own samples, per-step targets from
+  :func:`~reasonjax.train.rollout.process_labels` (exact prefix labels, or the outcome);
+- grpo / dr_grpo / rloo / ppo / prime: :func:`~reasonjax.train.rl_loop.rl_train`.
+
+Every run writes ``<run-dir>/metrics.jsonl`` and checkpoints under
+``<run-dir>/checkpoints``; rerunning the same command resumes from the latest (a larger
+``--steps`` continues a finished run). Samples labelled for dpo / value are kept in
+``<run-dir>/samples.jsonl`` so a resumed run trains on the same rows. The final model is
+written to ``<run-dir>/model`` with its tokenizer, loadable again with ``--model``.
+Anything not covered by a flag is set with ``--set key=value`` on the kind's config
+(printed with ``--show-config``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Optional
+
+from reasonjax.train.fit import FitConfig, TaskSFTConfig
+from reasonjax.train.preference import KTOConfig, PreferenceConfig
+from reasonjax.train.rl_loop import ALGORITHMS, RLConfig
+from reasonjax.train.value import ValueConfig
+
+PAIRED_LOSSES = ("dpo", "cdpo", "robust", "ipo", "hinge", "orpo", "simpo", "kto")
+SAMPLES_FILE = "samples.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+    """The model's own samples that dpo / value rows are made from: samples_per_problem
+    completions of each of num_problems training problems, at ``temperature``, up to
+    max_new_tokens; rows are seq_len tokens (longer ones truncated)."""
+
+    num_problems: int = 256
+    samples_per_problem: int = 8
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    seq_len: int = 96
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferenceRunConfig:
+    fit: FitConfig = FitConfig(steps=100, batch_size=32)
+    samples: SampleConfig = SampleConfig()
+    preference: PreferenceConfig = PreferenceConfig()
+    kto: KTOConfig = KTOConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueRunConfig:
+    fit: FitConfig = FitConfig(steps=200, batch_size=32)
+    samples: SampleConfig = SampleConfig()
+    value: ValueConfig = ValueConfig()
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs: problems, model, tokenizer
+
+
+def _problems(args):
+    """(task, training problems, held-out eval problems)."""
+    from reasonjax.data.task import get_task, task_from_args
+
+    if (args.task is None) == (args.data is None):
+        raise ValueError(f"train {args.kind}: give exactly one of --task NAME (built-in) or "
+                         "--data FILE --format gsm8k|math|mc (local problems)")
+    if args.task is not None:
+        task = task_from_args(args.task, args.difficulty, args.knobs)
+        return task, None, task.generate(args.eval, seed="test") if args.eval else []
+    if args.format is None:
+        raise ValueError(f"train {args.kind} --data {args.data}: --format gsm8k|math|mc "
+                         "is required")
+    from reasonjax.data.local import load_local
+
+    problems = load_local(args.data, args.format, args.on_error).problems
+    if len(problems) <= args.eval:
+        raise ValueError(f"--data {args.data}: {len(problems)} usable problems, but --eval "
+                         f"holds out {args.eval}; lower --eval or add problems")
+    cut = len(problems) - args.eval
+    return get_task(problems[0].task), problems[:cut], problems[cut:]
+
+
+def _model(args):
+    """(model config, params or None for a fresh preset, tokenizer, tokenizer dir or None)."""
+    from reasonjax import checkpoint
+    from reasonjax.config import override
+    from reasonjax.models.config import PRESETS, get_config
+    from reasonjax.models.tokenizer import CharTokenizer, load_tokenizer
+
+    tok_dir = args.tokenizer
+    if args.model in PRESETS:
+        tok = load_tokenizer(tok_dir) if tok_dir else CharTokenizer()
+        cfg = override(get_config(args.model), args.model_set)
+        return cfg, None, tok, tok_dir
+    path = Path(args.model)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--model {args.model}: neither a preset ({sorted(PRESETS)}) "
+                                "nor a checkpoint directory")
+    if args.model_set:
+        raise ValueError("--model-set changes a preset's shape; it cannot apply to the "
+                         f"trained checkpoint {args.model}")
+    if tok_dir is None and any((path / n).is_file() for n in
+                               ("tokenizer.json", "tokenizer.model", "char_tokenizer.json")):
+        tok_dir = str(path)
+    tok = load_tokenizer(tok_dir) if tok_dir else CharTokenizer()
+    cfg, params = checkpoint.load_checkpoint(path)
+    return cfg, params, tok, tok_dir
+
+
+def _config(args, default, flags: dict):
+    """``default`` with the given flags, then ``--set`` overrides, applied."""
+    from reasonjax.config import override
+
+    items = [f"{key}={value}" for key, value in flags.items() if value is not None]
+    return override(default, items + list(args.set))
+
+
+# ---------------------------------------------------------------------------------------
+# Rows from the model's own samples (dpo family, value)
+
+
+def _samples(cfg, params, tok, task, problems, sc: SampleConfig, run_dir: Path) -> list:
+    """[{problem, completion, correct}] of sc.samples_per_problem samples per problem;
+    read from run_dir/samples.jsonl when a previous run left it (resume)."""
+    import jax
+
+    from reasonjax.data.task import decode_problem
+    from reasonjax.fileio import atomic_write_text
+    from reasonjax.search.sampler import SamplingConfig
+    from reasonjax.train.rollout import generate
+
+    path = run_dir / SAMPLES_FILE
+    if path.is_file():
+        records = [json.loads(line) for line in path.read_text().splitlines() if line]
+        return [{**r, "problem": decode_problem(r["problem"])} for r in records]
+    chosen = problems[:sc.num_problems]
+    ro = generate(cfg, params, tok, task, chosen, jax.random.key(sc.seed),
+                  n=sc.samples_per_problem, max_new_tokens=sc.max_new_tokens,
+                  sampling=SamplingConfig(temperature=sc.temperature))
+    records = [{"problem": chosen[r // sc.samples_per_problem], "completion": c,
+                "correct": bool(ok)} for r, (c, ok) in enumerate(zip(ro.completions, ro.correct))]
+    atomic_write_text(path, "".join(json.dumps({**r, "problem": r["problem"].to_json()}) + "\n"
+                                    for r in records))
+    return records
+
+
+def _preference_rows(tok, task, records, n: int, loss: str, seq_len: int) -> dict:
+    import numpy as np
+
+    from reasonjax.data import formatting
+    from reasonjax.train.rollout import Rollouts, preference_pairs
+
+    if loss == "kto":
+        return formatting.unpaired_batch(
+            tok, [task.prompt(r["problem"]) for r in records],
+            [r["completion"] for r in records], [r["correct"] for r in records], seq_len,
+            on_overflow="truncate")
+    ro = Rollouts(batch={}, completions=[r["completion"] for r in records],
+                  rewards=np.asarray([r["correct"] for r in records], np.float32),
+                  correct=np.asarray([r["correct"] for r in records], bool),
+                  lengths=np.zeros(len(records), np.int32))
+    prompts, chosen, rejected = preference_pairs(task, [r["problem"] for r in records[::n]],
+                                                 ro, n)
+    if not prompts:
+        raise ValueError(f"no preference pairs: no problem had both a correct and an incorrect "
+                         f"sample among {n}; raise --set samples.samples_per_problem or "
+                         "samples.temperature, or use --loss kto")
+    return formatting.preference_batch(tok, prompts, chosen, rejected, seq_len,
+                                       on_overflow="truncate")
+
+
+def _value_rows(tok, task, records, seq_len: int) -> dict:
+    from reasonjax.data import formatting
+    from reasonjax.train.rollout import process_labels
+
+    labelled = [process_labels(task, r["problem"], r["completion"]) for r in records]
+    return formatting.value_batch(
+        tok, [task.prompt(r["problem"]) for r in records], [s for s, _, _ in labelled],
+        [t for _, t, _ in labelled], task.step_delimiter, seq_len,
+        [c for _, _, c in labelled], on_overflow="truncate")
+
+
+# ---------------------------------------------------------------------------------------
+# The command
+
+
+def _latest(run_dir: Path) -> Optional[int]:
+    from reasonjax import checkpoint
+    from reasonjax.train.loop import CHECKPOINTS
+
+    if not (run_dir / CHECKPOINTS).is_dir():
+        return None
+    manager = checkpoint.make_manager(run_dir / CHECKPOINTS, async_save=False)
+    step = manager.latest_step()
+    manager.close()
+    return step
+
+
+def _train(args) -> int:
+    import jax
+
+    from reasonjax import checkpoint
+    from reasonjax.config import to_dict
+    from reasonjax.models import transformer
+    from reasonjax.models.tokenizer import check_vocab
+    from reasonjax.train.rollout import greedy_accuracy
+
+    kind = args.kind
+    if kind in ALGORITHMS:
+        config = _config(args, RLConfig(algorithm=kind), {
+            "iterations": args.steps, "prompts_per_iteration": args.batch_size,
+            "optim.lr": args.lr, "seed": args.seed, "max_new_tokens": args.max_new_tokens})
+    else:
+        default = {"sft": TaskSFTConfig(), "dpo": PreferenceRunConfig(),
+                   "value": ValueRunConfig()}[kind]
+        seq = "seq_len" if kind == "sft" else "samples.seq_len"
+        flags = {"fit.steps": args.steps, "fit.batch_size": args.batch_size,
+                 "fit.optim.lr": args.lr, "fit.seed": args.seed, seq: args.seq_len}
+        if kind == "dpo" and args.loss != "kto":
+            flags["preference.loss"] = args.loss
+        if kind != "sft":
+            flags["samples.max_new_tokens"] = args.max_new_tokens
+        config = _config(args, default, flags)
+    if args.show_config:
+        print(json.dumps(to_dict(config), indent=1))
+        return 0
+
+    task, problems, eval_problems = _problems(args)
+    cfg, params, tok, tok_dir = _model(args)
+    check_vocab(cfg.vocab_size, tok)
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resumed = _latest(run_dir)
+    where = f"resuming after step {resumed}" if resumed else "from the start"
+    print(f"train {kind}: {task.name}, {where} in {run_dir}", flush=True)
+    if params is None and kind != "sft":
+        params = transformer.init_params(cfg, jax.random.key(args.seed or 0))
+    progress = not args.no_progress
+    max_new = args.max_new_tokens or SampleConfig.max_new_tokens
+    summary: dict = {"kind": kind, "task": task.name, "resumed_after": resumed}
+
+    if kind == "sft":
+        from reasonjax.train.fit import sft_on_task
+
+        config = dataclasses.replace(config, fit=dataclasses.replace(config.fit,
+                                                                     progress=progress))
+        params, metrics = sft_on_task(cfg, tok, task, config, params=params,
+                                      problems=problems, run_dir=str(run_dir))
+    elif kind in ("dpo", "value"):
+        from reasonjax.train.fit import fit
+        from reasonjax.train.preference import kto, preference_loss
+        from reasonjax.train.value import value_loss
+
+        train_problems = problems or task.generate(config.samples.num_problems, seed="train")
+        records = _samples(cfg, params, tok, task, train_problems, config.samples,
+                           run_dir)
+        summary["sample_accuracy"] = sum(r["correct"] for r in records) / len(records)
+        fit_cfg = dataclasses.replace(config.fit, progress=progress)
+        max_new = config.samples.max_new_tokens
+        if kind == "dpo":
+            rows = _preference_rows(tok, task, records, config.samples.samples_per_problem,
+                                    args.loss, config.samples.seq_len)
+            loss = (kto(cfg, config.kto) if args.loss == "kto"
+                    else preference_loss(cfg, config.preference))
+            summary["rows"] = len(next(iter(rows.values())))
+            params, metrics = fit(loss, cfg, params, rows, fit_cfg, ref_params=params,
+                                  run_dir=str(run_dir))
+        else:
+            rows = _value_rows(tok, task, records, config.samples.seq_len)
+            summary["rows"] = len(rows["tokens"])
+            params, metrics = fit(value_loss(cfg, config.value), cfg, params, rows, fit_cfg,
+                                  run_dir=str(run_dir))
+    else:
+        from reasonjax.train.rl_loop import rl_train
+
+        train_problems = problems or task.generate(4096, seed="train")
+        params, history = rl_train(cfg, params, tok, task, train_problems, config,
+                                   run_dir=str(run_dir), progress=progress)
+        metrics = dict(history[-1]) if history else {}
+        max_new = config.max_new_tokens
+    summary["metrics"] = {k: round(float(v), 6) for k, v in metrics.items()}
+    if eval_problems and kind != "value":
+        summary["greedy_accuracy"] = greedy_accuracy(cfg, params, tok, task, eval_problems,
+                                                     max_new_tokens=max_new)
+    if tok_dir is None:
+        tok_dir = str(tok.save(run_dir / "tokenizer").parent)
+    summary["model"] = str(checkpoint.save_model(run_dir / "model", cfg, params, tok_dir))
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+def register(subparsers) -> None:
+    """Adds ``reasonjax train KIND ...`` to the top-level parser's subparsers."""
+    p = subparsers.add_parser("train", help="SFT, the DPO family, value/PRM, RL",
+                              description="Train a model on a task: SFT, the DPO family, "
+                                          "value / PRM, RL. Reruns resume from the run dir.")
+    sub = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    kinds = {
+        "sft": "SFT on the task's reference solutions",
+        "dpo": "one round of the DPO family (--loss) on the model's own samples",
+        "value": "value / PRM head on the model's own samples, per-step labels",
+        **{a: f"RL: {a} on the task's verifier rewards" for a in ALGORITHMS},
+    }
+    for kind, help_text in kinds.items():
+        q = sub.add_parser(kind, help=help_text, description=help_text + ". " + (
+            "Reruns resume from <run-dir>/checkpoints; the final model goes to "
+            "<run-dir>/model."))
+        data = q.add_argument_group("data")
+        data.add_argument("--task", default=None, help="built-in task (`reasonjax data tasks`)")
+        data.add_argument("--difficulty", default=None, help="the task's difficulty preset")
+        data.add_argument("knobs", nargs="*", metavar="knob=value", help="task knob overrides")
+        data.add_argument("--data", default=None, help="local problems file (JSONL/JSON/"
+                                                       "Parquet) instead of --task")
+        data.add_argument("--format", default=None, choices=["gsm8k", "math", "mc"],
+                          help="format of --data")
+        data.add_argument("--on-error", default="skip", choices=["skip", "fail"],
+                          help="bad records in --data: skip or fail")
+        data.add_argument("--eval", type=int, default=0, metavar="N",
+                          help="greedy accuracy on N held-out problems at the end (--data: "
+                               "its last N records, not trained on)")
+        model = q.add_argument_group("model")
+        model.add_argument("--model", required=True,
+                           help="preset (`reasonjax models`) or checkpoint dir (HF / reasonjax)")
+        model.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
+                           help="preset field override, e.g. n_layers=2 (repeatable)")
+        model.add_argument("--tokenizer", default=None,
+                           help="tokenizer file or dir (default: the checkpoint's, else the "
+                                "character tokenizer)")
+        run = q.add_argument_group("run")
+        run.add_argument("--run-dir", required=True, help="checkpoints, metrics, final model")
+        run.add_argument("--steps", type=int, default=None,
+                         help="RL: iterations; else optimizer steps")
+        run.add_argument("--batch-size", type=int, default=None,
+                         help="RL: prompts per iteration; else rows per step")
+        run.add_argument("--lr", type=float, default=None, help="peak learning rate")
+        run.add_argument("--seed", type=int, default=None)
+        if kind not in ALGORITHMS:
+            run.add_argument("--seq-len", type=int, default=None, help="row length in tokens")
+        run.add_argument("--max-new-tokens", type=int, default=None,
+                         help="sampling length (dpo / value / RL)")
+        if kind == "dpo":
+            run.add_argument("--loss", default="dpo", choices=PAIRED_LOSSES,
+                             help="member of the DPO family (kto: unpaired samples)")
+        run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override any field of the kind's config (repeatable)")
+        run.add_argument("--show-config", action="store_true",
+                         help="print the resolved config and exit")
+        run.add_argument("--no-progress", action="store_true", help="no progress bar")
+        q.set_defaults(func=_train, kind=kind)
+        if kind in ALGORITHMS:
+            q.set_defaults(seq_len=None)
+        if kind != "dpo":
+            q.set_defaults(loss=None)

@@ -1,0 +1,162 @@
+"""Whole training runs as library calls: a loss on in-memory rows, or SFT on a task.
+
+These are what recipes and the ``reasonjax train`` command call:
+
+- :func:`fit`: any :class:`~reasonjax.train.loss.Loss` (DPO family, KTO, value / PRM,
+  AlphaMath joint, SFT) on rows held in memory, e.g. ``preference_batch(...)`` of this
+  round's pairs, shuffled every epoch by a grain iterator (so a run with ``run_dir``
+  resumes on the same batches);
+- :func:`sft_on_task`: SFT on a built-in task's generated solutions (from scratch or from
+  given params);
+- :func:`setup`: the mesh, sharded params, optimizer and TrainState every run starts with.
+
+With no ``mesh`` a run uses one device; pass ``parallel.make_mesh(...)`` to shard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
+
+import grain
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from reasonjax import parallel
+from reasonjax.data import pipeline
+from reasonjax.data.formats import BatchError
+from reasonjax.data.task import Problem, Task
+from reasonjax.models.config import ModelConfig
+from reasonjax.models.tokenizer import Tokenizer, check_vocab
+from reasonjax.train.loop import LoopConfig, train
+from reasonjax.train.loss import Loss
+from reasonjax.train.sft import SFTConfig, sft_loss
+from reasonjax.train.state import (OptimConfig, TrainState, create_train_state, make_optimizer,
+                                   make_schedule, state_shardings)
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """steps: train steps (optimizer updates x accum_steps). batch_size: global rows per
+    step. seed: data order and the step rng. checkpoint_every / eval_every / progress: see
+    :class:`~reasonjax.train.loop.LoopConfig`."""
+
+    steps: int = 100
+    batch_size: int = 16
+    seed: int = 0
+    optim: OptimConfig = OptimConfig()
+    checkpoint_every: int = 100
+    eval_every: int = 0
+    progress: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSFTConfig:
+    """SFT on a task's reference solutions. seq_len: padded (or packed) row length;
+    num_problems: size of the generated problem stream (cycled); data_seed: its seed
+    (evaluate on another seed); pack: several solutions per row."""
+
+    fit: FitConfig = FitConfig(steps=1000, batch_size=32)
+    seq_len: int = 64
+    num_problems: int = 100_000
+    data_seed: str = "train"
+    pack: bool = False
+    sft: SFTConfig = SFTConfig()
+
+
+class Setup(NamedTuple):
+    mesh: Mesh
+    state: TrainState
+    shardings: TrainState
+    optimizer: optax.GradientTransformation
+    param_shardings: Any
+
+
+def single_device_mesh() -> Mesh:
+    return parallel.make_mesh(parallel.MeshConfig(data=1), jax.devices()[:1])
+
+
+def setup(model_config: ModelConfig, params, optim: OptimConfig, *, seed: int = 0,
+          mesh: Optional[Mesh] = None) -> Setup:
+    """Mesh (default: one device), params placed on their shardings (or initialised from
+    ``seed`` when ``params`` is None), optimizer, TrainState and its shardings."""
+    mesh = mesh or single_device_mesh()
+    param_shardings = parallel.param_shardings(model_config, mesh)
+    if params is None:
+        params = parallel.init_params(model_config, jax.random.key(seed), mesh)
+    else:
+        params = parallel.shard_params(params, model_config, mesh)
+    optimizer = make_optimizer(optim, params)
+    state = create_train_state(params, optimizer, seed=seed, mesh=mesh,
+                               param_shardings=param_shardings)
+    shardings = state_shardings(optimizer, params, param_shardings, mesh)
+    return Setup(mesh, state, shardings, optimizer, param_shardings)
+
+
+def rows_iterator(rows: Mapping[str, np.ndarray], batch_size: int, seed: int = 0):
+    """A checkpointable iterator of batches drawn from ``rows`` (dict of arrays [N, ...]):
+    shuffled anew every epoch, repeated forever, every batch full."""
+    sizes = {k: np.shape(v)[0] if np.ndim(v) else None for k, v in rows.items()}
+    n = next(iter(sizes.values()))
+    if any(s != n for s in sizes.values()):
+        raise BatchError(f"rows need the same leading size for every key, got {sizes}")
+    if n < batch_size:
+        raise BatchError(f"{n} rows are fewer than batch_size={batch_size}; lower the batch "
+                         "size or bring more rows")
+    host = {k: np.asarray(v) for k, v in rows.items()}
+    ds = grain.MapDataset.range(n).shuffle(seed=seed).repeat(None)
+    ds = ds.map(lambda i: {k: v[i] for k, v in host.items()})
+    return iter(ds.to_iter_dataset().batch(batch_size, drop_remainder=True))
+
+
+def fit(loss: Loss, model_config: ModelConfig, params, data: Union[Mapping, Any],
+        cfg: FitConfig = FitConfig(), *, ref_params: Any = None, mesh: Optional[Mesh] = None,
+        run_dir: Optional[str] = None, eval_fn: Optional[Callable[[Any], dict]] = None
+        ) -> tuple[Any, dict]:
+    """Trains ``params`` on ``loss`` for ``cfg.steps`` steps. Returns (params, last metrics).
+
+    data: rows of the loss's batch kind (a dict of arrays [N, ...], e.g.
+    ``formatting.preference_batch(...)``; see :func:`rows_iterator`) or an iterator of
+    batches with get_state/set_state. ref_params: the frozen reference (DPO family, KTO)
+    unless the rows carry precomputed reference log-probs. With ``run_dir`` the run
+    checkpoints and resumes there and writes ``metrics.jsonl``."""
+    if isinstance(data, Mapping):
+        loss.check(data, ref_params is not None)
+        data = rows_iterator(data, cfg.batch_size, cfg.seed)
+    s = setup(model_config, params, cfg.optim, seed=cfg.seed, mesh=mesh)
+    if ref_params is not None:
+        ref_params = parallel.shard_params(ref_params, model_config, s.mesh)
+    loop = LoopConfig(steps=cfg.steps, run_dir=run_dir, checkpoint_every=cfg.checkpoint_every,
+                      eval_every=cfg.eval_every, progress=cfg.progress)
+    state, metrics = train(loss, s.state, data, loop, mesh=s.mesh, shardings=s.shardings,
+                           optimizer=s.optimizer, ref_params=ref_params, eval_fn=eval_fn,
+                           lr_schedule=make_schedule(cfg.optim))
+    return state.params, metrics
+
+
+def task_sft_iterator(tok: Tokenizer, task: Task, cfg: TaskSFTConfig,
+                      problems: Optional[Sequence[Problem]] = None):
+    """Batches of the task's (prompt, reference solution) rows, per :class:`TaskSFTConfig`;
+    with ``problems`` (e.g. a local file's) those, cycled, instead of generated ones."""
+    source = (pipeline.task_source(task, cfg.num_problems, seed=cfg.data_seed)
+              if problems is None else pipeline.problems_source(problems))
+    pipe = pipeline.make_pipeline(source, pipeline.sft_encoder(tok), "sft", cfg.seq_len,
+                                  cfg.fit.batch_size // jax.process_count(),
+                                  seed=cfg.fit.seed, pack=cfg.pack)
+    return iter(pipe.dataset)
+
+
+def sft_on_task(model_config: ModelConfig, tok: Tokenizer, task: Task,
+                cfg: TaskSFTConfig = TaskSFTConfig(), *, params=None,
+                problems: Optional[Sequence[Problem]] = None,
+                run_dir: Optional[str] = None, mesh: Optional[Mesh] = None,
+                eval_fn: Optional[Callable[[Any], dict]] = None) -> tuple[Any, dict]:
+    """SFT of ``model_config`` on ``task``'s reference solutions (of ``problems`` when
+    given, else of the generated stream). Returns (params, last metrics). params=None
+    trains from scratch (initialised from ``cfg.fit.seed``)."""
+    check_vocab(model_config.vocab_size, tok)
+    return fit(sft_loss(model_config, cfg.sft), model_config, params,
+               task_sft_iterator(tok, task, cfg, problems), cfg.fit, mesh=mesh,
+               run_dir=run_dir, eval_fn=eval_fn)

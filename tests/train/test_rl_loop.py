@@ -1,0 +1,134 @@
+"""The RL loop on a toy task whose expected reward is exact: the probability that the first
+completion character is a lowercase letter. GRPO (with a KL term), PPO (critic) and PRIME
+must raise it; plus the rollout layout, step ends and config errors."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from reasonjax.config import ConfigError
+from reasonjax.data.task import Problem, Task
+from reasonjax.models import ModelConfig, Transformer, transformer
+from reasonjax.models.tokenizer import CharTokenizer
+from reasonjax.train.rl_loop import RLConfig, rl_train, step_end_mask
+from reasonjax.train.rollout import generate, task_prompts
+from reasonjax.train.state import OptimConfig
+
+TOK = CharTokenizer()
+CFG = ModelConfig(vocab_size=TOK.vocab_size, d_model=32, n_layers=1, n_heads=2, n_kv_heads=2,
+                  d_ff=64, max_seq_len=32)
+GOOD = "abcdefghijklmnopqrstuvwxyz"
+
+
+@dataclasses.dataclass(frozen=True)
+class FirstLetter(Task):
+    """Correct iff the completion starts with a lowercase letter."""
+
+    name = "first_letter_toy"
+
+    def extract_answer(self, text):
+        return text[:1] or None
+
+    def answer_correct(self, problem, answer):
+        return answer in GOOD
+
+
+TASK = FirstLetter()
+PROBLEMS = [Problem(task=TASK.name, question=q, steps=(), answer="") for q in ("ab", "7+1",
+                                                                              "xyz", "Q")]
+
+
+def expected_reward(params) -> float:
+    """Mean over the problems of P(first completion token is a lowercase letter)."""
+    prompts = task_prompts(TOK, TASK, PROBLEMS, 5)
+    tokens, mask = prompts["prompt_tokens"], prompts["prompt_mask"]
+    positions = np.maximum(np.cumsum(mask, -1) - 1, 0)
+    out = Transformer(CFG).apply({"params": params}, jnp.asarray(tokens),
+                                 positions=jnp.asarray(positions),
+                                 attention_mask=jnp.asarray(mask))
+    probs = jax.nn.softmax(out.logits[:, -1], -1)
+    good = [TOK.encode(c)[0] for c in GOOD]
+    return float(jnp.mean(jnp.sum(probs[:, good], -1)))
+
+
+@pytest.fixture(scope="module")
+def init_params():
+    return transformer.init_params(CFG, jax.random.key(3))
+
+
+@pytest.mark.parametrize("algorithm,kl", [("grpo", 0.05), ("ppo", 0.05), ("prime", 0.0)])
+def test_rl_raises_the_exact_expected_reward(init_params, algorithm, kl):
+    cfg = RLConfig(algorithm=algorithm, iterations=4, prompts_per_iteration=4,
+                   samples_per_prompt=8, max_new_tokens=3, epochs=2, minibatch_size=16,
+                   kl_coef=kl, optim=OptimConfig(lr=3e-2, schedule="constant"), seed=1)
+    before = expected_reward(init_params)
+    params, history = rl_train(CFG, init_params, TOK, TASK, PROBLEMS, cfg, progress=False)
+    after = expected_reward(params)
+    assert [h["iteration"] for h in history] == [1, 2, 3, 4]
+    assert after > before + 0.1, (before, after, history)
+    assert all(np.isfinite(h["loss"]) for h in history)
+    if kl:
+        key = "kl_ref" if algorithm == "grpo" else None
+        assert key is None or history[-1][key] > 0
+    if algorithm == "ppo":
+        assert "value_loss" in history[-1]
+    if algorithm == "prime":
+        assert "prm/prm_accuracy" in history[-1]
+
+
+def test_rollout_rows_hold_prompt_then_completion(init_params):
+    ro = generate(CFG, init_params, TOK, TASK, PROBLEMS[:2], jax.random.key(0), n=3,
+                  max_new_tokens=3, prompt_len=5)
+    for r in range(6):
+        prompt = [TOK.bos_id] + TOK.encode(TASK.prompt(PROBLEMS[r // 3]))
+        m, c = len(prompt), int(ro.lengths[r])
+        row = ro.batch["tokens"][r]
+        assert row[:m].tolist() == prompt
+        assert np.all(ro.batch["loss_mask"][r, m:m + c] == 1)
+        assert ro.batch["loss_mask"][r].sum() == c
+        assert ro.batch["positions"][r, :m + c].tolist() == list(range(m + c))
+        assert ro.rewards[r] == float(ro.completions[r][:1] in GOOD and
+                                      len(ro.completions[r]) > 0)
+
+
+def test_step_end_mask_marks_delimiters_and_the_last_token():
+    text = "ab\ncd\ne"
+    ids = np.asarray([[TOK.bos_id] + TOK.encode("q\n" + text) + [0, 0]])
+    mask = np.zeros(ids.shape, np.float32)
+    mask[0, 3:3 + len(text)] = 1
+    ends = step_end_mask(TOK, "\n", ids, mask)
+    want = np.zeros(ids.shape, np.float32)
+    want[0, [3 + 2, 3 + 5, 3 + 6]] = 1  # the two newlines and the final 'e'
+    np.testing.assert_array_equal(ends, want)
+
+
+def test_bad_rl_configs_name_the_field(init_params):
+    with pytest.raises(ConfigError, match="rl.algorithm"):
+        RLConfig(algorithm="a2c")
+    with pytest.raises(ConfigError, match="minibatch_size"):
+        RLConfig(prompts_per_iteration=4, samples_per_prompt=8, minibatch_size=5)
+    with pytest.raises(ConfigError, match="samples_per_prompt"):
+        RLConfig(algorithm="grpo", samples_per_prompt=1)
+    with pytest.raises(ConfigError, match="prm_shaping"):
+        rl_train(CFG, init_params, TOK, TASK, PROBLEMS, RLConfig(prm_shaping="clip"))
+
+
+def test_resumed_rl_run_equals_an_uninterrupted_one(init_params, tmp_path):
+    """PRIME checkpoints the policy AND its implicit PRM; 1 iteration, stop, resume to 2
+    must give the params of 2 straight iterations exactly."""
+    cfg = RLConfig(algorithm="prime", iterations=2, prompts_per_iteration=2,
+                   samples_per_prompt=2, max_new_tokens=2, kl_coef=0.05,
+                   optim=OptimConfig(lr=3e-2, schedule="constant"), seed=2)
+    straight, _ = rl_train(CFG, init_params, TOK, TASK, PROBLEMS, cfg, progress=False)
+    rl_train(CFG, init_params, TOK, TASK, PROBLEMS, dataclasses.replace(cfg, iterations=1),
+             run_dir=str(tmp_path), progress=False)
+    resumed, history = rl_train(CFG, init_params, TOK, TASK, PROBLEMS, cfg,
+                                run_dir=str(tmp_path), progress=False)
+    assert [h["iteration"] for h in history] == [2]
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight),
+                 jax.device_get(resumed))
+    assert not all(np.array_equal(a, b) for a, b in zip(
+        jax.tree.leaves(jax.device_get(init_params)), jax.tree.leaves(jax.device_get(resumed))))
