@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/reasonjax smoke
+	$(VENV)/bin/reasonjax replicate alphamath
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -n 2 -q tests
