@@ -95,9 +95,11 @@ def step_examples(env: common.Env, sols: dict, targets) -> list[dict]:
             for p, s, t in zip(sols["problems"], sols["steps"], targets)]
 
 
-def step_scores(env: common.Env, params, examples, seq_len: int, batch_size: int) -> list:
-    """PRM score sigmoid(value) at every step end of each example: list of [n_steps]."""
-    fn = jax.jit(lambda p, b: jax.nn.sigmoid(forward(env.model_config, p, b).values))
+def step_scores(env: common.Env, params, examples, seq_len: int, batch_size: int,
+                fn=None) -> list:
+    """PRM score sigmoid(value) at every step end of each example: list of [n_steps].
+    ``fn``: a jitted :func:`scorer` to reuse across calls."""
+    fn = fn or scorer(env)
     out = []
     for start in range(0, len(examples), batch_size):
         chunk = list(examples[start:start + batch_size])
@@ -109,6 +111,11 @@ def step_scores(env: common.Env, params, examples, seq_len: int, batch_size: int
         for i in range(len(chunk)):
             out.append(values[i][batch["value_mask"][i] > 0])
     return out
+
+
+def scorer(env: common.Env):
+    """Jitted (params, batch) -> sigmoid(value head) [B, T]."""
+    return jax.jit(lambda p, b: jax.nn.sigmoid(forward(env.model_config, p, b).values))
 
 
 def step_accuracy(scores, exact) -> float:
@@ -171,6 +178,7 @@ def run(cfg: Config, run_dir) -> Result:
 
     labels = {name: labelled(name) for name in LABELERS}
     held_examples = step_examples(env, held, held["exact"])
+    score_fn = scorer(env)
 
     def trained(name, targets):
         def compute():
@@ -179,7 +187,7 @@ def run(cfg: Config, run_dir) -> Result:
                                                                  ValueConfig("bce")),
                                          examples, "value", cfg.prm, seed=cfg.seed)
             scores = step_scores(env, params, held_examples, cfg.prm.seq_len,
-                                 cfg.prm.batch_size)
+                                 cfg.prm.batch_size, score_fn)
             return {"step_accuracy": step_accuracy(scores, held["exact"]),
                     "final_loss": float(metrics.get("loss", float("nan")))}
         result = run_phase(run, f"prm-{name}", compute)
