@@ -130,6 +130,10 @@ def run(cfg: Config, run_dir) -> Result:
         raise ConfigError(f"targets={cfg.targets!r}: choose one of {TARGETS}")
     run = open_run(run_dir, cfg, total_phases=2 + 2 * len(LABELERS) + 1)
     env = common.make_env(cfg.task, cfg.model, cfg.mesh, cfg.num_devices)
+    if not env.task.exact_steps:
+        raise ConfigError(f"task {env.task.name!r} has no exact step checker, and this recipe "
+                          "measures Monte Carlo labels and PRMs against exact step labels; "
+                          "use a built-in task (task.name=arithmetic, countdown, procbench)")
     policy = common.warmup(run, env, cfg.warmup, seed=cfg.seed)
 
     def sample_both():

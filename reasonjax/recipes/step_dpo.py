@@ -24,11 +24,13 @@ on-policy (round 1 is the paper's setting).
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
 
 from reasonjax import parallel
+from reasonjax.config import ConfigError
 from reasonjax.data import formatting
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
@@ -70,9 +72,8 @@ LOCATES = ("exact", "monte_carlo")
 def locate_first_errors(env: common.Env, params, problems, steps, rng, cfg: Config) -> list:
     """First wrong step of each (wrong) solution: the exact check, or OmegaPRM's binary
     search with the policy's rollouts. Returns per solution (index or None, rollouts)."""
-    exact = [env.task.check_steps(p, s).first_error for p, s in zip(problems, steps)]
     if cfg.locate == "exact":
-        return [(e, 0) for e in exact]
+        return [(env.task.check_steps(p, s).first_error, 0) for p, s in zip(problems, steps)]
     oracle = process_labels.prefix_oracle(env, params, problems, steps, rng,
                                           cfg.locate_rollouts)
     labels = process_labels.omegaprm_labels([len(s) for s in steps], [False] * len(steps),
@@ -124,10 +125,12 @@ def encode_pairs(env: common.Env, pairs) -> list[dict]:
 
 def run(cfg: Config, run_dir) -> Result:
     if cfg.locate not in LOCATES:
-        from reasonjax.config import ConfigError
         raise ConfigError(f"locate={cfg.locate!r}: choose one of {LOCATES}")
     run = open_run(run_dir, cfg, total_phases=2 + 2 * cfg.rounds)
     env = common.make_env(cfg.task, cfg.model, cfg.mesh, cfg.num_devices)
+    if cfg.locate == "exact" and not env.task.exact_steps:
+        raise ConfigError(f"locate=exact: task {env.task.name!r} has no exact step checker; "
+                          "set locate=monte_carlo")
     budget = cfg.sampling.max_new_tokens
     ref = common.warmup(run, env, cfg.warmup, seed=cfg.seed)
     acc0 = run_phase(run, "eval-0", lambda: {
@@ -151,7 +154,8 @@ def run(cfg: Config, run_dir) -> Result:
             located = locate_first_errors(env, params, problems, steps,
                                           common.rng_for(cfg.seed, f"locate-{r}"), cfg)
             errors = [e for e, _ in located]
-            exact = [env.task.check_steps(p, st).first_error for p, st in wrong]
+            exact = [env.task.check_steps(p, st).first_error for p, st in wrong] \
+                if env.task.exact_steps else [None] * len(wrong)
             prefixes = [(p, st[:e]) for p, st, e in zip(problems, steps, errors)
                         if e is not None]
             fixes = process_labels.rollouts_from_prefixes(
@@ -162,8 +166,9 @@ def run(cfg: Config, run_dir) -> Result:
                     "located": sum(e is not None for e in errors),
                     "locate_rollouts": sum(n for _, n in located),
                     "locate_agreement": float(np.mean([a == b for a, b in zip(errors, exact)]))
-                    if errors else float("nan"),
-                    "pair_precision": pair_precision(env, pairs)}
+                    if errors and env.task.exact_steps else float("nan"),
+                    "pair_precision": pair_precision(env, pairs)
+                    if env.task.exact_steps else float("nan")}
 
         data = run_phase(run, f"pairs-{r}", collect)
         log_metrics(run, {"phase": f"pairs-{r}", **{k: v for k, v in data.items()
@@ -198,7 +203,8 @@ def _report(run_dir: Path, cfg: Config, rows) -> Result:
              f"({gain:+.3f}) on {cfg.task.eval_size} eval problems; held: "
              f"{'yes' if gain > 0 else 'no'}"]
     total_pairs = sum(r["pairs"] for r in rows)
-    precision = [r["pair precision"] for r in rows[1:] if r["pairs"]]
+    precision = [r["pair precision"] for r in rows[1:]
+                 if r["pairs"] and not math.isnan(r["pair precision"])]
     if precision:
         ok = min(precision) >= 0.8
         checks["step pairs are exact (chosen step correct, rejected step wrong)"] = ok
@@ -206,7 +212,7 @@ def _report(run_dir: Path, cfg: Config, rows) -> Result:
                      f"and exactly wrong rejected step: "
                      + ", ".join(f"{p:.2f}" for p in precision) + f"; held (>= 0.8): "
                      f"{'yes' if ok else 'no'}")
-    if cfg.locate == "monte_carlo":
+    if cfg.locate == "monte_carlo" and not math.isnan(rows[-1]["locate agreement"]):
         agree = [r["locate agreement"] for r in rows[1:]]
         ok = min(agree) >= 0.8
         checks["Monte Carlo first errors match the exact ones"] = ok
