@@ -1,11 +1,13 @@
 """Step-DPO pair extraction against hand-made samples, and the recipe at a micro size
 end to end (Monte Carlo first-error location, so the rollout path runs too)."""
 
+import json
 import math
 import types
 
 import pytest
 
+from reasonjax.config import ConfigError
 from reasonjax.data.task import get_task
 from reasonjax.recipes.common import Samples
 from reasonjax.recipes.replicate import replicate
@@ -51,15 +53,16 @@ def test_step_pairs_skip_corrections_that_repeat_the_wrong_step(env):
 
 
 def test_step_dpo_recipe_micro_end_to_end(tmp_path):
-    overrides = ["task.train_size=24", "task.eval_size=4", "warmup.steps=4",
-                 "warmup.batch_size=8", "sampling.n=2", "locate=monte_carlo",
-                 "locate_rollouts.k=2", "locate_rollouts.batch_size=16", "corrections.k=2",
-                 "corrections.batch_size=16", "dpo.steps=2", "dpo.batch_size=8",
-                 "num_devices=1"]
+    overrides = ["task.train_size=12", "task.eval_size=4", "warmup.steps=0",
+                 "model.overrides={n_layers: 1}", "sampling.n=2", "sampling.max_new_tokens=12",
+                 "locate=monte_carlo", "locate_rollouts.k=2", "locate_rollouts.batch_size=8",
+                 "locate_rollouts.max_new_tokens=12", "corrections.k=2",
+                 "corrections.batch_size=8", "corrections.max_new_tokens=12", "dpo.steps=2",
+                 "dpo.batch_size=8", "dpo.seq_len=32", "num_devices=1"]
     result = replicate("step_dpo", "tiny", overrides, tmp_path)
     assert [r["stage"] for r in result.rows] == ["warm-up", "round 1"]
     r1 = result.rows[1]
-    assert r1["samples"] == 48 and 0 <= r1["wrong"] <= 48
+    assert r1["samples"] == 24 and 0 <= r1["wrong"] <= 24
     assert r1["errors located"] == r1["wrong"]  # binary search always ends on a step
     assert 0 <= r1["pairs"] <= r1["errors located"]
     assert r1["rollouts to locate"] % 2 == 0  # probes of k=2 rollouts
@@ -71,3 +74,12 @@ def test_step_dpo_recipe_micro_end_to_end(tmp_path):
     text = result.report.read_text()
     assert "| stage | greedy accuracy |" in text and "Effect checks" in text
     assert (tmp_path / "accuracy_vs_round.png").is_file()
+
+
+def test_step_dpo_needs_monte_carlo_location_without_an_exact_step_checker(tmp_path):
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_text("".join(json.dumps({"question": f"{a} cats, {a} come?",
+                                        "answer": f"#### {2 * a}"}) + "\n" for a in range(4)))
+    with pytest.raises(ConfigError, match="locate=exact.*gsm8k.*locate=monte_carlo"):
+        replicate("step_dpo", "tiny", ["task.name=gsm8k", f"task.data_file={data}",
+                                       "task.eval_size=2", "num_devices=1"], tmp_path / "run")
