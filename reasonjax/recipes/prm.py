@@ -32,6 +32,7 @@ value heads on the policy rather than separate 7B models; the vote is over the
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import jax
@@ -129,7 +130,13 @@ def step_scores(env: common.Env, params, examples, seq_len: int, batch_size: int
 
 def scorer(env: common.Env):
     """Jitted (params, batch) -> sigmoid(value head) [B, T]."""
-    return jax.jit(lambda p, b: jax.nn.sigmoid(forward(env.model_config, p, b).values))
+    return _scorer(env.model_config)
+
+
+@functools.lru_cache(maxsize=8)
+def _scorer(model_config):
+    # One jitted function per model config, so runs in one process share its compiles.
+    return jax.jit(lambda p, b: jax.nn.sigmoid(forward(model_config, p, b).values))
 
 
 def step_accuracy(scores, exact) -> float:
