@@ -32,6 +32,7 @@ from reasonjax.recipes.rundir import Run, run_phase
 from reasonjax.search.sampler import SamplingConfig, StopTokens, sample, stop_tokens_for
 from reasonjax.train.loop import LoopConfig, train
 from reasonjax.train.loss import Loss
+from reasonjax.train.step import make_train_step
 from reasonjax.train.state import OptimConfig, create_train_state, make_optimizer, \
     state_shardings
 
@@ -209,18 +210,31 @@ class ExampleBatches:
         return {k: v[idx] for k, v in self.arrays.items()}
 
 
+def fit_step(env: Env, params, loss: Loss, spec: FitSpec) -> tuple:
+    """(optimizer, jitted train step) for ``loss`` and ``spec``: pass it as ``fit(...,
+    step=...)`` to several fits of the same loss, spec and param shapes (e.g. one model per
+    label set) so they share one compile."""
+    tx = make_optimizer(spec.optim(), params)
+    ps = parallel.param_shardings(env.model_config, env.mesh)
+    with parallel.activate(env.mesh):
+        shardings = state_shardings(tx, params, ps, env.mesh)
+    return tx, make_train_step(loss, tx, env.mesh, shardings)
+
+
 def fit(env: Env, params, loss: Loss, examples: Sequence[Mapping[str, np.ndarray]], kind: str,
-        spec: FitSpec, seed: int = 0, ref_params=None, progress: bool = True):
+        spec: FitSpec, seed: int = 0, ref_params=None, progress: bool = True,
+        step: Optional[tuple] = None):
     """Trains ``params`` with ``loss`` on ``examples`` (``formatting.encode_*`` outputs of
     ``kind``), reshuffled every epoch, for ``spec.steps`` steps. Returns (params, last
-    metrics). Resumability comes from the recipe's phases, so nothing is saved here."""
+    metrics). Resumability comes from the recipe's phases, so nothing is saved here.
+    ``step``: a :func:`fit_step` of the same loss and spec to reuse (default: built here)."""
     if spec.steps == 0:
         return params, {}
     if not examples:
         raise ValueError(f"fit: no {kind} examples to train {loss.name} on")
     parallel.validate_batch(spec.batch_size, env.mesh, what="batch_size")
     data = ExampleBatches(examples, kind, spec.seq_len, spec.batch_size, seed)
-    tx = make_optimizer(spec.optim(), params)
+    tx, step_fn = step or fit_step(env, params, loss, spec)
     ps = parallel.param_shardings(env.model_config, env.mesh)
     params = jax.device_put(params, ps)
     with parallel.activate(env.mesh):
@@ -228,7 +242,7 @@ def fit(env: Env, params, loss: Loss, examples: Sequence[Mapping[str, np.ndarray
         shardings = state_shardings(tx, params, ps, env.mesh)
         state, metrics = train(loss, state, data, LoopConfig(steps=spec.steps,
                                                               progress=progress),
-                               mesh=env.mesh, shardings=shardings, optimizer=tx,
+                               mesh=env.mesh, shardings=shardings, step_fn=step_fn,
                                ref_params=ref_params)
     return state.params, metrics
 

@@ -1,0 +1,198 @@
+"""Monte Carlo process labels: rollouts from step prefixes, Math-Shepherd per-prefix labels
+and OmegaPRM's binary search for the first error. Shared by the ``prm`` and ``step_dpo``
+recipes.
+
+A solution is a list of steps. Its prefix ``m`` is its first ``m`` steps; the label of
+step ``j`` (0-based) is the label of prefix ``j + 1``. The exact label a Monte Carlo
+label approximates is :attr:`reasonjax.data.task.StepCheck.prefix_correct`.
+
+Labelers never call the model themselves: they ask an ``oracle(queries, k)`` for the
+number of correct completions among ``k`` rollouts from each queried prefix, ALL the
+queries of one labelling round in one call (so the model samples them as one batch; see
+:func:`prefix_oracle`). Unit tests pass a toy oracle.
+
+- Math-Shepherd (Wang et al., 2024, "Math-Shepherd: Verify and Reinforce LLMs Step-by-step
+  without Human Annotations"): ``k`` rollouts from every prefix; hard label = any rollout
+  correct, soft label = fraction correct. The last step of a finished solution needs no
+  rollouts: its prefix IS a finished solution, labelled by its own outcome.
+- OmegaPRM (Luo et al., 2024, "Improve Mathematical Reasoning in Language Models by
+  Automated Process Supervision"): for a wrong solution, binary search for the first error:
+  roll out from the middle prefix between the last prefix known good (initially the empty
+  one) and the first known bad (initially the whole solution); if any rollout is correct
+  the first error is later, else it is at or before the middle. O(log n) rollout batches
+  per solution; steps before the first error are labelled 1, the rest 0. A correct
+  solution needs no search (all its prefixes lead to a correct answer: itself). Soft
+  labels are the Monte Carlo estimates at the probed prefixes and the inferred 0/1
+  elsewhere. We run the search on the policy's own samples rather than OmegaPRM's
+  tree of rollouts reused across solutions (its MCTS over a question's rollouts); the
+  search and its labels are the paper's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional, Sequence
+
+import jax
+import numpy as np
+
+from reasonjax.data import formatting
+from reasonjax.data.task import Problem
+from reasonjax.recipes.common import Env, Samples, decode
+from reasonjax.search.sampler import SamplingConfig, sample
+
+# (solution index, prefix length m) queries and k -> correct rollouts per query [Q].
+Oracle = Callable[[Sequence[tuple[int, int]], int], np.ndarray]
+
+
+@dataclasses.dataclass
+class Labels:
+    """Process labels of S solutions.
+
+    hard: per solution, one 0/1 label per step. soft: per solution, one label in [0, 1] per
+    step. rollouts: per solution, rollouts spent on it. rounds: oracle calls made.
+    """
+
+    hard: list[list[float]]
+    soft: list[list[float]]
+    rollouts: list[int]
+    rounds: int
+
+    @property
+    def rollouts_per_label(self) -> float:
+        n = sum(len(h) for h in self.hard)
+        return sum(self.rollouts) / n if n else 0.0
+
+
+def math_shepherd_labels(n_steps: Sequence[int], outcome: Sequence[Optional[bool]],
+                         oracle: Oracle, k: int) -> Labels:
+    """Math-Shepherd labels for solutions of ``n_steps`` steps; ``outcome``: whether each
+    finished solution's answer is correct (None: unfinished, its last prefix is rolled out
+    too). One oracle call for every prefix of every solution."""
+    queries = []
+    for i, (n, out) in enumerate(zip(n_steps, outcome)):
+        last = n - 1 if out is not None else n
+        queries += [(i, m) for m in range(1, last + 1)]
+    counts = np.asarray(oracle(queries, k)) if queries else np.zeros(0, int)
+    by = {q: int(c) for q, c in zip(queries, counts)}
+    hard, soft, spent = [], [], []
+    for i, (n, out) in enumerate(zip(n_steps, outcome)):
+        s = [by[(i, m)] / k if (i, m) in by else float(bool(out)) for m in range(1, n + 1)]
+        soft.append(s)
+        hard.append([float(x > 0) for x in s])
+        spent.append(k * sum((i, m) in by for m in range(1, n + 1)))
+    return Labels(hard=hard, soft=soft, rollouts=spent, rounds=int(bool(queries)))
+
+
+def omegaprm_labels(n_steps: Sequence[int], outcome: Sequence[bool], oracle: Oracle,
+                    k: int) -> Labels:
+    """OmegaPRM binary-search labels (see the module docstring); every round probes the
+    middle prefix of every wrong solution still being searched, in one oracle call."""
+    S = len(n_steps)
+    lo = [0] * S  # longest prefix known to reach a correct answer
+    hi = [n if not ok else n + 1 for n, ok in zip(n_steps, outcome)]  # shortest known bad
+    probed: list[dict[int, float]] = [{} for _ in range(S)]
+    rounds = 0
+    while True:
+        active = [i for i in range(S) if not outcome[i] and hi[i] - lo[i] > 1]
+        if not active:
+            break
+        queries = [(i, (lo[i] + hi[i]) // 2) for i in active]
+        counts = np.asarray(oracle(queries, k))
+        rounds += 1
+        for (i, m), c in zip(queries, counts):
+            probed[i][m] = int(c) / k
+            if c > 0:
+                lo[i] = m
+            else:
+                hi[i] = m
+    hard, soft = [], []
+    for i, n in enumerate(n_steps):
+        h = [float(m < hi[i]) for m in range(1, n + 1)]
+        hard.append(h)
+        soft.append([probed[i].get(m, h[m - 1]) for m in range(1, n + 1)])
+    return Labels(hard=hard, soft=soft, rollouts=[k * len(p) for p in probed], rounds=rounds)
+
+
+def first_error(hard: Sequence[float]) -> Optional[int]:
+    """Index of the first step labelled 0, None when all are 1."""
+    return next((j for j, h in enumerate(hard) if h < 0.5), None)
+
+
+def agreement(labels: Sequence[Sequence[float]], exact: Sequence[Sequence[bool]]) -> float:
+    """Fraction of steps whose hard label equals the exact one."""
+    pairs = [(h >= 0.5, bool(e)) for hs, es in zip(labels, exact) for h, e in zip(hs, es)]
+    return float(np.mean([a == b for a, b in pairs])) if pairs else float("nan")
+
+
+# ---------------------------------------------------------------------------------------
+# Rollouts with the policy
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutSpec:
+    """Rollouts from prefixes: ``k`` completions at ``temperature`` of at most
+    ``max_new_tokens``; ``batch_size`` prefixes per sampler call (fixed shapes, so one
+    compile serves every call)."""
+
+    k: int = 4
+    temperature: float = 1.0
+    max_new_tokens: int = 48
+    batch_size: int = 64
+
+
+def prefix_text(env: Env, problem: Problem, steps: Sequence[str]) -> str:
+    """The prompt followed by ``steps``, each ended by the step delimiter."""
+    return env.task.prompt(problem) + "".join(s + env.delimiter for s in steps)
+
+
+def rollouts_from_prefixes(env: Env, params, prefixes: Sequence[tuple[Problem, Sequence[str]]],
+                           rng: jax.Array, spec: RolloutSpec) -> Samples:
+    """``spec.k`` completions of each (problem, prefix steps), continuing after the prefix.
+    Texts are the continuations; ``correct`` verifies prefix + continuation. Prompts are
+    left-padded to one length (the longest prompt plus ``max_new_tokens``) and calls hold
+    ``batch_size`` rows, so every call reuses one compiled sampler."""
+    length = env.prompt_len + spec.max_new_tokens
+    sampling = SamplingConfig(temperature=spec.temperature)
+    texts, correct, spent = [], [], 0
+    pad = formatting.encode_prompt(env.tokenizer, "")
+    for start in range(0, len(prefixes), spec.batch_size):
+        chunk = list(prefixes[start:start + spec.batch_size])
+        rows = [formatting.encode_prompt(env.tokenizer, prefix_text(env, p, s))
+                for p, s in chunk]
+        rows += [pad] * (spec.batch_size - len(rows))
+        batch = formatting.stack([formatting.fit(r, "prompt", length, "truncate")[0]
+                                  for r in rows])
+        out = sample(env.model_config, params, batch["prompt_tokens"], batch["prompt_mask"],
+                     jax.random.fold_in(rng, start), max_new_tokens=spec.max_new_tokens,
+                     n=spec.k, sampling=sampling, stop=env.stop,
+                     pad_id=env.tokenizer.pad_id or 0)
+        toks, lens = np.asarray(out.tokens), np.asarray(out.lengths)
+        for b, (problem, steps) in enumerate(chunk):
+            head = "".join(s + env.delimiter for s in steps)
+            row = [decode(env, toks[b, i], lens[b, i]) for i in range(spec.k)]
+            spent += int(np.sum(lens[b]))
+            texts.append(row)
+            correct.append([env.task.verify(problem, head + t) for t in row])
+    return Samples(texts=texts, correct=correct, tokens_generated=spent)
+
+
+def prefix_oracle(env: Env, params, problems: Sequence[Problem],
+                  steps: Sequence[Sequence[str]], rng: jax.Array, spec: RolloutSpec,
+                  spent: Optional[list] = None) -> Oracle:
+    """An :data:`Oracle` over solutions (``problems[i]``, ``steps[i]``) rolling out the
+    policy; each call draws fresh randomness and appends its tokens generated to ``spent``.
+    The oracle's ``k`` must equal ``spec.k``."""
+    calls = [0]
+
+    def oracle(queries, k):
+        if k != spec.k:
+            raise ValueError(f"oracle called with k={k}, but its RolloutSpec has k={spec.k}")
+        calls[0] += 1
+        s = rollouts_from_prefixes(env, params, [(problems[i], steps[i][:m]) for i, m in queries],
+                                   jax.random.fold_in(rng, calls[0]), spec)
+        if spent is not None:
+            spent.append(s.tokens_generated)
+        return np.asarray([sum(c) for c in s.correct], np.int64)
+
+    return oracle

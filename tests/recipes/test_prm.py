@@ -1,0 +1,163 @@
+"""Monte Carlo process labels against a toy completion oracle, PRM-weighted voting by
+hand, and the prm recipe at a micro size end to end, on a task with an exact step checker
+(arithmetic) and on a local GSM8K-style file (none)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from reasonjax.recipes import process_labels as pl
+from reasonjax.recipes import prm
+from reasonjax.recipes.replicate import replicate
+
+
+def toy_oracle(first_errors, k, log):
+    """Prefix m of solution i leads to k correct rollouts when it holds no error (m <=
+    first error), else 0. Every call's queries are appended to ``log``."""
+    def oracle(queries, kk):
+        assert kk == k
+        log.append(list(queries))
+        return np.asarray([k if first_errors[i] is None or m <= first_errors[i] else 0
+                           for i, m in queries])
+    return oracle
+
+
+def test_math_shepherd_rolls_out_every_prefix_but_a_finished_last_step():
+    log = []
+    labels = pl.math_shepherd_labels([3, 2, 2], [False, True, None],
+                                     toy_oracle([1, None, 0], 4, log), k=4)
+    assert log == [[(0, 1), (0, 2), (1, 1), (2, 1), (2, 2)]]  # one batched call
+    assert labels.hard == [[1.0, 0.0, 0.0], [1.0, 1.0], [0.0, 0.0]]
+    assert labels.rollouts == [8, 4, 8]
+    assert labels.rollouts_per_label == pytest.approx(20 / 7)
+    assert labels.rounds == 1
+
+
+def test_math_shepherd_soft_labels_are_fractions_and_hard_is_any():
+    counts = {(0, 1): 3, (0, 2): 1, (0, 3): 0}
+    labels = pl.math_shepherd_labels(
+        [4], [True], lambda q, k: np.asarray([counts[x] for x in q]), k=4)
+    assert labels.soft == [[0.75, 0.25, 0.0, 1.0]]
+    assert labels.hard == [[1.0, 1.0, 0.0, 1.0]]
+
+
+def test_omegaprm_binary_search_finds_the_first_error_in_log_rounds():
+    log = []
+    labels = pl.omegaprm_labels([8, 3, 2], [False, True, False],
+                                toy_oracle([5, None, 0], 2, log), k=2)
+    # solution 0: lo=0 hi=8 -> probe 4 (good) -> probe 6 (bad) -> probe 5 (good): error 5.
+    # solution 1 is correct: no search. solution 2: probe 1 (bad): error 0.
+    assert log == [[(0, 4), (2, 1)], [(0, 6)], [(0, 5)]]
+    assert labels.hard == [[1.0] * 5 + [0.0] * 3, [1.0] * 3, [0.0, 0.0]]
+    assert [pl.first_error(h) for h in labels.hard] == [5, None, 0]
+    assert labels.rollouts == [6, 0, 2] and labels.rounds == 3
+    assert labels.soft[0] == [1.0] * 5 + [0.0] * 3  # probed 4, 5 -> 1; probed 6 -> 0
+
+
+def test_omegaprm_soft_labels_keep_the_measured_estimates():
+    counts = {4: 1, 2: 3, 3: 0}
+    labels = pl.omegaprm_labels([6], [False],
+                                lambda q, k: np.asarray([counts.get(m, 0) for _, m in q]), k=4)
+    # lo=0 hi=6: probe 3 (0 -> hi=3), probe 1 (0 -> hi=1): first error at step 0.
+    assert labels.hard == [[0.0] * 6]
+    assert labels.soft == [[0.0] * 6]
+    counts = {3: 2, 4: 0}
+    labels = pl.omegaprm_labels([6], [False],
+                                lambda q, k: np.asarray([counts.get(m, 0) for _, m in q]), k=4)
+    # probe 3 (2/4 -> lo=3), probe 4 (0 -> hi=4): first error at step index 3.
+    assert labels.hard == [[1.0, 1.0, 1.0, 0.0, 0.0, 0.0]]
+    assert labels.soft == [[1.0, 1.0, 0.5, 0.0, 0.0, 0.0]]
+    assert labels.rollouts == [8]
+
+
+def test_agreement_counts_steps():
+    assert pl.agreement([[1.0, 0.0], [0.0]], [[True, True], [False]]) == pytest.approx(2 / 3)
+
+
+def test_vote_accuracy_majority_weighted_and_best_of_n_by_hand():
+    # problem 0: answers 5 (wrong, scores .2 .3), 7 (right, .9) -> majority picks 5 (2 vs
+    # 1 votes), the weighted vote 7 (.9 vs .5), best-of-N 7. problem 1: answers 1 (right,
+    # .4) and None (.95): majority and weighted pick 1, best-of-N the unanswered one.
+    # problem 2 has no solutions: wrong for all three.
+    got = prm.vote_accuracy([0, 0, 0, 1, 1], ["5", "5", "7", "1", None],
+                  [False, False, True, True, False], [0.2, 0.3, 0.9, 0.4, 0.95], 3)
+    assert got == pytest.approx({"majority": 1 / 3, "weighted": 2 / 3, "best_of_n": 1 / 3})
+    assert prm.solution_score(np.asarray([0.8, 0.3, 0.6])) == pytest.approx(0.3)
+    assert prm.solution_score(np.zeros(0)) == 0.0
+
+
+MICRO = ["task.eval_size=4", "warmup.steps=0", "model.overrides={n_layers: 1}",
+         "samples.problems=4", "samples.n=2", "samples.max_new_tokens=12", "rollouts.k=2",
+         "rollouts.max_new_tokens=12", "rollouts.batch_size=8", "prm.steps=2",
+         "prm.batch_size=8", "prm.seq_len=32", "num_devices=1"]
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prm")
+    return replicate("prm", "tiny", MICRO + ["task.train_size=8"], path), path
+
+
+@pytest.fixture(scope="module")
+def gsm8k_micro(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prm-gsm8k")
+    data = path / "gsm8k.jsonl"
+    data.write_text("".join(json.dumps({
+        "question": f"{a} cats, {b} come?",
+        "answer": f"{a}+{b}=<<{a}+{b}={a + b}>>{a + b}\n#### {a + b}"}) + "\n"
+        for a, b in [(1, 2), (3, 4), (2, 2), (5, 1), (4, 4), (6, 3), (7, 1), (2, 8)]))
+    return replicate("prm", "tiny", MICRO + ["task.name=gsm8k", f"task.data_file={data}",
+                                             "task.train_size=0"], path / "run"), path / "run"
+
+
+def _finite_fraction(x):
+    return math.isfinite(x) and 0.0 <= x <= 1.0
+
+
+def test_prm_recipe_micro_end_to_end(micro):
+    result, path = micro
+    assert [r["labels"] for r in result.rows] == ["math_shepherd", "omegaprm",
+                                                  "exact (ceiling)"]
+    for row in result.rows:
+        assert row["rollouts"] >= 0
+        for key in ("agreement with exact", "positive fraction", "PRM step accuracy",
+                    "majority vote", "PRM-weighted vote", "best-of-N by PRM"):
+            assert _finite_fraction(row[key]), (key, row[key])
+    ms, om = result.rows[0], result.rows[1]
+    assert om["rollouts"] <= ms["rollouts"]  # at most as many probes as prefixes
+    assert ms["rollouts"] % 2 == 0 and ms["rollouts per label"] <= 2  # k=2 per prefix
+    assert len({r["majority vote"] for r in result.rows}) == 1  # same samples, no PRM
+    assert len(result.checks) == 7
+    assert "PRM on omegaprm labels: weighted vote beats majority vote" in result.checks
+    text = result.report.read_text()
+    assert "| labels | rollouts | rollouts per label | positive fraction | agreement with " \
+           "exact | PRM step accuracy | majority vote | PRM-weighted vote |" in text
+    assert "Effect checks" in text and "hard labels agree on" in text
+    for png in ("agreement_vs_rollouts.png", "prm_accuracy.png", "vote_accuracy.png"):
+        assert (path / png).is_file()
+
+
+def test_prm_recipe_runs_without_an_exact_step_checker(gsm8k_micro):
+    result, path = gsm8k_micro
+    assert [r["labels"] for r in result.rows] == ["math_shepherd", "omegaprm"]
+    for row in result.rows:
+        assert set(row) == {"labels", "rollouts", "rollouts per label", "positive fraction",
+                            "majority vote", "PRM-weighted vote", "best-of-N by PRM"}
+        assert row["rollouts"] >= 0 and row["rollouts per label"] >= 0
+        for key in ("positive fraction", "majority vote", "PRM-weighted vote",
+                    "best-of-N by PRM"):
+            assert _finite_fraction(row[key]), (key, row[key])
+    assert set(result.checks) == {
+        "OmegaPRM spends fewer rollouts per label than Math-Shepherd",
+        "PRM on math_shepherd labels: weighted vote beats majority vote",
+        "PRM on omegaprm labels: weighted vote beats majority vote"}
+    text = result.report.read_text()
+    assert "no exact step checker" in text and "| agreement with exact" not in text
+    assert (path / "vote_accuracy.png").is_file()
+    assert not (path / "prm_accuracy.png").exists()
+    phases = [json.loads(line)["phase"] for line in
+              (path / "metrics.jsonl").read_text().splitlines()]
+    assert phases == ["samples", "label-math_shepherd", "label-omegaprm", "prm-math_shepherd",
+                      "prm-omegaprm"]  # no exact-label ceiling
