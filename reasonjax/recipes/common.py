@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 import zlib
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
@@ -29,12 +29,12 @@ from reasonjax.data.task import Problem, Task, get_task
 from reasonjax.models.config import ModelConfig, get_config
 from reasonjax.models.tokenizer import CharTokenizer, Tokenizer
 from reasonjax.recipes.rundir import Run, run_phase
-from reasonjax.search.sampler import SamplingConfig, StopTokens, sample, stop_tokens_for
-from reasonjax.train.loop import LoopConfig, train
+from reasonjax.search.sampler import SamplingConfig, StopTokens, stop_tokens_for
+from reasonjax.train import rollout
+from reasonjax.train.fit import FitConfig, make_fit_step
+from reasonjax.train.fit import fit as train_fit
 from reasonjax.train.loss import Loss
-from reasonjax.train.step import make_train_step
-from reasonjax.train.state import OptimConfig, create_train_state, make_optimizer, \
-    state_shardings
+from reasonjax.train.state import OptimConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,8 +108,7 @@ class Env:
     @property
     def prompt_len(self) -> int:
         """Longest prompt (tokens, with bos) over train and eval problems."""
-        return max(len(formatting.encode_prompt(self.tokenizer, self.task.prompt(p))
-                       ["prompt_tokens"]) for p in self.train + self.eval)
+        return rollout.prompt_length(self.tokenizer, self.task, self.train + self.eval)
 
 
 def _local_problems(spec: TaskSpec) -> tuple[Task, list[Problem], list[Problem]]:
@@ -175,76 +174,43 @@ def make_env(task: TaskSpec, model: ModelSpec, mesh: parallel.MeshConfig = paral
 # Training on in-memory examples
 
 
-class ExampleBatches:
-    """Batches of fixed-shape examples, reshuffled every epoch (an in-memory iterator for
-    the data a recipe makes each round: every example is padded to ``seq_len`` once, so a
-    batch is one numpy gather)."""
-
-    def __init__(self, examples: Sequence[Mapping[str, np.ndarray]], kind: str, seq_len: int,
-                 batch_size: int, seed: int):
-        fitted = [formatting.fit(ex, kind, seq_len, on_overflow="truncate")
-                  for ex in examples]
-        truncated = sum(t for _, t in fitted)
-        if truncated:
-            warnings.warn(f"{truncated} of {len(fitted)} {kind} examples are longer than "
-                          f"seq_len={seq_len} and were truncated; raise seq_len to keep them "
-                          "whole", stacklevel=2)
-        fitted = [ex for ex, _ in fitted]
-        self.arrays = formatting.stack(fitted)
-        self.n, self.batch_size = len(fitted), batch_size
-        self.rng = np.random.default_rng(seed)
-        self.order, self.pos = self.rng.permutation(self.n), 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        rows = []
-        while len(rows) < self.batch_size:
-            if self.pos == self.n:
-                self.order, self.pos = self.rng.permutation(self.n), 0
-            take = min(self.batch_size - len(rows), self.n - self.pos)
-            rows.extend(self.order[self.pos:self.pos + take])
-            self.pos += take
-        idx = np.asarray(rows)
-        return {k: v[idx] for k, v in self.arrays.items()}
+def examples_to_rows(examples: Sequence[Mapping[str, np.ndarray]], kind: str,
+                     seq_len: int) -> dict[str, np.ndarray]:
+    """``formatting.encode_*`` outputs of ``kind`` padded to ``seq_len`` and stacked into
+    rows [N, ...]; longer examples are truncated with a warning that counts them."""
+    fitted = [formatting.fit(ex, kind, seq_len, on_overflow="truncate") for ex in examples]
+    truncated = sum(t for _, t in fitted)
+    if truncated:
+        warnings.warn(f"{truncated} of {len(fitted)} {kind} examples are longer than "
+                      f"seq_len={seq_len} and were truncated; raise seq_len to keep them whole",
+                      stacklevel=3)
+    return formatting.stack([ex for ex, _ in fitted])
 
 
-def fit_step(env: Env, params, loss: Loss, spec: FitSpec) -> tuple:
-    """(optimizer, jitted train step) for ``loss`` and ``spec``: pass it as ``fit(...,
-    step=...)`` to several fits of the same loss, spec and param shapes (e.g. one model per
-    label set) so they share one compile."""
-    tx = make_optimizer(spec.optim(), params)
-    ps = parallel.param_shardings(env.model_config, env.mesh)
-    with parallel.activate(env.mesh):
-        shardings = state_shardings(tx, params, ps, env.mesh)
-    return tx, make_train_step(loss, tx, env.mesh, shardings)
+def fit_step(env: Env, params, loss: Loss, spec: FitSpec) -> Callable:
+    """The jitted train step for ``loss`` and ``spec``: pass it as ``fit(..., step=...)``
+    to several fits of the same loss, spec and param shapes (e.g. one model per label set)
+    so they share one compile."""
+    return make_fit_step(loss, env.model_config, params, spec.optim(), mesh=env.mesh)
 
 
 def fit(env: Env, params, loss: Loss, examples: Sequence[Mapping[str, np.ndarray]], kind: str,
         spec: FitSpec, seed: int = 0, ref_params=None, progress: bool = True,
-        step: Optional[tuple] = None):
+        step: Optional[Callable] = None):
     """Trains ``params`` with ``loss`` on ``examples`` (``formatting.encode_*`` outputs of
-    ``kind``), reshuffled every epoch, for ``spec.steps`` steps. Returns (params, last
-    metrics). Resumability comes from the recipe's phases, so nothing is saved here.
-    ``step``: a :func:`fit_step` of the same loss and spec to reuse (default: built here)."""
+    ``kind``), reshuffled every epoch, for ``spec.steps`` steps (:func:`reasonjax.train.fit.
+    fit` on the stacked rows). Returns (params, last metrics). Resumability comes from the
+    recipe's phases, so nothing is saved here. ``step``: a :func:`fit_step` to reuse."""
     if spec.steps == 0:
         return params, {}
     if not examples:
         raise ValueError(f"fit: no {kind} examples to train {loss.name} on")
     parallel.validate_batch(spec.batch_size, env.mesh, what="batch_size")
-    data = ExampleBatches(examples, kind, spec.seq_len, spec.batch_size, seed)
-    tx, step_fn = step or fit_step(env, params, loss, spec)
-    ps = parallel.param_shardings(env.model_config, env.mesh)
-    params = jax.device_put(params, ps)
-    with parallel.activate(env.mesh):
-        state = create_train_state(params, tx, seed=seed, mesh=env.mesh, param_shardings=ps)
-        shardings = state_shardings(tx, params, ps, env.mesh)
-        state, metrics = train(loss, state, data, LoopConfig(steps=spec.steps,
-                                                              progress=progress),
-                               mesh=env.mesh, shardings=shardings, step_fn=step_fn,
-                               ref_params=ref_params)
-    return state.params, metrics
+    rows = examples_to_rows(examples, kind, spec.seq_len)
+    cfg = FitConfig(steps=spec.steps, batch_size=spec.batch_size, seed=seed,
+                    optim=spec.optim(), progress=progress)
+    return train_fit(loss, env.model_config, params, rows, cfg, ref_params=ref_params,
+                     mesh=env.mesh, step_fn=step)
 
 
 def sft_examples(env: Env, prompts: Sequence[str], completions: Sequence[str]) -> list[dict]:
@@ -287,13 +253,12 @@ class Samples:
 
 def prompts_of(env: Env, problems: Sequence[Problem]) -> dict[str, np.ndarray]:
     """A left-padded prompt batch for ``problems`` (length: the longest prompt)."""
-    prompts = [env.task.prompt(p) for p in problems]
-    length = max(len(formatting.encode_prompt(env.tokenizer, p)["prompt_tokens"])
-                 for p in prompts)
-    return formatting.prompt_batch(env.tokenizer, prompts, length)
+    return rollout.task_prompts(env.tokenizer, env.task, problems,
+                                rollout.prompt_length(env.tokenizer, env.task, problems))
 
 
 def decode(env: Env, ids: np.ndarray, length: int) -> str:
+    """The text of a completion's first ``length`` ids, without a final EOS."""
     ids = [int(t) for t in ids[:length]]
     if env.tokenizer.eos_id is not None and ids and ids[-1] == env.tokenizer.eos_id:
         ids = ids[:-1]
@@ -303,30 +268,27 @@ def decode(env: Env, ids: np.ndarray, length: int) -> str:
 def sample_completions(env: Env, params, problems: Sequence[Problem], rng: jax.Array, *, n: int,
                        temperature: float, max_new_tokens: int,
                        batch_size: int = 64) -> Samples:
-    """n whole completions per problem (temperature 0: greedy), verified by the task."""
+    """n whole completions per problem (temperature 0: greedy), verified by the task
+    (:func:`reasonjax.train.rollout.generate` over chunks of ``batch_size`` problems)."""
     sampling = SamplingConfig(temperature=temperature)
     texts, correct, spent = [], [], 0
     for start in range(0, len(problems), batch_size):
         chunk = list(problems[start:start + batch_size])
-        batch = prompts_of(env, chunk)
-        out = sample(env.model_config, params, batch["prompt_tokens"], batch["prompt_mask"],
-                     jax.random.fold_in(rng, start), max_new_tokens=max_new_tokens, n=n,
-                     sampling=sampling, stop=env.stop, pad_id=env.tokenizer.pad_id or 0)
-        toks, lens = np.asarray(out.tokens), np.asarray(out.lengths)
-        spent += int(np.sum(lens))
-        for b, problem in enumerate(chunk):
-            row = [decode(env, toks[b, i], lens[b, i]) for i in range(n)]
-            texts.append(row)
-            correct.append([env.task.verify(problem, t) for t in row])
+        ro = rollout.generate(env.model_config, params, env.tokenizer, env.task, chunk,
+                              jax.random.fold_in(rng, start), n=n,
+                              max_new_tokens=max_new_tokens, sampling=sampling)
+        spent += int(np.sum(ro.lengths))
+        texts += [ro.completions[b * n:(b + 1) * n] for b in range(len(chunk))]
+        correct += [[bool(c) for c in ro.correct[b * n:(b + 1) * n]] for b in range(len(chunk))]
     return Samples(texts=texts, correct=correct, tokens_generated=spent)
 
 
 def greedy_accuracy(env: Env, params, problems: Sequence[Problem],
                     max_new_tokens: int) -> float:
     """Fraction of ``problems`` whose greedy completion verifies."""
-    s = sample_completions(env, params, problems, jax.random.key(0), n=1, temperature=0.0,
-                           max_new_tokens=max_new_tokens)
-    return float(np.mean([c[0] for c in s.correct]))
+    return rollout.greedy_accuracy(env.model_config, params, env.tokenizer, env.task, problems,
+                                   max_new_tokens=max_new_tokens,
+                                   batch_size=min(64, len(problems)))
 
 
 def rng_for(seed: int, *names: str) -> jax.Array:

@@ -33,6 +33,7 @@ from reasonjax.models.tokenizer import Tokenizer, check_vocab
 from reasonjax.train.loop import LoopConfig, train
 from reasonjax.train.loss import Loss
 from reasonjax.train.sft import SFTConfig, sft_loss
+from reasonjax.train.step import make_train_step
 from reasonjax.train.state import (OptimConfig, TrainState, create_train_state, make_optimizer,
                                    make_schedule, state_shardings)
 
@@ -97,14 +98,14 @@ def setup(model_config: ModelConfig, params, optim: OptimConfig, *, seed: int = 
 
 def rows_iterator(rows: Mapping[str, np.ndarray], batch_size: int, seed: int = 0):
     """A checkpointable iterator of batches drawn from ``rows`` (dict of arrays [N, ...]):
-    shuffled anew every epoch, repeated forever, every batch full."""
+    shuffled anew every epoch, repeated forever, every batch full (a batch may span two
+    epochs, so fewer rows than ``batch_size`` are fine)."""
     sizes = {k: np.shape(v)[0] if np.ndim(v) else None for k, v in rows.items()}
     n = next(iter(sizes.values()))
     if any(s != n for s in sizes.values()):
         raise BatchError(f"rows need the same leading size for every key, got {sizes}")
-    if n < batch_size:
-        raise BatchError(f"{n} rows are fewer than batch_size={batch_size}; lower the batch "
-                         "size or bring more rows")
+    if n == 0:
+        raise BatchError("no rows to train on")
     host = {k: np.asarray(v) for k, v in rows.items()}
     ds = grain.MapDataset.range(n).shuffle(seed=seed).repeat(None)
     ds = ds.map(lambda i: {k: v[i] for k, v in host.items()})
@@ -113,15 +114,17 @@ def rows_iterator(rows: Mapping[str, np.ndarray], batch_size: int, seed: int = 0
 
 def fit(loss: Loss, model_config: ModelConfig, params, data: Union[Mapping, Any],
         cfg: FitConfig = FitConfig(), *, ref_params: Any = None, mesh: Optional[Mesh] = None,
-        run_dir: Optional[str] = None, eval_fn: Optional[Callable[[Any], dict]] = None
-        ) -> tuple[Any, dict]:
+        run_dir: Optional[str] = None, eval_fn: Optional[Callable[[Any], dict]] = None,
+        step_fn: Optional[Callable] = None) -> tuple[Any, dict]:
     """Trains ``params`` on ``loss`` for ``cfg.steps`` steps. Returns (params, last metrics).
 
     data: rows of the loss's batch kind (a dict of arrays [N, ...], e.g.
     ``formatting.preference_batch(...)``; see :func:`rows_iterator`) or an iterator of
     batches with get_state/set_state. ref_params: the frozen reference (DPO family, KTO)
     unless the rows carry precomputed reference log-probs. With ``run_dir`` the run
-    checkpoints and resumes there and writes ``metrics.jsonl``."""
+    checkpoints and resumes there and writes ``metrics.jsonl``. step_fn: a
+    :func:`make_fit_step` of the same loss, optimizer config and mesh, to share one compile
+    between several fits."""
     if isinstance(data, Mapping):
         loss.check(data, ref_params is not None)
         data = rows_iterator(data, cfg.batch_size, cfg.seed)
@@ -131,9 +134,19 @@ def fit(loss: Loss, model_config: ModelConfig, params, data: Union[Mapping, Any]
     loop = LoopConfig(steps=cfg.steps, run_dir=run_dir, checkpoint_every=cfg.checkpoint_every,
                       eval_every=cfg.eval_every, progress=cfg.progress)
     state, metrics = train(loss, s.state, data, loop, mesh=s.mesh, shardings=s.shardings,
-                           optimizer=s.optimizer, ref_params=ref_params, eval_fn=eval_fn,
-                           lr_schedule=make_schedule(cfg.optim))
+                           optimizer=None if step_fn else s.optimizer, step_fn=step_fn,
+                           ref_params=ref_params, eval_fn=eval_fn,
+                           lr_schedule=None if step_fn else make_schedule(cfg.optim))
     return state.params, metrics
+
+
+def make_fit_step(loss: Loss, model_config: ModelConfig, params, optim: OptimConfig, *,
+                  mesh: Optional[Mesh] = None) -> Callable:
+    """The jitted train step :func:`fit` would build, to pass as ``fit(..., step_fn=...)``
+    to several fits of the same loss, optimizer config, param shapes and mesh."""
+    s = setup(model_config, params, optim, mesh=mesh)
+    return make_train_step(loss, s.optimizer, s.mesh, s.shardings,
+                           lr_schedule=make_schedule(optim))
 
 
 def task_sft_iterator(tok: Tokenizer, task: Task, cfg: TaskSFTConfig,

@@ -8,6 +8,7 @@ from reasonjax.data import formatting
 from reasonjax.recipes import common
 from reasonjax.recipes.replicate import RECIPES, load_config, preset_path
 from reasonjax.recipes.rundir import open_run
+from reasonjax.train.fit import rows_iterator
 
 
 def test_env_keeps_train_and_eval_apart_and_is_deterministic():
@@ -20,17 +21,17 @@ def test_env_keeps_train_and_eval_apart_and_is_deterministic():
     assert [p.meta for p in a.eval] != [p.meta for p in a.train[:6]]
 
 
-def test_example_batches_cover_every_example_once_per_epoch():
+def test_examples_become_rows_and_every_row_is_seen_once_per_epoch():
     tok = common.CharTokenizer()
     examples = [formatting.encode_completion(tok, f"{i}+1\n", str(i + 1)) for i in range(10)]
-    it = common.ExampleBatches(examples, "sft", 12, 4, seed=0)
-    firsts = [tuple(b["tokens"][r]) for b in (next(it), next(it)) for r in range(4)]
-    third = next(it)["tokens"]
-    firsts += [tuple(third[r]) for r in range(2)]  # 10 rows: one epoch
-    assert sorted(firsts) == sorted(tuple(formatting.fit(e, "sft", 12)[0]["tokens"])
-                                    for e in examples)
+    rows = common.examples_to_rows(examples, "sft", 12)
+    assert rows["tokens"].shape == (10, 12)
+    it = rows_iterator(rows, 4, seed=0)  # 10 rows, batch 4: batches span epochs
+    drawn = np.concatenate([next(it)["tokens"] for _ in range(5)])  # 20 rows: two epochs
+    for epoch in (drawn[:10], drawn[10:]):
+        assert sorted(map(tuple, epoch)) == sorted(map(tuple, rows["tokens"]))
     with pytest.warns(UserWarning, match="1 of 1 sft examples are longer than seq_len=3"):
-        common.ExampleBatches(examples[:1], "sft", 3, 1, seed=0)
+        common.examples_to_rows(examples[:1], "sft", 3)
 
 
 def test_paper_settings_without_paths_are_named():
