@@ -87,6 +87,20 @@ class FitSpec:
                            weight_decay=self.weight_decay, trainable=self.trainable)
 
 
+@dataclasses.dataclass(frozen=True)
+class RecipeConfig:
+    """The fields every recipe's ``Config`` starts with (recipes subclass it and add their
+    own): the problems, the policy, its warm-up, the mesh (``num_devices``: use the first
+    n devices, 0 = all) and the seed every phase's randomness derives from."""
+
+    task: TaskSpec = TaskSpec()
+    model: ModelSpec = ModelSpec()
+    warmup: FitSpec = FitSpec()
+    mesh: parallel.MeshConfig = parallel.MeshConfig()
+    num_devices: int = 0
+    seed: int = 0
+
+
 @dataclasses.dataclass
 class Env:
     """What a recipe runs on. train / eval: problems; stop: EOS + step-delimiter tables;
@@ -130,6 +144,11 @@ def _local_problems(spec: TaskSpec) -> tuple[Task, list[Problem], list[Problem]]
     train = problems[:spec.train_size] if spec.train_size > 0 else problems
     held = held[:spec.eval_size] if spec.eval_size > 0 else held
     return get_task(fmt), train, held
+
+
+def env_for(cfg: RecipeConfig) -> "Env":
+    """:func:`make_env` from a recipe config."""
+    return make_env(cfg.task, cfg.model, cfg.mesh, cfg.num_devices)
 
 
 def make_env(task: TaskSpec, model: ModelSpec, mesh: parallel.MeshConfig = parallel.MeshConfig(),

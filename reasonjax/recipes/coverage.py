@@ -35,13 +35,12 @@ from typing import Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from reasonjax import parallel
 from reasonjax.config import ConfigError
 from reasonjax.eval.passk import coverage_curve, fit_power_law, log_linearity
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.eval.verifier import verified_resampling
-from reasonjax.recipes.common import (FitSpec, ModelSpec, TaskSpec, make_env, rng_for,
+from reasonjax.recipes.common import (RecipeConfig, env_for, rng_for,
                                       sample_completions, warmup)
 from reasonjax.recipes.replicate import Result
 from reasonjax.recipes.rundir import log_metrics, open_run, run_phase
@@ -69,13 +68,7 @@ class VerifierSpec:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    task: TaskSpec = dataclasses.field(default_factory=TaskSpec)
-    model: ModelSpec = dataclasses.field(default_factory=ModelSpec)
-    warmup: FitSpec = dataclasses.field(default_factory=FitSpec)
-    mesh: parallel.MeshConfig = dataclasses.field(default_factory=parallel.MeshConfig)
-    num_devices: int = 0
-    seed: int = 0
+class Config(RecipeConfig):
     sampling: SamplingSpec = dataclasses.field(default_factory=SamplingSpec)
     verifier: VerifierSpec = dataclasses.field(default_factory=VerifierSpec)
     vote_trials: int = 16
@@ -168,7 +161,7 @@ def run(cfg: Config, run_dir) -> Result:
                           "per problem")
     run_dir = Path(run_dir)
     r = open_run(run_dir, cfg, total_phases=2)
-    env = make_env(cfg.task, cfg.model, cfg.mesh, cfg.num_devices)
+    env = env_for(cfg)
     params = warmup(r, env, cfg.warmup, seed=cfg.seed)
     s = cfg.sampling
 

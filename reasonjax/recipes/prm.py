@@ -38,7 +38,6 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from reasonjax import parallel
 from reasonjax.config import ConfigError
 from reasonjax.data import formatting
 from reasonjax.data.task import Problem
@@ -67,13 +66,7 @@ class SampleSpec:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    task: common.TaskSpec = common.TaskSpec()
-    model: common.ModelSpec = common.ModelSpec()
-    warmup: common.FitSpec = common.FitSpec()
-    mesh: parallel.MeshConfig = parallel.MeshConfig()
-    num_devices: int = 0
-    seed: int = 0
+class Config(common.RecipeConfig):
     samples: SampleSpec = SampleSpec()
     rollouts: process_labels.RolloutSpec = process_labels.RolloutSpec()
     targets: str = "hard"  # hard | soft: the PRM's BCE targets
@@ -182,7 +175,7 @@ def vote_accuracy(group, answers, correct, weights, n_problems: int) -> dict:
 def run(cfg: Config, run_dir) -> Result:
     if cfg.targets not in TARGETS:
         raise ConfigError(f"targets={cfg.targets!r}: choose one of {TARGETS}")
-    env = common.make_env(cfg.task, cfg.model, cfg.mesh, cfg.num_devices)
+    env = common.env_for(cfg)
     exact = env.task.exact_steps  # without a step checker: no agreement / ceiling / accuracy
     run = open_run(run_dir, cfg, total_phases=2 + 2 * len(LABELERS) + int(exact))
     policy = common.warmup(run, env, cfg.warmup, seed=cfg.seed)

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-from reasonjax import parallel
 from reasonjax.config import ConfigError
 from reasonjax.data import formatting
 from reasonjax.eval.plots import line_plot
@@ -50,13 +49,7 @@ class SamplingSpec:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    task: common.TaskSpec = common.TaskSpec()
-    model: common.ModelSpec = common.ModelSpec()
-    warmup: common.FitSpec = common.FitSpec()
-    mesh: parallel.MeshConfig = parallel.MeshConfig()
-    num_devices: int = 0
-    seed: int = 0
+class Config(common.RecipeConfig):
     rounds: int = 1
     sampling: SamplingSpec = SamplingSpec()
     locate: str = "exact"  # exact | monte_carlo
@@ -127,7 +120,7 @@ def run(cfg: Config, run_dir) -> Result:
     if cfg.locate not in LOCATES:
         raise ConfigError(f"locate={cfg.locate!r}: choose one of {LOCATES}")
     run = open_run(run_dir, cfg, total_phases=2 + 2 * cfg.rounds)
-    env = common.make_env(cfg.task, cfg.model, cfg.mesh, cfg.num_devices)
+    env = common.env_for(cfg)
     if cfg.locate == "exact" and not env.task.exact_steps:
         raise ConfigError(f"locate=exact: task {env.task.name!r} has no exact step checker; "
                           "set locate=monte_carlo")

@@ -48,13 +48,13 @@ from typing import Literal, Optional
 import jax
 import numpy as np
 
-from reasonjax import checkpoint, parallel
+from reasonjax import checkpoint
 from reasonjax.config import ConfigError
 from reasonjax.data import formatting
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
-from reasonjax.recipes.common import (Env, FitSpec, ModelSpec, TaskSpec, decode, fit,
-                                      make_env, rng_for, sample_completions, warmup)
+from reasonjax.recipes.common import (Env, FitSpec, RecipeConfig, decode, env_for, fit,
+                                      rng_for, sample_completions, warmup)
 from reasonjax.recipes.replicate import Result
 from reasonjax.recipes.rundir import log_metrics, open_run, run_phase
 from reasonjax.search.beam import BeamConfig, beam_search, dvts
@@ -107,13 +107,7 @@ class SearchSpec:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    task: TaskSpec = dataclasses.field(default_factory=TaskSpec)
-    model: ModelSpec = dataclasses.field(default_factory=ModelSpec)
-    warmup: FitSpec = dataclasses.field(default_factory=FitSpec)
-    mesh: parallel.MeshConfig = dataclasses.field(default_factory=parallel.MeshConfig)
-    num_devices: int = 0
-    seed: int = 0
+class Config(RecipeConfig):
     prm: PRMSpec = dataclasses.field(default_factory=PRMSpec)
     difficulty: DifficultySpec = dataclasses.field(default_factory=DifficultySpec)
     search: SearchSpec = dataclasses.field(default_factory=SearchSpec)
@@ -401,7 +395,7 @@ def run(cfg: Config, run_dir) -> Result:
     budgets = sorted(set(cfg.search.budgets))
     phases = 2 + (0 if cfg.prm.checkpoint else 2) + len(budgets) * len(SEARCHES)
     r = open_run(run_dir, cfg, total_phases=phases)
-    env = make_env(cfg.task, cfg.model, cfg.mesh, cfg.num_devices)
+    env = env_for(cfg)
     params = warmup(r, env, cfg.warmup, seed=cfg.seed)
     prm = _prm(r, env, params, cfg)
     bins, rates = _difficulty(r, env, params, cfg)
