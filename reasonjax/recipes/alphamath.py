@@ -38,14 +38,13 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from reasonjax import parallel
 from reasonjax.data import formatting
 from reasonjax.data.task import Problem
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.recipes import mcts_data
-from reasonjax.recipes.common import (Env, FitSpec, ModelSpec, TaskSpec, decode, fit,
-                                      make_env, prompts_of, rng_for, warmup)
+from reasonjax.recipes.common import (Env, FitSpec, RecipeConfig, decode, env_for, fit,
+                                      prompts_of, rng_for, warmup)
 from reasonjax.recipes.replicate import Result
 from reasonjax.recipes.rundir import log_metrics, open_run, run_phase
 from reasonjax.search.beam import BeamConfig, beam_search
@@ -75,13 +74,7 @@ class EvalSpec:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    task: TaskSpec = TaskSpec()
-    model: ModelSpec = ModelSpec()
-    warmup: FitSpec = FitSpec()
-    mesh: parallel.MeshConfig = parallel.MeshConfig()
-    num_devices: int = 0
-    seed: int = 0
+class Config(RecipeConfig):
     rounds: int = 2
     warmup_problems: int = 0
     search: mcts_data.SearchSpec = mcts_data.SearchSpec()
@@ -230,7 +223,7 @@ def round_problems(cfg: Config, n_train: int, rnd: int) -> list[int]:
 def run(cfg: Config, run_dir: str | Path) -> Result:
     run_dir = Path(run_dir)
     run = open_run(run_dir, cfg, total_phases=3 + 3 * cfg.rounds)
-    env = make_env(cfg.task, cfg.model, cfg.mesh, cfg.num_devices)
+    env = env_for(cfg)
     warm_env, search_problems = mcts_data.split_train(env, cfg.warmup_problems)
     params = warmup(run, warm_env, cfg.warmup, seed=cfg.seed)
     verifier = mcts_data.ProblemVerifier(env, search_problems)

@@ -33,28 +33,21 @@ from typing import Sequence
 
 import numpy as np
 
-from reasonjax import parallel
 from reasonjax.data import formatting
 from reasonjax.data.task import Problem
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.recipes import mcts_data
 from reasonjax.recipes.alphamath import EvalSpec, eval_greedy, round_problems
-from reasonjax.recipes.common import (Env, FitSpec, ModelSpec, TaskSpec, fit, make_env,
-                                      rng_for, warmup)
+from reasonjax.recipes.common import (Env, FitSpec, RecipeConfig, env_for, fit, rng_for,
+                                      warmup)
 from reasonjax.recipes.replicate import Result
 from reasonjax.recipes.rundir import log_metrics, open_run, run_phase
 from reasonjax.train.preference import PreferenceConfig, preference_loss
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    task: TaskSpec = TaskSpec()
-    model: ModelSpec = ModelSpec()
-    warmup: FitSpec = FitSpec()
-    mesh: parallel.MeshConfig = parallel.MeshConfig()
-    num_devices: int = 0
-    seed: int = 0
+class Config(RecipeConfig):
     rounds: int = 2
     warmup_problems: int = 0
     search: mcts_data.SearchSpec = mcts_data.SearchSpec()
@@ -75,7 +68,7 @@ def pair_examples(env: Env, records: Sequence[dict], problems: Sequence[Problem]
 def run(cfg: Config, run_dir: str | Path) -> Result:
     run_dir = Path(run_dir)
     run = open_run(run_dir, cfg, total_phases=2 + 2 * cfg.rounds)
-    env = make_env(cfg.task, cfg.model, cfg.mesh, cfg.num_devices)
+    env = env_for(cfg)
     warm_env, search_problems = mcts_data.split_train(env, cfg.warmup_problems)
     params = warmup(run, warm_env, cfg.warmup, seed=cfg.seed)
     verifier = mcts_data.ProblemVerifier(env, search_problems)
