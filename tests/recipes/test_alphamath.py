@@ -5,13 +5,17 @@ import math
 from reasonjax.recipes import alphamath
 from reasonjax.recipes.replicate import replicate
 
-MICRO = ["task.train_size=24", "task.eval_size=4", "warmup_problems=16", "warmup.steps=5",
-         "warmup.batch_size=4", "num_devices=1", "rounds=1", "search.problems=4",
-         "search.batch_size=4", "search.num_actions=2", "search.num_simulations=2",
-         "search.max_steps=2", "search.step_tokens=8", "train.steps=2", "train.batch_size=4",
-         "eval.batch_size=4", "eval.vote_n=2", "eval.beams=1", "eval.expansions=2",
-         "eval.mcts_simulations=2", "eval.mcts_actions=2", "eval.max_steps=2",
-         "eval.step_tokens=8"]
+# A 1-layer model, two problems, one of everything: each phase compiles once.
+MODEL = "model.overrides={n_layers: 1, d_model: 16, n_heads: 2, n_kv_heads: 1, d_ff: 32}"
+STEPS, STEP_TOKENS = 2, 12
+MICRO = [MODEL, "task.train_size=10", "task.eval_size=2", "warmup_problems=6",
+         "warmup.steps=2", "warmup.batch_size=2", "num_devices=1", "rounds=1",
+         "search.problems=2", "search.batch_size=2", "search.num_actions=2",
+         "search.num_simulations=2", f"search.max_steps={STEPS}",
+         f"search.step_tokens={STEP_TOKENS}", "train.steps=1", "train.batch_size=2",
+         "value_holdout=0.5", "eval.batch_size=2", "eval.vote_n=2", "eval.beams=1",
+         "eval.expansions=2", "eval.mcts_simulations=2", "eval.mcts_actions=2",
+         f"eval.max_steps={STEPS}", f"eval.step_tokens={STEP_TOKENS}"]
 
 
 def test_alphamath_micro_run_writes_the_report(tmp_path):
@@ -23,7 +27,7 @@ def test_alphamath_micro_run_writes_the_report(tmp_path):
         assert math.isfinite(row["tokens / problem"]) and row["tokens / problem"] > 0
     # Greedy decodes one sequence; the searches sample several per problem.
     greedy, vote = result.rows[0]["tokens / problem"], result.rows[1]["tokens / problem"]
-    assert greedy <= 2 * 8 and vote > greedy
+    assert greedy <= STEPS * STEP_TOKENS and vote > greedy
     assert list(result.checks) == ["value-guided step beam search beats greedy at equal model"]
     text = result.report.read_text()
     for heading in ("Final model: accuracy by inference method", "Effect checks",
@@ -35,6 +39,7 @@ def test_alphamath_micro_run_writes_the_report(tmp_path):
     phases = sorted(p.name for p in (tmp_path / "phases").iterdir())
     assert phases == ["eval-methods", "eval-round-0", "eval-round-1", "mcts-round-1",
                       "train-round-1", "warmup"]
+    assert "value MAE" in text and "correct>wrong, same problem" in text
 
 
 def test_round_problems_are_a_seeded_shuffle_per_round():
@@ -43,3 +48,27 @@ def test_round_problems_are_a_seeded_shuffle_per_round():
     assert len(a) == cfg.search.problems and len(set(a)) == len(a)
     assert a == alphamath.round_problems(cfg, 1000, 1) and a != b
     assert sorted(alphamath.round_problems(cfg, 5, 1)) == [0, 1, 2, 3, 4]
+
+
+def test_split_records_holds_out_whole_problems():
+    recs = [{"problem": p, "i": i} for i, p in enumerate([0, 0, 1, 2, 2, 3])]
+    train, held = alphamath.split_records(recs, 0.5, seed=0)
+    held_problems = {r["problem"] for r in held}
+    assert len(held_problems) == 2 and not held_problems & {r["problem"] for r in train}
+    assert sorted(r["i"] for r in train + held) == list(range(6))
+    assert alphamath.split_records(recs, 0.5, seed=0) == (train, held)
+    assert alphamath.split_records(recs, 0.0, seed=0) == (recs, [])
+    # never the whole round: at least one problem stays for training
+    assert len({r["problem"] for r in alphamath.split_records(recs, 1.0, 0)[0]}) == 1
+
+
+def test_ranking_counts_correct_over_wrong_pairs():
+    final = [(0, True, 0.9), (0, False, 0.1), (0, False, 0.9), (1, True, -0.5),
+             (1, False, 0.0)]
+    out = alphamath.ranking(final)
+    # all pairs: 0.9 beats 0.1, ties 0.9, beats 0.0; -0.5 loses to all three
+    assert out["final_auc"] == (1 + 0.5 + 1) / 6
+    # same problem: (0.9 vs 0.1) win, (0.9 vs 0.9) tie, (-0.5 vs 0.0) loss
+    assert out["same_problem"] == 1.5 / 3 and out["same_problem_pairs"] == 3
+    nan = alphamath.ranking([(0, True, 1.0)])
+    assert math.isnan(nan["final_auc"]) and nan["same_problem_pairs"] == 0

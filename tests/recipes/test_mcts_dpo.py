@@ -7,11 +7,12 @@ import numpy as np
 from reasonjax.recipes import common, mcts_dpo
 from reasonjax.recipes.replicate import replicate
 
-MICRO = ["task.train_size=24", "task.eval_size=4", "warmup_problems=16", "warmup.steps=5",
-         "warmup.batch_size=4", "num_devices=1", "search.problems=4", "search.batch_size=4",
-         "search.num_actions=2", "search.num_simulations=2", "search.max_steps=2",
-         "search.step_tokens=8", "train.steps=2", "train.batch_size=4", "eval.batch_size=4",
-         "eval.max_steps=2", "eval.step_tokens=8"]
+MODEL = "model.overrides={n_layers: 1, d_model: 16, n_heads: 2, n_kv_heads: 1, d_ff: 32}"
+MICRO = [MODEL, "task.train_size=10", "task.eval_size=2", "warmup_problems=6",
+         "warmup.steps=2", "warmup.batch_size=2", "num_devices=1", "search.problems=2",
+         "search.batch_size=2", "search.num_actions=2", "search.num_simulations=2",
+         "search.max_steps=2", "search.step_tokens=12", "train.steps=1",
+         "train.batch_size=2", "eval.batch_size=2", "eval.max_steps=2", "eval.step_tokens=12"]
 
 
 def test_mcts_dpo_micro_run_writes_the_report(tmp_path):
