@@ -15,7 +15,7 @@ demo: $(STAMP)
 	$(VENV)/bin/reasonjax replicate alphamath
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -n 2 -q tests
+	$(VENV)/bin/python -m pytest -n 2 -q --durations=15 tests
 
 bench: $(STAMP)
 	for f in benchmarks/*.py; do $(VENV)/bin/python $$f || exit 1; done
