@@ -24,14 +24,21 @@ def _summary(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+SFT = ["train", "sft", *TASK, *MODEL, "--batch-size", "8", "--seq-len", "32", "--lr", "1e-3"]
+
+
 @pytest.fixture(scope="module")
 def sft_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("sft")
+    """A 2-step SFT run the later kinds start from (built here, not by another test: under
+    xdist the tests of this module may run in different processes)."""
+    path = tmp_path_factory.mktemp("sft")
+    assert main(SFT + ["--run-dir", str(path), "--steps", "2"]) == 0
+    return path
 
 
-def test_sft_runs_then_a_rerun_resumes_and_continues(sft_dir, capsys):
-    argv = ["train", "sft", *TASK, *MODEL, "--run-dir", str(sft_dir), "--batch-size", "8",
-            "--seq-len", "32", "--lr", "1e-3"]
+def test_sft_runs_then_a_rerun_resumes_and_continues(tmp_path, capsys):
+    sft_dir = tmp_path
+    argv = SFT + ["--run-dir", str(sft_dir)]
     code, out, _ = _run(capsys, argv + ["--steps", "2"])
     assert code == 0 and "from the start" in out
     first = read_metrics(sft_dir)
