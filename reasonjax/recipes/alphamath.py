@@ -63,12 +63,12 @@ from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.recipes import mcts_data
 from reasonjax.recipes.common import (Env, FitSpec, RecipeConfig, decode, env_for, fit,
-                                      prompts_of, rng_for, warmup)
+                                      prompts_of, rng_for, sample_completions, warmup)
 from reasonjax.recipes.replicate import Result
 from reasonjax.recipes.rundir import log_metrics, open_run, run_phase
 from reasonjax.search.beam import BeamConfig, beam_search
 from reasonjax.search.mcts import mcts
-from reasonjax.search.sampler import SamplingConfig, sample
+from reasonjax.search.sampler import SamplingConfig
 from reasonjax.search.scoring import StepScorer
 from reasonjax.search.voting import VotingConfig, voting
 from reasonjax.train.logprobs import forward
@@ -125,17 +125,11 @@ def _batches(env: Env, problems: Sequence[Problem], size: int):
 
 
 def eval_greedy(env: Env, params, problems, spec: EvalSpec, rng) -> tuple[list[bool], float]:
-    correct, spent = [], []
-    for chunk, tokens, mask in _batches(env, problems, spec.batch_size):
-        out = sample(env.model_config, params, tokens, mask, rng,
-                     max_new_tokens=spec.max_steps * spec.step_tokens, n=1,
-                     sampling=SamplingConfig(temperature=0.0), stop=env.stop,
-                     pad_id=env.tokenizer.pad_id or 0)
-        toks, lens = np.asarray(out.tokens), np.asarray(out.lengths)
-        for b, p in enumerate(chunk):
-            correct.append(env.task.verify(p, decode(env, toks[b, 0], lens[b, 0])))
-        spent.append(float(np.mean(lens)))
-    return correct, float(np.mean(spent))
+    """(correct per problem, generated tokens per problem) of greedy decoding."""
+    s = sample_completions(env, params, problems, rng, n=1, temperature=0.0,
+                           max_new_tokens=spec.max_steps * spec.step_tokens,
+                           batch_size=spec.batch_size)
+    return [c[0] for c in s.correct], s.tokens_generated / len(problems)
 
 
 def eval_majority(env: Env, params, problems, spec: EvalSpec, rng) -> tuple[list[bool], float]:
