@@ -52,11 +52,15 @@ class ModelConfig:
     param_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     # Rematerialisation of each layer in the backward pass: none, full, or keep matmuls.
     remat: Literal["none", "full", "dots"] = "none"
+    # Layers per iteration of the layer scan: 1 keeps a loop (one compiled layer body, best
+    # for deep models); >= n_layers unrolls it into straight-line code (faster steps for
+    # shallow models, on CPU especially, at some compile time).
+    scan_unroll: int = 1
 
     def __post_init__(self):
         problems = []
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff",
-                     "max_seq_len"):
+                     "max_seq_len", "scan_unroll"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
         if self.n_heads > 0 and self.n_kv_heads > 0 and self.n_heads % self.n_kv_heads:
@@ -108,15 +112,15 @@ PRESETS: dict[str, ModelConfig] = {
     # Tiny models for CPU runs on the built-in tasks (vocab set from the tokenizer).
     # ~0.1M: the recipes' tiny presets (learns the easy built-in tasks in ~1 CPU minute).
     "tiny-100k": ModelConfig(vocab_size=128, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
-                             d_ff=192, max_seq_len=256),
+                             d_ff=192, max_seq_len=256, scan_unroll=2),
     "tiny-1m": ModelConfig(vocab_size=128, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2,
-                           d_ff=384, max_seq_len=512),
+                           d_ff=384, max_seq_len=512, scan_unroll=4),
     "tiny-3m": ModelConfig(vocab_size=128, d_model=256, n_layers=4, n_heads=4, n_kv_heads=2,
-                           d_ff=640, max_seq_len=512),
+                           d_ff=640, max_seq_len=512, scan_unroll=4),
     "tiny-5m": ModelConfig(vocab_size=128, d_model=256, n_layers=6, n_heads=8, n_kv_heads=4,
-                           d_ff=768, max_seq_len=1024),
+                           d_ff=768, max_seq_len=1024, scan_unroll=6),
     "tiny-25m": ModelConfig(vocab_size=128, d_model=512, n_layers=8, n_heads=8, n_kv_heads=4,
-                            d_ff=1536, max_seq_len=1024),
+                            d_ff=1536, max_seq_len=1024, scan_unroll=8),
     # Real families (shapes of the public checkpoints).
     "llama-3.2-1b": ModelConfig(vocab_size=128256, d_model=2048, n_layers=16, n_heads=32,
                                 n_kv_heads=8, head_dim=64, d_ff=8192, rope_theta=500000.0,

@@ -160,16 +160,19 @@ def test_every_param_has_logical_axes():
     assert tuple(layer_q) == ("layers", "embed", "heads", "head_dim")
 
 
-@pytest.mark.parametrize("remat", ["full", "dots"])
-def test_remat_gives_same_loss_and_grads(params, remat):
+@pytest.mark.parametrize("change", [{"remat": "full"}, {"remat": "dots"},
+                                    {"scan_unroll": 2}, {"scan_unroll": 2, "remat": "full"}])
+def test_remat_and_unrolled_layers_give_same_loss_and_grads(params, change):
+    """Rematerialisation and unrolling the layer scan change the schedule, not the math."""
     tokens = _tokens((2, 6))
+    params = {**params, "value_head": jax.tree.map(lambda a: a + 0.1, params["value_head"])}
 
     def loss(cfg, p):
         out = Transformer(cfg).apply({"params": p}, tokens)
-        return jnp.mean(jax.nn.log_softmax(out.logits)[..., 0]) + jnp.mean(out.values)
+        return jnp.mean(jax.nn.log_softmax(out.logits)[..., 0]) + jnp.mean(out.values ** 2)
 
     ref_l, ref_g = jax.jit(jax.value_and_grad(lambda p: loss(CFG, p)))(params)
-    l, g = jax.jit(jax.value_and_grad(lambda p: loss(CFG.replace(remat=remat), p)))(params)
+    l, g = jax.jit(jax.value_and_grad(lambda p: loss(CFG.replace(**change), p)))(params)
     np.testing.assert_allclose(l, ref_l, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), g, ref_g)
 
@@ -191,5 +194,7 @@ def test_bad_inputs():
         init_cache(CFG, 1, 65)
     with pytest.raises(ConfigError, match="multiple of n_kv_heads"):
         CFG.replace(n_kv_heads=3)
+    with pytest.raises(ConfigError, match="scan_unroll must be positive"):
+        CFG.replace(scan_unroll=0)
     with pytest.raises(ConfigError, match="unknown model preset"):
         get_config("tiny-7t")
