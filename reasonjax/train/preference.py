@@ -23,6 +23,12 @@ reward margin ``h = (pi_c - ref_c) - (pi_r - ref_r)``; each returns a per-pair l
              Reference-Free Reward": -log sigmoid(beta (avg_c - avg_r) - gamma) on
              length-normalised (mean per token) log-probs; no reference.
 
+Any reference-based member can add a likelihood term on the chosen response,
+``nll_weight * NLL(chosen)`` with NLL the mean per-token negative log-likelihood (RPO: Pang
+et al., 2024, "Iterative Reasoning Preference Optimization", DPO + NLL; TRL's
+``rpo_alpha``). DPO on pairs that share most of their tokens can lower the chosen
+response's likelihood along with the rejected one's; the NLL term holds it up.
+
 Step-level DPO (Lai et al., 2024, "Step-DPO"; MCTS-DPO, Xie et al., 2024) uses the same
 batch format: the shared prefix (question + correct earlier steps) is in both rows with
 ``loss_mask`` 0 and only the one-step continuation carries ``loss_mask`` 1, so every loss
@@ -63,13 +69,15 @@ REFERENCE_FREE = ("orpo", "simpo")
 class PreferenceConfig:
     """loss: which member of the family. beta: inverse temperature of the implicit reward
     (SimPO: reward scale). label_smoothing: eps of cdpo / robust. orpo_lambda: weight of the
-    odds-ratio term. simpo_gamma: SimPO's target margin."""
+    odds-ratio term. simpo_gamma: SimPO's target margin. nll_weight: weight of the mean
+    per-token NLL of the chosen response added to a reference-based loss (RPO; 0 = off)."""
 
     loss: PairedLoss = "dpo"
     beta: float = 0.1
     label_smoothing: float = 0.0
     orpo_lambda: float = 0.1
     simpo_gamma: float = 0.5
+    nll_weight: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +160,10 @@ def paired_loss(config: PreferenceConfig, pi_c, pi_r, ref_c, ref_r, len_c, len_r
     losses = {"dpo": lambda: dpo_loss(h, b), "cdpo": lambda: cdpo_loss(h, b, eps),
               "robust": lambda: robust_dpo_loss(h, b, eps), "ipo": lambda: ipo_loss(h, b),
               "hinge": lambda: hinge_loss(h, b)}
-    return losses[config.loss](), b * (pi_c - ref_c), b * (pi_r - ref_r)
+    loss = losses[config.loss]()
+    if config.nll_weight:
+        loss = loss + config.nll_weight * -pi_c / jnp.maximum(len_c, 1)
+    return loss, b * (pi_c - ref_c), b * (pi_r - ref_r)
 
 
 # ---------------------------------------------------------------------------------------
@@ -165,6 +176,11 @@ def _validate(config: PreferenceConfig) -> None:
     if config.loss == "robust" and not 0 <= config.label_smoothing < 0.5:
         raise ValueError("preference.label_smoothing must lie in [0, 0.5) for the robust "
                          f"loss, got {config.label_smoothing}")
+    if config.nll_weight < 0:
+        raise ValueError(f"preference.nll_weight must be >= 0, got {config.nll_weight}")
+    if config.nll_weight and config.loss in REFERENCE_FREE:
+        raise ValueError(f"preference.nll_weight applies to reference-based losses; "
+                         f"{config.loss} has its own terms (orpo already adds the NLL)")
     if config.loss == "cdpo" and not 0 <= config.label_smoothing <= 0.5:
         raise ValueError("preference.label_smoothing must lie in [0, 0.5] for cdpo, got "
                          f"{config.label_smoothing}")

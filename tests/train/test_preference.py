@@ -31,6 +31,10 @@ H = 1.5
      (-0.8 * _log_sigmoid(0.15) + 0.2 * _log_sigmoid(-0.15)) / 0.6),
     ("ipo", pref.PreferenceConfig("ipo", beta=0.5), (1.5 - 1.0) ** 2),
     ("hinge", pref.PreferenceConfig("hinge", beta=0.5), 1 - 0.75),
+    # RPO: DPO + nll_weight * mean NLL of the chosen response (-(-3) / 3 tokens = 1).
+    ("dpo+nll", pref.PreferenceConfig("dpo", beta=0.1, nll_weight=0.5),
+     -_log_sigmoid(0.15) + 0.5 * 1.0),
+    ("ipo+nll", pref.PreferenceConfig("ipo", beta=0.5, nll_weight=2.0), 0.25 + 2.0),
 ])
 def test_reference_losses_match_hand_values(name, cfg, expected):
     loss, rc, rr = pref.paired_loss(cfg, jnp.array([PI_C]), jnp.array([PI_R]),
@@ -155,4 +159,8 @@ def test_bad_preference_configs_are_rejected(tiny_config):
         pref.preference_loss(tiny_config, pref.PreferenceConfig(beta=0.0))
     with pytest.raises(ValueError, match="label_smoothing"):
         pref.preference_loss(tiny_config, pref.PreferenceConfig("robust", label_smoothing=0.5))
+    with pytest.raises(ValueError, match="nll_weight must be >= 0"):
+        pref.preference_loss(tiny_config, pref.PreferenceConfig(nll_weight=-1.0))
+    with pytest.raises(ValueError, match="orpo already adds the NLL"):
+        pref.preference_loss(tiny_config, pref.PreferenceConfig("orpo", nll_weight=1.0))
     assert not pref.preference_loss(tiny_config, pref.PreferenceConfig("simpo")).needs_reference
