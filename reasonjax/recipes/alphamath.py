@@ -63,7 +63,8 @@ from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.recipes import mcts_data
 from reasonjax.recipes.common import (Env, FitSpec, RecipeConfig, decode, env_for, fit,
-                                      prompts_of, rng_for, sample_completions, warmup)
+                                      on_mesh, prompts_of, rng_for, sample_completions,
+                                      warmup)
 from reasonjax.recipes.replicate import Result
 from reasonjax.recipes.rundir import log_metrics, open_run, run_phase
 from reasonjax.search.beam import BeamConfig, beam_search
@@ -139,8 +140,8 @@ def eval_majority(env: Env, params, problems, spec: EvalSpec, rng) -> tuple[list
     extract = lambda ids: env.task.extract_answer(decode(env, ids, len(ids)))
     correct, spent = [], []
     for i, (chunk, tokens, mask) in enumerate(_batches(env, problems, spec.batch_size)):
-        out = voting(env.model_config, params, tokens, mask, jax.random.fold_in(rng, i), cfg,
-                     env.stop, extract)
+        out = on_mesh(env, voting, params, tokens, mask, jax.random.fold_in(rng, i), cfg,
+                      env.stop, extract)
         correct += [w is not None and env.task.answer_correct(p, w)
                     for p, w in zip(chunk, out.winners)]
         spent.append(_per_problem(out.search.compute, tokens))
@@ -160,8 +161,8 @@ def eval_beam(env: Env, params, problems, spec: EvalSpec, rng) -> tuple[list[boo
                      pad_id=env.tokenizer.pad_id or 0)
     correct, spent = [], []
     for i, (chunk, tokens, mask) in enumerate(_batches(env, problems, spec.batch_size)):
-        out = beam_search(env.model_config, params, tokens, mask, jax.random.fold_in(rng, i),
-                          cfg, env.stop)
+        out = on_mesh(env, beam_search, params, tokens, mask, jax.random.fold_in(rng, i),
+                      cfg, env.stop)
         best = np.asarray(out.chosen_tokens())
         lens = np.asarray(out.lengths)[np.arange(len(best)), np.asarray(out.chosen)]
         correct += [env.task.verify(p, decode(env, best[b], lens[b]))
@@ -180,8 +181,8 @@ def eval_mcts(env: Env, params, problems, spec: EvalSpec, rng) -> tuple[list[boo
     cfg = search.mcts_config(env.tokenizer.pad_id or 0)
     correct, spent = [], []
     for i, (chunk, tokens, mask) in enumerate(_batches(env, problems, spec.batch_size)):
-        out = mcts(env.model_config, params, tokens, mask, jax.random.fold_in(rng, i), cfg,
-                   env.stop)
+        out = on_mesh(env, mcts, params, tokens, mask, jax.random.fold_in(rng, i), cfg,
+                      env.stop)
         path, length = np.asarray(out.path), np.asarray(out.length)
         correct += [env.task.verify(p, mcts_data.path_text(env, path[b, :length[b]])[0])
                     for b, p in enumerate(chunk)]

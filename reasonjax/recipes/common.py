@@ -276,6 +276,22 @@ def prompts_of(env: Env, problems: Sequence[Problem]) -> dict[str, np.ndarray]:
                                 rollout.prompt_length(env.tokenizer, env.task, problems))
 
 
+def on_mesh(env: Env, fn: Callable, params, tokens, mask, rng: jax.Array, *args,
+            what: str = "search / sampling batch_size", **kwargs):
+    """``fn(env.model_config, params, tokens, mask, rng, *args, **kwargs)`` (a sampler or a
+    search from :mod:`reasonjax.search`) with the prompt rows [B, P] split over the data
+    axes of ``env.mesh`` and the model's logical rules active, so a multi-device run samples
+    and searches data-parallel, like it trains. ``params`` are already on the mesh (the
+    warm-up and ``fit`` place them). B must divide over the data axes (one host: the
+    recipe's search batch sizes; several hosts would also need each host's share of rows
+    and a gather of the results, which the recipes do not do yet). ``what`` names B in the
+    error when it does not divide."""
+    parallel.validate_batch(np.shape(tokens)[0], env.mesh, what=what)
+    tokens, mask = parallel.shard_batch((np.asarray(tokens), np.asarray(mask)), env.mesh)
+    with parallel.activate(env.mesh):
+        return fn(env.model_config, params, tokens, mask, rng, *args, **kwargs)
+
+
 def decode(env: Env, ids: np.ndarray, length: int) -> str:
     """The text of a completion's first ``length`` ids, without a final EOS."""
     ids = [int(t) for t in ids[:length]]
@@ -291,14 +307,17 @@ def sample_completions(env: Env, params, problems: Sequence[Problem], rng: jax.A
     (:func:`reasonjax.train.rollout.generate` over chunks of ``batch_size`` problems)."""
     sampling = SamplingConfig(temperature=temperature)
     texts, correct, spent = [], [], 0
+    batch_size = min(batch_size, len(problems))
     for start in range(0, len(problems), batch_size):
         chunk = list(problems[start:start + batch_size])
+        real = len(chunk)
+        chunk += [chunk[-1]] * (batch_size - real)  # one shape per call, divisible by the mesh
         ro = rollout.generate(env.model_config, params, env.tokenizer, env.task, chunk,
                               jax.random.fold_in(rng, start), n=n,
-                              max_new_tokens=max_new_tokens, sampling=sampling)
-        spent += int(np.sum(ro.lengths))
-        texts += [ro.completions[b * n:(b + 1) * n] for b in range(len(chunk))]
-        correct += [[bool(c) for c in ro.correct[b * n:(b + 1) * n]] for b in range(len(chunk))]
+                              max_new_tokens=max_new_tokens, sampling=sampling, mesh=env.mesh)
+        spent += int(np.sum(ro.lengths[:real * n]))
+        texts += [ro.completions[b * n:(b + 1) * n] for b in range(real)]
+        correct += [[bool(c) for c in ro.correct[b * n:(b + 1) * n]] for b in range(real)]
     return Samples(texts=texts, correct=correct, tokens_generated=spent)
 
 
@@ -307,7 +326,7 @@ def greedy_accuracy(env: Env, params, problems: Sequence[Problem],
     """Fraction of ``problems`` whose greedy completion verifies."""
     return rollout.greedy_accuracy(env.model_config, params, env.tokenizer, env.task, problems,
                                    max_new_tokens=max_new_tokens,
-                                   batch_size=min(64, len(problems)))
+                                   batch_size=min(64, len(problems)), mesh=env.mesh)
 
 
 def rng_for(seed: int, *names: str) -> jax.Array:

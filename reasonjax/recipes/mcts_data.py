@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from reasonjax.data.task import Problem
-from reasonjax.recipes.common import Env, prompts_of
+from reasonjax.recipes.common import Env, on_mesh, prompts_of
 from reasonjax.search.mcts import MCTSConfig, mcts, sibling_pairs, tree_paths, value_targets
 from reasonjax.search.sampler import SamplingConfig
 
@@ -150,8 +150,9 @@ def search(env: Env, params, problem_ids: Sequence[int], spec: SearchSpec,
         ids += [ids[0]] * (spec.batch_size - real)
         batch = prompts_of(env, [verifier.problems[i] for i in ids])
         tokens, mask = _left_pad(batch, prompt_len, env.tokenizer.pad_id or 0)
-        result = mcts(env.model_config, params, tokens, mask, jax.random.fold_in(rng, start),
-                      cfg, env.stop, verifier=verifier, problem_ids=np.asarray(ids, np.int32))
+        result = on_mesh(env, mcts, params, tokens, mask, jax.random.fold_in(rng, start),
+                         cfg, env.stop, verifier=verifier,
+                         problem_ids=np.asarray(ids, np.int32))
         for tree in result.trees:
             t = _numpy_tree(tree)
             trees.append((np.asarray(ids[:real]), {k: v[:real] for k, v in t.items()}))

@@ -38,7 +38,7 @@ import numpy as np
 
 from reasonjax.data import formatting
 from reasonjax.data.task import Problem
-from reasonjax.recipes.common import Env, Samples, decode
+from reasonjax.recipes.common import Env, Samples, decode, on_mesh
 from reasonjax.search.sampler import SamplingConfig, sample
 
 # (solution index, prefix length m) queries and k -> correct rollouts per query [Q].
@@ -163,10 +163,10 @@ def rollouts_from_prefixes(env: Env, params, prefixes: Sequence[tuple[Problem, S
         rows += [pad] * (spec.batch_size - len(rows))
         batch = formatting.stack([formatting.fit(r, "prompt", length, "truncate")[0]
                                   for r in rows])
-        out = sample(env.model_config, params, batch["prompt_tokens"], batch["prompt_mask"],
-                     jax.random.fold_in(rng, start), max_new_tokens=spec.max_new_tokens,
-                     n=spec.k, sampling=sampling, stop=env.stop,
-                     pad_id=env.tokenizer.pad_id or 0)
+        out = on_mesh(env, sample, params, batch["prompt_tokens"], batch["prompt_mask"],
+                      jax.random.fold_in(rng, start), max_new_tokens=spec.max_new_tokens,
+                      n=spec.k, sampling=sampling, stop=env.stop,
+                      pad_id=env.tokenizer.pad_id or 0)
         toks, lens = np.asarray(out.tokens), np.asarray(out.lengths)
         for b, (problem, steps) in enumerate(chunk):
             head = "".join(s + env.delimiter for s in steps)

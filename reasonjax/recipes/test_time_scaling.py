@@ -54,7 +54,7 @@ from reasonjax.data import formatting
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.recipes.common import (Env, FitSpec, RecipeConfig, decode, env_for, fit,
-                                      rng_for, sample_completions, warmup)
+                                      on_mesh, rng_for, sample_completions, warmup)
 from reasonjax.recipes.replicate import Result
 from reasonjax.recipes.rundir import log_metrics, open_run, run_phase
 from reasonjax.search.beam import BeamConfig, beam_search, dvts
@@ -259,9 +259,9 @@ def _search_bin(env: Env, params, prm, problems, prompt_len: int, method: str, s
     batch = formatting.prompt_batch(env.tokenizer, [env.task.prompt(p) for p in problems],
                                     prompt_len)
     prm_config, prm_params = prm
-    result = SEARCH_FNS[method](env.model_config, params, batch["prompt_tokens"],
-                                batch["prompt_mask"], rng, scfg, env.stop,
-                                scorer_config=prm_config, scorer_params=prm_params)
+    result = on_mesh(env, SEARCH_FNS[method], params, batch["prompt_tokens"],
+                     batch["prompt_mask"], rng, scfg, env.stop, scorer_config=prm_config,
+                     scorer_params=prm_params, what="difficulty bin size (eval_size / bins)")
     tokens = np.asarray(result.tokens)
     lengths = np.asarray(result.lengths)
     chosen = np.asarray(result.chosen)

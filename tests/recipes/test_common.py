@@ -62,3 +62,39 @@ def test_warmup_trains_then_loads_from_the_run_directory(tmp_path):
     np.testing.assert_array_equal(np.asarray(first["embed"]["embedding"]),
                                   np.asarray(again["embed"]["embedding"]))
     assert 0.0 <= common.greedy_accuracy(env, first, env.eval, 16) <= 1.0
+
+
+def test_sampling_and_search_on_a_mesh_equal_one_device():
+    """Recipes sample and search with the prompt rows split over the mesh's data axes;
+    the completions, verdicts and search trees are those of one device."""
+    import jax
+
+    from reasonjax import parallel
+    from reasonjax.recipes import mcts_data
+
+    task = common.TaskSpec(train_size=8, eval_size=8)
+    one = common.make_env(task, common.ModelSpec(), num_devices=1)
+    four = common.make_env(task, common.ModelSpec(), parallel.MeshConfig(data=4),
+                           num_devices=4)
+    host = parallel.init_params(one.model_config, jax.random.key(0))
+    results = []
+    for env in (one, four):
+        params = parallel.shard_params(host, env.model_config, env.mesh)
+        s = common.sample_completions(env, params, env.eval[:6], jax.random.key(1), n=2,
+                                      temperature=1.0, max_new_tokens=12, batch_size=4)
+        spec = mcts_data.SearchSpec(problems=4, batch_size=4, num_actions=2,
+                                    num_simulations=3, max_steps=2, step_tokens=6)
+        found = mcts_data.search(env, params, [0, 1, 2, 3], spec,
+                                 mcts_data.ProblemVerifier(env, env.train), jax.random.key(2))
+        results.append((s, found))
+    (s1, f1), (s4, f4) = results
+    assert s1.texts == s4.texts and s1.correct == s4.correct and len(s1.texts) == 6
+    assert s1.tokens_generated == s4.tokens_generated
+    assert f1.tokens_generated == f4.tokens_generated
+    for (ids1, t1), (ids4, t4) in zip(f1.trees, f4.trees):
+        np.testing.assert_array_equal(ids1, ids4)
+        for k in t1:
+            np.testing.assert_allclose(t1[k], t4[k], atol=1e-5, err_msg=k)
+    with pytest.raises(ConfigError, match="batch_size=6 is not divisible by the data axes"):
+        common.sample_completions(four, params, four.eval[:6], jax.random.key(1), n=1,
+                                  temperature=1.0, max_new_tokens=4, batch_size=6)
