@@ -24,16 +24,15 @@ has no such ability, so non-terminal nodes are valued by the (untrained, zero) v
 and Q comes from the verifier's rewards backed up through the tree: the outcome term of
 the paper's reward alone. Rounds and problems are far fewer than the paper's.
 
-What the tiny preset shows: the round-2 policy is not better than the warm-up's. Pairs
-are scarce because a node yields one only when two of its children were visited with
-different Q: the tiny policy's K candidates are often the same text and a search per move
-rarely visits two siblings. Searching every held-apart problem (1000) with 16 simulations
-gives 82-105 pairs a round (8 simulations over 512 problems: 31-40), and DPO on them
-lowers the chosen steps' log-probs along with the rejected ones (logp_chosen -1.5 ->
--2.0 in round 2) and greedy accuracy drops (0.809 -> 0.797 -> 0.738). A hundred step
-pairs are too few to move a policy that is right on ~85% of its searches; more pairs
-(more problems per round, a self-evaluation term that separates siblings the outcome
-leaves tied) or a likelihood term on the chosen steps would be the next things to try.
+What the tiny preset shows: pairs are plentiful (~300 sibling step pairs a round from
+1000 searched problems, 16 simulations per move), but plain DPO on them lowers the chosen
+steps' log-probs along with the rejected ones (the pairs share the whole prefix and
+differ in a few tokens), and greedy accuracy collapses: 0.617 -> 0.551 -> 0.422. The tiny
+preset therefore adds the chosen step's mean NLL (``dpo.nll_weight=1``, RPO; Pang et al.,
+2024), which holds the policy: 0.617 -> 0.625 -> 0.598, round 2 within noise of round 0
+(256 problems, SE ~3 points). The policy already solves ~80% of its searches; a step
+pair moves few of the ~20% it misses. The paper's self-evaluation reward (separating
+siblings that the outcome leaves tied) and far more rounds are what the tiny run lacks.
 """
 
 from __future__ import annotations
