@@ -304,17 +304,12 @@ def sample_completions(env: Env, params, problems: Sequence[Problem], rng: jax.A
                        temperature: float, max_new_tokens: int,
                        batch_size: int = 64) -> Samples:
     """n whole completions per problem (temperature 0: greedy), verified by the task
-    (:func:`reasonjax.train.rollout.generate` over chunks of ``batch_size`` problems)."""
-    sampling = SamplingConfig(temperature=temperature)
+    (:func:`reasonjax.train.rollout.generate_in_chunks`, ``batch_size`` problems a call)."""
     texts, correct, spent = [], [], 0
-    batch_size = min(batch_size, len(problems))
-    for start in range(0, len(problems), batch_size):
-        chunk = list(problems[start:start + batch_size])
-        real = len(chunk)
-        chunk += [chunk[-1]] * (batch_size - real)  # one shape per call, divisible by the mesh
-        ro = rollout.generate(env.model_config, params, env.tokenizer, env.task, chunk,
-                              jax.random.fold_in(rng, start), n=n,
-                              max_new_tokens=max_new_tokens, sampling=sampling, mesh=env.mesh)
+    for real, ro in rollout.generate_in_chunks(
+            env.model_config, params, env.tokenizer, env.task, problems, rng,
+            batch_size=min(batch_size, len(problems)), n=n, max_new_tokens=max_new_tokens,
+            sampling=SamplingConfig(temperature=temperature), mesh=env.mesh):
         spent += int(np.sum(ro.lengths[:real * n]))
         texts += [ro.completions[b * n:(b + 1) * n] for b in range(real)]
         correct += [[bool(c) for c in ro.correct[b * n:(b + 1) * n]] for b in range(real)]

@@ -6,6 +6,7 @@ task's verifier, and lay them out as training rows.
   by :func:`reasonjax.search.sampler.sample`), their text, rewards and a ``rollout``-style
   sequence quadruple (prompt + completion, right-padded, ``loss_mask`` 1 on the sampled
   tokens including the EOS);
+- :func:`generate_in_chunks`: :func:`generate` over many problems, a fixed number per call;
 - :func:`greedy_accuracy`: the fraction of problems whose greedy completion verifies.
 
 Rewards follow ReFT (Luong et al., 2024): 1 for a correct final answer, ``partial`` for an
@@ -17,7 +18,7 @@ sample j of problem i, the layout :mod:`reasonjax.train.rl` expects.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import jax
 import numpy as np
@@ -145,6 +146,22 @@ def generate(model_config: ModelConfig, params, tok: Tokenizer, task: Task,
                     lengths=lengths)
 
 
+def generate_in_chunks(model_config: ModelConfig, params, tok: Tokenizer, task: Task,
+                       problems: Sequence[Problem], rng: jax.Array, *, batch_size: int,
+                       **kwargs) -> Iterator[tuple[int, Rollouts]]:
+    """:func:`generate` (``kwargs``: its keyword arguments) over ``problems``,
+    ``batch_size`` per call, chunk ``start`` drawing with ``fold_in(rng, start)``. The last
+    chunk is filled up with repeats of its last problem, so every call has one shape (one
+    compile, divisible by the mesh's data axes). Yields (real problems in the chunk, its
+    Rollouts); rows from ``real * n`` on are the filling."""
+    for start in range(0, len(problems), batch_size):
+        chunk = list(problems[start:start + batch_size])
+        real = len(chunk)
+        chunk += [chunk[-1]] * (batch_size - real)
+        yield real, generate(model_config, params, tok, task, chunk,
+                             jax.random.fold_in(rng, start), **kwargs)
+
+
 def greedy_accuracy(model_config: ModelConfig, params, tok: Tokenizer, task: Task,
                     problems: Sequence[Problem], *, max_new_tokens: int,
                     batch_size: int = 64, prompt_len: Optional[int] = None,
@@ -156,16 +173,11 @@ def greedy_accuracy(model_config: ModelConfig, params, tok: Tokenizer, task: Tas
     if not problems:
         raise ValueError("greedy_accuracy: no problems")
     prompt_len = prompt_len or prompt_length(tok, task, problems)
-    hits = 0
-    for start in range(0, len(problems), batch_size):
-        chunk = list(problems[start:start + batch_size])
-        real = len(chunk)
-        chunk += [chunk[-1]] * (batch_size - real)
-        out = generate(model_config, params, tok, task, chunk, jax.random.key(0), n=1,
-                       max_new_tokens=max_new_tokens, sampling=SamplingConfig(temperature=0.0),
-                       prompt_len=prompt_len, mesh=mesh)
-        hits += int(out.correct[:real].sum())
-    return hits / len(problems)
+    chunks = generate_in_chunks(model_config, params, tok, task, problems, jax.random.key(0),
+                                batch_size=batch_size, n=1, max_new_tokens=max_new_tokens,
+                                sampling=SamplingConfig(temperature=0.0),
+                                prompt_len=prompt_len, mesh=mesh)
+    return sum(int(out.correct[:real].sum()) for real, out in chunks) / len(problems)
 
 
 def preference_pairs(task: Task, problems: Sequence[Problem], ro: Rollouts, n: int
