@@ -62,9 +62,8 @@ from reasonjax.data.task import Problem
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.recipes import mcts_data
-from reasonjax.recipes.common import (Env, FitSpec, RecipeConfig, decode, env_for, fit,
-                                      on_mesh, prompts_of, rng_for, sample_completions,
-                                      warmup)
+from reasonjax.recipes.common import (Env, FitSpec, RecipeConfig, decode, fit, on_mesh,
+                                      prompts_of, rng_for, sample_completions)
 from reasonjax.recipes.replicate import Result
 from reasonjax.recipes.rundir import log_metrics, open_run, run_phase
 from reasonjax.search.beam import BeamConfig, beam_search
@@ -293,10 +292,8 @@ def round_problems(cfg: Config, n_train: int, rnd: int) -> list[int]:
 def run(cfg: Config, run_dir: str | Path) -> Result:
     run_dir = Path(run_dir)
     run = open_run(run_dir, cfg, total_phases=3 + 3 * cfg.rounds)
-    env = env_for(cfg)
-    warm_env, search_problems = mcts_data.split_train(env, cfg.warmup_problems)
-    params = warmup(run, warm_env, cfg.warmup, seed=cfg.seed)
-    verifier = mcts_data.ProblemVerifier(env, search_problems)
+    env, params, verifier = mcts_data.warm_start(run, cfg)
+    search_problems = verifier.problems
     per_round = ["greedy", "value-guided step beam search"]
 
     def eval_phase(r: int, params):

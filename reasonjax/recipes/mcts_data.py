@@ -15,13 +15,14 @@ one and pairs holding one are skipped (counted in the search summary).
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np
 
 from reasonjax.data.task import Problem
-from reasonjax.recipes.common import Env, on_mesh, prompts_of
+from reasonjax.recipes.common import Env, env_for, on_mesh, prompts_of, warmup
+from reasonjax.recipes.rundir import Run
 from reasonjax.search.mcts import MCTSConfig, mcts, sibling_pairs, tree_paths, value_targets
 from reasonjax.search.sampler import SamplingConfig
 
@@ -66,6 +67,16 @@ def split_train(env: Env, warmup_problems: int) -> tuple[Env, list[Problem]]:
                          "raise task.train_size or lower warmup_problems")
     return dataclasses.replace(env, train=env.train[:warmup_problems]), \
         list(env.train[warmup_problems:])
+
+
+def warm_start(run: Run, cfg) -> tuple[Env, Any, "ProblemVerifier"]:
+    """The start of a search-and-train recipe (``cfg``: a RecipeConfig with
+    ``warmup_problems``): (env, the warmed-up params, the verifier over the problems the
+    rounds search; see :func:`split_train`)."""
+    env = env_for(cfg)
+    warm_env, search_problems = split_train(env, cfg.warmup_problems)
+    params = warmup(run, warm_env, cfg.warmup, seed=cfg.seed)
+    return env, params, ProblemVerifier(env, search_problems)
 
 
 class ProblemVerifier:

@@ -49,8 +49,7 @@ from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.recipes import mcts_data
 from reasonjax.recipes.alphamath import EvalSpec, eval_greedy, round_problems
-from reasonjax.recipes.common import (Env, FitSpec, RecipeConfig, env_for, fit, rng_for,
-                                      warmup)
+from reasonjax.recipes.common import Env, FitSpec, RecipeConfig, fit, rng_for
 from reasonjax.recipes.replicate import Result
 from reasonjax.recipes.rundir import log_metrics, open_run, run_phase
 from reasonjax.train.preference import PreferenceConfig, preference_loss
@@ -78,10 +77,8 @@ def pair_examples(env: Env, records: Sequence[dict], problems: Sequence[Problem]
 def run(cfg: Config, run_dir: str | Path) -> Result:
     run_dir = Path(run_dir)
     run = open_run(run_dir, cfg, total_phases=2 + 2 * cfg.rounds)
-    env = env_for(cfg)
-    warm_env, search_problems = mcts_data.split_train(env, cfg.warmup_problems)
-    params = warmup(run, warm_env, cfg.warmup, seed=cfg.seed)
-    verifier = mcts_data.ProblemVerifier(env, search_problems)
+    env, params, verifier = mcts_data.warm_start(run, cfg)
+    search_problems = verifier.problems
 
     def greedy(params) -> float:
         correct, _ = eval_greedy(env, params, env.eval, cfg.eval, rng_for(cfg.seed, "eval"))
