@@ -96,7 +96,6 @@ class EvalSpec:
 @dataclasses.dataclass(frozen=True)
 class Config(RecipeConfig):
     rounds: int = 2
-    warmup_problems: int = 0
     search: mcts_data.SearchSpec = mcts_data.SearchSpec()
     train: FitSpec = FitSpec(steps=300)
     value_coef: float = 1.0

@@ -90,12 +90,14 @@ class FitSpec:
 @dataclasses.dataclass(frozen=True)
 class RecipeConfig:
     """The fields every recipe's ``Config`` starts with (recipes subclass it and add their
-    own): the problems, the policy, its warm-up, the mesh (``num_devices``: use the first
-    n devices, 0 = all) and the seed every phase's randomness derives from."""
+    own): the problems, the policy, its warm-up (on the first ``warmup_problems`` training
+    problems; see :func:`split_train`), the mesh (``num_devices``: use the first n devices,
+    0 = all) and the seed every phase's randomness derives from."""
 
     task: TaskSpec = TaskSpec()
     model: ModelSpec = ModelSpec()
     warmup: FitSpec = FitSpec()
+    warmup_problems: int = 0
     mesh: parallel.MeshConfig = parallel.MeshConfig()
     num_devices: int = 0
     seed: int = 0
@@ -254,6 +256,33 @@ def warmup(run: Run, env: Env, spec: FitSpec, seed: int = 0, name: str = "warmup
                 "final_loss": metrics.get("loss")}
 
     return run_phase(run, name, compute)["params"]
+
+
+def split_train(env: Env, warmup_problems: int) -> tuple[Env, list[Problem]]:
+    """(env whose train problems are the first ``warmup_problems``, for the warm-up; the
+    problems the recipe then learns from: samples, searches, labels). A tiny model
+    memorises the problems it is warmed up on, so its samples there are almost all
+    correct (few wrong paths, negative labels or pairs) and unlike its samples on new
+    problems; the tiny presets keep the two apart. 0: one problem set for both (the
+    papers' setting, where the warm-up is a short fine-tune of a large model)."""
+    if warmup_problems <= 0:
+        return env, list(env.train)
+    if warmup_problems >= len(env.train):
+        raise ValueError(f"warmup_problems={warmup_problems} leaves none of the "
+                         f"{len(env.train)} training problems (task.train_size) for the "
+                         "recipe; raise task.train_size or lower warmup_problems")
+    return dataclasses.replace(env, train=env.train[:warmup_problems]), \
+        list(env.train[warmup_problems:])
+
+
+def warm_start(run: Run, cfg: RecipeConfig, env: Optional[Env] = None
+               ) -> tuple[Env, Any, list[Problem]]:
+    """A recipe's start: (env (``env_for(cfg)`` unless given), the warmed-up params, the
+    training problems the recipe learns from: those after ``cfg.warmup_problems``; see
+    :func:`split_train`)."""
+    env = env if env is not None else env_for(cfg)
+    warm_env, own = split_train(env, cfg.warmup_problems)
+    return env, warmup(run, warm_env, cfg.warmup, seed=cfg.seed), own
 
 
 # ---------------------------------------------------------------------------------------

@@ -40,8 +40,8 @@ from reasonjax.eval.passk import coverage_curve, fit_power_law, log_linearity
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.eval.verifier import verified_resampling
-from reasonjax.recipes.common import (RecipeConfig, env_for, rng_for,
-                                      sample_completions, warmup)
+from reasonjax.recipes.common import (RecipeConfig, rng_for, sample_completions,
+                                      warm_start)
 from reasonjax.recipes.replicate import Result
 from reasonjax.recipes.rundir import log_metrics, open_run, run_phase
 from reasonjax.search.voting import answer_ids, vote
@@ -161,8 +161,7 @@ def run(cfg: Config, run_dir) -> Result:
                           "per problem")
     run_dir = Path(run_dir)
     r = open_run(run_dir, cfg, total_phases=2)
-    env = env_for(cfg)
-    params = warmup(r, env, cfg.warmup, seed=cfg.seed)
+    env, params, _ = warm_start(r, cfg)
     s = cfg.sampling
 
     def draw():

@@ -21,7 +21,8 @@ import jax
 import numpy as np
 
 from reasonjax.data.task import Problem
-from reasonjax.recipes.common import Env, env_for, on_mesh, prompts_of, warmup
+from reasonjax.recipes import common
+from reasonjax.recipes.common import Env, on_mesh, prompts_of
 from reasonjax.recipes.rundir import Run
 from reasonjax.search.mcts import MCTSConfig, mcts, sibling_pairs, tree_paths, value_targets
 from reasonjax.search.sampler import SamplingConfig
@@ -54,28 +55,9 @@ class SearchSpec:
                           dirichlet_fraction=self.dirichlet_fraction, pad_id=pad_id)
 
 
-def split_train(env: Env, warmup_problems: int) -> tuple[Env, list[Problem]]:
-    """(env whose train problems are the first ``warmup_problems``, for the warm-up; the
-    problems searched in the rounds). Searching problems the warm-up memorised yields
-    almost no wrong paths (no negative values, no pairs), so the tiny presets keep them
-    apart; 0 searches every training problem (the paper's setting: one question set)."""
-    if warmup_problems <= 0:
-        return env, list(env.train)
-    if warmup_problems >= len(env.train):
-        raise ValueError(f"warmup_problems={warmup_problems} leaves none of the "
-                         f"{len(env.train)} training problems (task.train_size) to search; "
-                         "raise task.train_size or lower warmup_problems")
-    return dataclasses.replace(env, train=env.train[:warmup_problems]), \
-        list(env.train[warmup_problems:])
-
-
 def warm_start(run: Run, cfg) -> tuple[Env, Any, "ProblemVerifier"]:
-    """The start of a search-and-train recipe (``cfg``: a RecipeConfig with
-    ``warmup_problems``): (env, the warmed-up params, the verifier over the problems the
-    rounds search; see :func:`split_train`)."""
-    env = env_for(cfg)
-    warm_env, search_problems = split_train(env, cfg.warmup_problems)
-    params = warmup(run, warm_env, cfg.warmup, seed=cfg.seed)
+    """:func:`common.warm_start` with the verifier over the problems the rounds search."""
+    env, params, search_problems = common.warm_start(run, cfg)
     return env, params, ProblemVerifier(env, search_problems)
 
 

@@ -58,7 +58,6 @@ from reasonjax.train.preference import PreferenceConfig, preference_loss
 @dataclasses.dataclass(frozen=True)
 class Config(RecipeConfig):
     rounds: int = 2
-    warmup_problems: int = 0
     search: mcts_data.SearchSpec = mcts_data.SearchSpec()
     train: FitSpec = FitSpec(steps=100)
     dpo: PreferenceConfig = PreferenceConfig()
@@ -86,8 +85,9 @@ def run(cfg: Config, run_dir: str | Path) -> Result:
 
     start = run_phase(run, "eval-round-0", lambda: {"greedy": greedy(params)})
     log_metrics(run, {"phase": "eval-round-0", "greedy/accuracy": start["greedy"]})
-    rows = [{"round": 0, "greedy accuracy": start["greedy"], "MCTS solved (train)": float("nan"),
-             "pairs": 0, "DPO loss (last step)": float("nan"), "reward accuracy (last step)": float("nan")}]
+    nan = float("nan")
+    rows = [{"round": 0, "greedy accuracy": start["greedy"], "MCTS solved (train)": nan,
+             "pairs": 0, "DPO loss (last step)": nan, "reward accuracy (last step)": nan}]
     for r in range(1, cfg.rounds + 1):
         def search_phase(params=params, r=r):
             found = mcts_data.search(env, params, round_problems(cfg, len(search_problems), r),

@@ -6,9 +6,10 @@ Pipeline as implemented (each stage a resumable phase):
 
 1. ``warmup``: SFT on the training problems' reference solutions (or a checkpoint).
 2. ``samples``: ``samples.n`` policy solutions for each of the first ``samples.problems``
-   training problems (the label set) and for each eval problem (held out), with their
-   final answers and, on tasks with an exact step checker (``task.exact_steps``), their
-   exact step labels (``task.check_steps(...).prefix_correct``).
+   training problems after ``warmup_problems`` (the label set) and for each eval problem
+   (held out), with their final answers and, on tasks with an exact step checker
+   (``task.exact_steps``), their exact step labels (``task.check_steps(...)
+   .prefix_correct``).
 3. ``label-math_shepherd`` / ``label-omegaprm``: Monte Carlo labels of every step of the
    label set (:mod:`.process_labels`): Math-Shepherd rolls out ``rollouts.k`` completions
    from every prefix (hard = any correct, soft = fraction), OmegaPRM binary-searches the
@@ -178,11 +179,11 @@ def run(cfg: Config, run_dir) -> Result:
     env = common.env_for(cfg)
     exact = env.task.exact_steps  # without a step checker: no agreement / ceiling / accuracy
     run = open_run(run_dir, cfg, total_phases=2 + 2 * len(LABELERS) + int(exact))
-    policy = common.warmup(run, env, cfg.warmup, seed=cfg.seed)
+    env, policy, own = common.warm_start(run, cfg, env)
 
     def sample_both():
         out = {}
-        for name, problems in (("label", env.train[:cfg.samples.problems]),
+        for name, problems in (("label", own[:cfg.samples.problems]),
                                ("held", env.eval)):
             s = common.sample_completions(env, policy, problems,
                                           common.rng_for(cfg.seed, f"samples-{name}"),

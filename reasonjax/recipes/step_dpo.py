@@ -5,13 +5,13 @@ Pipeline as implemented (each stage a resumable phase):
 
 1. ``warmup``: SFT on the training problems' reference solutions (or a checkpoint).
 2. ``eval-0``: greedy accuracy of the warm-up model on the eval problems.
-3. per round r: ``pairs-r``: sample ``n`` solutions per training problem from the current
-   policy; for every wrong one, locate its first wrong step, with the task's exact step
-   check (``locate: exact``) or OmegaPRM's Monte Carlo binary search (``locate:
-   monte_carlo``, :mod:`.process_labels`); sample ``corrections.k`` continuations from the
-   prefix before that step and keep those whose final answer verifies; a pair is (prompt +
-   correct previous steps; chosen = the first step of a verified correction, rejected =
-   the wrong step). ``train-r``: step-level DPO on the pairs
+3. per round r: ``pairs-r``: sample ``n`` solutions per training problem (those after
+   ``warmup_problems``) from the current policy; for every wrong one, locate its first
+   wrong step, with the task's exact step check (``locate: exact``) or OmegaPRM's Monte
+   Carlo binary search (``locate: monte_carlo``, :mod:`.process_labels`); sample
+   ``corrections.k`` continuations from the prefix before that step and keep those whose
+   final answer verifies; a pair is (prompt + correct previous steps; chosen = the first
+   step of a verified correction, rejected = the wrong step). ``train-r``: step-level DPO on the pairs
    (``formatting.encode_step_preference``: the loss reads only the step tokens), reference
    = the warm-up params (the paper's reference is the SFT model), then greedy accuracy.
 
@@ -125,7 +125,7 @@ def run(cfg: Config, run_dir) -> Result:
         raise ConfigError(f"locate=exact: task {env.task.name!r} has no exact step checker; "
                           "set locate=monte_carlo")
     budget = cfg.sampling.max_new_tokens
-    ref = common.warmup(run, env, cfg.warmup, seed=cfg.seed)
+    env, ref, own = common.warm_start(run, cfg, env)
     acc0 = run_phase(run, "eval-0", lambda: {
         "accuracy": common.greedy_accuracy(env, ref, env.eval, budget)})["accuracy"]
     log_metrics(run, {"phase": "eval-0", "accuracy": acc0})
@@ -137,11 +137,11 @@ def run(cfg: Config, run_dir) -> Result:
     for r in range(1, cfg.rounds + 1):
         def collect(params=params, r=r):
             rng = common.rng_for(cfg.seed, f"pairs-{r}")
-            s = common.sample_completions(env, params, env.train, rng, n=cfg.sampling.n,
+            s = common.sample_completions(env, params, own, rng, n=cfg.sampling.n,
                                           temperature=cfg.sampling.temperature,
                                           max_new_tokens=budget)
             wrong = [(p, env.task.split_steps(t)) for p, ts, cs in
-                     zip(env.train, s.texts, s.correct) for t, c in zip(ts, cs) if not c]
+                     zip(own, s.texts, s.correct) for t, c in zip(ts, cs) if not c]
             wrong = [(p, st) for p, st in wrong if st]
             problems, steps = [w[0] for w in wrong], [w[1] for w in wrong]
             located = locate_first_errors(env, params, problems, steps,
@@ -154,7 +154,7 @@ def run(cfg: Config, run_dir) -> Result:
             fixes = process_labels.rollouts_from_prefixes(
                 env, params, prefixes, common.rng_for(cfg.seed, f"fix-{r}"), cfg.corrections)
             pairs = step_pairs(env, problems, steps, errors, fixes)
-            return {"pairs": pairs, "samples": len(env.train) * cfg.sampling.n,
+            return {"pairs": pairs, "samples": len(own) * cfg.sampling.n,
                     "sample_accuracy": float(np.mean(s.correct)), "wrong": len(wrong),
                     "located": sum(e is not None for e in errors),
                     "locate_rollouts": sum(n for _, n in located),

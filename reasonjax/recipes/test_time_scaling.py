@@ -6,8 +6,10 @@ Pipeline as implemented:
 
 1. ``warmup``: SFT of the policy (tiny: from scratch on the task's reference solutions;
    paper: from ``model.checkpoint``).
-2. ``prm-samples``: ``prm.samples_per_problem`` policy samples per training problem, each
-   step labelled. With ``prm.labels=exact`` the label of a step is the task's EXACT check
+2. ``prm-samples``: ``prm.samples_per_problem`` policy samples per training problem
+   (those after ``warmup_problems``: a tiny policy's samples on the problems it was warmed
+   up on are mostly right, unlike its samples on new ones), each step labelled. With
+   ``prm.labels=exact`` the label of a step is the task's EXACT check
    (``task.check_steps(...).prefix_correct``: the prefix up to this step has no error),
    which is what Monte Carlo rollout labels (Math-Shepherd) estimate, so for built-in
    tasks it is both cheaper and exact. With ``prm.labels=outcome`` (tasks from files,
@@ -53,8 +55,8 @@ from reasonjax.config import ConfigError
 from reasonjax.data import formatting
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
-from reasonjax.recipes.common import (Env, FitSpec, RecipeConfig, decode, env_for, fit,
-                                      on_mesh, rng_for, sample_completions, warmup)
+from reasonjax.recipes.common import (Env, FitSpec, RecipeConfig, decode, fit, on_mesh,
+                                      rng_for, sample_completions, warm_start)
 from reasonjax.recipes.replicate import Result
 from reasonjax.recipes.rundir import log_metrics, open_run, run_phase
 from reasonjax.search.beam import BeamConfig, beam_search, dvts
@@ -170,8 +172,9 @@ def compute_optimal(acc: dict, tokens: dict) -> str:
 # Phases
 
 
-def _prm(run, env: Env, params, cfg: Config):
-    """(scorer model config, scorer params): loaded, or trained in two phases."""
+def _prm(run, env: Env, params, own, cfg: Config):
+    """(scorer model config, scorer params): loaded, or trained in two phases on samples
+    of the training problems ``own`` (those the warm-up did not see)."""
     spec = cfg.prm
     if spec.checkpoint:
         prm_config, prm_params = checkpoint.load_checkpoint(spec.checkpoint, mesh=env.mesh)
@@ -184,7 +187,7 @@ def _prm(run, env: Env, params, cfg: Config):
     if spec.labels == "exact" and not env.task.exact_steps:
         raise ConfigError(f"prm.labels=exact: task {env.task.name!r} has no exact step "
                           "checker; set prm.labels=outcome or prm.checkpoint=/path/to/prm")
-    problems = env.train[:spec.problems] if spec.problems > 0 else env.train
+    problems = own[:spec.problems] if spec.problems > 0 else own
     max_new = cfg.search.max_steps * cfg.search.step_tokens
 
     def label():
@@ -395,9 +398,8 @@ def run(cfg: Config, run_dir) -> Result:
     budgets = sorted(set(cfg.search.budgets))
     phases = 2 + (0 if cfg.prm.checkpoint else 2) + len(budgets) * len(SEARCHES)
     r = open_run(run_dir, cfg, total_phases=phases)
-    env = env_for(cfg)
-    params = warmup(r, env, cfg.warmup, seed=cfg.seed)
-    prm = _prm(r, env, params, cfg)
+    env, params, own = warm_start(r, cfg)
+    prm = _prm(r, env, params, own, cfg)
     bins, rates = _difficulty(r, env, params, cfg)
     searches = {(m, n): _search(r, env, params, prm, bins, cfg, m, n)
                 for n in budgets for m in SEARCHES}

@@ -64,6 +64,16 @@ def test_warmup_trains_then_loads_from_the_run_directory(tmp_path):
     assert 0.0 <= common.greedy_accuracy(env, first, env.eval, 16) <= 1.0
 
 
+def test_split_train_keeps_warmup_and_recipe_problems_apart():
+    env = common.make_env(common.TaskSpec(train_size=6, eval_size=2), common.ModelSpec(),
+                          num_devices=1)
+    warm, own = common.split_train(env, 4)
+    assert warm.train == env.train[:4] and own == env.train[4:] and warm.eval == env.eval
+    assert common.split_train(env, 0) == (env, env.train)
+    with pytest.raises(ValueError, match="warmup_problems=6"):
+        common.split_train(env, 6)
+
+
 def test_sampling_and_search_on_a_mesh_equal_one_device():
     """Recipes sample and search with the prompt rows split over the mesh's data axes;
     the completions, verdicts and search trees are those of one device."""

@@ -23,14 +23,6 @@ def test_split_path_and_step_text():
     assert mcts_data.step_text("1+2", False, "\n") is None
 
 
-def test_split_train_keeps_warmup_and_search_problems_apart(env):
-    warm, searched = mcts_data.split_train(env, 4)
-    assert warm.train == env.train[:4] and searched == env.train[4:]
-    assert mcts_data.split_train(env, 0) == (env, env.train)
-    with pytest.raises(ValueError, match="warmup_problems=6"):
-        mcts_data.split_train(env, 6)
-
-
 def test_records_from_q_gives_each_maximal_path_its_prefix_targets():
     best = {(0, ("a",)): (0.5, 9, False), (0, ("a", "b")): (1.0, 3, True),
             (0, ("a", "c")): (-1.0, 2, True), (1, ("x", "y")): (0.2, 1, False),

@@ -53,8 +53,9 @@ def test_step_pairs_skip_corrections_that_repeat_the_wrong_step(env):
 
 
 def test_step_dpo_recipe_micro_end_to_end(tmp_path):
-    overrides = ["task.train_size=12", "task.eval_size=4", "warmup.steps=0",
-                 "model.overrides={n_layers: 1}", "sampling.n=2", "sampling.max_new_tokens=12",
+    overrides = ["task.train_size=12", "warmup_problems=6", "task.eval_size=4",
+                 "warmup.steps=0", "model.overrides={n_layers: 1}", "sampling.n=2",
+                 "sampling.max_new_tokens=12",
                  "locate=monte_carlo", "locate_rollouts.k=2", "locate_rollouts.batch_size=8",
                  "locate_rollouts.max_new_tokens=12", "corrections.k=2",
                  "corrections.batch_size=8", "corrections.max_new_tokens=12", "dpo.steps=2",
@@ -62,7 +63,8 @@ def test_step_dpo_recipe_micro_end_to_end(tmp_path):
     result = replicate("step_dpo", "tiny", overrides, tmp_path)
     assert [r["stage"] for r in result.rows] == ["warm-up", "round 1"]
     r1 = result.rows[1]
-    assert r1["samples"] == 24 and 0 <= r1["wrong"] <= 24
+    # the 6 problems after warmup_problems, 2 samples each
+    assert r1["samples"] == 12 and 0 <= r1["wrong"] <= 12
     assert r1["errors located"] == r1["wrong"]  # binary search always ends on a step
     assert 0 <= r1["pairs"] <= r1["errors located"]
     assert r1["rollouts to locate"] % 2 == 0  # probes of k=2 rollouts

@@ -73,8 +73,8 @@ def test_config_errors_name_the_field():
 
 def test_micro_run_writes_report_and_plots(tmp_path):
     res = replicate("test_time_scaling", "tiny", [
-        "task.train_size=8", "task.eval_size=4", "warmup.steps=3", "warmup.batch_size=4",
-        "num_devices=1", "model.overrides={n_layers: 1}", "prm.fit.steps=2",
+        "task.train_size=8", "warmup_problems=4", "task.eval_size=4", "warmup.steps=3",
+        "warmup.batch_size=4", "num_devices=1", "model.overrides={n_layers: 1}", "prm.fit.steps=2",
         "prm.fit.batch_size=4", "prm.samples_per_problem=1", "difficulty.samples=2",
         "difficulty.bins=2", "search.budgets=[4]", "search.max_steps=2",
         "search.step_tokens=8"], tmp_path)
