@@ -11,9 +11,10 @@ Pipeline as implemented (each stage a resumable phase):
    Carlo binary search (``locate: monte_carlo``, :mod:`.process_labels`); sample
    ``corrections.k`` continuations from the prefix before that step and keep those whose
    final answer verifies; a pair is (prompt + correct previous steps; chosen = the first
-   step of a verified correction, rejected = the wrong step). ``train-r``: step-level DPO on the pairs
-   (``formatting.encode_step_preference``: the loss reads only the step tokens), reference
-   = the warm-up params (the paper's reference is the SFT model), then greedy accuracy.
+   step of a verified correction, rejected = the wrong step). ``train-r``: step-level DPO
+   on the pairs (``formatting.encode_step_preference``: the loss reads only the step
+   tokens), reference = the warm-up params (the paper's reference is the SFT model), then
+   greedy accuracy.
 
 Departures from the paper: the paper locates the first error with a strong model / human
 check (or MC labels) and collects corrections by sampling the policy with the correct
