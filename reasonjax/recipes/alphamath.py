@@ -32,15 +32,20 @@ move from the chosen child) rather than the paper's one tree per problem; the ne
 continues from the previous round's params rather than retraining from the base model.
 
 What the tiny preset shows (arithmetic ``easy``: two steps, a reduction then the answer):
-the value head learns which PROBLEMS are hard (held-out correct-over-wrong ranking ~0.77
-over all pairs) but not which of one problem's candidate steps are right (within-problem
-ranking at chance, on the few held-out problems with both kinds), and that is what step
-beam search needs, so value-guided SBS stays below greedy. The cause is the data: MCTS
-commits to one move at a time and the tiny policy is consistent, so only ~7% of the
-searched problems have both a correct and a wrong complete path (within-problem
-contrast); doubling the simulations (8 -> 16) added ~10% more value targets and did not
-change this. Training the value head harder does not help either (measured on held-out
-search problems, not the eval set): 200-400 joint steps or value_coef 5-20 fit the
+the value head learns which PROBLEMS are hard (held-out correct-over-wrong ranking ~0.8
+over all pairs) but barely which of one problem's candidate steps are right (within-
+problem ranking 0.55-0.57 over ~100 held-out pairs), and that is what step beam search
+needs, so value-guided SBS stays below greedy. The cause is the data: MCTS commits to one
+move at a time and the tiny policy is consistent, so only ~7% of the searched problems
+have both a correct and a wrong complete path (within-problem contrast); doubling the
+simulations (8 -> 16) added ~10% more value targets and did not change this, and 4x the
+searched problems (512 -> 2048 a round) moved the within-problem ranking from chance to
+~0.56 and stopped the joint training from lowering greedy accuracy (0.625 -> 0.531 ->
+0.445 with 512 problems and 40 steps; 0.625 -> 0.594 -> 0.609 now). For contrast, the
+test_time_scaling recipe's PRM (same model size, 16k samples with exact step labels, 8
+per problem) does rank within a problem well enough to beat majority voting. With 512
+problems a round, training the value head harder did not help either (measured on
+held-out search problems, not the eval set): 200-400 joint steps or value_coef 5-20 fit the
 training targets (MAE 0.08-0.2) but held-out MAE stays ~0.4, held-out ranking does not
 improve, and the SFT term overfits the few hundred correct paths (greedy accuracy on
 unsearched training problems 0.73 -> 0.38-0.48); training the linear head alone on the
