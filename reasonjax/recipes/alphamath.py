@@ -41,7 +41,9 @@ have both a correct and a wrong complete path (within-problem contrast); doublin
 simulations (8 -> 16) added ~10% more value targets and did not change this, and 4x the
 searched problems (512 -> 2048 a round) moved the within-problem ranking from chance to
 ~0.56 and stopped the joint training from lowering greedy accuracy (0.625 -> 0.531 ->
-0.445 with 512 problems and 40 steps; 0.625 -> 0.594 -> 0.609 now). For contrast, the
+0.445 with 512 problems and 40 steps; 0.625 -> 0.594 -> 0.609 now). More exploration
+(root Dirichlet noise 0.25, search temperature 1.3) gives ~1.8x the within-problem pairs
+(166 / 208) but leaves their ranking at 0.54 (SBS 0.43, greedy 0.58). For contrast, the
 test_time_scaling recipe's PRM (same model size, 16k samples with exact step labels, 8
 per problem) does rank within a problem well enough to beat majority voting. With 512
 problems a round, training the value head harder did not help either (measured on
