@@ -31,8 +31,9 @@ Blocks: RMSNorm, RoPE (incl. Llama-3 scaling) in HF's half-rotation layout, GQA,
 optional QKV bias (Qwen2), tied or untied embeddings, optional sliding window (Mistral).
 Layers are scanned with stacked parameters (leading ``layers`` axis), optionally
 rematerialised and unrolled (``scan_unroll``: the tiny presets unroll fully, which on CPU
-removes the loop's per-layer slicing and gradient stacking, about 20% of a train step). Every parameter and main activation carries logical axis names, mapped to
-mesh axes by :mod:`reasonjax.parallel`.
+removes the loop's per-layer slicing and gradient stacking, about 20% of a train step).
+Every parameter and main activation carries logical axis names, mapped to mesh axes by
+:mod:`reasonjax.parallel`.
 """
 
 from __future__ import annotations
