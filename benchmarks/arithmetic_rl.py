@@ -45,7 +45,7 @@ def main() -> None:
     from reasonjax.train.fit import FitConfig, TaskSFTConfig, fit, sft_on_task
     from reasonjax.train.preference import PreferenceConfig, preference_loss
     from reasonjax.train.rl_loop import RLConfig, rl_train
-    from reasonjax.train.rollout import generate, greedy_accuracy, preference_pairs
+    from reasonjax.driver.rollouts import generate, greedy_accuracy, preference_pairs
     from reasonjax.train.state import OptimConfig
 
     tok = CharTokenizer()

@@ -30,7 +30,7 @@ from reasonjax.models.config import ModelConfig, get_config
 from reasonjax.models.tokenizer import CharTokenizer, Tokenizer
 from reasonjax.recipes.rundir import Run, run_phase
 from reasonjax.search.sampler import SamplingConfig, StopTokens, stop_tokens_for
-from reasonjax.train import rollout
+from reasonjax.driver import rollouts as rollout
 from reasonjax.train.fit import FitConfig, make_fit_step
 from reasonjax.train.fit import fit as train_fit
 from reasonjax.train.loss import Loss

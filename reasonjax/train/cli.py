@@ -142,7 +142,7 @@ def _samples(cfg, params, tok, task, problems, sc: SampleConfig, run_dir: Path) 
     from reasonjax.data.task import decode_problem
     from reasonjax.fileio import atomic_write_text
     from reasonjax.search.sampler import SamplingConfig
-    from reasonjax.train.rollout import generate
+    from reasonjax.driver.rollouts import generate
 
     path = run_dir / SAMPLES_FILE
     if path.is_file():
@@ -163,7 +163,7 @@ def _preference_rows(tok, task, records, n: int, loss: str, seq_len: int) -> dic
     import numpy as np
 
     from reasonjax.data import formatting
-    from reasonjax.train.rollout import Rollouts, preference_pairs
+    from reasonjax.driver.rollouts import Rollouts, preference_pairs
 
     if loss == "kto":
         return formatting.unpaired_batch(
@@ -186,7 +186,7 @@ def _preference_rows(tok, task, records, n: int, loss: str, seq_len: int) -> dic
 
 def _value_rows(tok, task, records, seq_len: int) -> dict:
     from reasonjax.data import formatting
-    from reasonjax.train.rollout import process_labels
+    from reasonjax.driver.rollouts import process_labels
 
     labelled = [process_labels(task, r["problem"], r["completion"]) for r in records]
     return formatting.value_batch(
@@ -218,7 +218,7 @@ def _train(args) -> int:
     from reasonjax.config import to_dict
     from reasonjax.models import transformer
     from reasonjax.models.tokenizer import check_vocab
-    from reasonjax.train.rollout import greedy_accuracy
+    from reasonjax.driver.rollouts import greedy_accuracy
 
     kind = args.kind
     if kind in ALGORITHMS:

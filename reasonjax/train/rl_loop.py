@@ -52,7 +52,7 @@ from reasonjax.train import rl
 from reasonjax.train.fit import setup
 from reasonjax.train.logprobs import forward, shift_values, token_logprobs
 from reasonjax.train.loop import CHECKPOINTS, MetricsWriter, NonFiniteLossError
-from reasonjax.train.rollout import Rollouts, generate, greedy_accuracy, prompt_length
+from reasonjax.driver.rollouts import Rollouts, generate, greedy_accuracy, prompt_length
 from reasonjax.train.state import OptimConfig, make_schedule
 from reasonjax.train.step import make_train_step, place_batch
 

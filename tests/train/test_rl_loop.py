@@ -14,7 +14,7 @@ from reasonjax.data.task import Problem, Task
 from reasonjax.models import ModelConfig, Transformer, transformer
 from reasonjax.models.tokenizer import CharTokenizer
 from reasonjax.train.rl_loop import RLConfig, rl_train, step_end_mask
-from reasonjax.train.rollout import generate, task_prompts
+from reasonjax.driver.rollouts import generate, task_prompts
 from reasonjax.train.state import OptimConfig
 
 TOK = CharTokenizer()

@@ -4,7 +4,7 @@ process labels, checked against hand-written expectations."""
 import numpy as np
 
 from reasonjax.data.task import get_task
-from reasonjax.train.rollout import Rollouts, preference_pairs, process_labels
+from reasonjax.driver.rollouts import Rollouts, preference_pairs, process_labels
 
 ARITH = get_task("arithmetic")
 
