@@ -1,13 +1,12 @@
-"""Rollouts on a task: sample completions with the search sampler, judge them with the
-task's verifier, and lay them out as training rows.
+"""RL rollouts: sampled completions, judged by the task, laid out as training rows.
 
-- :func:`task_prompts`: a ``prompt`` batch (left-padded) for a list of problems;
-- :func:`generate`: n completions per problem (one prefill per prompt, batched and jitted
-  by :func:`reasonjax.search.sampler.sample`), their text, rewards and a ``rollout``-style
-  sequence quadruple (prompt + completion, right-padded, ``loss_mask`` 1 on the sampled
-  tokens including the EOS);
-- :func:`generate_in_chunks`: :func:`generate` over many problems, a fixed number per call;
-- :func:`greedy_accuracy`: the fraction of problems whose greedy completion verifies.
+- :func:`collect`: ``cfg.n`` completions per problem through the driver
+  (:func:`reasonjax.driver.batches.run_batches`: one prefill per prompt, batched, jitted,
+  on the env's mesh), their text, rewards and a ``rollout``-style sequence quadruple
+  (prompt + completion, right-padded, ``loss_mask`` 1 on the sampled tokens including the
+  EOS);
+- :func:`preference_pairs` / :func:`process_labels`: DPO pairs and per-step targets from
+  judged samples.
 
 Rewards follow ReFT (Luong et al., 2024): 1 for a correct final answer, ``partial`` for an
 extractable but wrong answer (the paper uses 0.1), 0 when no answer can be read.
@@ -18,19 +17,20 @@ sample j of problem i, the layout :mod:`reasonjax.train.rl` expects.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from reasonjax import parallel
-from reasonjax.data import formatting
 from reasonjax.data.task import Problem, Task
+from reasonjax.driver.batches import run_batches
+from reasonjax.driver.env import Env
+from reasonjax.driver.prompts import completion_text
+from reasonjax.driver.records import greedy_accuracy as _greedy_accuracy
 from reasonjax.models.config import ModelConfig
 from reasonjax.models.tokenizer import Tokenizer
-from reasonjax.search import sampler
-from reasonjax.search.sampler import STOP_EOS, SamplingConfig
+from reasonjax.search.sampler import SampleConfig, SamplingConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,17 +54,6 @@ class Rollouts:
     lengths: np.ndarray
 
 
-def prompt_length(tok: Tokenizer, task: Task, problems: Sequence[Problem]) -> int:
-    """Tokens of the longest prompt (bos included)."""
-    return max(len(formatting.encode_prompt(tok, task.prompt(p))["prompt_tokens"])
-               for p in problems)
-
-
-def task_prompts(tok: Tokenizer, task: Task, problems: Sequence[Problem], length: int) -> dict:
-    """``prompt`` batch [B, length] of the task's prompts (error if one is longer)."""
-    return formatting.prompt_batch(tok, [task.prompt(p) for p in problems], length)
-
-
 def outcome_rewards(task: Task, problems: Sequence[Problem], completions: Sequence[str],
                     partial: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(rewards [R] float32, correct [R] bool) for completions of ``problems`` (same
@@ -73,16 +62,6 @@ def outcome_rewards(task: Task, problems: Sequence[Problem], completions: Sequen
     readable = np.asarray([task.extract_answer(c) is not None for c in completions], bool)
     rewards = np.where(correct, 1.0, np.where(readable, partial, 0.0)).astype(np.float32)
     return rewards, correct
-
-
-def completion_texts(tok: Tokenizer, tokens_RT: np.ndarray, lengths_R: np.ndarray,
-                     stop_reason_R: np.ndarray) -> list[str]:
-    """Decoded completions without their EOS."""
-    out = []
-    for toks, n, reason in zip(tokens_RT, lengths_R, stop_reason_R):
-        n = int(n) - (1 if reason == STOP_EOS else 0)
-        out.append(tok.decode([int(t) for t in toks[:n]]))
-    return out
 
 
 def sequence_rows(prompt_tokens_BP: np.ndarray, prompt_mask_BP: np.ndarray,
@@ -110,74 +89,45 @@ def sequence_rows(prompt_tokens_BP: np.ndarray, prompt_mask_BP: np.ndarray,
             "loss_mask": loss_mask}
 
 
-def generate(model_config: ModelConfig, params, tok: Tokenizer, task: Task,
-             problems: Sequence[Problem], rng: jax.Array, *, n: int, max_new_tokens: int,
-             sampling: SamplingConfig = SamplingConfig(), prompt_len: Optional[int] = None,
-             partial_reward: float = 0.0, mesh: Optional[Mesh] = None, rules=None
-             ) -> Rollouts:
-    """n sampled completions per problem, judged by ``task`` (see :class:`Rollouts`).
-
-    prompt_len: fixed prompt padding (keeps shapes, hence compiles, the same across
-    calls); default: the longest prompt. With ``mesh``, ``params`` should be sharded on
-    it and the B prompts are split over the data axes (B must divide)."""
-    prompt_len = prompt_len or prompt_length(tok, task, problems)
-    prompts = task_prompts(tok, task, problems, prompt_len)
-    stop = sampler.stop_tokens_for(tok, model_config.vocab_size)
-    kwargs = dict(max_new_tokens=max_new_tokens, n=n, sampling=sampling, stop=stop,
-                  pad_id=tok.pad_id)
-    if mesh is None:
-        out = sampler.sample(model_config, params, prompts["prompt_tokens"],
-                             prompts["prompt_mask"], rng, **kwargs)
-    else:
-        placed = parallel.shard_batch(prompts, mesh)
-        with parallel.activate(mesh, rules):
-            out = sampler.sample(model_config, params, placed["prompt_tokens"],
-                                 placed["prompt_mask"], rng, **kwargs)
-    out = jax.device_get(out)
-    R = len(problems) * n
-    tokens = np.asarray(out.tokens).reshape(R, max_new_tokens)
-    lengths = np.asarray(out.lengths).reshape(R)
-    texts = completion_texts(tok, tokens, lengths, np.asarray(out.stop_reason).reshape(R))
-    rewards, correct = outcome_rewards(task, [p for p in problems for _ in range(n)], texts,
-                                       partial_reward)
-    batch = sequence_rows(prompts["prompt_tokens"], prompts["prompt_mask"], tokens, lengths,
-                          n, tok.pad_id)
-    return Rollouts(batch=batch, completions=texts, rewards=rewards, correct=correct,
+def collect(env: Env, params, problems: Sequence[Problem], cfg: SampleConfig,
+            rng: jax.Array, partial_reward: float = 0.0) -> Rollouts:
+    """``cfg.n`` sampled completions of each problem in ONE call (the B problems must
+    divide over the mesh's data axes), judged by ``env.task`` (see :class:`Rollouts`)."""
+    batch = next(run_batches(env, params, problems, cfg, rng, batch_size=len(problems)))
+    c, n = batch.candidates, cfg.n
+    R, T = len(problems) * n, c.tokens.shape[-1]
+    tokens, lengths = c.tokens.reshape(R, T), c.lengths.reshape(R)
+    texts = [completion_text(env.tokenizer, t, int(k)) for t, k in zip(tokens, lengths)]
+    rewards, correct = outcome_rewards(env.task, [p for p in problems for _ in range(n)],
+                                       texts, partial_reward)
+    rows = sequence_rows(batch.prompts.tokens, batch.prompts.mask, tokens, lengths, n,
+                         env.tokenizer.pad_id)
+    return Rollouts(batch=rows, completions=texts, rewards=rewards, correct=correct,
                     lengths=lengths)
 
 
-def generate_in_chunks(model_config: ModelConfig, params, tok: Tokenizer, task: Task,
-                       problems: Sequence[Problem], rng: jax.Array, *, batch_size: int,
-                       **kwargs) -> Iterator[tuple[int, Rollouts]]:
-    """:func:`generate` (``kwargs``: its keyword arguments) over ``problems``,
-    ``batch_size`` per call, chunk ``start`` drawing with ``fold_in(rng, start)``. The last
-    chunk is filled up with repeats of its last problem, so every call has one shape (one
-    compile, divisible by the mesh's data axes). Yields (real problems in the chunk, its
-    Rollouts); rows from ``real * n`` on are the filling."""
-    for start in range(0, len(problems), batch_size):
-        chunk = list(problems[start:start + batch_size])
-        real = len(chunk)
-        chunk += [chunk[-1]] * (batch_size - real)
-        yield real, generate(model_config, params, tok, task, chunk,
-                             jax.random.fold_in(rng, start), **kwargs)
+def _env(model_config, tok, task, prompt_len, mesh) -> Env:
+    return Env(task=task, tokenizer=tok, model_config=model_config, mesh=mesh,
+               prompt_len=prompt_len)
+
+
+def generate(model_config: ModelConfig, params, tok: Tokenizer, task: Task,
+             problems: Sequence[Problem], rng: jax.Array, *, n: int, max_new_tokens: int,
+             sampling: SamplingConfig = SamplingConfig(), prompt_len: Optional[int] = None,
+             partial_reward: float = 0.0, mesh: Optional[Mesh] = None) -> Rollouts:
+    """:func:`collect` with the env spelled out (the RL loop's call until it takes an Env)."""
+    return collect(_env(model_config, tok, task, prompt_len, mesh), params, problems,
+                   SampleConfig(n=n, max_new_tokens=max_new_tokens, sampling=sampling), rng,
+                   partial_reward)
 
 
 def greedy_accuracy(model_config: ModelConfig, params, tok: Tokenizer, task: Task,
                     problems: Sequence[Problem], *, max_new_tokens: int,
                     batch_size: int = 64, prompt_len: Optional[int] = None,
                     mesh: Optional[Mesh] = None) -> float:
-    """Fraction of ``problems`` whose greedy (temperature 0) completion verifies.
-
-    Problems run in batches of ``batch_size`` (the last one padded by repeating problems,
-    so every call has one shape); with ``mesh`` the batch size must divide its data axes."""
-    if not problems:
-        raise ValueError("greedy_accuracy: no problems")
-    prompt_len = prompt_len or prompt_length(tok, task, problems)
-    chunks = generate_in_chunks(model_config, params, tok, task, problems, jax.random.key(0),
-                                batch_size=batch_size, n=1, max_new_tokens=max_new_tokens,
-                                sampling=SamplingConfig(temperature=0.0),
-                                prompt_len=prompt_len, mesh=mesh)
-    return sum(int(out.correct[:real].sum()) for real, out in chunks) / len(problems)
+    """:func:`reasonjax.driver.records.greedy_accuracy` with the env spelled out."""
+    return _greedy_accuracy(_env(model_config, tok, task, prompt_len, mesh), params, problems,
+                            max_new_tokens, batch_size)
 
 
 def preference_pairs(task: Task, problems: Sequence[Problem], ro: Rollouts, n: int

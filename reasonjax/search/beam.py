@@ -50,6 +50,11 @@ class BeamConfig(SearchConfig):
                               f"{self.n - self.n % self.beam_width or self.beam_width})")
 
 
+@dataclasses.dataclass(frozen=True)
+class DVTSConfig(BeamConfig):
+    """BeamConfig for DVTS: n / beam_width independent subtrees of beam_width rows."""
+
+
 def select_groups(state: SearchState, group_size: int, keep: int, max_steps: int):
     """Grouped beam selection over R rows in consecutive groups of ``group_size`` rows.
 

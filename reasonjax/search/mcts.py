@@ -58,7 +58,9 @@ class MCTSConfig:
     prior: prior logits over candidates; value_transform: value head -> node value;
     dirichlet_fraction / dirichlet_alpha / pb_c_init / pb_c_base: muzero_policy's;
     max_num_considered_actions / gumbel_scale: gumbel_muzero_policy's; max_moves: moves
-    played (None: until terminal, at most max_steps).
+    played (None: until terminal, at most max_steps); terminal_reward: what values a
+    terminal node, its value head (inference) or the verifier passed to :func:`mcts`
+    (training: AlphaMath's +1 / -1 outcome reward).
     """
 
     num_actions: int = 4
@@ -76,7 +78,7 @@ class MCTSConfig:
     max_num_considered_actions: int = 16
     gumbel_scale: float = 1.0
     max_moves: Optional[int] = None
-    pad_id: int = 0
+    terminal_reward: Literal["value", "verifier"] = "value"
 
     def __post_init__(self):
         for name in ("num_actions", "num_simulations", "max_steps", "step_tokens"):
@@ -89,6 +91,9 @@ class MCTSConfig:
         StepScorer(transform=self.value_transform)  # validates the name
         if self.max_moves is not None:
             check_positive(self.max_moves, "max_moves")
+        if self.terminal_reward not in ("value", "verifier"):
+            raise SearchError(f"terminal_reward must be 'value' or 'verifier', got "
+                              f"{self.terminal_reward!r}")
 
 
 @flax.struct.dataclass
@@ -96,7 +101,7 @@ class Node:
     """A node's token content (leading batch axes [B] or, in a tree, [B, num_nodes]).
 
     path:          [.., L] int32 steps from the prompt to this node (L = max_steps *
-                   step_tokens), ``pad_id`` after ``length``.
+                   step_tokens), 0 after ``length``.
     length:        [..] int32; depth: [..] int32 number of steps.
     terminal:      [..] bool; value: [..] float32 the node's value (terminal: its reward).
     cand_tokens:   [.., K, T] int32 the K candidate next steps; cand_lengths: [.., K];
@@ -157,8 +162,7 @@ def expand_nodes(config: ModelConfig, params, prompt_tokens, prompt_mask, proble
     if verifier is not None:
         value = jnp.where(terminal, _verify(verifier, problem_ids, path, length), value)
     state = expand(state.replace(done=terminal), K)
-    state, chunk, n_iter = decode(model, params, state, rng, cfg.sampling, stop, T, True,
-                                  cfg.pad_id)
+    state, chunk, n_iter = decode(model, params, state, rng, cfg.sampling, stop, T, True)
     compute = Compute.zero().add(tokens_prefilled=jnp.sum(mask),
                                  tokens_generated=jnp.sum(chunk.lengths),
                                  forward_passes=1 + n_iter)
@@ -231,7 +235,7 @@ def _root(params, prompt_tokens, prompt_mask, problem_ids, rng, stop, *, config,
     L = cfg.max_steps * cfg.step_tokens
     zeros = jnp.zeros((B,), jnp.int32)
     return expand_nodes(config, unstack_layers(params), prompt_tokens, prompt_mask,
-                        problem_ids, jnp.full((B, L), cfg.pad_id, jnp.int32), zeros, zeros,
+                        problem_ids, jnp.zeros((B, L), jnp.int32), zeros, zeros,
                         jnp.zeros((B,), bool), rng, cfg, stop, verifier)
 
 
@@ -305,9 +309,14 @@ def mcts(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Array
     """MCTS over B problems (prompts [B, P], mask 1 = real token); see the module doc.
 
     ``verifier(problem_ids [B], paths [B, L], lengths [B]) -> rewards [B]`` (a host
-    function on numpy arrays) scores terminal nodes (training); without it the value head
-    does (inference). ``problem_ids`` [B] (default 0..B-1) tell it which problems the rows
+    function on numpy arrays) scores terminal nodes when ``cfg.terminal_reward`` is
+    ``verifier`` (training); otherwise the value head does (inference) and ``verifier``
+    must be None. ``problem_ids`` [B] (default 0..B-1) tell it which problems the rows
     are, so one verifier object serves every batch without recompiling."""
+    if (verifier is not None) != (cfg.terminal_reward == "verifier"):
+        raise SearchError(f"MCTSConfig.terminal_reward={cfg.terminal_reward!r} "
+                          + ("needs a verifier" if verifier is None else
+                             "takes no verifier; set terminal_reward='verifier' to use it"))
     check_prompts(config, prompt_tokens, prompt_mask, cfg.max_steps * cfg.step_tokens)
     if stop.completes.shape[-1] != config.vocab_size:
         raise SearchError(f"stop tables cover {stop.completes.shape[-1]} ids, the model has "

@@ -81,6 +81,20 @@ class SamplingConfig:
         return self.temperature == 0
 
 
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+    """Whole completions: ``n`` per prompt (sharing one prefill), at most
+    ``max_new_tokens`` each, drawn with ``sampling`` (temperature 0: greedy)."""
+
+    n: int = 1
+    max_new_tokens: int = 64
+    sampling: SamplingConfig = SamplingConfig()
+
+    def __post_init__(self):
+        check_positive(self.n, "n")
+        check_positive(self.max_new_tokens, "max_new_tokens")
+
+
 @flax.struct.dataclass
 class StopTokens:
     """When a row stops.

@@ -43,7 +43,8 @@ class SearchConfig:
 
     n: candidates (rows) per problem; max_steps: steps per solution; step_tokens: token
     budget of one step; sampling: how tokens are drawn; scorer: how steps are scored;
-    pad_id: filler id after each candidate's end.
+    token ids after a candidate's length are 0 (filler: read candidates up to their
+    length).
     """
 
     n: int = 4
@@ -51,7 +52,6 @@ class SearchConfig:
     step_tokens: int = 64
     sampling: SamplingConfig = SamplingConfig()
     scorer: StepScorer = StepScorer()
-    pad_id: int = 0
 
     def __post_init__(self):
         check_positive(self.n, "n")
@@ -63,7 +63,7 @@ class SearchConfig:
 class Paths:
     """The partial solutions (R rows, L = max_steps * step_tokens, M = max_steps).
 
-    tokens:      [R, L] int32 generated tokens, ``pad_id`` after ``length``.
+    tokens:      [R, L] int32 generated tokens, 0 after ``length``.
     logprobs:    [R, L] float32 model log-prob of each token.
     length:      [R] int32.
     step_scores: [R, M] float32 score of each step (see scoring.py).
@@ -165,7 +165,7 @@ def init_state(config: ModelConfig, params, prompt_tokens, prompt_mask, cfg: Sea
                                   prompt_mask, s_len, compute)
     M = cfg.max_steps
     paths = Paths(
-        tokens=jnp.full((B, L), cfg.pad_id, jnp.int32), logprobs=jnp.zeros((B, L)),
+        tokens=jnp.zeros((B, L), jnp.int32), logprobs=jnp.zeros((B, L)),
         length=jnp.zeros((B,), jnp.int32), step_scores=jnp.zeros((B, M)),
         step_ends=jnp.zeros((B, M), jnp.int32), n_steps=jnp.zeros((B,), jnp.int32),
         score=aggregate_init(B, cfg.scorer), alive=jnp.ones((B,), bool))
@@ -202,7 +202,7 @@ def grow(config: ModelConfig, params, state: SearchState, rng: jax.Array, cfg: S
     model = Transformer(config)
     dstate = state.decode.replace(done=state.finished(cfg.max_steps))
     dstate, chunk, n_iter = decode(model, params, dstate, rng, cfg.sampling, stop,
-                                   cfg.step_tokens, True, cfg.pad_id)
+                                   cfg.step_tokens, True)
     # `done` marks EOS only; the step limit and emptied slots are read from the paths.
     dstate = dstate.replace(done=state.decode.done | (chunk.stop_reason == STOP_EOS))
     compute = compute.add(tokens_generated=jnp.sum(chunk.lengths), forward_passes=n_iter)

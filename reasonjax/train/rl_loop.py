@@ -52,7 +52,8 @@ from reasonjax.train import rl
 from reasonjax.train.fit import setup
 from reasonjax.train.logprobs import forward, shift_values, token_logprobs
 from reasonjax.train.loop import CHECKPOINTS, MetricsWriter, NonFiniteLossError
-from reasonjax.driver.rollouts import Rollouts, generate, greedy_accuracy, prompt_length
+from reasonjax.driver.env import Env, longest_prompt
+from reasonjax.driver.rollouts import Rollouts, generate, greedy_accuracy
 from reasonjax.train.state import OptimConfig, make_schedule
 from reasonjax.train.step import make_train_step, place_batch
 
@@ -272,9 +273,8 @@ def rl_train(model_config: ModelConfig, params, tok: Tokenizer, task: Task,
     stats = _make_stats_fn(model_config)
     scorer = jax.jit(step_scorer) if step_scorer is not None else None
     sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p)
-    prompt_len = prompt_length(tok, task, problems)
-    if eval_problems:
-        prompt_len = max(prompt_len, prompt_length(tok, task, eval_problems))
+    prompt_len = longest_prompt(Env(task, tok, model_config), list(problems)
+                                + list(eval_problems or []))
 
     def evaluate(params) -> float:
         return greedy_accuracy(model_config, params, tok, task, eval_problems,

@@ -14,7 +14,8 @@ from reasonjax.data.task import Problem, Task
 from reasonjax.models import ModelConfig, Transformer, transformer
 from reasonjax.models.tokenizer import CharTokenizer
 from reasonjax.train.rl_loop import RLConfig, rl_train, step_end_mask
-from reasonjax.driver.rollouts import generate, task_prompts
+from reasonjax.driver import Env, encode_prompts
+from reasonjax.driver.rollouts import generate
 from reasonjax.train.state import OptimConfig
 
 TOK = CharTokenizer()
@@ -43,8 +44,8 @@ PROBLEMS = [Problem(task=TASK.name, question=q, steps=(), answer="") for q in ("
 
 def expected_reward(params) -> float:
     """Mean over the problems of P(first completion token is a lowercase letter)."""
-    prompts = task_prompts(TOK, TASK, PROBLEMS, 5)
-    tokens, mask = prompts["prompt_tokens"], prompts["prompt_mask"]
+    prompts = encode_prompts(Env(TASK, TOK, CFG, prompt_len=5), PROBLEMS)
+    tokens, mask = prompts.tokens, prompts.mask
     positions = np.maximum(np.cumsum(mask, -1) - 1, 0)
     out = Transformer(CFG).apply({"params": params}, jnp.asarray(tokens),
                                  positions=jnp.asarray(positions),

@@ -1,0 +1,169 @@
+"""Run any search method, or plain sampling, over problems in fixed-shape batches.
+
+The method is picked by the type of its config (the library's own frozen dataclasses):
+
+- :class:`~reasonjax.search.sampler.SampleConfig`: ``n`` whole completions per problem
+  (temperature 0: greedy); a candidate's score is its mean token log-prob;
+- :class:`~reasonjax.search.best_of_n.BestOfNConfig`: best-of-N by step score or log-prob;
+  :class:`~reasonjax.search.voting.VotingConfig`: the same samples, answered by a vote;
+- :class:`~reasonjax.search.beam.BeamConfig` / :class:`~reasonjax.search.beam.DVTSConfig`:
+  step-level beam search / DVTS;
+- :class:`~reasonjax.search.particles.ParticleConfig`: particle filtering;
+- :class:`~reasonjax.search.mcts.MCTSConfig`: MCTS on mctx (with ``terminal_reward:
+  verifier``, terminal nodes are judged by the env's task through
+  :class:`~reasonjax.driver.env.TaskVerifier`).
+
+:func:`run_batches` encodes every prompt once, cuts the rows into batches of
+``batch_size`` (the last one filled with repeats of a real prompt), places each batch on
+the env's mesh, runs the method and yields a :class:`Batch` with the raw output and the
+candidates as host arrays. Batch ``start`` draws with ``fold_in(rng, start)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any, Iterator, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from reasonjax import parallel
+from reasonjax.data.task import Problem
+from reasonjax.driver.env import Env
+from reasonjax.driver.prompts import Prompts, batch_rows, encode_prompts
+from reasonjax.search.beam import BeamConfig, DVTSConfig, beam_search, dvts
+from reasonjax.search.best_of_n import BestOfNConfig, best_of_n
+from reasonjax.search.mcts import MCTSConfig, mcts
+from reasonjax.search.particles import ParticleConfig, particle_filter
+from reasonjax.search.sampler import STOP_EOS, SampleConfig, SearchError, sample
+
+Method = Union[SampleConfig, BestOfNConfig, BeamConfig, ParticleConfig, MCTSConfig]
+# A separate scorer model (PRM) for step scores: (model config, params).
+Scorer = tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidates:
+    """A batch's candidates on the host (B rows, N candidates, L tokens).
+
+    tokens [B, N, L] int32 (read up to ``lengths``); lengths [B, N]; logprobs [B, N]
+    summed token log-probs; scores [B, N] (the method's: step score, node value, or mean
+    log-prob for plain samples); finished [B, N] ended with EOS; valid [B, N] a real
+    candidate (searches may empty slots); chosen [B] the method's pick."""
+
+    tokens: np.ndarray
+    lengths: np.ndarray
+    logprobs: np.ndarray
+    scores: np.ndarray
+    finished: np.ndarray
+    valid: np.ndarray
+    chosen: np.ndarray
+
+
+@dataclasses.dataclass
+class Batch:
+    """One call of a method: problems ``rows`` [B] of the run (the last real row repeated
+    after ``real``), their prompts, the method's raw ``output`` (SampleOutput,
+    SearchResult or MCTSResult, device arrays), its candidates and compute (a dict of
+    the whole batch's counts, filler rows included: they ran too)."""
+
+    start: int
+    rows: np.ndarray
+    real: int
+    prompts: Prompts
+    output: Any
+    candidates: Candidates
+    compute: dict
+
+
+def _host(x) -> np.ndarray:
+    return np.asarray(jax.device_get(x))
+
+
+def _sample_candidates(out) -> Candidates:
+    lengths = _host(out.lengths)
+    logprobs = _host(out.logprobs).sum(-1)
+    return Candidates(tokens=_host(out.tokens), lengths=lengths, logprobs=logprobs,
+                      scores=logprobs / np.maximum(lengths, 1),
+                      finished=_host(out.stop_reason) == STOP_EOS,
+                      valid=np.ones(lengths.shape, bool),
+                      chosen=np.zeros(lengths.shape[0], np.int64))
+
+
+def _search_candidates(out) -> Candidates:
+    return Candidates(tokens=_host(out.tokens), lengths=_host(out.lengths),
+                      logprobs=_host(out.logprobs).sum(-1), scores=_host(out.scores),
+                      finished=_host(out.finished), valid=_host(out.valid),
+                      chosen=_host(out.chosen))
+
+
+def _mcts_candidates(out) -> Candidates:
+    B = out.length.shape[0]
+    return Candidates(tokens=_host(out.path)[:, None], lengths=_host(out.length)[:, None],
+                      logprobs=np.zeros((B, 1), np.float32),
+                      scores=_host(out.value)[:, None], finished=_host(out.finished)[:, None],
+                      valid=np.ones((B, 1), bool), chosen=np.zeros(B, np.int64))
+
+
+STEP_SEARCHES = ((DVTSConfig, dvts), (BeamConfig, beam_search),
+                 (ParticleConfig, particle_filter), (BestOfNConfig, best_of_n))
+
+
+def call(env: Env, params, method: Method, tokens, mask, rng: jax.Array,
+         scorer: Optional[Scorer] = None, problem_ids=None):
+    """The method on one prompt batch [B, P] (already placed): (raw output, Candidates)."""
+    if isinstance(method, SampleConfig):
+        out = sample(env.model_config, params, tokens, mask, rng,
+                     max_new_tokens=method.max_new_tokens, n=method.n,
+                     sampling=method.sampling, stop=env.stop, pad_id=env.tokenizer.pad_id)
+        return out, _sample_candidates(out)
+    if isinstance(method, MCTSConfig):
+        if scorer is not None:
+            raise SearchError("MCTS values nodes with the policy's value head; a separate "
+                              "scorer model is not supported for mcts")
+        verify = method.terminal_reward == "verifier"
+        out = mcts(env.model_config, params, tokens, mask, rng, method, env.stop,
+                   verifier=env.verifier if verify else None,
+                   problem_ids=problem_ids if verify else None)
+        return out, _mcts_candidates(out)
+    for kind, fn in STEP_SEARCHES:
+        if isinstance(method, kind):
+            scorer_config, scorer_params = scorer or (None, None)
+            out = fn(env.model_config, params, tokens, mask, rng, method, env.stop,
+                     scorer_config, scorer_params)
+            return out, _search_candidates(out)
+    raise SearchError(f"no search method takes a {type(method).__name__}; give one of "
+                      + ", ".join(t.__name__ for t in Method.__args__))
+
+
+def run_batches(env: Env, params, problems: Sequence[Problem], method: Method,
+                rng: jax.Array, *, batch_size: int, scorer: Optional[Scorer] = None,
+                texts: Optional[Sequence[str]] = None) -> Iterator[Batch]:
+    """``method`` over ``problems``, ``batch_size`` rows a call (see the module docstring).
+    ``params`` should already be on ``env.mesh`` (the train step and ``parallel.
+    shard_params`` place them); ``batch_size`` must divide over its data axes.
+    ``texts``: prompt texts to use instead of the problems' prompts (same count)."""
+    if not problems:
+        raise SearchError("no problems to run; give at least one")
+    if texts is not None and len(texts) != len(problems):
+        raise ValueError(f"{len(texts)} prompt texts for {len(problems)} problems")
+    if env.mesh is not None:
+        parallel.validate_batch(batch_size, env.mesh, what="batch_size")
+    prompts = encode_prompts(env, problems, texts)
+    verify = isinstance(method, MCTSConfig) and method.terminal_reward == "verifier"
+    ids = env.verifier.register(problems) if verify else None
+    for start, rows in batch_rows(len(problems), batch_size):
+        batch = prompts.rows(rows)
+        tokens, mask = batch.tokens, batch.mask
+        if env.mesh is not None:
+            tokens, mask = parallel.shard_batch((tokens, mask), env.mesh)
+        with parallel.activate(env.mesh) if env.mesh is not None else \
+                contextlib.nullcontext():
+            out, cands = call(env, params, method, jnp.asarray(tokens), jnp.asarray(mask),
+                              jax.random.fold_in(rng, start), scorer,
+                              None if ids is None else ids[rows])
+        yield Batch(start=start, rows=rows, real=min(batch_size, len(problems) - start),
+                    prompts=batch, output=out, candidates=cands,
+                    compute=out.compute.to_dict())
