@@ -7,7 +7,7 @@
     reasonjax search CHECKPOINT --local test.jsonl --format gsm8k --method majority --n 16
 
 Writes one JSON record per problem to ``--out`` (answers, scores, candidates, compute;
-see :func:`reasonjax.search.methods.run_method`) and the summary (accuracy when answers
+see :func:`reasonjax.driver.run`) and the summary (accuracy when answers
 are known, coverage, compute) to ``<out stem>.summary.json``, and prints the summary.
 """
 
@@ -16,10 +16,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+METHOD_NAMES = ("greedy", "sample", "best_of_n", "majority", "prm_vote", "beam", "dvts",
+                "particles", "mcts")
+
 
 def _problems(args):
     from reasonjax.data.local import load_local
-    from reasonjax.data.task import task_from_args
+    from reasonjax.data.task import get_task, task_from_args
 
     if (args.task is None) == (args.local is None):
         raise ValueError("search: give exactly one of --task NAME or --local FILE")
@@ -29,28 +32,53 @@ def _problems(args):
         if args.knobs:
             raise ValueError(f"search --local takes no knob=value settings, got {args.knobs}")
         report = load_local(args.local, args.format, on_error=args.on_error)
-        problems = report.problems
-        return (problems[:args.count] if args.count else problems), None
+        problems = report.problems[:args.count] if args.count else report.problems
+        if not problems:
+            raise ValueError(f"search: {args.local} holds no problems")
+        return problems, get_task(problems[0].task)
     task = task_from_args(args.task, args.difficulty, args.knobs)
     return task.generate(args.count or 16, seed=args.task_seed), task
 
 
-def method_config_from_args(args):
-    """A MethodConfig from the parsed command line."""
-    from reasonjax.search.methods import MethodConfig
-    from reasonjax.search.sampler import SamplingConfig
+def method_from_args(args):
+    """The method's own config (SampleConfig, BestOfNConfig, VotingConfig, BeamConfig,
+    DVTSConfig, ParticleConfig or MCTSConfig) from the command line; bad settings raise
+    SearchError here, before anything is loaded."""
+    from reasonjax.search.beam import BeamConfig, DVTSConfig
+    from reasonjax.search.best_of_n import BestOfNConfig
+    from reasonjax.search.mcts import MCTSConfig
+    from reasonjax.search.particles import ParticleConfig
+    from reasonjax.search.sampler import SampleConfig, SamplingConfig, SearchError
     from reasonjax.search.scoring import StepScorer
+    from reasonjax.search.voting import VotingConfig
 
-    return MethodConfig(
-        n=args.n, beam_width=args.beam_width, max_steps=args.max_steps,
-        step_tokens=args.step_tokens, max_new_tokens=args.max_new_tokens,
-        sampling=SamplingConfig(temperature=args.temperature, top_k=args.top_k,
-                                top_p=args.top_p, min_p=args.min_p),
-        scorer=StepScorer(transform=args.transform, aggregate=args.aggregate),
-        select_by=args.select_by, particle_temperature=args.particle_temperature,
-        resampling=args.resampling, num_actions=args.num_actions,
-        num_simulations=args.simulations, mcts_policy=args.mcts_policy,
-        batch_size=args.batch_size, prompt_len=args.prompt_len)
+    if args.method not in METHOD_NAMES:
+        raise SearchError(f"unknown method {args.method!r}; choose one of "
+                          f"{', '.join(METHOD_NAMES)}")
+    sampling = SamplingConfig(temperature=0.0 if args.method == "greedy" else args.temperature,
+                              top_k=args.top_k, top_p=args.top_p, min_p=args.min_p)
+    if args.method in ("greedy", "sample"):
+        return SampleConfig(n=1 if args.method == "greedy" else args.n,
+                            max_new_tokens=args.max_new_tokens or
+                            args.max_steps * args.step_tokens, sampling=sampling)
+    if args.method == "mcts":
+        return MCTSConfig(num_actions=args.num_actions, num_simulations=args.simulations,
+                          max_steps=args.max_steps, step_tokens=args.step_tokens,
+                          sampling=sampling, policy=args.mcts_policy,
+                          value_transform=args.transform)
+    step = dict(n=args.n, max_steps=args.max_steps, step_tokens=args.step_tokens,
+                sampling=sampling,
+                scorer=StepScorer(transform=args.transform, aggregate=args.aggregate))
+    if args.method in ("majority", "prm_vote"):
+        return VotingConfig(**step, weighting="majority" if args.method == "majority"
+                            else "prm")
+    if args.method == "best_of_n":
+        return BestOfNConfig(**step, select_by=args.select_by)
+    if args.method in ("beam", "dvts"):
+        kind = BeamConfig if args.method == "beam" else DVTSConfig
+        return kind(**step, beam_width=args.beam_width)
+    return ParticleConfig(**step, temperature=args.particle_temperature,
+                          resampling=args.resampling)
 
 
 def _search(args) -> int:
@@ -60,31 +88,30 @@ def _search(args) -> int:
                                TimeElapsedColumn)
 
     from reasonjax.checkpoint import load_checkpoint, load_model_and_tokenizer
+    from reasonjax.driver import Env, run, summarize
     from reasonjax.fileio import atomic_write_text
-    from reasonjax.search.methods import method_config, run_method, summarize
 
-    cfg = method_config_from_args(args)
-    method_config(args.method, cfg)  # bad settings fail before loading anything
+    method = method_from_args(args)
     problems, task = _problems(args)
     config, params, tokenizer = load_model_and_tokenizer(args.checkpoint)
-    scorer_config = scorer_params = None
-    if args.scorer is not None:
-        scorer_config, scorer_params = load_checkpoint(args.scorer)
+    scorer = load_checkpoint(args.scorer) if args.scorer is not None else None
+    env = Env(task=task, tokenizer=tokenizer,
+              model_config=config, prompt_len=args.prompt_len)
 
     console = Console(stderr=True)
     progress = Progress(TextColumn(f"[bold]{args.method}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, disable=args.no_progress)
     with progress:
         bar = progress.add_task(args.method, total=len(problems))
-        records = run_method(args.method, config, params, tokenizer, problems, cfg,
-                             jax.random.key(args.seed), task=task, scorer_config=scorer_config,
-                             scorer_params=scorer_params,
-                             progress=lambda k: progress.advance(bar, k))
+        records = run(env, params, problems, method, jax.random.key(args.seed),
+                      batch_size=args.batch_size, scorer=scorer,
+                      progress=lambda k: progress.advance(bar, k))
     summary = {"method": args.method, "checkpoint": str(args.checkpoint),
                "data": args.task or str(args.local), **summarize(records)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in records))
+    lines = (json.dumps({"method": args.method, **r.to_json()}) + "\n" for r in records)
+    atomic_write_text(out, "".join(lines))
     summary_path = out.with_name(out.stem + ".summary.json")
     atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
@@ -95,7 +122,6 @@ def _search(args) -> int:
 def register(subparsers) -> None:
     """Adds ``reasonjax search`` to the top-level parser's subparsers."""
     from reasonjax.search.best_of_n import SELECT_BY
-    from reasonjax.search.methods import METHODS
     from reasonjax.search.particles import RESAMPLING
     from reasonjax.search.scoring import AGGREGATIONS
 
@@ -118,7 +144,7 @@ def register(subparsers) -> None:
                       help="problems (task default 16; local default all)")
     data.add_argument("knobs", nargs="*", metavar="knob=value", help="task knob overrides")
     m = p.add_argument_group("method and budget")
-    m.add_argument("--method", required=True, choices=METHODS)
+    m.add_argument("--method", required=True, choices=METHOD_NAMES)
     m.add_argument("--n", type=int, default=4,
                    help="samples / candidates / particles / beam rows per problem")
     m.add_argument("--beam-width", type=int, default=2, help="beam/dvts: M, must divide n")

@@ -115,6 +115,11 @@ class VotingConfig(BestOfNConfig):
         super().__post_init__()
         if self.weighting not in WEIGHTINGS:
             raise SearchError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        if self.weighting == "prm" and self.scorer.kind == "value" and \
+                self.scorer.transform != "sigmoid":
+            raise SearchError("weighting 'prm' (prm_vote) weights votes by solution scores, "
+                              "which must be >= 0: use scorer transform 'sigmoid' or a "
+                              "token_prob scorer")
 
 
 def voting(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Array,

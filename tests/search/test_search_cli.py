@@ -1,4 +1,4 @@
-"""`reasonjax search` end to end on a tiny random model, and run_method's bookkeeping."""
+"""`reasonjax search` end to end on a tiny random model, and the driver's bookkeeping."""
 
 import json
 
@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 
 from reasonjax.checkpoint import save_model
-from reasonjax.cli import main
+from reasonjax.cli import build_parser, main
 from reasonjax.data.task import get_task
-from reasonjax.search.methods import MethodConfig, method_config, run_method
+import argparse
+
+from reasonjax.driver import Env, run
+from reasonjax.search.cli import method_from_args
 from reasonjax.search.sampler import SamplingConfig, SearchError, sample, stop_tokens_for
-from reasonjax.search.scoring import StepScorer
 
 from search_helpers import CFG, TOK
 
@@ -76,9 +78,9 @@ def test_cli_local_file_accuracy_counts_correct_answers(model_dir, params, tmp_p
     gsm8k = get_task("gsm8k")
     questions = ["12+7*3-5", "3*4+2"]
     probe = [gsm8k.from_instance(q, "0") for q in questions]
-    cfg = MethodConfig(max_steps=STEPS, step_tokens=STEP_TOKENS)
-    first = run_method("greedy", CFG, params, TOK, probe, cfg, jax.random.key(0))
-    said = [extract_answer(r["completion"]) for r in first]
+    first = run(Env(gsm8k, TOK, CFG), params, probe, method_args("greedy"),
+                jax.random.key(0))
+    said = [extract_answer(r.completion) for r in first]
     assert said[0] is not None, "the random model wrote no number; pick other questions"
     rows = [{"question": questions[0], "answer": said[0]},
             {"question": questions[1], "answer": str(_other(said[1]))}]
@@ -95,6 +97,14 @@ def test_cli_local_file_accuracy_counts_correct_answers(model_dir, params, tmp_p
     assert [r["correct"] for r in records] == [True, False]
     assert all(len(r["candidates"]) == 2 for r in records)
     assert records[0]["score"] == 2.0  # two votes for the winning answer
+
+
+def method_args(method, *flags):
+    """The config ``reasonjax search --method METHOD FLAGS`` runs (the CLI's defaults)."""
+    args = build_parser().parse_args(["search", "ckpt", "--method", method,
+                                      "--max-steps", str(STEPS), "--step-tokens",
+                                      str(STEP_TOKENS), *flags])
+    return method_from_args(args)
 
 
 def _other(answer):
@@ -124,20 +134,19 @@ def test_cli_step_methods_write_valid_records(model_dir, tmp_path, method):
 
 
 def test_bad_inputs_fail_clearly(model_dir, params, tmp_path, capsys):
-    problems = get_task("arithmetic", "easy").generate(2)
-    cfg = MethodConfig(max_steps=STEPS, step_tokens=STEP_TOKENS)
     with pytest.raises(SearchError, match="unknown method 'bogus'; choose one of greedy"):
-        run_method("bogus", CFG, params, TOK, problems, cfg, jax.random.key(0))
+        method_from_args(argparse.Namespace(method="bogus"))
     with pytest.raises(SearchError, match="n must be a positive integer, got 0"):
-        method_config("best_of_n", MethodConfig(n=0))
+        method_args("best_of_n", "--n", "0")
     with pytest.raises(SearchError, match="beam_width 3 does not divide n 4"):
-        method_config("beam", MethodConfig(n=4, beam_width=3))
+        method_args("beam", "--n", "4", "--beam-width", "3")
     with pytest.raises(SearchError, match="prm_vote"):
-        method_config("prm_vote", MethodConfig(scorer=StepScorer(transform="tanh")))
+        method_args("prm_vote", "--transform", "tanh")
     # Prompt + steps longer than the model's context (max_seq_len 96).
-    long = [get_task("arithmetic", n_ops=20, max_operand=999).generate(1)[0]]
+    long_task = get_task("arithmetic", n_ops=20, max_operand=999)
     with pytest.raises(SearchError, match="exceeds the model's max_seq_len 96"):
-        run_method("greedy", CFG, params, TOK, long, cfg, jax.random.key(0))
+        run(Env(long_task, TOK, CFG), params, long_task.generate(1), method_args("greedy"),
+            jax.random.key(0))
     # On the command line: one line naming the problem, exit status 2, no traceback.
     assert main(["search", str(model_dir), "--task", "arithmetic", "--method", "beam",
                  "--n", "4", "--beam-width", "3", "--out", str(tmp_path / "x.jsonl")]) == 2
