@@ -84,7 +84,7 @@ def ours(cfg, kind: str, batch: dict, steps: int):
     mesh = parallel.make_mesh(parallel.MeshConfig(1, 1, 1), devices=jax.devices()[:1])
     ps = parallel.param_shardings(cfg, mesh)
     params = parallel.init_params(cfg, jax.random.key(0), mesh)
-    optim = st.OptimConfig(lr=1e-4, clip_norm=1.0)
+    optim = st.OptimConfig(lr=1e-4, decay_steps=1000, clip_norm=1.0)
     tx = st.make_optimizer(optim)
     state = st.create_train_state(params, tx, mesh=mesh, param_shardings=ps)
     if kind == "sft":

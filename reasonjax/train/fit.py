@@ -125,6 +125,7 @@ def fit(loss: Loss, model_config: ModelConfig, params, data: Union[Mapping, Any]
     checkpoints and resumes there and writes ``metrics.jsonl``. step_fn: a
     :func:`make_fit_step` of the same loss, optimizer config and mesh, to share one compile
     between several fits."""
+    cfg = dataclasses.replace(cfg, optim=cfg.optim.for_steps(cfg.steps))
     if isinstance(data, Mapping):
         loss.check(data, ref_params is not None)
         data = rows_iterator(data, cfg.batch_size, cfg.seed)

@@ -40,7 +40,8 @@ class OptimConfig:
     """AdamW with warmup + decay.
 
     lr: peak learning rate. schedule: decay after warmup, from lr to lr * min_lr_ratio at
-    ``decay_steps`` (counted in optimizer updates, i.e. after accumulation).
+    ``decay_steps`` (counted in optimizer updates, i.e. after accumulation; None: the
+    whole run, filled in by :meth:`for_steps` when a run knows its length).
     clip_norm: global-norm clipping of the (accumulated) gradient; null disables it.
     weight_decay applies to matrices (``kernel`` / ``embedding``), not to norms or biases.
     accum_steps: micro-batches per optimizer update. trainable: ``all``, ``value_head``,
@@ -51,7 +52,7 @@ class OptimConfig:
     lr: float = 3e-4
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_steps: int = 0
-    decay_steps: int = 1000
+    decay_steps: Optional[int] = None
     min_lr_ratio: float = 0.1
     b1: float = 0.9
     b2: float = 0.95
@@ -65,7 +66,7 @@ class OptimConfig:
         problems = []
         if self.lr < 0:
             problems.append(f"optim.lr must be >= 0, got {self.lr}")
-        if self.warmup_steps < 0 or self.decay_steps < 1:
+        if self.warmup_steps < 0 or (self.decay_steps is not None and self.decay_steps < 1):
             problems.append("optim.warmup_steps must be >= 0 and optim.decay_steps >= 1, got "
                             f"{self.warmup_steps}, {self.decay_steps}")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -78,6 +79,14 @@ class OptimConfig:
             raise ConfigError("; ".join(problems))
 
 
+    def for_steps(self, steps: int) -> "OptimConfig":
+        """This config with ``decay_steps`` unset replaced by the optimizer updates of a
+        ``steps``-step run (steps // accum_steps), so the decay spans the run."""
+        if self.decay_steps is not None:
+            return self
+        return dataclasses.replace(self, decay_steps=max(steps // self.accum_steps, 1))
+
+
 def make_schedule(cfg: OptimConfig):
     """lr(update) = lr * warmup(update) * decay(update).
 
@@ -85,7 +94,10 @@ def make_schedule(cfg: OptimConfig):
     decay over f = clip((u - warmup_steps) / (decay_steps - warmup_steps), 0, 1):
     cosine: m + (1 - m) (1 + cos(pi f)) / 2; linear: 1 - (1 - m) f; constant: 1.
     """
-    w, total, m = cfg.warmup_steps, cfg.decay_steps, cfg.min_lr_ratio
+    if cfg.decay_steps is None and cfg.schedule != "constant":
+        raise ConfigError(f"optim.decay_steps is unset for a {cfg.schedule} schedule: set it, "
+                          "or build the schedule from optim.for_steps(total steps)")
+    w, total, m = cfg.warmup_steps, cfg.decay_steps or 1, cfg.min_lr_ratio
 
     def schedule(count):
         u = jnp.asarray(count, jnp.float32)

@@ -92,4 +92,4 @@ def test_plain_iterators_cannot_be_checkpointed(tmp_path):
     mesh = parallel.make_mesh(parallel.MeshConfig(8, 1, 1))
     with pytest.raises(TypeError, match="get_state"):
         train(sft_loss(worker.CONFIG), None, iter([]), LoopConfig(steps=1, run_dir=str(tmp_path)),
-              mesh=mesh, shardings=None, optimizer=make_optimizer(OptimConfig()))
+              mesh=mesh, shardings=None, optimizer=make_optimizer(OptimConfig(decay_steps=1000)))

@@ -35,7 +35,7 @@ PARAMS = {"layer": {"kernel": jnp.ones((2, 2)), "scale": jnp.ones((2,))},
 
 
 def test_weight_decay_skips_norms_and_biases():
-    tx = make_optimizer(OptimConfig(lr=0.1, weight_decay=0.5, clip_norm=None,
+    tx = make_optimizer(OptimConfig(lr=0.1, decay_steps=1000, weight_decay=0.5, clip_norm=None,
                                     schedule="constant"))
     zeros = jax.tree.map(jnp.zeros_like, PARAMS)
     updates, _ = tx.update(zeros, tx.init(PARAMS), PARAMS)
@@ -46,7 +46,7 @@ def test_weight_decay_skips_norms_and_biases():
 
 
 def test_global_norm_clipping_feeds_clipped_gradients_to_adam():
-    tx = make_optimizer(OptimConfig(clip_norm=1.0, b1=0.9))
+    tx = make_optimizer(OptimConfig(decay_steps=1000, clip_norm=1.0, b1=0.9))
     grads = jax.tree.map(lambda p: 3.0 * jnp.ones_like(p), PARAMS)   # 9 entries: norm 9
     _, state = tx.update(grads, tx.init(PARAMS), PARAMS)
     mu = state[1][0].mu
@@ -62,13 +62,13 @@ def test_trainable_masks_and_frozen_params_get_no_update():
     assert trainable_mask(PARAMS, "layer/k")["layer"] == {"kernel": True, "scale": False}
     with pytest.raises(ConfigError, match="matches no parameter"):
         trainable_mask(PARAMS, "nothing_here")
-    tx = make_optimizer(OptimConfig(lr=0.1, trainable="value_head"), PARAMS)
+    tx = make_optimizer(OptimConfig(lr=0.1, decay_steps=1000, trainable="value_head"), PARAMS)
     grads = jax.tree.map(jnp.ones_like, PARAMS)
     updates, _ = tx.update(grads, tx.init(PARAMS), PARAMS)
     np.testing.assert_array_equal(updates["layer"]["kernel"], 0.0)
     assert float(jnp.abs(updates["value_head"]["kernel"]).min()) > 0
     with pytest.raises(ValueError, match="pass params"):
-        make_optimizer(OptimConfig(trainable="value_head"))
+        make_optimizer(OptimConfig(decay_steps=1000, trainable="value_head"))
 
 
 def test_accumulation_of_two_micro_batches_equals_one_big_batch():
@@ -94,7 +94,7 @@ def test_accumulation_of_two_micro_batches_equals_one_big_batch():
 
 
 def test_train_state_starts_at_step_zero_with_checkpointable_rng():
-    tx = make_optimizer(OptimConfig())
+    tx = make_optimizer(OptimConfig(decay_steps=1000))
     state = create_train_state(PARAMS, tx, seed=3)
     assert int(state.step) == 0
     assert state.rng.dtype == jnp.uint32 and state.rng.shape == (2,)
@@ -105,3 +105,14 @@ def test_bad_optim_config_names_the_field():
         OptimConfig(accum_steps=0)
     with pytest.raises(ConfigError, match="min_lr_ratio"):
         OptimConfig(min_lr_ratio=2.0)
+
+
+def test_unset_decay_steps_span_the_run_and_are_never_guessed():
+    cfg = OptimConfig(lr=1.0, warmup_steps=2, min_lr_ratio=0.0, accum_steps=2)
+    assert cfg.for_steps(40).decay_steps == 20  # optimizer updates, after accumulation
+    assert OptimConfig(decay_steps=7).for_steps(40).decay_steps == 7
+    # The resolved cosine reaches min_lr_ratio exactly at the run's last update.
+    assert float(make_schedule(cfg.for_steps(40))(20)) == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ConfigError, match="optim.decay_steps is unset for a cosine"):
+        make_schedule(cfg)
+    assert float(make_schedule(OptimConfig(lr=2.0, schedule="constant"))(5)) == 2.0
