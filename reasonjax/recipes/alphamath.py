@@ -7,7 +7,7 @@ Pipeline as implemented:
 1. ``warmup``: SFT on the training problems' reference solutions (tiny: a model trained
    from scratch; paper: the checkpoint, optionally fine-tuned).
 2. For each round r = 1..``rounds``:
-   - ``mcts-round-r``: MCTS (PUCT, :mod:`reasonjax.search.mcts`) over ``search.problems``
+   - ``mcts-round-r``: MCTS (PUCT, :mod:`reasonjax.search.mcts`) over ``search_problems``
      training problems with the current model: K candidate steps per node sampled from
      the policy, prior = their mean log-prob, non-terminal nodes valued by the tanh value
      head, terminal nodes by the verifier (+1 / -1). Every visited prefix gets its tree
@@ -31,33 +31,12 @@ Departures from the paper: the rounds are few and small (the paper runs 3 rounds
 move from the chosen child) rather than the paper's one tree per problem; the next round
 continues from the previous round's params rather than retraining from the base model.
 
-What the tiny preset shows (arithmetic ``easy``: two steps, a reduction then the answer):
-the value head learns which PROBLEMS are hard (held-out correct-over-wrong ranking ~0.8
-over all pairs) but barely which of one problem's candidate steps are right (within-
-problem ranking 0.55-0.57 over ~100 held-out pairs), and that is what step beam search
-needs, so value-guided SBS stays below greedy. The cause is the data: MCTS commits to one
-move at a time and the tiny policy is consistent, so only ~7% of the searched problems
-have both a correct and a wrong complete path (within-problem contrast); doubling the
-simulations (8 -> 16) added ~10% more value targets and did not change this, and 4x the
-searched problems (512 -> 2048 a round) moved the within-problem ranking from chance to
-~0.56 and stopped the joint training from lowering greedy accuracy (0.625 -> 0.531 ->
-0.445 with 512 problems and 40 steps; 0.625 -> 0.594 -> 0.609 now). More exploration
-(root Dirichlet noise 0.25, search temperature 1.3) gives ~1.8x the within-problem pairs
-(166 / 208) but leaves their ranking at 0.54 (SBS 0.43, greedy 0.58). For contrast, the
-test_time_scaling recipe's PRM (same model size, 16k samples with exact step labels, 8
-per problem) does rank within a problem well enough to beat majority voting. With 512
-problems a round, training the value head harder did not help either (measured on
-held-out search problems, not the eval set): 200-400 joint steps or value_coef 5-20 fit the
-training targets (MAE 0.08-0.2) but held-out MAE stays ~0.4, held-out ranking does not
-improve, and the SFT term overfits the few hundred correct paths (greedy accuracy on
-unsearched training problems 0.73 -> 0.38-0.48); training the linear head alone on the
-frozen trunk does not fit the targets (MAE ~0.6).
+Notes on what the tiny preset shows, and what was tried: docs/recipes/alphamath.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -66,155 +45,84 @@ import numpy as np
 
 from reasonjax.data import formatting
 from reasonjax.data.task import Problem
+from reasonjax.driver import Method, accuracy
+from reasonjax.driver import run as run_driver
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.recipes import mcts_data
-from reasonjax.recipes.common import (Env, FitSpec, RecipeConfig, decode, fit, on_mesh,
-                                      prompts_of, rng_for, sample_completions)
-from reasonjax.recipes.replicate import Result
-from reasonjax.recipes.rundir import log_metrics, open_run, run_phase
-from reasonjax.search.beam import BeamConfig, beam_search
-from reasonjax.search.mcts import mcts
-from reasonjax.search.sampler import SamplingConfig
+from reasonjax.recipes.common import (FitSpec, RecipeConfig, RecipeEnv, Trained, fit_examples,
+                                      head_values, rng_for, warm_start)
+from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase
+from reasonjax.search.beam import BeamConfig
+from reasonjax.search.mcts import MCTSConfig
+from reasonjax.search.sampler import SampleConfig, SamplingConfig
 from reasonjax.search.scoring import StepScorer
-from reasonjax.search.voting import VotingConfig, voting
-from reasonjax.train.logprobs import forward
+from reasonjax.search.voting import VotingConfig
 from reasonjax.train.value import JointConfig, joint_loss
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalSpec:
-    """Inference on the held-out problems. Every method decodes at most ``max_steps``
-    steps of ``step_tokens`` tokens; sampled methods use ``temperature``.
-    vote_n: samples per majority vote; beams (B1) x expansions (B2): step beam search;
-    mcts_simulations / mcts_actions: MCTS at inference; batch_size: problems per call."""
+    """Inference on the held-out problems, each method its library config: ``greedy``
+    decoding, ``majority`` vote over sampled solutions, value-guided step beam search
+    ``sbs`` (B1 = n / beam_width beams, each expanded B2 = beam_width ways, ranked by the
+    tanh value head) and ``mcts`` with the value head at every node (no verifier)."""
 
-    max_steps: int = 4
-    step_tokens: int = 16
-    temperature: float = 1.0
-    vote_n: int = 8
-    beams: int = 2
-    expansions: int = 4
-    mcts_simulations: int = 8
-    mcts_actions: int = 4
-    batch_size: int = 64
+    greedy: SampleConfig = SampleConfig(n=1, max_new_tokens=64,
+                                        sampling=SamplingConfig(temperature=0.0))
+    majority: VotingConfig = VotingConfig(n=8, max_steps=4, step_tokens=16)
+    sbs: BeamConfig = BeamConfig(n=8, beam_width=4, max_steps=4, step_tokens=16,
+                                 scorer=StepScorer(kind="value", transform="tanh"))
+    mcts: MCTSConfig = MCTSConfig(num_actions=4, num_simulations=8, max_steps=4,
+                                  step_tokens=16)
+
+    def methods(self) -> dict[str, Method]:
+        """{report label: method config} of every inference method."""
+        return {"greedy": self.greedy,
+                f"majority vote (N={self.majority.n})": self.majority,
+                f"value-guided step beam search (B1={self.sbs.n // self.sbs.beam_width}, "
+                f"B2={self.sbs.beam_width})": self.sbs,
+                f"MCTS, value head (K={self.mcts.num_actions}, "
+                f"{self.mcts.num_simulations} sims/move)": self.mcts}
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(RecipeConfig):
+    """``search``: the training MCTS (terminal nodes judged by the verifier) over
+    ``search_problems`` problems a round; ``train`` / ``joint``: the joint policy + value
+    fit; ``value_holdout``: the share of searched problems kept out of it."""
+
     rounds: int = 2
-    search: mcts_data.SearchSpec = mcts_data.SearchSpec()
+    search: MCTSConfig = MCTSConfig(num_actions=4, num_simulations=8, max_steps=4,
+                                    step_tokens=16, terminal_reward="verifier")
+    search_problems: int = 128
     train: FitSpec = FitSpec(steps=300)
-    value_coef: float = 1.0
+    joint: JointConfig = JointConfig(value_coef=1.0)
     value_holdout: float = 0.1
     eval: EvalSpec = EvalSpec()
 
 
-# ---------------------------------------------------------------------------------------
-# Evaluation: one function per inference method, each -> (correct [P], tokens generated
-# per problem; filler rows of the last batch are real searches on repeated problems and
-# count in the mean)
+@dataclasses.dataclass(frozen=True)
+class Searched:
+    """A round's MCTS: value-target records (:func:`mcts_data.value_records`), the share
+    of problems solved, tokens generated, correct complete paths."""
+
+    records: list
+    solved: float
+    tokens_generated: int
+    correct_paths: int
 
 
-def _batches(env: Env, problems: Sequence[Problem], size: int):
-    """Prompt batches of ``size`` problems, all left-padded to the env's longest prompt and
-    the last one filled with repeats so every call compiles once; yields (problems, tokens,
-    mask) with the real problems only."""
-    length, pad = env.prompt_len, env.tokenizer.pad_id or 0
-    for start in range(0, len(problems), size):
-        chunk = list(problems[start:start + size])
-        batch = prompts_of(env, chunk + [chunk[0]] * (size - len(chunk)))
-        extra = length - batch["prompt_tokens"].shape[1]
-        yield (chunk, np.pad(batch["prompt_tokens"], ((0, 0), (extra, 0)),
-                             constant_values=pad),
-               np.pad(batch["prompt_mask"], ((0, 0), (extra, 0))))
-
-
-def eval_greedy(env: Env, params, problems, spec: EvalSpec, rng) -> tuple[list[bool], float]:
-    """(correct per problem, generated tokens per problem) of greedy decoding."""
-    s = sample_completions(env, params, problems, rng, n=1, temperature=0.0,
-                           max_new_tokens=spec.max_steps * spec.step_tokens,
-                           batch_size=spec.batch_size)
-    return [c[0] for c in s.correct], s.tokens_generated / len(problems)
-
-
-def eval_majority(env: Env, params, problems, spec: EvalSpec, rng) -> tuple[list[bool], float]:
-    cfg = VotingConfig(n=spec.vote_n, max_steps=spec.max_steps, step_tokens=spec.step_tokens,
-                       sampling=SamplingConfig(temperature=spec.temperature),
-                       pad_id=env.tokenizer.pad_id or 0, weighting="majority")
-    extract = lambda ids: env.task.extract_answer(decode(env, ids, len(ids)))
-    correct, spent = [], []
-    for i, (chunk, tokens, mask) in enumerate(_batches(env, problems, spec.batch_size)):
-        out = on_mesh(env, voting, params, tokens, mask, jax.random.fold_in(rng, i), cfg,
-                      env.stop, extract)
-        correct += [w is not None and env.task.answer_correct(p, w)
-                    for p, w in zip(chunk, out.winners)]
-        spent.append(_per_problem(out.search.compute, tokens))
-    return correct, float(np.mean(spent))
-
-
-def _per_problem(compute, tokens) -> float:
-    return float(np.asarray(compute.tokens_generated)) / tokens.shape[0]
-
-
-def eval_beam(env: Env, params, problems, spec: EvalSpec, rng) -> tuple[list[bool], float]:
-    """Step-level beam search ranked by the tanh value head (AlphaMath's SBS)."""
-    cfg = BeamConfig(n=spec.beams * spec.expansions, beam_width=spec.expansions,
-                     max_steps=spec.max_steps, step_tokens=spec.step_tokens,
-                     sampling=SamplingConfig(temperature=spec.temperature),
-                     scorer=StepScorer(kind="value", transform="tanh"),
-                     pad_id=env.tokenizer.pad_id or 0)
-    correct, spent = [], []
-    for i, (chunk, tokens, mask) in enumerate(_batches(env, problems, spec.batch_size)):
-        out = on_mesh(env, beam_search, params, tokens, mask, jax.random.fold_in(rng, i),
-                      cfg, env.stop)
-        best = np.asarray(out.chosen_tokens())
-        lens = np.asarray(out.lengths)[np.arange(len(best)), np.asarray(out.chosen)]
-        correct += [env.task.verify(p, decode(env, best[b], lens[b]))
-                    for b, p in enumerate(chunk)]
-        spent.append(_per_problem(out.compute, tokens))
-    return correct, float(np.mean(spent))
-
-
-def eval_mcts(env: Env, params, problems, spec: EvalSpec, rng) -> tuple[list[bool], float]:
-    """MCTS at inference: the value head scores every node (no verifier); the answer is
-    the path the moves build."""
-    search = mcts_data.SearchSpec(num_actions=spec.mcts_actions,
-                                  num_simulations=spec.mcts_simulations,
-                                  max_steps=spec.max_steps, step_tokens=spec.step_tokens,
-                                  temperature=spec.temperature)
-    cfg = search.mcts_config(env.tokenizer.pad_id or 0)
-    correct, spent = [], []
-    for i, (chunk, tokens, mask) in enumerate(_batches(env, problems, spec.batch_size)):
-        out = on_mesh(env, mcts, params, tokens, mask, jax.random.fold_in(rng, i), cfg,
-                      env.stop)
-        path, length = np.asarray(out.path), np.asarray(out.length)
-        correct += [env.task.verify(p, mcts_data.path_text(env, path[b, :length[b]])[0])
-                    for b, p in enumerate(chunk)]
-        spent.append(_per_problem(out.compute, tokens))
-    return correct, float(np.mean(spent))
-
-
-METHODS = {"greedy": eval_greedy, "majority vote": eval_majority,
-           "value-guided step beam search": eval_beam, "MCTS (value head)": eval_mcts}
-
-
-def method_label(name: str, spec: EvalSpec) -> str:
-    return {"greedy": "greedy",
-            "majority vote": f"majority vote (N={spec.vote_n})",
-            "value-guided step beam search":
-                f"value-guided step beam search (B1={spec.beams}, B2={spec.expansions})",
-            "MCTS (value head)": f"MCTS, value head (K={spec.mcts_actions}, "
-                                 f"{spec.mcts_simulations} sims/move)"}[name]
-
-
-def evaluate(env: Env, params, names: Sequence[str], spec: EvalSpec, rng) -> dict:
-    """{method: {"accuracy", "tokens_per_problem"}} on the held-out problems."""
+def evaluate(env: RecipeEnv, params, methods: dict[str, Method], cfg: Config,
+             rng: jax.Array) -> dict:
+    """{label: {"accuracy", "tokens_per_problem"}} of ``methods`` on the eval problems
+    (tokens: each problem's share of its batch's generated tokens)."""
     out = {}
-    for name in names:
-        correct, tokens = METHODS[name](env, params, env.eval, spec, jax.random.fold_in(
-            rng, len(out)))
-        out[name] = {"accuracy": float(np.mean(correct)), "tokens_per_problem": tokens}
+    for label, method in methods.items():
+        records = run_driver(env, params, env.eval, method, jax.random.fold_in(rng, len(out)),
+                             batch_size=min(cfg.batch_size, len(env.eval)))
+        out[label] = {"accuracy": accuracy(records), "tokens_per_problem": float(np.mean(
+            [r.compute["tokens_generated"] for r in records]))}
     return out
 
 
@@ -222,7 +130,7 @@ def evaluate(env: Env, params, names: Sequence[str], spec: EvalSpec, rng) -> dic
 # Training data
 
 
-def joint_examples(env: Env, records: Sequence[dict], problems: Sequence[Problem]) -> list:
+def joint_examples(env: RecipeEnv, records: Sequence[dict], problems: Sequence[Problem]) -> list:
     """``joint`` examples: every record's steps with their Q targets; SFT on correct
     complete paths only (value-only rows otherwise)."""
     return [formatting.encode_steps(env.tokenizer, env.task.prompt(problems[r["problem"]]),
@@ -242,8 +150,8 @@ def split_records(records: Sequence[dict], holdout: float, seed: int) -> tuple[l
             [r for r in records if r["problem"] in held])
 
 
-def value_quality(env: Env, params, records: Sequence[dict], problems: Sequence[Problem],
-                  seq_len: int) -> dict:
+def value_quality(env: RecipeEnv, params, records: Sequence[dict],
+                  problems: Sequence[Problem], seq_len: int) -> dict:
     """The tanh value head against ``records``' targets: ``value_mae`` over every step
     end; ``final_auc``: how often a correct complete path's final value beats a wrong
     one's over all such pairs (problem difficulty alone can earn this); ``same_problem``:
@@ -253,17 +161,13 @@ def value_quality(env: Env, params, records: Sequence[dict], problems: Sequence[
     if not records:
         return {"value_mae": nan, "final_auc": nan, "same_problem": nan,
                 "same_problem_pairs": 0}
-    rows = [formatting.fit(ex, "joint", seq_len, on_overflow="truncate")[0]
-            for ex in joint_examples(env, records, problems)]
-    rows += [rows[0]] * (-len(rows) % 64)  # one compile for every round's count
-    batch = formatting.stack(rows)
-    values = np.tanh(np.asarray(_values(env.model_config, params, batch)))[:len(records)]
-    mask = batch["value_mask"][:len(records)] > 0
-    err = np.abs(values - batch["value_targets"][:len(records)])[mask]
-    final = [(r["problem"], r["correct"], values[i, np.nonzero(mask[i])[0][-1]])
-             for i, r in enumerate(records) if r["complete"]]
+    values = head_values(env, params, joint_examples(env, records, problems), "joint",
+                         seq_len, "tanh")
+    err = np.concatenate([np.abs(v - np.asarray(r["targets"][:len(v)], np.float32))
+                          for v, r in zip(values, records)])
+    final = [(r["problem"], r["correct"], v[-1]) for v, r in zip(values, records)
+             if r["complete"] and len(v)]
     return {"value_mae": float(np.mean(err)), **ranking(final)}
-
 
 def ranking(final: Sequence[tuple[int, bool, float]]) -> dict:
     """Correct-over-wrong ranking of final values [(problem, correct, value)]: over all
@@ -280,99 +184,97 @@ def ranking(final: Sequence[tuple[int, bool, float]]) -> dict:
             "same_problem": rate(same), "same_problem_pairs": len(same)}
 
 
-@partial(jax.jit, static_argnums=0)
-def _values(model_config, params, batch):
-    return forward(model_config, params, batch).values
-
-
-def round_problems(cfg: Config, n_train: int, rnd: int) -> list[int]:
-    """The training problems searched in round ``rnd``: a fresh seeded shuffle per round."""
-    order = np.random.default_rng([cfg.seed, rnd]).permutation(n_train)
-    return [int(i) for i in order[:min(cfg.search.problems, n_train)]]
-
-
 # ---------------------------------------------------------------------------------------
 # The recipe
+
+
+def search_round(env: RecipeEnv, params, own, cfg: Config, r: int) -> Searched:
+    """``mcts-round-r``: MCTS over this round's problems, read into value records."""
+    ids = mcts_data.round_problems(cfg.seed, r, cfg.search_problems, len(own))
+    found = mcts_data.search(env, params, [own[i] for i in ids], ids, cfg.search,
+                             rng_for(cfg.seed, f"mcts-{r}"), cfg.batch_size)
+    records = mcts_data.value_records(env, found)
+    return Searched(records=records, solved=float(np.mean(found.solved)),
+                    tokens_generated=found.tokens_generated,
+                    correct_paths=sum(x["correct"] for x in records))
+
+
+def train_round(env: RecipeEnv, params, own, found: Searched, cfg: Config, r: int) -> Trained:
+    """``train-round-r``: the joint loss on the round's records (all but the held-out
+    problems), then the value head's quality on the held-out ones."""
+    train, held = split_records(found.records, cfg.value_holdout, cfg.seed + r)
+    examples = joint_examples(env, train, own)
+    if examples:  # a search that finished no step leaves nothing to learn from
+        params, metrics = fit_examples(env, params, joint_loss(env.model_config, cfg.joint),
+                                       examples, "joint", cfg.train, seed=cfg.seed + r)
+    else:
+        metrics = {}
+    quality = value_quality(env, params, held, own, cfg.train.seq_len)
+    return Trained(params, env.model_config, {
+        **{k: float(v) for k, v in metrics.items()},
+        **{f"held-out {k}": v for k, v in quality.items()}})
 
 
 def run(cfg: Config, run_dir: str | Path) -> Result:
     run_dir = Path(run_dir)
     run = open_run(run_dir, cfg, total_phases=3 + 3 * cfg.rounds)
-    env, params, verifier = mcts_data.warm_start(run, cfg)
-    search_problems = verifier.problems
-    per_round = ["greedy", "value-guided step beam search"]
+    env, params, own = warm_start(run, cfg)
+    methods = cfg.eval.methods()
+    greedy, majority, sbs, mcts = methods
+    per_round = {k: methods[k] for k in (greedy, sbs)}
 
     def eval_phase(r: int, params):
         res = run_phase(run, f"eval-round-{r}", lambda: evaluate(
-            env, params, per_round, cfg.eval, rng_for(cfg.seed, "eval")))
+            env, params, per_round, cfg, rng_for(cfg.seed, "eval")))
         log_metrics(run, {"phase": f"eval-round-{r}", **{
             f"{m}/accuracy": v["accuracy"] for m, v in res.items()}})
         return res
 
-    rounds = [eval_phase(0, params)]
-    searched = []
+    rounds, searched, trained = [eval_phase(0, params)], [], []
     for r in range(1, cfg.rounds + 1):
-        def search_phase(params=params, r=r):
-            found = mcts_data.search(env, params, round_problems(cfg, len(search_problems), r),
-                                     cfg.search, verifier, rng_for(cfg.seed, f"mcts-{r}"))
-            records = mcts_data.value_records(env, found)
-            return {"records": records, "solved": float(np.mean(found.solved)),
-                    "tokens_generated": found.tokens_generated,
-                    "correct_paths": sum(x["correct"] for x in records)}
-
-        found = run_phase(run, f"mcts-round-{r}", search_phase)
-        log_metrics(run, {"phase": f"mcts-round-{r}", "solved": found["solved"],
-                          "paths": len(found["records"]),
-                          "correct_paths": found["correct_paths"]})
+        found = run_phase(run, f"mcts-round-{r}",
+                          lambda: search_round(env, params, own, cfg, r), Searched)
+        log_metrics(run, {"phase": f"mcts-round-{r}", "solved": found.solved,
+                          "paths": len(found.records), "correct_paths": found.correct_paths})
         searched.append(found)
-
-        def train_phase(params=params, found=found, r=r):
-            train, held = split_records(found["records"], cfg.value_holdout, cfg.seed + r)
-            quality = lambda p: {f"held-out {k}": v for k, v in value_quality(
-                env, p, held, search_problems, cfg.train.seq_len).items()}
-            examples = joint_examples(env, train, search_problems)
-            if not examples:  # a search that finished no step: nothing to learn from
-                return {"params": params, "model_config": env.model_config,
-                        "metrics": quality(params)}
-            new, metrics = fit(env, params, joint_loss(env.model_config,
-                                                       JointConfig(value_coef=cfg.value_coef)),
-                               examples, "joint", cfg.train, seed=cfg.seed + r)
-            return {"params": new, "model_config": env.model_config,
-                    "metrics": {**{k: float(v) for k, v in metrics.items()}, **quality(new)}}
-
-        trained = run_phase(run, f"train-round-{r}", train_phase)
-        log_metrics(run, {"phase": f"train-round-{r}", **trained["metrics"]})
-        params = trained["params"]
-        found["value"] = trained["metrics"]
+        done = run_phase(run, f"train-round-{r}",
+                         lambda: train_round(env, params, own, found, cfg, r), Trained,
+                         mesh=env.mesh)
+        log_metrics(run, {"phase": f"train-round-{r}", **done.metrics})
+        trained.append(done)
+        params = done.params
         rounds.append(eval_phase(r, params))
-
     final = run_phase(run, "eval-methods", lambda: evaluate(
-        env, params, ["majority vote", "MCTS (value head)"], cfg.eval,
+        env, params, {k: methods[k] for k in (majority, mcts)}, cfg,
         rng_for(cfg.seed, "eval-methods")))
     log_metrics(run, {"phase": "eval-methods", **{f"{m}/accuracy": v["accuracy"]
                                                   for m, v in final.items()}})
-    results = {**rounds[-1], **final}
-    return _report(cfg, run_dir, results, rounds, searched)
+    return _report(cfg, run_dir, {**rounds[-1], **final}, rounds, searched, trained)
 
 
-def _report(cfg: Config, run_dir: Path, results: dict, rounds: list, searched: list) -> Result:
-    rows = [{"method": method_label(m, cfg.eval), "accuracy": results[m]["accuracy"],
-             "tokens / problem": results[m]["tokens_per_problem"]} for m in METHODS]
-    greedy = results["greedy"]["accuracy"]
-    sbs = results["value-guided step beam search"]["accuracy"]
+def _report(cfg: Config, run_dir: Path, results: dict, rounds: list, searched: list,
+            trained: list) -> Result:
+    greedy_label, _, sbs_label, _ = cfg.eval.methods()
+    rows = [{"method": m, "accuracy": results[m]["accuracy"],
+             "tokens / problem": results[m]["tokens_per_problem"]} for m in cfg.eval.methods()]
+    greedy, sbs = results[greedy_label]["accuracy"], results[sbs_label]["accuracy"]
     claim = "value-guided step beam search beats greedy at equal model"
     checks = {claim: sbs > greedy}
-    round_rows = [{"round": r, "greedy": res["greedy"]["accuracy"],
-                   "value-guided SBS": res["value-guided step beam search"]["accuracy"],
-                   "MCTS solved (train)": searched[r - 1]["solved"] if r else float("nan"),
-                   "correct paths": searched[r - 1]["correct_paths"] if r else 0,
-                   "value-target paths": len(searched[r - 1]["records"]) if r else 0,
-                   **{label: searched[r - 1]["value"].get(f"held-out {k}", float("nan"))
-                      if r else float("nan") for k, label in
-                      (("value_mae", "value MAE"), ("final_auc", "correct>wrong, all pairs"),
-                       ("same_problem", "correct>wrong, same problem"),
-                       ("same_problem_pairs", "same-problem pairs"))}}
-                  for r, res in enumerate(rounds)]
+    nan = float("nan")
+    value_columns = (("value_mae", "value MAE"), ("final_auc", "correct>wrong, all pairs"),
+                     ("same_problem", "correct>wrong, same problem"),
+                     ("same_problem_pairs", "same-problem pairs"))
+    round_rows = []
+    for r, res in enumerate(rounds):
+        found, done = (searched[r - 1], trained[r - 1]) if r else (None, None)
+        round_rows.append({
+            "round": r, "greedy": res[greedy_label]["accuracy"],
+            "value-guided SBS": res[sbs_label]["accuracy"],
+            "MCTS solved (train)": found.solved if found else nan,
+            "correct paths": found.correct_paths if found else 0,
+            "value-target paths": len(found.records) if found else 0,
+            **{label: done.metrics.get(f"held-out {k}", nan) if done else nan
+               for k, label in value_columns}})
     xs = list(range(len(rounds)))
     line_plot(run_dir / "accuracy_vs_round.png",
               {"greedy": (xs, [r["greedy"] for r in round_rows]),
@@ -384,9 +286,9 @@ def _report(cfg: Config, run_dir: Path, results: dict, rounds: list, searched: l
                for r in rows},
               xlabel="tokens generated per problem", ylabel="held-out accuracy",
               title="AlphaMath: final model, accuracy vs compute", logx=True, ylim=(0, 1))
-    n_eval = cfg.task.eval_size
     effect = [{"claim": claim, "ours": f"SBS {sbs:.3f} vs greedy {greedy:.3f} "
-                                      f"({n_eval} problems)", "held": checks[claim]}]
+                                      f"({cfg.task.eval_size} problems)",
+               "held": checks[claim]}]
     report = write_report(run_dir / "report.md", "AlphaMath Almost Zero (tiny replication)", [
         ("Final model: accuracy by inference method", markdown_table(rows)),
         ("Effect checks", markdown_table(effect)),

@@ -1,9 +1,12 @@
 """What every recipe shares: task / model / training settings, the environment they build,
-the warm-up phase, training on in-memory examples, sampling and evaluation.
+the warm-up phase and training on in-memory examples. Sampling, search and evaluation go
+through the driver (:func:`reasonjax.driver.run`) on the recipe's :class:`RecipeEnv`.
 
 A recipe config is a dataclass whose fields include the ones below (``task``, ``model``,
-``warmup``, ``mesh``, ``seed``); presets live in ``reasonjax/configs/<recipe>-<preset>.yaml``
-and ``key=value`` overrides apply on top (:mod:`reasonjax.config`).
+``warmup``, ``mesh``, ``seed``, ``batch_size``) and the library's own configs for each of
+its steps (``SampleConfig``, ``BeamConfig``, ``MCTSConfig``, ``OptimConfig``, loss
+configs); presets live in ``reasonjax/configs/<recipe>-<preset>.yaml`` and
+``key=value`` overrides apply on top (:mod:`reasonjax.config`).
 
 ``tiny`` presets train a tiny model from scratch on a built-in task inside the recipe
 (the ``warmup`` phase: SFT on the task's reference solutions); ``paper`` presets load a
@@ -15,6 +18,7 @@ keeps) the checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 import zlib
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -25,12 +29,11 @@ import numpy as np
 from reasonjax import checkpoint, parallel
 from reasonjax.config import ConfigError
 from reasonjax.data import formatting
-from reasonjax.data.task import Problem, Task, get_task
-from reasonjax.models.config import ModelConfig, get_config
-from reasonjax.models.tokenizer import CharTokenizer, Tokenizer
+from reasonjax.data.task import Problem, get_task
+from reasonjax.driver import Env, longest_prompt
+from reasonjax.models.config import get_config
+from reasonjax.models.tokenizer import CharTokenizer
 from reasonjax.recipes.rundir import Run, run_phase
-from reasonjax.search.sampler import SamplingConfig, StopTokens, stop_tokens_for
-from reasonjax.driver import rollouts as rollout
 from reasonjax.train.fit import FitConfig, make_fit_step
 from reasonjax.train.fit import fit as train_fit
 from reasonjax.train.loss import Loss
@@ -69,22 +72,13 @@ class ModelSpec:
 @dataclasses.dataclass(frozen=True)
 class FitSpec:
     """One training phase on in-memory examples: ``steps`` optimizer steps of
-    ``batch_size`` rows of ``seq_len`` tokens, AdamW at ``lr`` with linear warm-up over
-    ``warmup_steps`` and cosine decay to ``lr * min_lr_ratio``."""
+    ``batch_size`` rows of ``seq_len`` tokens with ``optim`` (its decay spans the phase
+    unless ``optim.decay_steps`` is set)."""
 
     steps: int = 500
     batch_size: int = 16
     seq_len: int = 96
-    lr: float = 1e-3
-    warmup_steps: int = 20
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.0
-    trainable: str = "all"
-
-    def optim(self) -> OptimConfig:
-        return OptimConfig(lr=self.lr, warmup_steps=min(self.warmup_steps, self.steps),
-                           decay_steps=max(self.steps, 1), min_lr_ratio=self.min_lr_ratio,
-                           weight_decay=self.weight_decay, trainable=self.trainable)
+    optim: OptimConfig = OptimConfig(lr=1e-3, warmup_steps=20)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +86,8 @@ class RecipeConfig:
     """The fields every recipe's ``Config`` starts with (recipes subclass it and add their
     own): the problems, the policy, its warm-up (on the first ``warmup_problems`` training
     problems; see :func:`split_train`), the mesh (``num_devices``: use the first n devices,
-    0 = all) and the seed every phase's randomness derives from."""
+    0 = all), the seed every phase's randomness derives from, and ``batch_size``: problems
+    per driver call (sampling, search, evaluation; must divide over the data axes)."""
 
     task: TaskSpec = TaskSpec()
     model: ModelSpec = ModelSpec()
@@ -101,30 +96,33 @@ class RecipeConfig:
     mesh: parallel.MeshConfig = parallel.MeshConfig()
     num_devices: int = 0
     seed: int = 0
+    batch_size: int = 64
 
 
-@dataclasses.dataclass
-class Env:
-    """What a recipe runs on. train / eval: problems; stop: EOS + step-delimiter tables;
-    mesh: the device mesh params and batches are sharded over."""
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """A training phase's result: params (on the mesh), their model config, and the
+    phase's metrics (JSON numbers)."""
 
-    task: Task
-    tokenizer: Tokenizer
-    model_config: ModelConfig
-    train: list[Problem]
-    eval: list[Problem]
-    mesh: Any
-    stop: StopTokens
-    init_params: Any = None  # params of model.checkpoint, else None (trained from scratch)
+    params: Any
+    model_config: Any
+    metrics: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RecipeEnv(Env):
+    """A driver :class:`~reasonjax.driver.Env` plus the recipe's problems: ``train`` /
+    ``eval`` lists, and ``init_params``: the params of ``model.checkpoint`` (None: the
+    model is trained from scratch). ``prompt_len`` is the longest prompt over both lists,
+    so every driver call of the run has one prompt shape."""
+
+    train: list = dataclasses.field(default_factory=list)
+    eval: list = dataclasses.field(default_factory=list)
+    init_params: Any = None
 
     @property
     def delimiter(self) -> str:
         return self.task.step_delimiter
-
-    @property
-    def prompt_len(self) -> int:
-        """Longest prompt (tokens, with bos) over train and eval problems."""
-        return rollout.prompt_length(self.tokenizer, self.task, self.train + self.eval)
 
 
 def _local_problems(spec: TaskSpec) -> tuple[Task, list[Problem], list[Problem]]:
@@ -148,13 +146,13 @@ def _local_problems(spec: TaskSpec) -> tuple[Task, list[Problem], list[Problem]]
     return get_task(fmt), train, held
 
 
-def env_for(cfg: RecipeConfig) -> "Env":
+def env_for(cfg: RecipeConfig) -> RecipeEnv:
     """:func:`make_env` from a recipe config."""
     return make_env(cfg.task, cfg.model, cfg.mesh, cfg.num_devices)
 
 
 def make_env(task: TaskSpec, model: ModelSpec, mesh: parallel.MeshConfig = parallel.MeshConfig(),
-             num_devices: int = 0) -> Env:
+             num_devices: int = 0) -> RecipeEnv:
     """Builds the problems, tokenizer, model config and mesh (nothing is trained).
 
     Built-in tasks: train and eval problems come from different seeds (``seed`` and
@@ -186,9 +184,10 @@ def make_env(task: TaskSpec, model: ModelSpec, mesh: parallel.MeshConfig = paral
         tok = CharTokenizer()
         model_config = get_config(model.preset, vocab_size=tok.vocab_size, **model.overrides)
     parallel.validate_model_mesh(model_config, mesh_)
-    stop = stop_tokens_for(tok, model_config.vocab_size, t.step_delimiter)
-    return Env(task=t, tokenizer=tok, model_config=model_config, train=train_problems,
-               eval=eval_problems, mesh=mesh_, stop=stop, init_params=init)
+    env = RecipeEnv(task=t, tokenizer=tok, model_config=model_config, mesh=mesh_,
+                    train=train_problems, eval=eval_problems, init_params=init)
+    return dataclasses.replace(env, prompt_len=longest_prompt(env, train_problems +
+                                                                eval_problems))
 
 
 # ---------------------------------------------------------------------------------------
@@ -208,16 +207,17 @@ def examples_to_rows(examples: Sequence[Mapping[str, np.ndarray]], kind: str,
     return formatting.stack([ex for ex, _ in fitted])
 
 
-def fit_step(env: Env, params, loss: Loss, spec: FitSpec) -> Callable:
-    """The jitted train step for ``loss`` and ``spec``: pass it as ``fit(..., step=...)``
-    to several fits of the same loss, spec and param shapes (e.g. one model per label set)
-    so they share one compile."""
-    return make_fit_step(loss, env.model_config, params, spec.optim(), mesh=env.mesh)
+def fit_step(env: RecipeEnv, params, loss: Loss, spec: FitSpec) -> Callable:
+    """The jitted train step for ``loss`` and ``spec``: pass it as ``fit_examples(..., step=...)``
+    to several trainings of the same loss, spec and param shapes (e.g. one model per label
+    set) so they share one compile."""
+    return make_fit_step(loss, env.model_config, params, spec.optim.for_steps(spec.steps),
+                         mesh=env.mesh)
 
 
-def fit(env: Env, params, loss: Loss, examples: Sequence[Mapping[str, np.ndarray]], kind: str,
-        spec: FitSpec, seed: int = 0, ref_params=None, progress: bool = True,
-        step: Optional[Callable] = None):
+def fit_examples(env: RecipeEnv, params, loss: Loss, examples: Sequence[Mapping[str, np.ndarray]],
+          kind: str, spec: FitSpec, seed: int = 0, ref_params=None,
+          step: Optional[Callable] = None):
     """Trains ``params`` with ``loss`` on ``examples`` (``formatting.encode_*`` outputs of
     ``kind``), reshuffled every epoch, for ``spec.steps`` steps (:func:`reasonjax.train.fit.
     fit` on the stacked rows). Returns (params, last metrics). Resumability comes from the
@@ -225,21 +225,49 @@ def fit(env: Env, params, loss: Loss, examples: Sequence[Mapping[str, np.ndarray
     if spec.steps == 0:
         return params, {}
     if not examples:
-        raise ValueError(f"fit: no {kind} examples to train {loss.name} on")
+        raise ValueError(f"fit_examples: no {kind} examples to train {loss.name} on")
     parallel.validate_batch(spec.batch_size, env.mesh, what="batch_size")
     rows = examples_to_rows(examples, kind, spec.seq_len)
-    cfg = FitConfig(steps=spec.steps, batch_size=spec.batch_size, seed=seed,
-                    optim=spec.optim(), progress=progress)
+    cfg = FitConfig(steps=spec.steps, batch_size=spec.batch_size, seed=seed, optim=spec.optim)
     return train_fit(loss, env.model_config, params, rows, cfg, ref_params=ref_params,
                      mesh=env.mesh, step_fn=step)
 
 
-def sft_examples(env: Env, prompts: Sequence[str], completions: Sequence[str]) -> list[dict]:
+def head_values(env: RecipeEnv, params, examples: Sequence[Mapping[str, np.ndarray]],
+                kind: str, seq_len: int, transform: str, batch_size: int = 64) -> list:
+    """transform(value head) at every value position of each example (``value`` /
+    ``joint`` kinds: the step ends): a list of [n_steps] arrays. Examples are padded or
+    truncated to ``seq_len`` (steps cut off are dropped) and run ``batch_size`` at a time,
+    the last batch filled with repeats, so one compile serves every call."""
+    fn = _head_values_fn(env.model_config, transform)
+    out = []
+    for start in range(0, len(examples), batch_size):
+        chunk = list(examples[start:start + batch_size])
+        rows = chunk + [chunk[-1]] * (batch_size - len(chunk))
+        batch = formatting.stack([formatting.fit(e, kind, seq_len, "truncate")[0]
+                                  for e in rows])
+        values = np.asarray(fn(params, {k: batch[k] for k in
+                                        ("tokens", "positions", "segment_ids")}))
+        out += [values[i][batch["value_mask"][i] > 0] for i in range(len(chunk))]
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _head_values_fn(model_config, transform: str):
+    # One jitted function per (model config, transform): runs in one process share it.
+    from reasonjax.train.logprobs import forward
+    from reasonjax.train.value import TRANSFORMS
+
+    return jax.jit(lambda p, b: TRANSFORMS[transform](forward(model_config, p, b).values))
+
+
+def sft_examples(env: RecipeEnv, prompts: Sequence[str], completions: Sequence[str]) -> list[dict]:
     return [formatting.encode_completion(env.tokenizer, p, c)
             for p, c in zip(prompts, completions)]
 
 
-def warmup(run: Run, env: Env, spec: FitSpec, seed: int = 0, name: str = "warmup") -> Any:
+def warmup(run: Run, env: RecipeEnv, spec: FitSpec, seed: int = 0,
+           name: str = "warmup") -> Any:
     """Phase ``name``: SFT on the train problems' reference solutions, from scratch (model
     preset) or from ``model.checkpoint``. Returns params."""
     from reasonjax.train.sft import sft_loss
@@ -250,15 +278,16 @@ def warmup(run: Run, env: Env, spec: FitSpec, seed: int = 0, name: str = "warmup
             params = parallel.init_params(env.model_config, jax.random.key(seed), env.mesh)
         examples = sft_examples(env, [env.task.prompt(p) for p in env.train],
                                 [env.task.solution(p) for p in env.train])
-        params, metrics = fit(env, params, sft_loss(env.model_config), examples, "sft", spec,
-                              seed=seed)
-        return {"params": params, "model_config": env.model_config,
-                "final_loss": metrics.get("loss")}
+        params, metrics = fit_examples(env, params, sft_loss(env.model_config), examples,
+                                       "sft", spec, seed=seed)
+        loss = metrics.get("loss")
+        return Trained(params, env.model_config,
+                       {"final_loss": None if loss is None else float(loss)})
 
-    return run_phase(run, name, compute)["params"]
+    return run_phase(run, name, compute, Trained, mesh=env.mesh).params
 
 
-def split_train(env: Env, warmup_problems: int) -> tuple[Env, list[Problem]]:
+def split_train(env: RecipeEnv, warmup_problems: int) -> tuple[RecipeEnv, list[Problem]]:
     """(env whose train problems are the first ``warmup_problems``, for the warm-up; the
     problems the recipe then learns from: samples, searches, labels). A tiny model
     memorises the problems it is warmed up on, so its samples there are almost all
@@ -275,82 +304,14 @@ def split_train(env: Env, warmup_problems: int) -> tuple[Env, list[Problem]]:
         list(env.train[warmup_problems:])
 
 
-def warm_start(run: Run, cfg: RecipeConfig, env: Optional[Env] = None
-               ) -> tuple[Env, Any, list[Problem]]:
+def warm_start(run: Run, cfg: RecipeConfig, env: Optional[RecipeEnv] = None
+               ) -> tuple[RecipeEnv, Any, list[Problem]]:
     """A recipe's start: (env (``env_for(cfg)`` unless given), the warmed-up params, the
     training problems the recipe learns from: those after ``cfg.warmup_problems``; see
     :func:`split_train`)."""
     env = env if env is not None else env_for(cfg)
     warm_env, own = split_train(env, cfg.warmup_problems)
     return env, warmup(run, warm_env, cfg.warmup, seed=cfg.seed), own
-
-
-# ---------------------------------------------------------------------------------------
-# Sampling and evaluation
-
-
-@dataclasses.dataclass
-class Samples:
-    """n completions for each of B problems: texts [B][n], correct [B][n] (None when the
-    problem has no known answer), tokens generated in all."""
-
-    texts: list[list[str]]
-    correct: list[list[bool]]
-    tokens_generated: int
-
-
-def prompts_of(env: Env, problems: Sequence[Problem]) -> dict[str, np.ndarray]:
-    """A left-padded prompt batch for ``problems`` (length: the longest prompt)."""
-    return rollout.task_prompts(env.tokenizer, env.task, problems,
-                                rollout.prompt_length(env.tokenizer, env.task, problems))
-
-
-def on_mesh(env: Env, fn: Callable, params, tokens, mask, rng: jax.Array, *args,
-            what: str = "search / sampling batch_size", **kwargs):
-    """``fn(env.model_config, params, tokens, mask, rng, *args, **kwargs)`` (a sampler or a
-    search from :mod:`reasonjax.search`) with the prompt rows [B, P] split over the data
-    axes of ``env.mesh`` and the model's logical rules active, so a multi-device run samples
-    and searches data-parallel, like it trains. ``params`` are already on the mesh (the
-    warm-up and ``fit`` place them). B must divide over the data axes (one host: the
-    recipe's search batch sizes; several hosts would also need each host's share of rows
-    and a gather of the results, which the recipes do not do yet). ``what`` names B in the
-    error when it does not divide."""
-    parallel.validate_batch(np.shape(tokens)[0], env.mesh, what=what)
-    tokens, mask = parallel.shard_batch((np.asarray(tokens), np.asarray(mask)), env.mesh)
-    with parallel.activate(env.mesh):
-        return fn(env.model_config, params, tokens, mask, rng, *args, **kwargs)
-
-
-def decode(env: Env, ids: np.ndarray, length: int) -> str:
-    """The text of a completion's first ``length`` ids, without a final EOS."""
-    ids = [int(t) for t in ids[:length]]
-    if env.tokenizer.eos_id is not None and ids and ids[-1] == env.tokenizer.eos_id:
-        ids = ids[:-1]
-    return env.tokenizer.decode(ids)
-
-
-def sample_completions(env: Env, params, problems: Sequence[Problem], rng: jax.Array, *, n: int,
-                       temperature: float, max_new_tokens: int,
-                       batch_size: int = 64) -> Samples:
-    """n whole completions per problem (temperature 0: greedy), verified by the task
-    (:func:`reasonjax.train.rollout.generate_in_chunks`, ``batch_size`` problems a call)."""
-    texts, correct, spent = [], [], 0
-    for real, ro in rollout.generate_in_chunks(
-            env.model_config, params, env.tokenizer, env.task, problems, rng,
-            batch_size=min(batch_size, len(problems)), n=n, max_new_tokens=max_new_tokens,
-            sampling=SamplingConfig(temperature=temperature), mesh=env.mesh):
-        spent += int(np.sum(ro.lengths[:real * n]))
-        texts += [ro.completions[b * n:(b + 1) * n] for b in range(real)]
-        correct += [[bool(c) for c in ro.correct[b * n:(b + 1) * n]] for b in range(real)]
-    return Samples(texts=texts, correct=correct, tokens_generated=spent)
-
-
-def greedy_accuracy(env: Env, params, problems: Sequence[Problem],
-                    max_new_tokens: int) -> float:
-    """Fraction of ``problems`` whose greedy completion verifies."""
-    return rollout.greedy_accuracy(env.model_config, params, env.tokenizer, env.task, problems,
-                                   max_new_tokens=max_new_tokens,
-                                   batch_size=min(64, len(problems)), mesh=env.mesh)
 
 
 def rng_for(seed: int, *names: str) -> jax.Array:

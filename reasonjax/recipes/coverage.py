@@ -40,21 +40,11 @@ from reasonjax.eval.passk import coverage_curve, fit_power_law, log_linearity
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.eval.verifier import verified_resampling
-from reasonjax.recipes.common import (RecipeConfig, rng_for, sample_completions,
-                                      warm_start)
-from reasonjax.recipes.replicate import Result
-from reasonjax.recipes.rundir import log_metrics, open_run, run_phase
+from reasonjax.driver import run as run_driver
+from reasonjax.recipes.common import RecipeConfig, rng_for, warm_start
+from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase
+from reasonjax.search.sampler import SampleConfig
 from reasonjax.search.voting import answer_ids, vote
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingSpec:
-    """n samples per eval problem at ``temperature``, up to ``max_new_tokens`` each."""
-
-    n: int = 64
-    temperature: float = 1.0
-    max_new_tokens: int = 48
-    batch_size: int = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +59,7 @@ class VerifierSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Config(RecipeConfig):
-    sampling: SamplingSpec = dataclasses.field(default_factory=SamplingSpec)
+    sampling: SampleConfig = SampleConfig(n=64, max_new_tokens=48)
     verifier: VerifierSpec = dataclasses.field(default_factory=VerifierSpec)
     vote_trials: int = 16
     log_linear_r2: float = 0.9
@@ -165,14 +155,14 @@ def run(cfg: Config, run_dir) -> Result:
     s = cfg.sampling
 
     def draw():
-        out = sample_completions(env, params, env.eval, rng_for(cfg.seed, "samples"), n=s.n,
-                                 temperature=s.temperature, max_new_tokens=s.max_new_tokens,
-                                 batch_size=s.batch_size)
-        answers = [[env.task.extract_answer(t) for t in row] for row in out.texts]
+        records = run_driver(env, params, env.eval, s, rng_for(cfg.seed, "samples"),
+                             batch_size=min(cfg.batch_size, len(env.eval)))
+        answers = [[c.answer for c in r.candidates] for r in records]
         answer_ok = [[a is not None and env.task.answer_correct(p, a) for a in row]
                      for p, row in zip(env.eval, answers)]
-        return {"correct": out.correct, "answers": answers, "answer_correct": answer_ok,
-                "tokens_generated": out.tokens_generated}
+        return {"correct": [[c.correct for c in r.candidates] for r in records],
+                "answers": answers, "answer_correct": answer_ok,
+                "tokens_generated": sum(c.tokens for r in records for c in r.candidates)}
 
     samples = run_phase(r, "samples", draw)
     a = analyse(samples["correct"], samples["answers"], samples["answer_correct"], cfg)
@@ -198,7 +188,7 @@ def run(cfg: Config, run_dir) -> Result:
     path = write_report(run_dir / "report.md", "Repeated sampling: coverage (Monkeys, fLaws)", [
         ("Coverage, majority vote and verified resampling vs k",
          markdown_table(rows) + f"\n\n{len(env.eval)} problems x {s.n} samples "
-         f"(temperature {s.temperature}), {samples['tokens_generated']} tokens generated. "
+         f"(temperature {s.sampling.temperature}), {samples['tokens_generated']} tokens generated. "
          f"coverage: unbiased pass@k. majority vote: mean over {cfg.vote_trials} random "
          f"k-subsets. verifier: fLaws model with fpr {cfg.verifier.fpr}, tpr "
          f"{cfg.verifier.tpr}; utility-optimal k = {a['best_k']} at cost "

@@ -15,75 +15,23 @@ one and pairs holding one are skipped (counted in the search summary).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import jax
 import numpy as np
 
 from reasonjax.data.task import Problem
-from reasonjax.recipes import common
-from reasonjax.recipes.common import Env, on_mesh, prompts_of
-from reasonjax.recipes.rundir import Run
-from reasonjax.search.mcts import MCTSConfig, mcts, sibling_pairs, tree_paths, value_targets
-from reasonjax.search.sampler import SamplingConfig
+from reasonjax.driver import completion_text, run_batches
+from reasonjax.recipes.common import RecipeEnv
+from reasonjax.search.mcts import MCTSConfig, sibling_pairs, tree_paths, value_targets
+from reasonjax.search.sampler import SearchError
 
 
-@dataclasses.dataclass(frozen=True)
-class SearchSpec:
-    """MCTS settings of a recipe (see :class:`reasonjax.search.mcts.MCTSConfig`):
-    ``problems`` training problems searched per round (the first ones of a per-round
-    shuffle), ``batch_size`` problems per search call."""
-
-    problems: int = 128
-    batch_size: int = 64
-    num_actions: int = 4
-    num_simulations: int = 8
-    max_steps: int = 4
-    step_tokens: int = 16
-    temperature: float = 1.0
-    policy: str = "muzero"
-    prior: str = "mean_logprob"
-    pb_c_init: float = 1.25
-    dirichlet_fraction: float = 0.0
-
-    def mcts_config(self, pad_id: int) -> MCTSConfig:
-        return MCTSConfig(num_actions=self.num_actions, num_simulations=self.num_simulations,
-                          max_steps=self.max_steps, step_tokens=self.step_tokens,
-                          sampling=SamplingConfig(temperature=self.temperature),
-                          policy=self.policy, prior=self.prior, value_transform="tanh",
-                          pb_c_init=self.pb_c_init,
-                          dirichlet_fraction=self.dirichlet_fraction, pad_id=pad_id)
-
-
-def warm_start(run: Run, cfg) -> tuple[Env, Any, "ProblemVerifier"]:
-    """:func:`common.warm_start` with the verifier over the problems the rounds search."""
-    env, params, search_problems = common.warm_start(run, cfg)
-    return env, params, ProblemVerifier(env, search_problems)
-
-
-class ProblemVerifier:
-    """The MCTS verifier over a fixed list of problems: row ``problem_ids[b]`` of a batch
-    is ``problems[problem_ids[b]]``; reward +1 when the path's text verifies, else -1.
-    One object per problem list, so the search compiles once for every batch and round
-    (jit keys static arguments by identity)."""
-
-    def __init__(self, env: Env, problems: Sequence[Problem]):
-        self.env, self.problems = env, list(problems)
-
-    def __call__(self, problem_ids: np.ndarray, paths: np.ndarray,
-                 lengths: np.ndarray) -> np.ndarray:
-        out = np.empty(len(problem_ids), np.float32)
-        for b, (i, p, n) in enumerate(zip(problem_ids, paths, lengths)):
-            text = path_text(self.env, p[:n])[0]
-            out[b] = 1.0 if self.env.task.verify(self.problems[int(i)], text) else -1.0
-        return out
-
-
-def path_text(env: Env, ids: np.ndarray) -> tuple[str, bool]:
+def path_text(env: RecipeEnv, ids: np.ndarray) -> tuple[str, bool]:
     """(text, ended with EOS) of generated token ids."""
-    ids = [int(t) for t in ids]
-    eos = bool(ids) and ids[-1] == env.tokenizer.eos_id
-    return env.tokenizer.decode(ids[:-1] if eos else ids), eos
+    ids = np.asarray(ids)
+    eos = bool(len(ids)) and int(ids[-1]) == env.tokenizer.eos_id
+    return completion_text(env.tokenizer, ids, len(ids)), eos
 
 
 def split_path(text: str, complete: bool, delimiter: str) -> Optional[list[str]]:
@@ -109,7 +57,7 @@ def step_text(text: str, eos: bool, delimiter: str) -> Optional[str]:
 class SearchRound:
     """One round of MCTS over problems: ``trees`` is a list of (problem indices [B], tree
     as numpy arrays) per search call and move; ``solved`` [P] whether the path the moves
-    built verified; ``tokens_generated`` spent."""
+    built verified; ``tokens_generated`` spent (filler rows of the last call included)."""
 
     trees: list
     solved: np.ndarray
@@ -128,42 +76,34 @@ def _numpy_tree(tree) -> dict:
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-def search(env: Env, params, problem_ids: Sequence[int], spec: SearchSpec,
-           verifier: ProblemVerifier, rng: jax.Array) -> SearchRound:
-    """MCTS (verifier rewards at terminal nodes) over ``verifier.problems[i]`` for each
-    ``i`` in ``problem_ids``, ``spec.batch_size`` at a time. The last batch is filled up
-    with repeats of its first problem so every call has the same shape (one compile);
-    the repeats are dropped."""
-    cfg = spec.mcts_config(env.tokenizer.pad_id or 0)
+def round_problems(seed: int, rnd: int, count: int, n_problems: int) -> list[int]:
+    """The ``count`` problems (indices of ``n_problems``) searched in round ``rnd``: a
+    fresh seeded shuffle per round."""
+    order = np.random.default_rng([seed, rnd]).permutation(n_problems)
+    return [int(i) for i in order[:min(count, n_problems)]]
+
+
+def search(env: RecipeEnv, params, problems: Sequence[Problem], ids: Sequence[int],
+           cfg: MCTSConfig, rng: jax.Array, batch_size: int) -> SearchRound:
+    """MCTS over ``problems`` through the driver, terminal nodes judged by the task's
+    verifier (``cfg.terminal_reward`` must be ``verifier``); ``ids`` (one per problem,
+    e.g. its index in the recipe's problem list) are kept with each tree."""
+    if cfg.terminal_reward != "verifier":
+        raise SearchError("mcts_data.search reads Q-values backed up from the verifier's "
+                          "rewards: set search.terminal_reward=verifier")
+    ids = np.asarray(ids)
     trees, solved, spent = [], [], 0
-    prompt_len = env.prompt_len
-    for start in range(0, len(problem_ids), spec.batch_size):
-        ids = list(problem_ids[start:start + spec.batch_size])
-        real = len(ids)
-        ids += [ids[0]] * (spec.batch_size - real)
-        batch = prompts_of(env, [verifier.problems[i] for i in ids])
-        tokens, mask = _left_pad(batch, prompt_len, env.tokenizer.pad_id or 0)
-        result = on_mesh(env, mcts, params, tokens, mask, jax.random.fold_in(rng, start),
-                         cfg, env.stop, verifier=verifier,
-                         problem_ids=np.asarray(ids, np.int32))
-        for tree in result.trees:
+    for batch in run_batches(env, params, problems, cfg, rng, batch_size=batch_size):
+        rows = batch.rows[:batch.real]
+        for tree in batch.output.trees:
             t = _numpy_tree(tree)
-            trees.append((np.asarray(ids[:real]), {k: v[:real] for k, v in t.items()}))
-        solved += list(np.asarray(result.value)[:real] > 0)
-        spent += int(result.compute.tokens_generated)
+            trees.append((ids[rows], {k: v[:batch.real] for k, v in t.items()}))
+        solved += list(np.asarray(batch.output.value)[:batch.real] > 0)
+        spent += batch.compute["tokens_generated"]
     return SearchRound(trees=trees, solved=np.asarray(solved, bool), tokens_generated=spent)
 
 
-def _left_pad(batch: dict, length: int, pad_id: int):
-    """Prompts left-padded to ``length`` (the longest prompt of the env), so every search
-    call sees one prompt shape."""
-    tokens, mask = batch["prompt_tokens"], batch["prompt_mask"]
-    extra = length - tokens.shape[1]
-    return (np.pad(tokens, ((0, 0), (extra, 0)), constant_values=pad_id),
-            np.pad(mask, ((0, 0), (extra, 0))))
-
-
-def value_records(env: Env, rnd: SearchRound) -> list[dict]:
+def value_records(env: RecipeEnv, rnd: SearchRound) -> list[dict]:
     """AlphaMath's training data from a round's trees. Every visited node below a root
     prompt is a prefix with value target Q = its search value (the mean of the values
     backed up through it; a terminal node's is its reward). A prefix seen in several trees
@@ -204,7 +144,7 @@ def records_from_q(best: dict[tuple, tuple[float, int, bool]]) -> list[dict]:
     return out
 
 
-def pair_records(env: Env, rnd: SearchRound) -> list[dict]:
+def pair_records(env: RecipeEnv, rnd: SearchRound) -> list[dict]:
     """MCTS-DPO's step-level pairs from a round's trees: at every node with two or more
     visited children of different Q, the highest-Q child's step (chosen) against the
     lowest-Q child's (rejected), after the node's path (the shared prefix). A node seen in

@@ -7,7 +7,7 @@ Pipeline as implemented:
 1. ``warmup``: SFT on the training problems' reference solutions (tiny: a model trained
    from scratch; paper: the SFT checkpoint). ``eval-round-0``: its greedy accuracy.
 2. For each round r = 1..``rounds``, with the policy of the previous round:
-   - ``mcts-round-r``: MCTS (PUCT, :mod:`reasonjax.search.mcts`) over ``search.problems``
+   - ``mcts-round-r``: MCTS (PUCT, :mod:`reasonjax.search.mcts`) over ``search_problems``
      training problems: K candidate steps per node sampled from the policy, prior = their
      mean log-prob, terminal nodes scored by the verifier (+1 / -1). From every node with
      two or more visited children, the highest-Q child's step is preferred to the
@@ -24,17 +24,7 @@ has no such ability, so non-terminal nodes are valued by the (untrained, zero) v
 and Q comes from the verifier's rewards backed up through the tree: the outcome term of
 the paper's reward alone. Rounds and problems are far fewer than the paper's.
 
-What the tiny preset shows: pairs are plentiful (~600 sibling step pairs a round from
-2000 searched problems, 16 simulations per move), but plain DPO on them lowers the chosen
-steps' log-probs along with the rejected ones (the pairs share the whole prefix and
-differ in a few tokens), and greedy accuracy collapses: 0.617 -> 0.551 -> 0.422 (1000
-problems a round). The tiny preset therefore adds the chosen step's mean NLL
-(``dpo.nll_weight=1``, RPO; Pang et al., 2024), which holds the policy: 0.617 -> 0.641 ->
-0.629 with 2000 problems a round (0.617 -> 0.625 -> 0.598 with 1000), a gain of the
-size of the noise (256 problems, SE ~3 points). The policy already solves ~80% of its
-searches; a step pair moves few of the ~20% it misses. The paper's self-evaluation reward
-(separating siblings that the outcome leaves tied) and far more rounds are what the tiny
-run lacks.
+Notes on what the tiny preset shows: docs/recipes/mcts_dpo.md.
 """
 
 from __future__ import annotations
@@ -47,26 +37,46 @@ import numpy as np
 
 from reasonjax.data import formatting
 from reasonjax.data.task import Problem
+from reasonjax.driver import accuracy
+from reasonjax.driver import run as run_driver
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.recipes import mcts_data
-from reasonjax.recipes.alphamath import EvalSpec, eval_greedy, round_problems
-from reasonjax.recipes.common import Env, FitSpec, RecipeConfig, fit, rng_for
-from reasonjax.recipes.replicate import Result
-from reasonjax.recipes.rundir import log_metrics, open_run, run_phase
+from reasonjax.recipes.common import (FitSpec, RecipeConfig, RecipeEnv, Trained, fit_examples,
+                                      rng_for, warm_start)
+from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase
+from reasonjax.search.mcts import MCTSConfig
+from reasonjax.search.sampler import SampleConfig, SamplingConfig
 from reasonjax.train.preference import PreferenceConfig, preference_loss
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(RecipeConfig):
+    """``search``: the MCTS (terminal nodes judged by the verifier) over
+    ``search_problems`` problems a round; ``train`` / ``dpo``: the step-level DPO fit;
+    ``greedy``: the evaluation decoding."""
+
     rounds: int = 2
-    search: mcts_data.SearchSpec = mcts_data.SearchSpec()
+    search: MCTSConfig = MCTSConfig(num_actions=4, num_simulations=8, max_steps=4,
+                                    step_tokens=16, terminal_reward="verifier")
+    search_problems: int = 128
     train: FitSpec = FitSpec(steps=100)
     dpo: PreferenceConfig = PreferenceConfig()
-    eval: EvalSpec = EvalSpec()
+    greedy: SampleConfig = SampleConfig(n=1, max_new_tokens=64,
+                                        sampling=SamplingConfig(temperature=0.0))
 
 
-def pair_examples(env: Env, records: Sequence[dict], problems: Sequence[Problem]) -> list:
+@dataclasses.dataclass(frozen=True)
+class Paired:
+    """A round's MCTS: step pairs (:func:`mcts_data.pair_records`), the share of problems
+    solved, tokens generated."""
+
+    pairs: list
+    solved: float
+    tokens_generated: int
+
+
+def pair_examples(env: RecipeEnv, records: Sequence[dict], problems: Sequence[Problem]) -> list:
     """``preference`` examples, one per step pair: context = prompt + the shared prefix
     steps, continuations = the chosen and rejected steps."""
     return [formatting.encode_step_preference(
@@ -75,55 +85,61 @@ def pair_examples(env: Env, records: Sequence[dict], problems: Sequence[Problem]
         rejected_final=r["rejected_final"]) for r in records]
 
 
+def greedy(env: RecipeEnv, params, cfg: Config) -> float:
+    """Greedy accuracy on the eval problems."""
+    return accuracy(run_driver(env, params, env.eval, cfg.greedy, rng_for(cfg.seed, "eval"),
+                               batch_size=min(cfg.batch_size, len(env.eval))))
+
+
+def search_round(env: RecipeEnv, params, own, cfg: Config, r: int) -> Paired:
+    """``mcts-round-r``: MCTS over this round's problems, read into step pairs."""
+    ids = mcts_data.round_problems(cfg.seed, r, cfg.search_problems, len(own))
+    found = mcts_data.search(env, params, [own[i] for i in ids], ids, cfg.search,
+                             rng_for(cfg.seed, f"mcts-{r}"), cfg.batch_size)
+    return Paired(pairs=mcts_data.pair_records(env, found),
+                  solved=float(np.mean(found.solved)), tokens_generated=found.tokens_generated)
+
+
+def train_round(env: RecipeEnv, params, own, found: Paired, cfg: Config, r: int) -> Trained:
+    """``train-round-r``: step-level DPO on the round's pairs, the reference being the
+    round's starting policy (on-policy iterations), then greedy accuracy."""
+    examples = pair_examples(env, found.pairs, own)
+    metrics = {}
+    if examples:  # no node had two visited children of different Q: nothing to learn
+        params, metrics = fit_examples(env, params, preference_loss(env.model_config, cfg.dpo),
+                                       examples, "preference", cfg.train, seed=cfg.seed + r,
+                                       ref_params=params)
+    return Trained(params, env.model_config, {"greedy": greedy(env, params, cfg),
+                                              **{k: float(v) for k, v in metrics.items()}})
+
+
 def run(cfg: Config, run_dir: str | Path) -> Result:
     run_dir = Path(run_dir)
     run = open_run(run_dir, cfg, total_phases=2 + 2 * cfg.rounds)
-    env, params, verifier = mcts_data.warm_start(run, cfg)
-    search_problems = verifier.problems
-
-    def greedy(params) -> float:
-        correct, _ = eval_greedy(env, params, env.eval, cfg.eval, rng_for(cfg.seed, "eval"))
-        return float(np.mean(correct))
-
-    start = run_phase(run, "eval-round-0", lambda: {"greedy": greedy(params)})
+    env, params, own = warm_start(run, cfg)
+    start = run_phase(run, "eval-round-0", lambda: {"greedy": greedy(env, params, cfg)})
     log_metrics(run, {"phase": "eval-round-0", "greedy/accuracy": start["greedy"]})
     nan = float("nan")
     rows = [{"round": 0, "greedy accuracy": start["greedy"], "MCTS solved (train)": nan,
              "pairs": 0, "DPO loss (last step)": nan, "reward accuracy (last step)": nan}]
     for r in range(1, cfg.rounds + 1):
-        def search_phase(params=params, r=r):
-            found = mcts_data.search(env, params, round_problems(cfg, len(search_problems), r),
-                                     cfg.search, verifier, rng_for(cfg.seed, f"mcts-{r}"))
-            return {"pairs": mcts_data.pair_records(env, found),
-                    "solved": float(np.mean(found.solved)),
-                    "tokens_generated": found.tokens_generated}
-
-        found = run_phase(run, f"mcts-round-{r}", search_phase)
-        log_metrics(run, {"phase": f"mcts-round-{r}", "solved": found["solved"],
-                          "pairs": len(found["pairs"])})
-
-        def train_phase(params=params, found=found, r=r):
-            examples = pair_examples(env, found["pairs"], search_problems)
-            if not examples:  # no node had two visited children of different Q
-                return {"params": params, "model_config": env.model_config,
-                        "greedy": greedy(params), "metrics": {}}
-            # The reference is the round's starting policy (on-policy iterations).
-            new, metrics = fit(env, params, preference_loss(env.model_config, cfg.dpo),
-                               examples, "preference", cfg.train, seed=cfg.seed + r,
-                               ref_params=params)
-            return {"params": new, "model_config": env.model_config, "greedy": greedy(new),
-                    "metrics": {k: float(v) for k, v in metrics.items()}}
-
-        trained = run_phase(run, f"train-round-{r}", train_phase)
-        log_metrics(run, {"phase": f"train-round-{r}", "greedy/accuracy": trained["greedy"],
-                          **trained["metrics"]})
-        params = trained["params"]
-        m = trained["metrics"]
-        rows.append({"round": r, "greedy accuracy": trained["greedy"],
-                     "MCTS solved (train)": found["solved"], "pairs": len(found["pairs"]),
-                     "DPO loss (last step)": m.get("loss", float("nan")),
-                     "reward accuracy (last step)": m.get("reward_accuracy", float("nan"))})
+        found = run_phase(run, f"mcts-round-{r}",
+                          lambda: search_round(env, params, own, cfg, r), Paired)
+        log_metrics(run, {"phase": f"mcts-round-{r}", "solved": found.solved,
+                          "pairs": len(found.pairs)})
+        trained = run_phase(run, f"train-round-{r}",
+                            lambda: train_round(env, params, own, found, cfg, r), Trained,
+                            mesh=env.mesh)
+        m = trained.metrics
+        log_metrics(run, {"phase": f"train-round-{r}", "greedy/accuracy": m["greedy"],
+                          **{k: v for k, v in m.items() if k != "greedy"}})
+        params = trained.params
+        rows.append({"round": r, "greedy accuracy": m["greedy"],
+                     "MCTS solved (train)": found.solved, "pairs": len(found.pairs),
+                     "DPO loss (last step)": m.get("loss", nan),
+                     "reward accuracy (last step)": m.get("reward_accuracy", nan)})
     return _report(cfg, run_dir, rows)
+
 
 
 def _report(cfg: Config, run_dir: Path, rows: list[dict]) -> Result:

@@ -5,13 +5,13 @@ them, and used at test time to weight a vote over the policy's samples.
 Pipeline as implemented (each stage a resumable phase):
 
 1. ``warmup``: SFT on the training problems' reference solutions (or a checkpoint).
-2. ``samples``: ``samples.n`` policy solutions for each of the first ``samples.problems``
+2. ``samples``: ``samples.n`` policy solutions for each of the first ``label_problems``
    training problems after ``warmup_problems`` (the label set) and for each eval problem
    (held out), with their final answers and, on tasks with an exact step checker
    (``task.exact_steps``), their exact step labels (``task.check_steps(...)
    .prefix_correct``).
 3. ``label-math_shepherd`` / ``label-omegaprm``: Monte Carlo labels of every step of the
-   label set (:mod:`.process_labels`): Math-Shepherd rolls out ``rollouts.k`` completions
+   label set (:mod:`.process_labels`): Math-Shepherd rolls out ``rollouts.n`` completions
    from every prefix (hard = any correct, soft = fraction), OmegaPRM binary-searches the
    first error of wrong solutions. Each labelling round is ONE batched sampler pass over
    all its prefixes. Rollouts spent per label, the agreement of the two labelers and (with
@@ -33,22 +33,22 @@ value heads on the policy rather than separate 7B models; the vote is over the
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
+from typing import Any, Optional
 
-import jax
 import numpy as np
 
 from reasonjax.config import ConfigError
 from reasonjax.data import formatting
 from reasonjax.data.task import Problem
 from reasonjax.eval.plots import line_plot
+from reasonjax.driver import run as run_driver
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.recipes import common, process_labels
-from reasonjax.recipes.replicate import Result
-from reasonjax.recipes.rundir import log_metrics, open_run, run_phase
+from reasonjax.recipes.common import RecipeEnv
+from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase
+from reasonjax.search.sampler import SampleConfig
 from reasonjax.search.voting import answer_ids, vote
-from reasonjax.train.logprobs import forward
 from reasonjax.train.value import ValueConfig, value_loss
 
 LABELERS = ("math_shepherd", "omegaprm")
@@ -56,25 +56,20 @@ TARGETS = ("hard", "soft")
 
 
 @dataclasses.dataclass(frozen=True)
-class SampleSpec:
-    """Policy solutions to label: ``n`` per problem for the first ``problems`` training
-    problems (and for every eval problem, held out), at ``temperature``."""
-
-    problems: int = 256
-    n: int = 4
-    temperature: float = 1.0
-    max_new_tokens: int = 48
-
-
-@dataclasses.dataclass(frozen=True)
 class Config(common.RecipeConfig):
-    samples: SampleSpec = SampleSpec()
+    """``samples``: policy solutions per problem, for the first ``label_problems``
+    training problems (the label set) and for every eval problem (held out);
+    ``rollouts``: Monte Carlo rollouts per probed prefix; ``targets``: the PRM's BCE
+    targets (hard | soft); ``prm``: the PRM fit."""
+
+    samples: SampleConfig = SampleConfig(n=4, max_new_tokens=48)
+    label_problems: int = 256
     rollouts: process_labels.RolloutSpec = process_labels.RolloutSpec()
-    targets: str = "hard"  # hard | soft: the PRM's BCE targets
-    prm: common.FitSpec = common.FitSpec(steps=300, lr=1e-3)
+    targets: str = "hard"
+    prm: common.FitSpec = common.FitSpec(steps=300)
 
 
-def _solutions(env: common.Env, problems, texts) -> dict:
+def _solutions(env: RecipeEnv, problems, texts) -> dict:
     """Flattened solutions of ``problems`` (one list of texts each): the index of their
     problem (``group``), steps, final answer, whether it verifies and, on tasks with an
     exact step checker, the exact step labels (else ``exact`` is None)."""
@@ -96,41 +91,12 @@ def _solutions(env: common.Env, problems, texts) -> dict:
     return out
 
 
-def step_examples(env: common.Env, sols: dict, targets) -> list[dict]:
+def step_examples(env: RecipeEnv, sols: dict, targets) -> list[dict]:
     """Value examples (no SFT loss) with one target per step, at each step end."""
     return [formatting.encode_steps(env.tokenizer, env.task.prompt(Problem.from_json(p)), s,
                                     [float(x) for x in t], env.delimiter,
                                     complete=env.task.is_final_step(s[-1]), sft=False)
             for p, s, t in zip(sols["problems"], sols["steps"], targets)]
-
-
-def step_scores(env: common.Env, params, examples, seq_len: int, batch_size: int,
-                fn=None) -> list:
-    """PRM score sigmoid(value) at every step end of each example: list of [n_steps].
-    ``fn``: a jitted :func:`scorer` to reuse across calls."""
-    fn = fn or scorer(env)
-    out = []
-    for start in range(0, len(examples), batch_size):
-        chunk = list(examples[start:start + batch_size])
-        rows = chunk + [chunk[0]] * (batch_size - len(chunk))
-        batch = formatting.stack([formatting.fit(e, "value", seq_len, "truncate")[0]
-                                  for e in rows])
-        values = np.asarray(fn(params, {k: batch[k] for k in
-                                        ("tokens", "positions", "segment_ids")}))
-        for i in range(len(chunk)):
-            out.append(values[i][batch["value_mask"][i] > 0])
-    return out
-
-
-def scorer(env: common.Env):
-    """Jitted (params, batch) -> sigmoid(value head) [B, T]."""
-    return _scorer(env.model_config)
-
-
-@functools.lru_cache(maxsize=8)
-def _scorer(model_config):
-    # One jitted function per model config, so runs in one process share its compiles.
-    return jax.jit(lambda p, b: jax.nn.sigmoid(forward(model_config, p, b).values))
 
 
 def step_accuracy(scores, exact) -> float:
@@ -173,6 +139,82 @@ def vote_accuracy(group, answers, correct, weights, n_problems: int) -> dict:
     return out
 
 
+def sample_solutions(env: RecipeEnv, policy, own, cfg: Config) -> dict:
+    """``samples`` phase: the label set's and the held-out problems' solutions."""
+    out = {}
+    for name, problems in (("label", own[:cfg.label_problems]), ("held", env.eval)):
+        records = run_driver(env, policy, problems, cfg.samples,
+                             common.rng_for(cfg.seed, f"samples-{name}"),
+                             batch_size=min(cfg.batch_size, len(problems)))
+        out[name] = _solutions(env, problems, [[c.completion for c in r.candidates]
+                                               for r in records])
+    return out
+
+
+def monte_carlo_labels(env: RecipeEnv, policy, label: dict, name: str, cfg: Config) -> dict:
+    """``label-<name>`` phase: Math-Shepherd or OmegaPRM labels of the label set."""
+    problems = [Problem.from_json(p) for p in label["problems"]]
+    spent: list[int] = []
+    oracle = process_labels.prefix_oracle(env, policy, problems, label["steps"],
+                                          common.rng_for(cfg.seed, name), cfg.rollouts, spent)
+    n_steps = [len(s) for s in label["steps"]]
+    if name == "math_shepherd":
+        outcome = [c if env.task.is_final_step(s[-1]) else None
+                   for c, s in zip(label["correct"], label["steps"])]
+        labels = process_labels.math_shepherd_labels(n_steps, outcome, oracle, cfg.rollouts.n)
+    else:
+        labels = process_labels.omegaprm_labels(n_steps, label["correct"], oracle,
+                                                cfg.rollouts.n)
+    return {"hard": labels.hard, "soft": labels.soft, "rollouts": sum(labels.rollouts),
+            "rollouts_per_label": labels.rollouts_per_label, "rounds": labels.rounds,
+            "tokens_generated": sum(spent),
+            "agreement": process_labels.agreement(labels.hard, label["exact"])
+            if env.task.exact_steps else float("nan")}
+
+
+@dataclasses.dataclass
+class PRMTrainer:
+    """Trains one PRM per label set of the ``label`` solutions from the warm-up policy,
+    sharing one compiled step, and measures each on the held-out solutions (``held``,
+    their ``examples``)."""
+
+    env: RecipeEnv
+    policy: Any
+    label: dict
+    held: dict
+    examples: list
+    cfg: Config
+    step: Any = None
+
+    def __call__(self, targets) -> dict:
+        env, cfg = self.env, self.cfg
+        loss = value_loss(env.model_config, ValueConfig("bce"))
+        if self.step is None:
+            self.step = common.fit_step(env, self.policy, loss, cfg.prm)
+        params, metrics = common.fit_examples(env, self.policy, loss,
+                                              step_examples(env, self.label, targets),
+                                              "value", cfg.prm, seed=cfg.seed, step=self.step)
+        scores = common.head_values(env, params, self.examples, "value", cfg.prm.seq_len,
+                                    "sigmoid", cfg.prm.batch_size)
+        votes = vote_accuracy(self.held["group"], self.held["answer"], self.held["correct"],
+                              [solution_score(s) for s in scores], len(env.eval))
+        return {"step_accuracy": step_accuracy(scores, self.held["exact"])
+                if env.task.exact_steps else float("nan"), **votes,
+                "final_loss": float(metrics.get("loss", float("nan")))}
+
+
+def result_row(name: str, lab: Optional[dict], prm: dict, label: dict, exact: bool) -> dict:
+    """One row of the results table: a label set (``lab`` None: the exact labels)."""
+    r = {"labels": name, "rollouts": lab["rollouts"] if lab else 0,
+         "rollouts per label": lab["rollouts_per_label"] if lab else 0.0,
+         "positive fraction": _positive(lab["hard"] if lab else label["exact"])}
+    if exact:
+        r.update({"agreement with exact": lab["agreement"] if lab else 1.0,
+                  "PRM step accuracy": prm["step_accuracy"]})
+    return {**r, "majority vote": prm["majority"], "PRM-weighted vote": prm["weighted"],
+            "best-of-N by PRM": prm["best_of_n"]}
+
+
 def run(cfg: Config, run_dir) -> Result:
     if cfg.targets not in TARGETS:
         raise ConfigError(f"targets={cfg.targets!r}: choose one of {TARGETS}")
@@ -180,95 +222,34 @@ def run(cfg: Config, run_dir) -> Result:
     exact = env.task.exact_steps  # without a step checker: no agreement / ceiling / accuracy
     run = open_run(run_dir, cfg, total_phases=2 + 2 * len(LABELERS) + int(exact))
     env, policy, own = common.warm_start(run, cfg, env)
-
-    def sample_both():
-        out = {}
-        for name, problems in (("label", own[:cfg.samples.problems]),
-                               ("held", env.eval)):
-            s = common.sample_completions(env, policy, problems,
-                                          common.rng_for(cfg.seed, f"samples-{name}"),
-                                          n=cfg.samples.n,
-                                          temperature=cfg.samples.temperature,
-                                          max_new_tokens=cfg.samples.max_new_tokens)
-            out[name] = _solutions(env, problems, s.texts)
-        return out
-
-    sols = run_phase(run, "samples", sample_both)
+    sols = run_phase(run, "samples", lambda: sample_solutions(env, policy, own, cfg))
     label, held = sols["label"], sols["held"]
     log_metrics(run, {"phase": "samples", "label_solutions": len(label["steps"]),
                       "label_accuracy": float(np.mean(label["correct"])),
                       "held_solutions": len(held["steps"])})
-
-    def labelled(name):
-        def compute():
-            problems = [Problem.from_json(p) for p in label["problems"]]
-            spent: list[int] = []
-            oracle = process_labels.prefix_oracle(
-                env, policy, problems, label["steps"], common.rng_for(cfg.seed, name),
-                cfg.rollouts, spent)
-            n_steps = [len(s) for s in label["steps"]]
-            if name == "math_shepherd":
-                outcome = [c if env.task.is_final_step(s[-1]) else None
-                           for c, s in zip(label["correct"], label["steps"])]
-                labels = process_labels.math_shepherd_labels(n_steps, outcome, oracle,
-                                                             cfg.rollouts.k)
-            else:
-                labels = process_labels.omegaprm_labels(n_steps, label["correct"], oracle,
-                                                        cfg.rollouts.k)
-            return {"hard": labels.hard, "soft": labels.soft,
-                    "rollouts": sum(labels.rollouts),
-                    "rollouts_per_label": labels.rollouts_per_label,
-                    "rounds": labels.rounds, "tokens_generated": sum(spent),
-                    "agreement": process_labels.agreement(labels.hard, label["exact"])
-                    if exact else float("nan")}
-        result = run_phase(run, f"label-{name}", compute)
-        log_metrics(run, {"phase": f"label-{name}", **{k: result[k] for k in (
+    labels = {}
+    for name in LABELERS:
+        labels[name] = run_phase(run, f"label-{name}",
+                                 lambda: monte_carlo_labels(env, policy, label, name, cfg))
+        log_metrics(run, {"phase": f"label-{name}", **{k: labels[name][k] for k in (
             "rollouts", "rollouts_per_label", "rounds", "agreement")}})
-        return result
-
-    labels = {name: labelled(name) for name in LABELERS}
     labelers_agree = process_labels.agreement(
-        labels[LABELERS[0]]["hard"], [[h >= 0.5 for h in hs] for hs in labels[LABELERS[1]]["hard"]])
+        labels[LABELERS[0]]["hard"],
+        [[h >= 0.5 for h in hs] for hs in labels[LABELERS[1]]["hard"]])
     # Targets only matter for training, so held-out examples carry placeholder zeros when
     # there are no exact labels.
     held_examples = step_examples(env, held, held["exact"] if exact else
                                   [[0.0] * len(s) for s in held["steps"]])
-    score_fn = scorer(env)
-    loss = value_loss(env.model_config, ValueConfig("bce"))
-    fit_step = []  # one compiled train step for every PRM (built on first use)
-
-    def trained(name, targets):
-        def compute():
-            examples = step_examples(env, label, targets)
-            if not fit_step:
-                fit_step.append(common.fit_step(env, policy, loss, cfg.prm))
-            params, metrics = common.fit(env, policy, loss, examples, "value", cfg.prm,
-                                         seed=cfg.seed, step=fit_step[0])
-            scores = step_scores(env, params, held_examples, cfg.prm.seq_len,
-                                 cfg.prm.batch_size, score_fn)
-            votes = vote_accuracy(held["group"], held["answer"], held["correct"],
-                                  [solution_score(s) for s in scores], len(env.eval))
-            return {"step_accuracy": step_accuracy(scores, held["exact"]) if exact
-                    else float("nan"), **votes,
-                    "final_loss": float(metrics.get("loss", float("nan")))}
-        result = run_phase(run, f"prm-{name}", compute)
-        log_metrics(run, {"phase": f"prm-{name}", **result})
-        return result
-
-    def row(name, lab, prm):
-        r = {"labels": name, "rollouts": lab["rollouts"] if lab else 0,
-             "rollouts per label": lab["rollouts_per_label"] if lab else 0.0,
-             "positive fraction": _positive(lab["hard"] if lab else label["exact"])}
-        if exact:
-            r.update({"agreement with exact": lab["agreement"] if lab else 1.0,
-                      "PRM step accuracy": prm["step_accuracy"]})
-        return {**r, "majority vote": prm["majority"], "PRM-weighted vote": prm["weighted"],
-                "best-of-N by PRM": prm["best_of_n"]}
-
-    rows = [row(name, labels[name], trained(name, labels[name][cfg.targets]))
-            for name in LABELERS]
+    trainer = PRMTrainer(env, policy, label, held, held_examples, cfg)
+    sets = [(name, labels[name], labels[name][cfg.targets]) for name in LABELERS]
     if exact:
-        rows.append(row("exact (ceiling)", None, trained("exact", label["exact"])))
+        sets.append(("exact (ceiling)", None, label["exact"]))
+    rows = []
+    for name, lab, targets in sets:
+        phase = f"prm-{name.split(' ')[0]}"
+        prm = run_phase(run, phase, lambda: trainer(targets))
+        log_metrics(run, {"phase": phase, **prm})
+        rows.append(result_row(name, lab, prm, label, exact))
     return _report(Path(run_dir), cfg, rows, label, held, labelers_agree, exact)
 
 
@@ -286,7 +267,7 @@ def _report(run_dir: Path, cfg: Config, rows, label, held, labelers_agree: float
         f"({np.mean(label['correct']):.2f} correct), {sum(map(len, label['steps']))} steps; "
         f"held out: {len(held['steps'])} solutions ({cfg.samples.n} per eval problem, "
         f"{np.mean(held['correct']):.2f} correct), {sum(map(len, held['steps']))} steps; "
-        f"k = {cfg.rollouts.k} rollouts per probe; PRM targets: {cfg.targets}; "
+        f"k = {cfg.rollouts.n} rollouts per probe; PRM targets: {cfg.targets}; "
         f"Math-Shepherd and OmegaPRM hard labels agree on {labelers_agree:.3f} of steps"
         + ("" if exact else "; the task has no exact step checker, so agreement with exact "
            "labels and PRM step accuracy are not measured")]

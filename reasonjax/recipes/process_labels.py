@@ -36,10 +36,10 @@ from typing import Callable, Optional, Sequence
 import jax
 import numpy as np
 
-from reasonjax.data import formatting
 from reasonjax.data.task import Problem
-from reasonjax.recipes.common import Env, Samples, decode, on_mesh
-from reasonjax.search.sampler import SamplingConfig, sample
+from reasonjax.driver import completion_text, run_batches
+from reasonjax.recipes.common import RecipeEnv
+from reasonjax.search.sampler import SampleConfig
 
 # (solution index, prefix length m) queries and k -> correct rollouts per query [Q].
 Oracle = Callable[[Sequence[tuple[int, int]], int], np.ndarray]
@@ -130,64 +130,66 @@ def agreement(labels: Sequence[Sequence[float]], exact: Sequence[Sequence[bool]]
 
 
 @dataclasses.dataclass(frozen=True)
-class RolloutSpec:
-    """Rollouts from prefixes: ``k`` completions at ``temperature`` of at most
-    ``max_new_tokens``; ``batch_size`` prefixes per sampler call (fixed shapes, so one
-    compile serves every call)."""
+class RolloutSpec(SampleConfig):
+    """Rollouts from step prefixes: a :class:`~reasonjax.search.sampler.SampleConfig`
+    (``n`` = k completions per prefix) plus ``batch_size`` prefixes per driver call."""
 
-    k: int = 4
-    temperature: float = 1.0
+    n: int = 4
     max_new_tokens: int = 48
     batch_size: int = 64
 
 
-def prefix_text(env: Env, problem: Problem, steps: Sequence[str]) -> str:
+@dataclasses.dataclass
+class Samples:
+    """k completions of each of P prefixes: texts [P][k] (the continuations), correct
+    [P][k] (prefix + continuation verifies), tokens generated in all."""
+
+    texts: list[list[str]]
+    correct: list[list[bool]]
+    tokens_generated: int
+
+
+def prefix_text(env: RecipeEnv, problem: Problem, steps: Sequence[str]) -> str:
     """The prompt followed by ``steps``, each ended by the step delimiter."""
     return env.task.prompt(problem) + "".join(s + env.delimiter for s in steps)
 
 
-def rollouts_from_prefixes(env: Env, params, prefixes: Sequence[tuple[Problem, Sequence[str]]],
+def rollouts_from_prefixes(env: RecipeEnv, params,
+                           prefixes: Sequence[tuple[Problem, Sequence[str]]],
                            rng: jax.Array, spec: RolloutSpec) -> Samples:
-    """``spec.k`` completions of each (problem, prefix steps), continuing after the prefix.
-    Texts are the continuations; ``correct`` verifies prefix + continuation. Prompts are
-    left-padded to one length (the longest prompt plus ``max_new_tokens``) and calls hold
-    ``batch_size`` rows, so every call reuses one compiled sampler."""
-    length = env.prompt_len + spec.max_new_tokens
-    sampling = SamplingConfig(temperature=spec.temperature)
+    """``spec.n`` completions of each (problem, prefix steps), continuing after the prefix
+    (:func:`reasonjax.driver.run_batches` on the prefix texts, left-padded to the env's
+    prompt length plus ``max_new_tokens``, so every call reuses one compiled sampler)."""
+    problems = [p for p, _ in prefixes]
+    heads = ["".join(s + env.delimiter for s in steps) for _, steps in prefixes]
+    longer = dataclasses.replace(env, prompt_len=env.prompt_len + spec.max_new_tokens)
     texts, correct, spent = [], [], 0
-    pad = formatting.encode_prompt(env.tokenizer, "")
-    for start in range(0, len(prefixes), spec.batch_size):
-        chunk = list(prefixes[start:start + spec.batch_size])
-        rows = [formatting.encode_prompt(env.tokenizer, prefix_text(env, p, s))
-                for p, s in chunk]
-        rows += [pad] * (spec.batch_size - len(rows))
-        batch = formatting.stack([formatting.fit(r, "prompt", length, "truncate")[0]
-                                  for r in rows])
-        out = on_mesh(env, sample, params, batch["prompt_tokens"], batch["prompt_mask"],
-                      jax.random.fold_in(rng, start), max_new_tokens=spec.max_new_tokens,
-                      n=spec.k, sampling=sampling, stop=env.stop,
-                      pad_id=env.tokenizer.pad_id or 0)
-        toks, lens = np.asarray(out.tokens), np.asarray(out.lengths)
-        for b, (problem, steps) in enumerate(chunk):
-            head = "".join(s + env.delimiter for s in steps)
-            row = [decode(env, toks[b, i], lens[b, i]) for i in range(spec.k)]
-            spent += int(np.sum(lens[b]))
+    if not prefixes:
+        return Samples(texts=texts, correct=correct, tokens_generated=spent)
+    for batch in run_batches(longer, params, problems, spec, rng, batch_size=spec.batch_size,
+                             texts=[env.task.prompt(p) + h for p, h in zip(problems, heads)]):
+        c = batch.candidates
+        for b in range(batch.real):
+            i = int(batch.rows[b])
+            row = [completion_text(env.tokenizer, c.tokens[b, k], int(c.lengths[b, k]))
+                   for k in range(spec.n)]
+            spent += int(np.sum(c.lengths[b]))
             texts.append(row)
-            correct.append([env.task.verify(problem, head + t) for t in row])
+            correct.append([env.task.verify(problems[i], heads[i] + t) for t in row])
     return Samples(texts=texts, correct=correct, tokens_generated=spent)
 
 
-def prefix_oracle(env: Env, params, problems: Sequence[Problem],
+def prefix_oracle(env: RecipeEnv, params, problems: Sequence[Problem],
                   steps: Sequence[Sequence[str]], rng: jax.Array, spec: RolloutSpec,
                   spent: Optional[list] = None) -> Oracle:
     """An :data:`Oracle` over solutions (``problems[i]``, ``steps[i]``) rolling out the
     policy; each call draws fresh randomness and appends its tokens generated to ``spent``.
-    The oracle's ``k`` must equal ``spec.k``."""
+    The oracle's ``k`` must equal ``spec.n``."""
     calls = [0]
 
     def oracle(queries, k):
-        if k != spec.k:
-            raise ValueError(f"oracle called with k={k}, but its RolloutSpec has k={spec.k}")
+        if k != spec.n:
+            raise ValueError(f"oracle called with k={k}, but its RolloutSpec has n={spec.n}")
         calls[0] += 1
         s = rollouts_from_prefixes(env, params, [(problems[i], steps[i][:m]) for i, m in queries],
                                    jax.random.fold_in(rng, calls[0]), spec)

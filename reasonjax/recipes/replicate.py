@@ -11,26 +11,16 @@ completed phase.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from reasonjax.config import ConfigError, load_yaml
+from reasonjax.recipes.rundir import Result
 
-RECIPES = ("alphamath", "mcts_dpo", "step_dpo", "prm", "test_time_scaling", "coverage")
+RECIPES = ("alphamath", "mcts_dpo", "step_dpo", "prm", "scaling", "coverage")
 PRESETS = ("tiny", "paper")
-
-
-@dataclasses.dataclass
-class Result:
-    """What a recipe returns: the headline table (rows of the report's first table),
-    the effect checks (claim -> held or not, as measured), and the report's path."""
-
-    rows: list[dict]
-    checks: dict[str, bool]
-    report: Path
 
 
 def recipe_module(name: str):

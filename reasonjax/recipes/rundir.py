@@ -7,15 +7,22 @@ results of completed phases instead of recomputing them, so an interrupted run r
 from its last completed phase::
 
     run = open_run("runs/alphamath", cfg)
-    sft = run_phase(run, "sft", lambda: {"params": train_sft(...), "accuracy": 0.41})
-    log_metrics(run, {"phase": "sft", "accuracy": sft["accuracy"]})
+    sft = run_phase(run, "sft", lambda: Trained(params=..., model_config=..., accuracy=0.4),
+                    Trained, mesh=env.mesh)
+    log_metrics(run, {"phase": "sft", "accuracy": sft.accuracy})
 
 Layout::
 
     config.yaml      the resolved config (a rerun must match it)
     metrics.jsonl    one JSON object per line
-    phases/<name>/   result.json (+ params/ when the result holds params)
+    phases/<name>/   result.json (+ model/ when the result holds params)
     report.md, *.png written by the recipe at the end
+
+A phase's result is a dataclass (or a dict) whose ``params`` / ``model_config`` are saved
+with orbax and every other field as JSON. The object :func:`run_phase` returns is rebuilt
+from what was written (params placed on the mesh's shardings), so a fresh and a resumed
+run hand the next phase identical objects, and results are frozen: a phase never changes
+one after it was saved.
 """
 
 from __future__ import annotations
@@ -24,16 +31,28 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional, TypeVar
 
 import yaml
 from rich.console import Console
 
-from reasonjax import checkpoint
+from reasonjax import checkpoint, parallel
 from reasonjax.config import ConfigError, save_yaml, to_dict
 from reasonjax.fileio import atomic_dir, atomic_write_text
 
 console = Console(stderr=True)
+T = TypeVar("T")
+MODEL_FIELDS = ("params", "model_config")
+
+
+@dataclasses.dataclass
+class Result:
+    """What a recipe returns: the headline table (rows of the report's first table), the
+    effect checks (claim -> held or not, as measured), and the report's path."""
+
+    rows: list[dict]
+    checks: dict[str, bool]
+    report: Path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,38 +101,56 @@ def completed_phases(run: Run) -> list[str]:
         if d.is_dir() else []
 
 
-def run_phase(run: Run, name: str, compute: Callable[[], dict]) -> dict:
-    """Returns the result of phase ``name``: loaded if completed before, else computed
-    (and saved atomically). A result is a dict; ``params`` (a model-params pytree) and
-    ``model_config`` are stored with orbax, every other value must be JSON-serialisable.
-    """
+def _fields(result) -> dict:
+    if isinstance(result, dict):
+        return dict(result)
+    if dataclasses.is_dataclass(result):
+        return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+    raise TypeError(f"a phase must return a dataclass or a dict, got {type(result).__name__}")
+
+
+def _build(kind: type, fields: dict, path: Path, mesh) -> Any:
+    """The result of ``kind`` from its JSON ``fields`` and, when ``path`` holds a model,
+    its params restored onto ``mesh``'s shardings (None: one device, unsharded)."""
+    fields = dict(fields)
+    if (path / "model").is_dir():
+        config = checkpoint.read_model_config(path / "model")
+        shardings = parallel.param_shardings(config, mesh) if mesh is not None else None
+        fields["model_config"], fields["params"] = checkpoint.load_model(path / "model",
+                                                                         shardings)
+    return kind(**fields)
+
+
+def run_phase(run: Run, name: str, compute: Callable[[], T], kind: type = dict,
+              mesh=None) -> T:
+    """The result of phase ``name`` (a ``kind``: a dataclass, or dict): loaded if completed
+    before, else computed and saved atomically, then rebuilt from what was saved (see the
+    module docstring). ``params`` (with its ``model_config``) go through orbax and are
+    placed on ``mesh``; every other field must be JSON-serialisable."""
     target = run.path / "phases" / name
     done = completed_phases(run)
     index = f"{len(done) + 1}/{run.total_phases}" if run.total_phases else str(len(done) + 1)
     if (target / "result.json").exists():
         console.print(f"[dim]phase {name}: done earlier, loading {target}[/dim]")
-        return load_phase(target)
+        return load_phase(target, kind, mesh)
     console.rule(f"phase {index}: {name}")
     start = time.time()
-    result = compute()
-    if not isinstance(result, dict):
-        raise TypeError(f"phase {name} must return a dict, got {type(result).__name__}")
+    fields = _fields(compute())
     with atomic_dir(target) as tmp:
-        rest = {k: v for k, v in result.items() if k not in ("params", "model_config")}
-        if "params" in result:
-            if "model_config" not in result:
+        rest = {k: v for k, v in fields.items() if k not in MODEL_FIELDS}
+        if fields.get("params") is not None:
+            if fields.get("model_config") is None:
                 raise ValueError(f"phase {name}: a result with params needs its model_config")
-            checkpoint.save_model(tmp / "model", result["model_config"], result["params"])
-        atomic_write_text(tmp / "result.json", json.dumps(rest, indent=1))
+            checkpoint.save_model(tmp / "model", fields["model_config"], fields["params"])
+        text = json.dumps(rest, indent=1)
+        atomic_write_text(tmp / "result.json", text)
     console.print(f"[green]phase {name} finished in {time.time() - start:.1f}s[/green]")
-    return result
+    return load_phase(target, kind, mesh)
 
 
-def load_phase(path: Path) -> dict:
-    result = json.loads((path / "result.json").read_text())
-    if (path / "model").is_dir():
-        result["model_config"], result["params"] = checkpoint.load_model(path / "model")
-    return result
+def load_phase(path: Path, kind: type = dict, mesh=None) -> Any:
+    """A saved phase result (see :func:`run_phase`)."""
+    return _build(kind, json.loads((path / "result.json").read_text()), path, mesh)
 
 
 def log_metrics(run: Run, record: dict) -> None:

@@ -9,7 +9,7 @@ Pipeline as implemented (each stage a resumable phase):
    ``warmup_problems``) from the current policy; for every wrong one, locate its first
    wrong step, with the task's exact step check (``locate: exact``) or OmegaPRM's Monte
    Carlo binary search (``locate: monte_carlo``, :mod:`.process_labels`); sample
-   ``corrections.k`` continuations from the prefix before that step and keep those whose
+   ``corrections.n`` continuations from the prefix before that step and keep those whose
    final answer verifies; a pair is (prompt + correct previous steps; chosen = the first
    step of a verified correction, rejected = the wrong step). ``train-r``: step-level DPO
    on the pairs (``formatting.encode_step_preference``: the loss reads only the step
@@ -27,43 +27,58 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from reasonjax.config import ConfigError
 from reasonjax.data import formatting
+from reasonjax.driver import run as run_driver
+from reasonjax.driver.records import greedy_accuracy
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.recipes import common, process_labels
-from reasonjax.recipes.replicate import Result
-from reasonjax.recipes.rundir import log_metrics, open_run, run_phase
+from reasonjax.recipes.common import RecipeEnv, Trained
+from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase
+from reasonjax.search.sampler import SampleConfig
 from reasonjax.train.preference import PreferenceConfig, preference_loss
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingSpec:
-    """Policy samples per training problem: ``n`` at ``temperature``."""
-
-    n: int = 4
-    temperature: float = 1.0
-    max_new_tokens: int = 48
+from reasonjax.train.state import OptimConfig
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(common.RecipeConfig):
+    """``sampling``: policy samples per training problem (``n``); ``locate`` the first
+    error exactly or by Monte Carlo binary search (``locate_rollouts``); ``corrections``:
+    rollouts from the prefix before it; ``dpo`` / ``preference``: the step-level DPO fit."""
+
     rounds: int = 1
-    sampling: SamplingSpec = SamplingSpec()
+    sampling: SampleConfig = SampleConfig(n=4, max_new_tokens=48)
     locate: str = "exact"  # exact | monte_carlo
     locate_rollouts: process_labels.RolloutSpec = process_labels.RolloutSpec()
     corrections: process_labels.RolloutSpec = process_labels.RolloutSpec()
-    dpo: common.FitSpec = common.FitSpec(steps=200, lr=1e-4)
+    dpo: common.FitSpec = common.FitSpec(steps=200, optim=OptimConfig(lr=1e-4,
+                                                                     warmup_steps=20))
     preference: PreferenceConfig = PreferenceConfig(beta=0.1)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairsRound:
+    """A round's step pairs and what it took to find them."""
+
+    pairs: list
+    samples: int
+    sample_accuracy: float
+    wrong: int
+    located: int
+    locate_rollouts: int
+    locate_agreement: float
+    pair_precision: float
 
 
 LOCATES = ("exact", "monte_carlo")
 
 
-def locate_first_errors(env: common.Env, params, problems, steps, rng, cfg: Config) -> list:
+def locate_first_errors(env: RecipeEnv, params, problems, steps, rng, cfg: Config) -> list:
     """First wrong step of each (wrong) solution: the exact check, or OmegaPRM's binary
     search with the policy's rollouts. Returns per solution (index or None, rollouts)."""
     if cfg.locate == "exact":
@@ -71,11 +86,11 @@ def locate_first_errors(env: common.Env, params, problems, steps, rng, cfg: Conf
     oracle = process_labels.prefix_oracle(env, params, problems, steps, rng,
                                           cfg.locate_rollouts)
     labels = process_labels.omegaprm_labels([len(s) for s in steps], [False] * len(steps),
-                                            oracle, cfg.locate_rollouts.k)
+                                            oracle, cfg.locate_rollouts.n)
     return [(process_labels.first_error(h), r) for h, r in zip(labels.hard, labels.rollouts)]
 
 
-def step_pairs(env: common.Env, problems, steps, errors, corrections) -> list[dict]:
+def step_pairs(env: RecipeEnv, problems, steps, errors, corrections) -> list[dict]:
     """Step-level pairs from wrong solutions. ``errors[i]``: first wrong step of solution
     i (None: skipped); ``corrections.texts[j] / .correct[j]``: continuations sampled from
     the prefix before the j-th located error (in order). At most one pair per solution:
@@ -96,7 +111,7 @@ def step_pairs(env: common.Env, problems, steps, errors, corrections) -> list[di
     return pairs
 
 
-def pair_precision(env: common.Env, pairs) -> float:
+def pair_precision(env: RecipeEnv, pairs) -> float:
     """Fraction of pairs whose chosen step is exactly correct and rejected step exactly
     wrong after the shared prefix (the task's step check)."""
     from reasonjax.data.task import Problem
@@ -110,11 +125,39 @@ def pair_precision(env: common.Env, pairs) -> float:
     return float(np.mean(good)) if good else float("nan")
 
 
-def encode_pairs(env: common.Env, pairs) -> list[dict]:
+def encode_pairs(env: RecipeEnv, pairs) -> list[dict]:
     final = env.task.is_final_step
     return [formatting.encode_step_preference(
         env.tokenizer, p["prompt"], p["prefix"], p["chosen"], p["rejected"], env.delimiter,
         chosen_final=final(p["chosen"]), rejected_final=final(p["rejected"])) for p in pairs]
+
+
+def collect_pairs(env: RecipeEnv, params, own, cfg: Config, r: int) -> PairsRound:
+    """Round ``r``'s pairs from the policy's wrong samples of the problems ``own``."""
+    records = run_driver(env, params, own, cfg.sampling, common.rng_for(cfg.seed, f"pairs-{r}"),
+                         batch_size=min(cfg.batch_size, len(own)))
+    wrong = [(rec.problem, env.task.split_steps(c.completion)) for rec in records
+             for c in rec.candidates if not c.correct]
+    wrong = [(p, st) for p, st in wrong if st]
+    problems, steps = [w[0] for w in wrong], [w[1] for w in wrong]
+    located = locate_first_errors(env, params, problems, steps,
+                                  common.rng_for(cfg.seed, f"locate-{r}"), cfg)
+    errors = [e for e, _ in located]
+    exact = env.task.exact_steps
+    truth = [env.task.check_steps(p, st).first_error for p, st in wrong] if exact else []
+    prefixes = [(p, st[:e]) for p, st, e in zip(problems, steps, errors) if e is not None]
+    fixes = process_labels.rollouts_from_prefixes(
+        env, params, prefixes, common.rng_for(cfg.seed, f"fix-{r}"), cfg.corrections)
+    pairs = step_pairs(env, problems, steps, errors, fixes)
+    nan = float("nan")
+    return PairsRound(
+        pairs=pairs, samples=len(own) * cfg.sampling.n,
+        sample_accuracy=float(np.mean([c.correct for rec in records for c in rec.candidates])),
+        wrong=len(wrong), located=sum(e is not None for e in errors),
+        locate_rollouts=sum(n for _, n in located),
+        locate_agreement=float(np.mean([a == b for a, b in zip(errors, truth)]))
+        if errors and exact else nan,
+        pair_precision=pair_precision(env, pairs) if exact else nan)
 
 
 def run(cfg: Config, run_dir) -> Result:
@@ -128,7 +171,7 @@ def run(cfg: Config, run_dir) -> Result:
     budget = cfg.sampling.max_new_tokens
     env, ref, own = common.warm_start(run, cfg, env)
     acc0 = run_phase(run, "eval-0", lambda: {
-        "accuracy": common.greedy_accuracy(env, ref, env.eval, budget)})["accuracy"]
+        "accuracy": greedy_accuracy(env, ref, env.eval, budget, cfg.batch_size)})["accuracy"]
     log_metrics(run, {"phase": "eval-0", "accuracy": acc0})
     rows = [{"stage": "warm-up", "greedy accuracy": acc0, "samples": 0,
              "sample accuracy": float("nan"), "wrong": 0, "errors located": 0,
@@ -136,57 +179,37 @@ def run(cfg: Config, run_dir) -> Result:
              "locate agreement": float("nan")}]
     params = ref
     for r in range(1, cfg.rounds + 1):
-        def collect(params=params, r=r):
-            rng = common.rng_for(cfg.seed, f"pairs-{r}")
-            s = common.sample_completions(env, params, own, rng, n=cfg.sampling.n,
-                                          temperature=cfg.sampling.temperature,
-                                          max_new_tokens=budget)
-            wrong = [(p, env.task.split_steps(t)) for p, ts, cs in
-                     zip(own, s.texts, s.correct) for t, c in zip(ts, cs) if not c]
-            wrong = [(p, st) for p, st in wrong if st]
-            problems, steps = [w[0] for w in wrong], [w[1] for w in wrong]
-            located = locate_first_errors(env, params, problems, steps,
-                                          common.rng_for(cfg.seed, f"locate-{r}"), cfg)
-            errors = [e for e, _ in located]
-            exact = [env.task.check_steps(p, st).first_error for p, st in wrong] \
-                if env.task.exact_steps else [None] * len(wrong)
-            prefixes = [(p, st[:e]) for p, st, e in zip(problems, steps, errors)
-                        if e is not None]
-            fixes = process_labels.rollouts_from_prefixes(
-                env, params, prefixes, common.rng_for(cfg.seed, f"fix-{r}"), cfg.corrections)
-            pairs = step_pairs(env, problems, steps, errors, fixes)
-            return {"pairs": pairs, "samples": len(own) * cfg.sampling.n,
-                    "sample_accuracy": float(np.mean(s.correct)), "wrong": len(wrong),
-                    "located": sum(e is not None for e in errors),
-                    "locate_rollouts": sum(n for _, n in located),
-                    "locate_agreement": float(np.mean([a == b for a, b in zip(errors, exact)]))
-                    if errors and env.task.exact_steps else float("nan"),
-                    "pair_precision": pair_precision(env, pairs)
-                    if env.task.exact_steps else float("nan")}
-
-        data = run_phase(run, f"pairs-{r}", collect)
-        log_metrics(run, {"phase": f"pairs-{r}", **{k: v for k, v in data.items()
-                                                    if k != "pairs"}, "pairs": len(data["pairs"])})
-
-        def train(params=params, data=data, r=r):
-            loss = preference_loss(env.model_config, cfg.preference)
-            new, metrics = common.fit(env, params, loss, encode_pairs(env, data["pairs"]),
-                                      "preference", cfg.dpo, seed=cfg.seed + r, ref_params=ref)
-            return {"params": new, "model_config": env.model_config,
-                    "accuracy": common.greedy_accuracy(env, new, env.eval, budget),
-                    "reward_accuracy": float(metrics.get("reward_accuracy", float("nan")))}
-
-        trained = run_phase(run, f"train-{r}", train) if data["pairs"] else \
-            {"params": params, "accuracy": rows[-1]["greedy accuracy"]}
-        params = trained["params"]
-        log_metrics(run, {"phase": f"train-{r}", "accuracy": trained["accuracy"]})
-        rows.append({"stage": f"round {r}", "greedy accuracy": trained["accuracy"],
-                     "samples": data["samples"], "sample accuracy": data["sample_accuracy"],
-                     "wrong": data["wrong"], "errors located": data["located"],
-                     "rollouts to locate": data["locate_rollouts"], "pairs": len(data["pairs"]),
-                     "pair precision": data["pair_precision"],
-                     "locate agreement": data["locate_agreement"]})
+        data = run_phase(run, f"pairs-{r}", lambda: collect_pairs(env, params, own, cfg, r),
+                         PairsRound)
+        log_metrics(run, {"phase": f"pairs-{r}", **{
+            k: v for k, v in dataclasses.asdict(data).items() if k != "pairs"},
+            "pairs": len(data.pairs)})
+        trained = run_phase(run, f"train-{r}", lambda: train_round(env, params, ref, data, cfg,
+                                                                   r),
+                            Trained, mesh=env.mesh) if data.pairs else \
+            Trained(params, env.model_config, {"accuracy": rows[-1]["greedy accuracy"]})
+        params = trained.params
+        log_metrics(run, {"phase": f"train-{r}", "accuracy": trained.metrics["accuracy"]})
+        rows.append({"stage": f"round {r}", "greedy accuracy": trained.metrics["accuracy"],
+                     "samples": data.samples, "sample accuracy": data.sample_accuracy,
+                     "wrong": data.wrong, "errors located": data.located,
+                     "rollouts to locate": data.locate_rollouts, "pairs": len(data.pairs),
+                     "pair precision": data.pair_precision,
+                     "locate agreement": data.locate_agreement})
     return _report(Path(run_dir), cfg, rows)
+
+
+def train_round(env: RecipeEnv, params, ref, data: PairsRound, cfg: Config, r: int) -> Trained:
+    """Step-level DPO on a round's pairs against the warm-up reference, then greedy
+    accuracy on the eval problems."""
+    loss = preference_loss(env.model_config, cfg.preference)
+    new, metrics = common.fit_examples(env, params, loss, encode_pairs(env, data.pairs),
+                                       "preference", cfg.dpo, seed=cfg.seed + r, ref_params=ref)
+    accuracy = greedy_accuracy(env, new, env.eval, cfg.sampling.max_new_tokens,
+                               cfg.batch_size)
+    return Trained(new, env.model_config, {
+        "accuracy": accuracy,
+        "reward_accuracy": float(metrics.get("reward_accuracy", float("nan")))})
 
 
 def _report(run_dir: Path, cfg: Config, rows) -> Result:

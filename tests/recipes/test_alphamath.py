@@ -2,7 +2,7 @@
 
 import math
 
-from reasonjax.recipes import alphamath
+from reasonjax.recipes import alphamath, mcts_data
 from reasonjax.recipes.replicate import replicate
 
 # A 1-layer model, two problems, one of everything: each phase compiles once.
@@ -10,12 +10,14 @@ MODEL = "model.overrides={n_layers: 1, d_model: 16, n_heads: 2, n_kv_heads: 1, d
 STEPS, STEP_TOKENS = 2, 12
 MICRO = [MODEL, "task.train_size=10", "task.eval_size=2", "warmup_problems=6",
          "warmup.steps=2", "warmup.batch_size=2", "num_devices=1", "rounds=1",
-         "search.problems=2", "search.batch_size=2", "search.num_actions=2",
+         "search_problems=2", "batch_size=2", "search.num_actions=2",
          "search.num_simulations=2", f"search.max_steps={STEPS}",
          f"search.step_tokens={STEP_TOKENS}", "train.steps=1", "train.batch_size=2",
-         "value_holdout=0.5", "eval.batch_size=2", "eval.vote_n=2", "eval.beams=1",
-         "eval.expansions=2", "eval.mcts_simulations=2", "eval.mcts_actions=2",
-         f"eval.max_steps={STEPS}", f"eval.step_tokens={STEP_TOKENS}"]
+         "value_holdout=0.5", "eval.majority.n=2", "eval.sbs.n=2",
+         "eval.sbs.beam_width=2", "eval.mcts.num_simulations=2", "eval.mcts.num_actions=2",
+         f"eval.greedy.max_new_tokens={STEPS * STEP_TOKENS}",
+         *[f"eval.{m}.{k}={v}" for m in ("majority", "sbs", "mcts")
+           for k, v in (("max_steps", STEPS), ("step_tokens", STEP_TOKENS))]]
 
 
 def test_alphamath_micro_run_writes_the_report(tmp_path):
@@ -44,10 +46,11 @@ def test_alphamath_micro_run_writes_the_report(tmp_path):
 
 def test_round_problems_are_a_seeded_shuffle_per_round():
     cfg = alphamath.Config()
-    a, b = alphamath.round_problems(cfg, 1000, 1), alphamath.round_problems(cfg, 1000, 2)
-    assert len(a) == cfg.search.problems and len(set(a)) == len(a)
-    assert a == alphamath.round_problems(cfg, 1000, 1) and a != b
-    assert sorted(alphamath.round_problems(cfg, 5, 1)) == [0, 1, 2, 3, 4]
+    rounds = lambda n, r: mcts_data.round_problems(cfg.seed, r, cfg.search_problems, n)
+    a, b = rounds(1000, 1), rounds(1000, 2)
+    assert len(a) == cfg.search_problems and len(set(a)) == len(a)
+    assert a == rounds(1000, 1) and a != b
+    assert sorted(rounds(5, 1)) == [0, 1, 2, 3, 4]
 
 
 def test_split_records_holds_out_whole_problems():

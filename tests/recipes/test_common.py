@@ -5,7 +5,11 @@ import pytest
 
 from reasonjax.config import ConfigError
 from reasonjax.data import formatting
+from reasonjax.driver import run as run_driver
+from reasonjax.driver.records import greedy_accuracy
 from reasonjax.recipes import common
+from reasonjax.search.mcts import MCTSConfig
+from reasonjax.search.sampler import SampleConfig
 from reasonjax.recipes.replicate import RECIPES, load_config, preset_path
 from reasonjax.recipes.rundir import open_run
 from reasonjax.train.fit import rows_iterator
@@ -61,7 +65,7 @@ def test_warmup_trains_then_loads_from_the_run_directory(tmp_path):
     again = common.warmup(run, env, spec)  # loaded, not retrained
     np.testing.assert_array_equal(np.asarray(first["embed"]["embedding"]),
                                   np.asarray(again["embed"]["embedding"]))
-    assert 0.0 <= common.greedy_accuracy(env, first, env.eval, 16) <= 1.0
+    assert 0.0 <= greedy_accuracy(env, first, env.eval, 16) <= 1.0
 
 
 def test_split_train_keeps_warmup_and_recipe_problems_apart():
@@ -88,23 +92,23 @@ def test_sampling_and_search_on_a_mesh_equal_one_device():
                            num_devices=4)
     host = parallel.init_params(one.model_config, jax.random.key(0))
     results = []
+    two = SampleConfig(n=2, max_new_tokens=12)
+    spec = MCTSConfig(num_actions=2, num_simulations=3, max_steps=2, step_tokens=6,
+                      terminal_reward="verifier")
     for env in (one, four):
         params = parallel.shard_params(host, env.model_config, env.mesh)
-        s = common.sample_completions(env, params, env.eval[:6], jax.random.key(1), n=2,
-                                      temperature=1.0, max_new_tokens=12, batch_size=4)
-        spec = mcts_data.SearchSpec(problems=4, batch_size=4, num_actions=2,
-                                    num_simulations=3, max_steps=2, step_tokens=6)
-        found = mcts_data.search(env, params, [0, 1, 2, 3], spec,
-                                 mcts_data.ProblemVerifier(env, env.train), jax.random.key(2))
-        results.append((s, found))
+        s = run_driver(env, params, env.eval[:6], two, jax.random.key(1), batch_size=4)
+        found = mcts_data.search(env, params, env.train[:4], [0, 1, 2, 3], spec,
+                                 jax.random.key(2), batch_size=4)
+        results.append(([[(c.completion, c.correct, c.tokens) for c in r.candidates]
+                         for r in s], found))
     (s1, f1), (s4, f4) = results
-    assert s1.texts == s4.texts and s1.correct == s4.correct and len(s1.texts) == 6
-    assert s1.tokens_generated == s4.tokens_generated
+    assert s1 == s4 and len(s1) == 6
     assert f1.tokens_generated == f4.tokens_generated
     for (ids1, t1), (ids4, t4) in zip(f1.trees, f4.trees):
         np.testing.assert_array_equal(ids1, ids4)
         for k in t1:
             np.testing.assert_allclose(t1[k], t4[k], atol=1e-5, err_msg=k)
     with pytest.raises(ConfigError, match="batch_size=6 is not divisible by the data axes"):
-        common.sample_completions(four, params, four.eval[:6], jax.random.key(1), n=1,
-                                  temperature=1.0, max_new_tokens=4, batch_size=6)
+        run_driver(four, params, four.eval[:6], SampleConfig(n=1, max_new_tokens=4),
+                   jax.random.key(1), batch_size=6)

@@ -84,8 +84,9 @@ def test_value_records_skip_the_root_and_keep_the_tree_q(env):
 
 def test_verifier_rewards_plus_minus_one(env):
     p = env.train[0]
-    verifier = mcts_data.ProblemVerifier(env, env.train)
+    verifier = env.verifier
+    ids = verifier.register(env.train)
     good, n_good = _ids(env, env.task.solution(p), eos=True, width=40)
     bad, n_bad = _ids(env, "1\nanswer: nope", eos=True, width=40)
-    out = verifier(np.array([0, 0]), np.array([good, bad]), np.array([n_good, n_bad]))
+    out = verifier(ids[[0, 0]], np.array([good, bad]), np.array([n_good, n_bad]))
     np.testing.assert_array_equal(out, [1.0, -1.0])

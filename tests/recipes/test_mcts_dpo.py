@@ -9,10 +9,10 @@ from reasonjax.recipes.replicate import replicate
 
 MODEL = "model.overrides={n_layers: 1, d_model: 16, n_heads: 2, n_kv_heads: 1, d_ff: 32}"
 MICRO = [MODEL, "task.train_size=10", "task.eval_size=2", "warmup_problems=6",
-         "warmup.steps=2", "warmup.batch_size=2", "num_devices=1", "search.problems=2",
-         "search.batch_size=2", "search.num_actions=2", "search.num_simulations=2",
+         "warmup.steps=2", "warmup.batch_size=2", "num_devices=1", "search_problems=2",
+         "batch_size=2", "search.num_actions=2", "search.num_simulations=2",
          "search.max_steps=2", "search.step_tokens=12", "train.steps=1",
-         "train.batch_size=2", "eval.batch_size=2", "eval.max_steps=2", "eval.step_tokens=12"]
+         "train.batch_size=2", "greedy.max_new_tokens=24"]
 
 
 def test_mcts_dpo_micro_run_writes_the_report(tmp_path):

@@ -89,7 +89,7 @@ def test_vote_accuracy_majority_weighted_and_best_of_n_by_hand():
 
 
 MICRO = ["task.eval_size=4", "warmup.steps=0", "model.overrides={n_layers: 1}",
-         "samples.problems=4", "samples.n=2", "samples.max_new_tokens=12", "rollouts.k=2",
+         "label_problems=4", "samples.n=2", "samples.max_new_tokens=12", "rollouts.n=2",
          "rollouts.max_new_tokens=12", "rollouts.batch_size=8", "prm.steps=2",
          "prm.batch_size=8", "prm.seq_len=32", "num_devices=1"]
 

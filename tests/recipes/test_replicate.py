@@ -107,7 +107,7 @@ def test_paper_coverage_runs_on_a_local_checkpoint_and_file(tmp_path, local_pape
     ckpt, data = local_paper_inputs
     res = replicate("coverage", "paper", [
         f"model.checkpoint={ckpt}", f"task.data_file={data}", "task.eval_size=4",
-        "num_devices=1", "sampling.n=4", "sampling.max_new_tokens=8", "sampling.batch_size=4",
+        "num_devices=1", "sampling.n=4", "sampling.max_new_tokens=8", "batch_size=4",
         "vote_trials=2"], tmp_path)
     assert [r["k"] for r in res.rows] == [1, 2, 4]
     assert all(0.0 <= r["coverage"] <= 1.0 for r in res.rows)

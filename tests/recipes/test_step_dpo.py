@@ -9,7 +9,7 @@ import pytest
 
 from reasonjax.config import ConfigError
 from reasonjax.data.task import get_task
-from reasonjax.recipes.common import Samples
+from reasonjax.recipes.process_labels import Samples
 from reasonjax.recipes.replicate import replicate
 from reasonjax.recipes.step_dpo import encode_pairs, pair_precision, step_pairs
 
@@ -56,8 +56,8 @@ def test_step_dpo_recipe_micro_end_to_end(tmp_path):
     overrides = ["task.train_size=12", "warmup_problems=6", "task.eval_size=4",
                  "warmup.steps=0", "model.overrides={n_layers: 1}", "sampling.n=2",
                  "sampling.max_new_tokens=12",
-                 "locate=monte_carlo", "locate_rollouts.k=2", "locate_rollouts.batch_size=8",
-                 "locate_rollouts.max_new_tokens=12", "corrections.k=2",
+                 "locate=monte_carlo", "locate_rollouts.n=2", "locate_rollouts.batch_size=8",
+                 "locate_rollouts.max_new_tokens=12", "corrections.n=2",
                  "corrections.batch_size=8", "corrections.max_new_tokens=12", "dpo.steps=2",
                  "dpo.batch_size=8", "dpo.seq_len=32", "num_devices=1"]
     result = replicate("step_dpo", "tiny", overrides, tmp_path)

@@ -1,4 +1,4 @@
-"""test_time_scaling recipe: label, bin and comparison logic against hand-computed values,
+"""scaling recipe: label, bin and comparison logic against hand-computed values,
 and a micro end-to-end run asserting the report's structure."""
 
 import math
@@ -7,7 +7,7 @@ import pytest
 
 from reasonjax.config import ConfigError
 from reasonjax.data.task import get_task
-from reasonjax.recipes import test_time_scaling as tts
+from reasonjax.recipes import scaling as tts
 from reasonjax.recipes.replicate import load_config, replicate
 
 
@@ -65,19 +65,21 @@ def test_effect_checks_on_hand_made_curves():
 
 def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="search.budgets"):
-        tts.check_config(load_config("test_time_scaling", "tiny", ["search.budgets=[6]"]))
+        tts.check_config(load_config("scaling", "tiny", ["search.budgets=[6]"]))
     with pytest.raises(ConfigError, match="difficulty.bins"):
-        tts.check_config(load_config("test_time_scaling", "tiny",
+        tts.check_config(load_config("scaling", "tiny",
                                      ["task.eval_size=5", "difficulty.bins=3"]))
 
 
 def test_micro_run_writes_report_and_plots(tmp_path):
-    res = replicate("test_time_scaling", "tiny", [
+    res = replicate("scaling", "tiny", [
         "task.train_size=8", "warmup_problems=4", "task.eval_size=4", "warmup.steps=3",
         "warmup.batch_size=4", "num_devices=1", "model.overrides={n_layers: 1}", "prm.fit.steps=2",
-        "prm.fit.batch_size=4", "prm.samples_per_problem=1", "difficulty.samples=2",
-        "difficulty.bins=2", "search.budgets=[4]", "search.max_steps=2",
-        "search.step_tokens=8"], tmp_path)
+        "prm.fit.batch_size=4", "prm.sample.n=1", "prm.sample.max_new_tokens=16",
+        "difficulty.sample.n=2", "difficulty.sample.max_new_tokens=16", "difficulty.bins=2",
+        "search.budgets=[4]",
+        *[f"search.{m}.{k}={v}" for m in ("best_of_n", "beam", "dvts", "particles")
+          for k, v in (("max_steps", 2), ("step_tokens", 8))]], tmp_path)
     assert len(res.rows) == 3                       # 2 bins + all, one budget
     for row in res.rows:
         assert set(row) == {"bin", "N", *tts.METHODS, "compute-optimal"}

@@ -20,7 +20,7 @@ Pipeline as implemented:
    trained with :func:`reasonjax.train.value.value_loss` (BCE at each step end). It is a
    separate scorer model, so the policy is unchanged. ``prm.checkpoint`` loads a trained
    PRM instead (its value head is read through a sigmoid) and skips both PRM phases.
-4. ``difficulty``: ``difficulty.samples`` samples per eval problem give the policy's pass
+4. ``difficulty``: ``difficulty.sample.n`` samples per eval problem give the policy's pass
    rate; problems are sorted by it and cut into ``difficulty.bins`` equal bins (Snell et
    al.'s oracle difficulty: quantiles of the pass rate; bin 1 easiest).
 5. ``search-<method>-n<N>`` for each budget N: on each bin, best-of-N (one sample set
@@ -53,18 +53,17 @@ import numpy as np
 from reasonjax import checkpoint
 from reasonjax.config import ConfigError
 from reasonjax.data import formatting
+from reasonjax.driver import run as run_driver
+from reasonjax.driver import vote
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
-from reasonjax.recipes.common import (Env, FitSpec, RecipeConfig, decode, fit, on_mesh,
-                                      rng_for, sample_completions, warm_start)
-from reasonjax.recipes.replicate import Result
-from reasonjax.recipes.rundir import log_metrics, open_run, run_phase
-from reasonjax.search.beam import BeamConfig, beam_search, dvts
-from reasonjax.search.best_of_n import BestOfNConfig, best_of_n
-from reasonjax.search.particles import ParticleConfig, particle_filter
-from reasonjax.search.sampler import SamplingConfig
-from reasonjax.search.scoring import StepScorer
-from reasonjax.search.voting import extract_answers, tally
+from reasonjax.recipes.common import (FitSpec, RecipeConfig, RecipeEnv, Trained, fit_examples,
+                                      rng_for, warm_start)
+from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase
+from reasonjax.search.beam import BeamConfig, DVTSConfig
+from reasonjax.search.best_of_n import BestOfNConfig
+from reasonjax.search.particles import ParticleConfig
+from reasonjax.search.sampler import SampleConfig
 from reasonjax.train.value import value_loss
 
 SEARCHES = ("best-of-n", "beam", "dvts", "particles")
@@ -74,54 +73,59 @@ METHODS = ("best-of-n", "majority", "prm-vote", "beam", "dvts", "particles")
 @dataclasses.dataclass(frozen=True)
 class PRMSpec:
     """The process reward model: ``checkpoint`` (a trained PRM, loaded) or trained here on
-    ``samples_per_problem`` policy samples (``temperature``) of the first ``problems``
-    training problems (0 = all), labelled ``exact`` (task step check) or ``outcome``."""
+    ``sample`` (``n`` policy samples per problem) of the first ``problems`` training
+    problems (0 = all), labelled ``exact`` (task step check) or ``outcome``."""
 
     checkpoint: Optional[str] = None
     labels: Literal["exact", "outcome"] = "exact"
-    samples_per_problem: int = 4
+    sample: SampleConfig = SampleConfig(n=4, max_new_tokens=64)
     problems: int = 0
-    temperature: float = 1.0
-    fit: FitSpec = dataclasses.field(default_factory=lambda: FitSpec(steps=300, lr=1e-3))
+    fit: FitSpec = FitSpec(steps=300)
 
 
 @dataclasses.dataclass(frozen=True)
 class DifficultySpec:
-    """Pass-rate bins: ``samples`` per eval problem, ``bins`` equal-size quantile bins."""
+    """Pass-rate bins: ``sample`` (``n`` samples per eval problem), ``bins`` equal-size
+    quantile bins."""
 
-    samples: int = 16
+    sample: SampleConfig = SampleConfig(n=16, max_new_tokens=64)
     bins: int = 3
 
 
 @dataclasses.dataclass(frozen=True)
 class SearchSpec:
-    """Budgets N (candidates / particles per problem), beam width M (divides every N),
-    step limits, sampling temperature, particle-weight temperature and step-score
-    aggregation."""
+    """Budgets N (candidates / particles per problem: each method's ``n`` is set to N) and
+    the four searches' own configs (step limits, sampling, the PRM scorer's transform and
+    aggregation, beam width M dividing every N, particle-weight temperature)."""
 
     budgets: tuple[int, ...] = (4, 8, 16)
-    beam_width: int = 4
-    max_steps: int = 4
-    step_tokens: int = 16
-    temperature: float = 1.0
-    pf_temperature: float = 0.1
-    aggregate: Literal["last", "min", "product"] = "last"
+    best_of_n: BestOfNConfig = BestOfNConfig(max_steps=4, step_tokens=16)
+    beam: BeamConfig = BeamConfig(max_steps=4, step_tokens=16)
+    dvts: DVTSConfig = DVTSConfig(max_steps=4, step_tokens=16)
+    particles: ParticleConfig = ParticleConfig(max_steps=4, step_tokens=16, temperature=0.1)
+
+    def method(self, name: str, n: int):
+        """The config of search ``name`` (one of SEARCHES) at budget ``n``."""
+        return dataclasses.replace(getattr(self, name.replace("-", "_")), n=n)
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(RecipeConfig):
-    prm: PRMSpec = dataclasses.field(default_factory=PRMSpec)
-    difficulty: DifficultySpec = dataclasses.field(default_factory=DifficultySpec)
-    search: SearchSpec = dataclasses.field(default_factory=SearchSpec)
+    prm: PRMSpec = PRMSpec()
+    difficulty: DifficultySpec = DifficultySpec()
+    search: SearchSpec = SearchSpec()
 
 
 def check_config(cfg: Config) -> None:
     """Host-side checks that would otherwise fail deep inside a run."""
     s = cfg.search
-    bad = [n for n in s.budgets if n % s.beam_width]
-    if bad or not s.budgets:
-        raise ConfigError(f"search.budgets={list(s.budgets)}: every budget must be a positive "
-                          f"multiple of search.beam_width={s.beam_width} (bad: {bad})")
+    for name in ("beam", "dvts"):
+        width = getattr(s, name).beam_width
+        bad = [n for n in s.budgets if n % width]
+        if bad or not s.budgets:
+            raise ConfigError(f"search.budgets={list(s.budgets)}: every budget must be a "
+                              f"positive multiple of search.{name}.beam_width={width} "
+                              f"(bad: {bad})")
     if cfg.difficulty.bins < 1 or cfg.task.eval_size % cfg.difficulty.bins:
         raise ConfigError(f"task.eval_size={cfg.task.eval_size} must be a positive multiple of "
                           f"difficulty.bins={cfg.difficulty.bins} (equal-size bins)")
@@ -172,7 +176,25 @@ def compute_optimal(acc: dict, tokens: dict) -> str:
 # Phases
 
 
-def _prm(run, env: Env, params, own, cfg: Config):
+def label_samples(env: RecipeEnv, params, problems, cfg: Config) -> dict:
+    """``prm-samples`` phase: policy samples of ``problems`` with per-step targets."""
+    spec = cfg.prm
+    records = run_driver(env, params, problems, spec.sample, rng_for(cfg.seed, "prm-samples"),
+                         batch_size=min(cfg.batch_size, len(problems)))
+    rows = []
+    for r in records:
+        for c in r.candidates:
+            steps, targets, complete = step_labels(env.task, r.problem, c.completion,
+                                                   spec.labels)
+            if steps:
+                rows.append({"prompt": env.task.prompt(r.problem), "steps": steps,
+                             "targets": targets, "complete": complete})
+    flat = [t for r in rows for t in r["targets"]]
+    return {"rows": rows, "positive_share": float(np.mean(flat)) if flat else 0.0,
+            "tokens_generated": sum(c.tokens for r in records for c in r.candidates)}
+
+
+def _prm(run, env: RecipeEnv, params, own, cfg: Config):
     """(scorer model config, scorer params): loaded, or trained in two phases on samples
     of the training problems ``own`` (those the warm-up did not see)."""
     spec = cfg.prm
@@ -188,24 +210,7 @@ def _prm(run, env: Env, params, own, cfg: Config):
         raise ConfigError(f"prm.labels=exact: task {env.task.name!r} has no exact step "
                           "checker; set prm.labels=outcome or prm.checkpoint=/path/to/prm")
     problems = own[:spec.problems] if spec.problems > 0 else own
-    max_new = cfg.search.max_steps * cfg.search.step_tokens
-
-    def label():
-        s = sample_completions(env, params, problems, rng_for(cfg.seed, "prm-samples"),
-                               n=spec.samples_per_problem, temperature=spec.temperature,
-                               max_new_tokens=max_new)
-        rows = []
-        for problem, texts in zip(problems, s.texts):
-            for text in texts:
-                steps, targets, complete = step_labels(env.task, problem, text, spec.labels)
-                if steps:
-                    rows.append({"prompt": env.task.prompt(problem), "steps": steps,
-                                 "targets": targets, "complete": complete})
-        flat = [t for r in rows for t in r["targets"]]
-        return {"rows": rows, "positive_share": float(np.mean(flat)) if flat else 0.0,
-                "tokens_generated": s.tokens_generated}
-
-    labelled = run_phase(run, "prm-samples", label)
+    labelled = run_phase(run, "prm-samples", lambda: label_samples(env, params, problems, cfg))
     log_metrics(run, {"phase": "prm-samples", "labels": len(labelled["rows"]),
                       "positive_share": labelled["positive_share"]})
 
@@ -213,23 +218,25 @@ def _prm(run, env: Env, params, own, cfg: Config):
         examples = [formatting.encode_steps(env.tokenizer, r["prompt"], r["steps"],
                                             r["targets"], env.delimiter, r["complete"],
                                             sft=False) for r in labelled["rows"]]
-        prm, metrics = fit(env, params, value_loss(env.model_config), examples, "value",
-                           spec.fit, seed=cfg.seed + 1)
-        return {"params": prm, "model_config": env.model_config,
-                "final_loss": float(metrics["loss"]) if "loss" in metrics else None}
+        prm, metrics = fit_examples(env, params, value_loss(env.model_config), examples,
+                                    "value", spec.fit, seed=cfg.seed + 1)
+        loss = metrics.get("loss")
+        return Trained(prm, env.model_config,
+                       {"final_loss": None if loss is None else float(loss)})
 
-    trained = run_phase(run, "prm-train", train)
-    log_metrics(run, {"phase": "prm-train", "final_loss": trained["final_loss"]})
-    return trained["model_config"], trained["params"]
+    trained = run_phase(run, "prm-train", train, Trained, mesh=env.mesh)
+    log_metrics(run, {"phase": "prm-train", "final_loss": trained.metrics["final_loss"]})
+    return trained.model_config, trained.params
 
 
-def _difficulty(run, env: Env, params, cfg: Config) -> tuple[list[list[int]], list[float]]:
+def _difficulty(run, env: RecipeEnv, params, cfg: Config
+                ) -> tuple[list[list[int]], list[float]]:
     """(bins of eval-problem indices, each problem's pass rate)."""
     def compute():
-        s = sample_completions(env, params, env.eval, rng_for(cfg.seed, "difficulty"),
-                               n=cfg.difficulty.samples, temperature=cfg.search.temperature,
-                               max_new_tokens=cfg.search.max_steps * cfg.search.step_tokens)
-        rates = [float(np.mean(c)) for c in s.correct]
+        records = run_driver(env, params, env.eval, cfg.difficulty.sample,
+                             rng_for(cfg.seed, "difficulty"),
+                             batch_size=min(cfg.batch_size, len(env.eval)))
+        rates = [float(np.mean([c.correct for c in r.candidates])) for r in records]
         return {"pass_rates": rates, "bins": difficulty_bins(rates, cfg.difficulty.bins)}
 
     out = run_phase(run, "difficulty", compute)
@@ -239,59 +246,27 @@ def _difficulty(run, env: Env, params, cfg: Config) -> tuple[list[list[int]], li
     return out["bins"], out["pass_rates"]
 
 
-def _search_cfg(cfg: Config, method: str, n: int, pad_id: int):
-    s = cfg.search
-    common = dict(n=n, max_steps=s.max_steps, step_tokens=s.step_tokens,
-                  sampling=SamplingConfig(temperature=s.temperature),
-                  scorer=StepScorer(kind="value", transform="sigmoid", aggregate=s.aggregate),
-                  pad_id=pad_id)
+def _search_bin(env: RecipeEnv, params, prm, problems, method: str, mcfg, rng):
+    """Runs one method on one bin (one driver call: the bin's problems are the batch).
+    Returns ({answer method: [correct per problem]}, tokens generated)."""
+    records = run_driver(env, params, problems, mcfg, rng, batch_size=len(problems),
+                         scorer=prm)
+    out = {method: [bool(r.correct) for r in records]}
     if method == "best-of-n":
-        return BestOfNConfig(select_by="score", **common)
-    if method in ("beam", "dvts"):
-        return BeamConfig(beam_width=s.beam_width, **common)
-    return ParticleConfig(temperature=s.pf_temperature, **common)
-
-
-SEARCH_FNS = {"best-of-n": best_of_n, "beam": beam_search, "dvts": dvts,
-              "particles": particle_filter}
-
-
-def _search_bin(env: Env, params, prm, problems, prompt_len: int, method: str, scfg, rng):
-    """Runs one method on one bin. Returns ({answer method: [correct per problem]},
-    tokens generated)."""
-    batch = formatting.prompt_batch(env.tokenizer, [env.task.prompt(p) for p in problems],
-                                    prompt_len)
-    prm_config, prm_params = prm
-    result = on_mesh(env, SEARCH_FNS[method], params, batch["prompt_tokens"],
-                     batch["prompt_mask"], rng, scfg, env.stop, scorer_config=prm_config,
-                     scorer_params=prm_params, what="difficulty bin size (eval_size / bins)")
-    tokens = np.asarray(result.tokens)
-    lengths = np.asarray(result.lengths)
-    chosen = np.asarray(result.chosen)
-    best = [env.task.verify(p, decode(env, tokens[b, chosen[b]], lengths[b, chosen[b]]))
-            for b, p in enumerate(problems)]
-    out = {method: best}
-    if method == "best-of-n":
-        answers = extract_answers(
-            result, lambda ids: env.task.extract_answer(decode(env, ids, len(ids))))
         for name, weighting in (("majority", "majority"), ("prm-vote", "prm")):
-            winners = tally(result, answers, weighting).winners
-            out[name] = [w is not None and env.task.answer_correct(p, w)
-                         for p, w in zip(problems, winners)]
-    return out, int(result.compute.tokens_generated)
+            out[name] = [bool(vote(env.task, r, weighting)[1]) for r in records]
+    return out, sum(r.compute["tokens_generated"] for r in records)
 
 
-def _search(run, env: Env, params, prm, bins, cfg: Config, method: str, n: int) -> dict:
+def _search(run, env: RecipeEnv, params, prm, bins, cfg: Config, method: str, n: int) -> dict:
     name = f"search-{method}-n{n}"
-    prompt_len = max(len(formatting.encode_prompt(env.tokenizer, env.task.prompt(p))
-                         ["prompt_tokens"]) for p in env.eval)
-    scfg = _search_cfg(cfg, method, n, env.tokenizer.pad_id or 0)
+    mcfg = cfg.search.method(method, n)
 
     def compute():
         per_bin = []
         for b, idx in enumerate(bins):
             correct, spent = _search_bin(env, params, prm, [env.eval[i] for i in idx],
-                                         prompt_len, method, scfg,
+                                         method, mcfg,
                                          jax.random.fold_in(rng_for(cfg.seed, name), b))
             per_bin.append({"correct": correct, "tokens_per_problem": spent / len(idx)})
         return {"bins": per_bin}
@@ -379,7 +354,7 @@ def _report(run_dir: Path, cfg: Config, acc, tok, budgets, n_bins: int, bin_rate
     sections = [
         ("Accuracy per difficulty bin, method and budget N",
          markdown_table(rows) + "\n\nBins are equal quantiles of the policy's pass rate over "
-         f"{cfg.difficulty.samples} samples (mean pass rate {rates}). compute-optimal: the "
+         f"{cfg.difficulty.sample.n} samples (mean pass rate {rates}). compute-optimal: the "
          "most accurate method at that budget (ties: fewer tokens)."),
         ("Effect checks", markdown_table(checks, ["claim", "ours", "held"])),
         ("Generated tokens per problem (each method's compute record)",
