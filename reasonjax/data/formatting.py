@@ -5,7 +5,7 @@ Two layers:
 - ``encode_*`` turn texts into one variable-length example (a dict of 1-D numpy arrays):
   sft / unpaired / value (``tokens``, ``loss_mask`` [+ ``value_mask``, ``value_targets``,
   ``desirable``]), preference (``chosen_*``, ``rejected_*``), prompt (``prompt_tokens``).
-- ``fit`` pads (or truncates) one example to a fixed length, adding ``positions`` and
+- ``to_length`` pads (or truncates) one example to a fixed length, adding ``positions`` and
   ``segment_ids``; ``stack`` makes a batch. The ``*_batch`` helpers do all three.
   Packing several sequences per row is done by :mod:`.pipeline` (grain).
 
@@ -208,8 +208,8 @@ def pad(example: Mapping[str, np.ndarray], kind: str, length: int) -> Example:
     return out
 
 
-def fit(example: Mapping[str, np.ndarray], kind: str, length: int,
-        on_overflow: str = "error", what: str = "a sequence") -> tuple[Example, bool]:
+def to_length(example: Mapping[str, np.ndarray], kind: str, length: int,
+              on_overflow: str = "error", what: str = "a sequence") -> tuple[Example, bool]:
     """:func:`clip` then :func:`pad`; returns (fixed-shape example, truncated)."""
     clipped, truncated = clip(example, kind, length, on_overflow, what)
     return pad(clipped, kind, length), truncated
@@ -233,7 +233,7 @@ def _batch(examples: Sequence[Example], kind: str, length: int,
            on_overflow: str) -> dict[str, np.ndarray]:
     fitted, n_truncated = [], 0
     for i, ex in enumerate(examples):
-        row, truncated = fit(ex, kind, length, on_overflow, what=f"example {i}")
+        row, truncated = to_length(ex, kind, length, on_overflow, what=f"example {i}")
         fitted.append(row)
         n_truncated += truncated
     if n_truncated:

@@ -47,7 +47,7 @@ def encode_prompts(env, problems: Sequence[Problem],
     if longest > length and not truncate:
         raise ValueError(f"a prompt has {longest} tokens, more than prompt_len={length}; "
                          "raise prompt_len (or leave it unset: the longest prompt)")
-    batch = formatting.stack([formatting.fit(e, "prompt", length, "truncate")[0]
+    batch = formatting.stack([formatting.to_length(e, "prompt", length, "truncate")[0]
                               for e in encoded])
     return Prompts(batch["prompt_tokens"], batch["prompt_mask"])
 

@@ -198,7 +198,7 @@ def examples_to_rows(examples: Sequence[Mapping[str, np.ndarray]], kind: str,
                      seq_len: int) -> dict[str, np.ndarray]:
     """``formatting.encode_*`` outputs of ``kind`` padded to ``seq_len`` and stacked into
     rows [N, ...]; longer examples are truncated with a warning that counts them."""
-    fitted = [formatting.fit(ex, kind, seq_len, on_overflow="truncate") for ex in examples]
+    fitted = [formatting.to_length(ex, kind, seq_len, on_overflow="truncate") for ex in examples]
     truncated = sum(t for _, t in fitted)
     if truncated:
         warnings.warn(f"{truncated} of {len(fitted)} {kind} examples are longer than "
@@ -244,7 +244,7 @@ def head_values(env: RecipeEnv, params, examples: Sequence[Mapping[str, np.ndarr
     for start in range(0, len(examples), batch_size):
         chunk = list(examples[start:start + batch_size])
         rows = chunk + [chunk[-1]] * (batch_size - len(chunk))
-        batch = formatting.stack([formatting.fit(e, kind, seq_len, "truncate")[0]
+        batch = formatting.stack([formatting.to_length(e, kind, seq_len, "truncate")[0]
                                   for e in rows])
         values = np.asarray(fn(params, {k: batch[k] for k in
                                         ("tokens", "positions", "segment_ids")}))

@@ -41,7 +41,7 @@ from reasonjax.models.config import ModelConfig
 from reasonjax.models.transformer import Transformer, unstack_layers
 from reasonjax.search.compute import Compute
 from reasonjax.search.sampler import (STOP_EOS, SamplingConfig, SearchError, StopTokens,
-                                      check_positive, check_prompts, decode, expand, prefill)
+                                      check_positive, check_prompts, expand, generate, prefill)
 from reasonjax.search.scoring import StepScorer, transform_value
 
 # verifier(problem_ids [B], paths [B, L] int32, lengths [B] int32) -> rewards [B] float32,
@@ -162,7 +162,7 @@ def expand_nodes(config: ModelConfig, params, prompt_tokens, prompt_mask, proble
     if verifier is not None:
         value = jnp.where(terminal, _verify(verifier, problem_ids, path, length), value)
     state = expand(state.replace(done=terminal), K)
-    state, chunk, n_iter = decode(model, params, state, rng, cfg.sampling, stop, T, True)
+    state, chunk, n_iter = generate(model, params, state, rng, cfg.sampling, stop, T, True)
     compute = Compute.zero().add(tokens_prefilled=jnp.sum(mask),
                                  tokens_generated=jnp.sum(chunk.lengths),
                                  forward_passes=1 + n_iter)

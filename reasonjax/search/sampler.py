@@ -6,7 +6,7 @@ The pieces every search method shares:
   next-token logits, the value head at the last token, step-delimiter state, positions);
 - :func:`expand` repeats each prompt's state n times (``take_rows`` on the cache), so n
   samples or N beams share one prefill;
-- :func:`decode` is the decode loop (``lax.while_loop``): every row samples a token, feeds
+- :func:`generate` is the decode loop (``lax.while_loop``): every row samples a token, feeds
   it, and stops at EOS, at the step delimiter (when asked) or at the token budget. Rows
   that stopped are fed as empty cache slots (``attention_mask=0``) so the batch advances in
   lockstep and nothing is recomputed. One call generates one step for step-level searches
@@ -172,7 +172,7 @@ class DecodeState:
 
 @flax.struct.dataclass
 class Chunk:
-    """The tokens one :func:`decode` call generated (T = its token budget).
+    """The tokens one :func:`generate` call generated (T = its token budget).
 
     tokens:      [R, T] int32, ``pad_id`` after each row's length.
     logprobs:    [R, T] float32 model log-prob of each token (0 after the length).
@@ -295,7 +295,7 @@ def sample_tokens(logits_RV: jax.Array, rng: jax.Array, sampling: SamplingConfig
     return tokens, jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
 
 
-def decode(model: Transformer, params, state: DecodeState, rng: jax.Array,
+def generate(model: Transformer, params, state: DecodeState, rng: jax.Array,
            sampling: SamplingConfig, stop: StopTokens, max_tokens: int,
            stop_at_delimiter: bool, pad_id: int = 0) -> tuple[DecodeState, Chunk, jax.Array]:
     """Generates up to ``max_tokens`` tokens per row (one step when ``stop_at_delimiter``).
@@ -383,7 +383,7 @@ def _sample(params, prompt_tokens, prompt_mask, rng, stop, *, config, sampling, 
     state = prefill(model, params, prompt_tokens, prompt_mask, P + max_new_tokens)
     prompt_value = state.value
     state = expand(state, n)
-    state, chunk, n_iter = decode(model, params, state, rng, sampling, stop, max_new_tokens,
+    state, chunk, n_iter = generate(model, params, state, rng, sampling, stop, max_new_tokens,
                                   stop_at_delimiter, pad_id)
     compute = Compute.zero().add(tokens_generated=jnp.sum(chunk.lengths),
                                  tokens_prefilled=jnp.sum(prompt_mask),

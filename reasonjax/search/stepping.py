@@ -31,8 +31,8 @@ from reasonjax.models.config import ModelConfig
 from reasonjax.models.transformer import Transformer, unstack_layers
 from reasonjax.search.compute import Compute
 from reasonjax.search.sampler import (STOP_EOS, Chunk, DecodeState, SamplingConfig,
-                                      SearchError, StopTokens, check_positive, check_prompts, decode,
-                                      expand, prefill, take)
+                                      SearchError, StopTokens, check_positive, check_prompts,
+                                      expand, generate, prefill, take)
 from reasonjax.search.scoring import (ScorerState, StepScorer, aggregate_init,
                                       aggregate_update, init_scorer, score_step)
 
@@ -197,11 +197,11 @@ def append_step(paths: Paths, chunk: Chunk, scores: jax.Array, scorer: StepScore
 def grow(config: ModelConfig, params, state: SearchState, rng: jax.Array, cfg: SearchConfig,
          stop: StopTokens, scorer_config: Optional[ModelConfig], scorer_params,
          compute: Compute):
-    """One step for every unfinished row: decode, score, append. ``params`` (and
+    """One step for every unfinished row: generate, score, append. ``params`` (and
     ``scorer_params``) already ``unstack_layers``-ed."""
     model = Transformer(config)
     dstate = state.decode.replace(done=state.finished(cfg.max_steps))
-    dstate, chunk, n_iter = decode(model, params, dstate, rng, cfg.sampling, stop,
+    dstate, chunk, n_iter = generate(model, params, dstate, rng, cfg.sampling, stop,
                                    cfg.step_tokens, True)
     # `done` marks EOS only; the step limit and emptied slots are read from the paths.
     dstate = dstate.replace(done=state.decode.done | (chunk.stop_reason == STOP_EOS))

@@ -96,7 +96,7 @@ def llm_search(params, prompts):
     stop = stop_tokens(CFG.vocab_size, eos_ids=TOK.encode("xyzXYZ"),
                        delimiter_ids=TOK.encode(" "))
     cfg = MCTSConfig(num_actions=3, num_simulations=8, max_steps=2, step_tokens=4,
-                     value_transform="tanh")
+                     value_transform="tanh", terminal_reward="verifier")
     return cfg, mcts(CFG, params, tokens, mask, jax.random.key(0), cfg, stop,
                      verifier=_reward)
 

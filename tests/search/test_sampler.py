@@ -14,7 +14,7 @@ from reasonjax.search.best_of_n import BestOfNConfig, best_of_n
 from reasonjax.search.mcts import MCTSConfig, mcts
 from reasonjax.search.particles import ParticleConfig, particle_filter
 from reasonjax.search.sampler import (STOP_DELIMITER, STOP_EOS, STOP_LENGTH, DecodeState,
-                                      SamplingConfig, SearchError, decode, filter_logits, sample,
+                                      SamplingConfig, SearchError, filter_logits, generate, sample,
                                       sample_tokens, stop_tokens, stop_tokens_for)
 
 from search_helpers import CFG, TOK
@@ -100,8 +100,11 @@ _draw = {c: jax.jit(lambda lg, key, c=c: jax.vmap(
     lambda k: sample_tokens(lg, k, c)[0])(jax.random.split(key, 64))) for c in CONFIGS}
 
 
+# Subnormal logits are excluded: XLA:CPU flushes them to zero (so -1e-45 ties with 0 on the
+# device), while the float64 reference keeps them apart.
 @settings(max_examples=30, deadline=None)
-@given(logits=hnp.arrays(np.float32, (2, 12), elements=st.floats(-4, 4, width=32)),
+@given(logits=hnp.arrays(np.float32, (2, 12),
+                         elements=st.floats(-4, 4, width=32, allow_subnormal=False)),
        which=st.integers(0, len(CONFIGS) - 1), seed=st.integers(0, 2**16))
 def test_filters_never_emit_a_token_outside_the_allowed_set(logits, which, seed):
     cfg = CONFIGS[which]
@@ -184,7 +187,7 @@ def test_string_delimiter_inside_and_across_bpe_tokens(tmp_path):
                         done=jnp.zeros((3,), bool), next_pos=jnp.zeros((3,), jnp.int32),
                         n_tokens=jnp.zeros((3,), jnp.int32))
     greedy = SamplingConfig(temperature=0.0)
-    state, chunk, n_iter = decode(model, None, state, jax.random.key(0), greedy, stop, 5, True)
+    state, chunk, n_iter = generate(model, None, state, jax.random.key(0), greedy, stop, 5, True)
     np.testing.assert_array_equal(chunk.lengths, [3, 2, 5])
     np.testing.assert_array_equal(chunk.stop_reason, [STOP_DELIMITER, STOP_DELIMITER,
                                                       STOP_LENGTH])
@@ -195,7 +198,7 @@ def test_string_delimiter_inside_and_across_bpe_tokens(tmp_path):
     # Row 2 ended on "t": the partial match carries into its next step, where "h"
     # completes the delimiter after one token.
     np.testing.assert_array_equal(state.delim_state, [0, 0, 1])
-    state, chunk, _ = decode(model, None, state, jax.random.key(0), greedy, stop, 5, True)
+    state, chunk, _ = generate(model, None, state, jax.random.key(0), greedy, stop, 5, True)
     assert int(chunk.lengths[2]) == 1 and int(chunk.stop_reason[2]) == STOP_DELIMITER
 
 
