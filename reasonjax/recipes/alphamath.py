@@ -206,7 +206,7 @@ def train_round(env: RecipeEnv, params, own, found: Searched, cfg: Config, r: in
     examples = joint_examples(env, train, own)
     if examples:  # a search that finished no step leaves nothing to learn from
         params, metrics = fit_examples(env, params, joint_loss(env.model_config, cfg.joint),
-                                       examples, "joint", cfg.train, seed=cfg.seed + r)
+                                       examples, cfg.train, seed=cfg.seed + r)
     else:
         metrics = {}
     quality = value_quality(env, params, held, own, cfg.train.seq_len)

@@ -216,18 +216,18 @@ def fit_step(env: RecipeEnv, params, loss: Loss, spec: FitSpec) -> Callable:
 
 
 def fit_examples(env: RecipeEnv, params, loss: Loss, examples: Sequence[Mapping[str, np.ndarray]],
-          kind: str, spec: FitSpec, seed: int = 0, ref_params=None,
-          step: Optional[Callable] = None):
+                 spec: FitSpec, seed: int = 0, ref_params=None, step: Optional[Callable] = None):
     """Trains ``params`` with ``loss`` on ``examples`` (``formatting.encode_*`` outputs of
-    ``kind``), reshuffled every epoch, for ``spec.steps`` steps (:func:`reasonjax.train.fit.
-    fit` on the stacked rows). Returns (params, last metrics). Resumability comes from the
-    recipe's phases, so nothing is saved here. ``step``: a :func:`fit_step` to reuse."""
+    the loss's batch kind), reshuffled every epoch, for ``spec.steps`` steps
+    (:func:`reasonjax.train.fit.fit` on the stacked rows). Returns (params, last metrics).
+    Resumability comes from the recipe's phases, so nothing is saved here. ``step``: a
+    :func:`fit_step` to reuse."""
     if spec.steps == 0:
         return params, {}
     if not examples:
-        raise ValueError(f"fit_examples: no {kind} examples to train {loss.name} on")
+        raise ValueError(f"fit_examples: no {loss.kind} examples to train {loss.name} on")
     parallel.validate_batch(spec.batch_size, env.mesh, what="batch_size")
-    rows = examples_to_rows(examples, kind, spec.seq_len)
+    rows = examples_to_rows(examples, loss.kind, spec.seq_len)
     cfg = FitConfig(steps=spec.steps, batch_size=spec.batch_size, seed=seed, optim=spec.optim)
     return train_fit(loss, env.model_config, params, rows, cfg, ref_params=ref_params,
                      mesh=env.mesh, step_fn=step)
@@ -279,7 +279,7 @@ def warmup(run: Run, env: RecipeEnv, spec: FitSpec, seed: int = 0,
         examples = sft_examples(env, [env.task.prompt(p) for p in env.train],
                                 [env.task.solution(p) for p in env.train])
         params, metrics = fit_examples(env, params, sft_loss(env.model_config), examples,
-                                       "sft", spec, seed=seed)
+                                       spec, seed=seed)
         loss = metrics.get("loss")
         return Trained(params, env.model_config,
                        {"final_loss": None if loss is None else float(loss)})

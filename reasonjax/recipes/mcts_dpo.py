@@ -107,7 +107,7 @@ def train_round(env: RecipeEnv, params, own, found: Paired, cfg: Config, r: int)
     metrics = {}
     if examples:  # no node had two visited children of different Q: nothing to learn
         params, metrics = fit_examples(env, params, preference_loss(env.model_config, cfg.dpo),
-                                       examples, "preference", cfg.train, seed=cfg.seed + r,
+                                       examples, cfg.train, seed=cfg.seed + r,
                                        ref_params=params)
     return Trained(params, env.model_config, {"greedy": greedy(env, params, cfg),
                                               **{k: float(v) for k, v in metrics.items()}})

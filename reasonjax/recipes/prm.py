@@ -193,7 +193,7 @@ class PRMTrainer:
             self.step = common.fit_step(env, self.policy, loss, cfg.prm)
         params, metrics = common.fit_examples(env, self.policy, loss,
                                               step_examples(env, self.label, targets),
-                                              "value", cfg.prm, seed=cfg.seed, step=self.step)
+                                              cfg.prm, seed=cfg.seed, step=self.step)
         scores = common.head_values(env, params, self.examples, "value", cfg.prm.seq_len,
                                     "sigmoid", cfg.prm.batch_size)
         votes = vote_accuracy(self.held["group"], self.held["answer"], self.held["correct"],
@@ -258,6 +258,33 @@ def _positive(labels) -> float:
     return float(np.mean(flat)) if flat else float("nan")
 
 
+def _plots(run_dir: Path, cfg: Config, rows: list, exact: bool) -> list[tuple[str, str]]:
+    """Writes the report's plots; returns their (file, title)."""
+    ms, om = rows[0], rows[1]
+    xs = list(range(len(rows)))
+    names = ", ".join(f"{i} = {r['labels']}" for i, r in enumerate(rows))
+    plots = [("vote_accuracy.png", "PRMs at test time")]
+    line_plot(run_dir / "vote_accuracy.png",
+              {k: (xs, [r[k] for r in rows]) for k in
+               ("majority vote", "PRM-weighted vote", "best-of-N by PRM")},
+              xlabel=f"PRM labels ({names})", ylabel="final-answer accuracy",
+              title=f"Choosing among {cfg.samples.n} samples per eval problem", ylim=(0, 1))
+    if exact:
+        series = {r["labels"]: ([r["rollouts per label"]], [r["agreement with exact"]])
+                  for r in (ms, om)}
+        line_plot(run_dir / "agreement_vs_rollouts.png", series,
+                  xlabel="rollouts per label", ylabel="agreement with exact labels",
+                  title="Monte Carlo process labels: cost vs agreement", ylim=(0, 1))
+        series = {k: (xs, [r[k] for r in rows])
+                  for k in ("PRM step accuracy", "agreement with exact")}
+        line_plot(run_dir / "prm_accuracy.png", series, xlabel=f"labels ({names})",
+                  ylabel="fraction of steps", title="PRM step accuracy on held-out samples",
+                  ylim=(0, 1))
+        plots += [("agreement_vs_rollouts.png", "agreement vs rollouts"),
+                  ("prm_accuracy.png", "PRM accuracy")]
+    return plots
+
+
 def _report(run_dir: Path, cfg: Config, rows, label, held, labelers_agree: float,
             exact: bool) -> Result:
     ms, om = rows[0], rows[1]
@@ -302,27 +329,7 @@ def _report(run_dir: Path, cfg: Config, rows, label, held, labelers_agree: float
                      f"problems {row['PRM-weighted vote']:.3f} vs {row['majority vote']:.3f} "
                      f"(best-of-N by PRM: {row['best-of-N by PRM']:.3f}); held: "
                      f"{'yes' if ok else 'no'}")
-    xs = list(range(len(rows)))
-    names = ", ".join(f"{i} = {r['labels']}" for i, r in enumerate(rows))
-    plots = [("vote_accuracy.png", "PRMs at test time")]
-    line_plot(run_dir / "vote_accuracy.png",
-              {k: (xs, [r[k] for r in rows]) for k in
-               ("majority vote", "PRM-weighted vote", "best-of-N by PRM")},
-              xlabel=f"PRM labels ({names})", ylabel="final-answer accuracy",
-              title=f"Choosing among {cfg.samples.n} samples per eval problem", ylim=(0, 1))
-    if exact:
-        series = {r["labels"]: ([r["rollouts per label"]], [r["agreement with exact"]])
-                  for r in (ms, om)}
-        line_plot(run_dir / "agreement_vs_rollouts.png", series,
-                  xlabel="rollouts per label", ylabel="agreement with exact labels",
-                  title="Monte Carlo process labels: cost vs agreement", ylim=(0, 1))
-        series = {k: (xs, [r[k] for r in rows])
-                  for k in ("PRM step accuracy", "agreement with exact")}
-        line_plot(run_dir / "prm_accuracy.png", series, xlabel=f"labels ({names})",
-                  ylabel="fraction of steps", title="PRM step accuracy on held-out samples",
-                  ylim=(0, 1))
-        plots += [("agreement_vs_rollouts.png", "agreement vs rollouts"),
-                  ("prm_accuracy.png", "PRM accuracy")]
+    plots = _plots(run_dir, cfg, rows, exact)
     report = write_report(run_dir / "report.md", "Monte Carlo process labels and PRMs", [
         ("Results", markdown_table(rows)),
         ("Effect checks", "\n".join(lines)),

@@ -219,7 +219,7 @@ def _prm(run, env: RecipeEnv, params, own, cfg: Config):
                                             r["targets"], env.delimiter, r["complete"],
                                             sft=False) for r in labelled["rows"]]
         prm, metrics = fit_examples(env, params, value_loss(env.model_config), examples,
-                                    "value", spec.fit, seed=cfg.seed + 1)
+                                    spec.fit, seed=cfg.seed + 1)
         loss = metrics.get("loss")
         return Trained(prm, env.model_config,
                        {"final_loss": None if loss is None else float(loss)})

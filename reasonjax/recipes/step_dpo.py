@@ -204,7 +204,7 @@ def train_round(env: RecipeEnv, params, ref, data: PairsRound, cfg: Config, r: i
     accuracy on the eval problems."""
     loss = preference_loss(env.model_config, cfg.preference)
     new, metrics = common.fit_examples(env, params, loss, encode_pairs(env, data.pairs),
-                                       "preference", cfg.dpo, seed=cfg.seed + r, ref_params=ref)
+                                       cfg.dpo, seed=cfg.seed + r, ref_params=ref)
     accuracy = greedy_accuracy(env, new, env.eval, cfg.sampling.max_new_tokens,
                                cfg.batch_size)
     return Trained(new, env.model_config, {
