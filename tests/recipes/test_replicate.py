@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 from reasonjax.config import ConfigError
@@ -27,11 +28,12 @@ MICRO = ["task.train_size=8", "task.eval_size=4", "warmup.steps=3", "warmup.batc
          "sampling.max_new_tokens=8", "vote_trials=2"]
 
 
-def _kill_after_phase(run_dir: Path, phase: str, timeout: float = 300.0) -> None:
+def _kill_after_phase(run_dir: Path, phase: str, timeout: float = 300.0,
+                      overrides=tuple(MICRO)) -> None:
     """Runs the coverage recipe in a subprocess and SIGKILLs it as soon as ``phase`` has
     been written (the next phase is then still running)."""
     cmd = [sys.executable, "-m", "reasonjax.cli", "replicate", "coverage",
-           "--run-dir", str(run_dir), *MICRO]
+           "--run-dir", str(run_dir), *overrides]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     done = run_dir / "phases" / phase / "result.json"
@@ -66,6 +68,75 @@ def test_killed_run_resumes_from_last_phase_and_matches_uninterrupted(tmp_path):
     assert resumed.checks == reference.checks
     assert (json.loads((killed / "phases" / "samples" / "result.json").read_text())
             == json.loads((straight / "phases" / "samples" / "result.json").read_text()))
+
+
+def test_resumed_phase_hands_on_params_placed_and_valued_as_a_fresh_one(tmp_path):
+    """Killed after its warm-up on a 2-device mesh, a resumed run gives the next phase the
+    warm-up params with the same shardings (on the mesh, not one device) and values as a
+    run that trained them just now."""
+    overrides = [o for o in MICRO if o != "num_devices=1"] + ["num_devices=2", "mesh.data=2",
+                                                               "batch_size=2"]
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    _kill_after_phase(killed, "warmup", overrides=overrides)
+    cfg = load_config("coverage", "tiny", overrides)
+    assert completed_phases(open_run(killed, cfg)) == ["warmup"]
+    _, resumed, _ = common.warm_start(open_run(killed, cfg), cfg)      # loaded
+    _, fresh, _ = common.warm_start(open_run(straight, cfg), cfg)      # trained here
+    pairs = list(zip(jax.tree.leaves(resumed), jax.tree.leaves(fresh)))
+    assert pairs and len(jax.tree.leaves(resumed)) == len(jax.tree.leaves(fresh))
+    for a, b in pairs:
+        assert len(a.sharding.device_set) == 2
+        assert a.sharding.is_equivalent_to(b.sharding, a.ndim), (a.sharding, b.sharding)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _bosless_bpe(root: Path, texts) -> Path:
+    """A byte-level BPE tokenizer.json with no BOS token (Qwen2-style), EOS and pad set."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    root.mkdir(parents=True, exist_ok=True)
+    tk.save(str(root / "tokenizer.json"))
+    (root / "tokenizer_config.json").write_text(json.dumps(
+        {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "bos_token": None}))
+    return root
+
+
+def test_paper_step_dpo_runs_with_a_bosless_tokenizer_and_partial_batches(tmp_path):
+    """The step_dpo paper preset on a HF checkpoint whose tokenizer has no BOS, with batch
+    sizes that leave a partial last batch in every driver call (filler rows repeat a real
+    prompt; an empty row would be rejected by the sampler)."""
+    rows = [{"question": f"Tom has {3 + i} apples and buys {4 + 2 * i} more. How many?",
+             "answer": str(7 + 3 * i),
+             "solution": f"{3 + i} + {4 + 2 * i} = {7 + 3 * i}\n\\boxed{{{7 + 3 * i}}}"}
+            for i in range(9)]
+    data = tmp_path / "math.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tok_dir = _bosless_bpe(tmp_path / "tok", [r["question"] + r["solution"] for r in rows])
+    from reasonjax.models.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tok_dir)
+    assert tok.bos_id is None
+    cfg = get_config("tiny-100k", vocab_size=tok.vocab_size, n_layers=1)
+    ckpt = Path(save_pretrained(cfg, init_params(cfg, jax.random.key(0)), tmp_path / "hf"))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (ckpt / name).write_bytes((tok_dir / name).read_bytes())
+    res = replicate("step_dpo", "paper", [
+        f"model.checkpoint={ckpt}", f"task.data_file={data}", "task.eval_size=3",
+        "num_devices=1", "batch_size=2", "sampling.n=2", "sampling.max_new_tokens=8",
+        "locate_rollouts.n=2", "locate_rollouts.max_new_tokens=8",
+        "locate_rollouts.batch_size=4", "corrections.n=2", "corrections.max_new_tokens=8",
+        "corrections.batch_size=4", "dpo.steps=1", "dpo.batch_size=2", "dpo.seq_len=64"],
+        tmp_path / "run")
+    assert [r["stage"] for r in res.rows] == ["warm-up", "round 1"]
+    assert res.rows[1]["samples"] == 6 * 2                # 6 training problems, 2 samples
+    assert res.rows[1]["errors located"] == res.rows[1]["wrong"] > 0
+    assert all(0.0 <= r["greedy accuracy"] <= 1.0 for r in res.rows)
 
 
 @pytest.fixture(scope="module")
