@@ -44,7 +44,10 @@ def main() -> None:
     from reasonjax.search.sampler import SamplingConfig
     from reasonjax.train.fit import FitConfig, TaskSFTConfig, fit, sft_on_task
     from reasonjax.train.preference import PreferenceConfig, preference_loss
-    from reasonjax.train.rl_loop import RLConfig, rl_train
+    from reasonjax.rl.algorithms import ALGORITHMS
+    from reasonjax.rl.config import RLConfig
+    from reasonjax.rl.loop import rl_train
+    from reasonjax.rl.update import make_learner
     from reasonjax.driver.rollouts import generate, greedy_accuracy, preference_pairs
     from reasonjax.train.state import OptimConfig
 
@@ -102,14 +105,14 @@ def main() -> None:
         if algo not in stages:
             continue
         t0 = time.perf_counter()
-        rl_cfg = RLConfig(algorithm=algo, iterations=args.rl_iterations,
-                          prompts_per_iteration=16, samples_per_prompt=8,
-                          max_new_tokens=max_new, epochs=2, minibatch_size=64,
-                          kl_coef=0.01 if algo == "ppo" else 0.0,
+        rl_cfg = RLConfig(algorithm=ALGORITHMS[algo](kl_coef=0.01 if algo == "ppo" else 0.0),
+                          iterations=args.rl_iterations, prompts_per_iteration=16,
+                          samples_per_prompt=8, max_new_tokens=max_new, epochs=2,
+                          minibatch_size=64,
                           optim=OptimConfig(lr=args.rl_lr, schedule="constant"),
                           eval_every=args.rl_iterations)
-        params, history = rl_train(cfg, sft_params, tok, task, train_problems, rl_cfg,
-                                   eval_problems=eval_problems, progress=True)
+        params, history = rl_train(make_learner(cfg, sft_params, rl_cfg), tok, task,
+                                   train_problems, eval_problems=eval_problems, progress=True)
         figures[algo] = {"greedy_accuracy": accuracy(params),
                          "sample_accuracy_first": history[1]["accuracy"],
                          "sample_accuracy_last": float(np.mean(

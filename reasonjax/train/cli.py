@@ -1,4 +1,5 @@
-"""``reasonjax train KIND``: thin wrappers over the library runs (:mod:`.fit`, :mod:`.rl_loop`).
+"""``reasonjax train KIND``: thin wrappers over the library runs (:mod:`.fit`,
+:mod:`reasonjax.rl.loop`).
 
     reasonjax train sft   --task arithmetic --model tiny-1m --run-dir runs/sft --steps 1000
     reasonjax train dpo   --task arithmetic --model runs/sft/model --run-dir runs/dpo [--loss ipo]
@@ -12,7 +13,9 @@
   kto uses every sample, desirable = correct), reference = the starting model;
 - value: a PRM / value head on the model's own samples, per-step targets from
   :func:`~reasonjax.train.rollout.process_labels` (exact prefix labels, or the outcome);
-- grpo / dr_grpo / rloo / ppo / prime: :func:`~reasonjax.train.rl_loop.rl_train`.
+- grpo / dr_grpo / rloo / ppo / prime: :func:`~reasonjax.rl.loop.rl_train` with the kind's
+  algorithm config (:mod:`reasonjax.rl.algorithms`) as ``algorithm``; its own knobs are
+  ``--set algorithm.KEY=VALUE`` (e.g. ``algorithm.kl_coef=0.04``).
 
 Every run writes ``<run-dir>/metrics.jsonl`` and checkpoints under
 ``<run-dir>/checkpoints``; rerunning the same command resumes from the latest (a larger
@@ -30,9 +33,10 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from reasonjax.rl.algorithms import ALGORITHMS
+from reasonjax.rl.config import RLConfig
 from reasonjax.train.fit import FitConfig, TaskSFTConfig
 from reasonjax.train.preference import KTOConfig, PreferenceConfig
-from reasonjax.train.rl_loop import ALGORITHMS, RLConfig
 from reasonjax.train.value import ValueConfig
 
 PAIRED_LOSSES = ("dpo", "cdpo", "robust", "ipo", "hinge", "orpo", "simpo", "kto")
@@ -222,7 +226,7 @@ def _train(args) -> int:
 
     kind = args.kind
     if kind in ALGORITHMS:
-        config = _config(args, RLConfig(algorithm=kind), {
+        config = _config(args, RLConfig(algorithm=ALGORITHMS[kind]()), {
             "iterations": args.steps, "prompts_per_iteration": args.batch_size,
             "optim.lr": args.lr, "seed": args.seed, "max_new_tokens": args.max_new_tokens})
     else:
@@ -286,11 +290,12 @@ def _train(args) -> int:
             params, metrics = fit(value_loss(cfg, config.value), cfg, params, rows, fit_cfg,
                                   run_dir=str(run_dir))
     else:
-        from reasonjax.train.rl_loop import rl_train
+        from reasonjax.rl.loop import rl_train
+        from reasonjax.rl.update import make_learner
 
         train_problems = problems or task.generate(4096, seed="train")
-        params, history = rl_train(cfg, params, tok, task, train_problems, config,
-                                   run_dir=str(run_dir), progress=progress)
+        params, history = rl_train(make_learner(cfg, params, config), tok, task,
+                                   train_problems, run_dir=str(run_dir), progress=progress)
         metrics = dict(history[-1]) if history else {}
         max_new = config.max_new_tokens
     summary["metrics"] = {k: round(float(v), 6) for k, v in metrics.items()}

@@ -8,7 +8,8 @@ These are what recipes and the ``reasonjax train`` command call:
   resumes on the same batches);
 - :func:`sft_on_task`: SFT on a built-in task's generated solutions (from scratch or from
   given params);
-- :func:`setup`: the mesh, sharded params, optimizer and TrainState every run starts with.
+- :func:`setup`: the mesh, sharded params, optimizer and TrainState every run starts with;
+- :func:`make_fit_step`: :func:`fit`'s jitted step alone, from param shapes.
 
 With no ``mesh`` a run uses one device; pass ``parallel.make_mesh(...)`` to shard.
 """
@@ -68,6 +69,9 @@ class TaskSFTConfig:
 
 
 class Setup(NamedTuple):
+    """What a run starts from: the mesh, the TrainState on it, the state's shardings, the
+    optimizer and the params' shardings."""
+
     mesh: Mesh
     state: TrainState
     shardings: TrainState
@@ -79,20 +83,35 @@ def single_device_mesh() -> Mesh:
     return parallel.make_mesh(parallel.MeshConfig(data=1), jax.devices()[:1])
 
 
+def param_shapes(model_config: ModelConfig, params=None):
+    """``jax.ShapeDtypeStruct``s of ``params`` (of a fresh init of ``model_config`` when
+    None), for what needs shapes only; nothing is computed or allocated."""
+    if params is None:
+        return jax.eval_shape(lambda: parallel.init_params(model_config, jax.random.key(0)))
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), params)
+
+
+def _optimizer_and_shardings(model_config: ModelConfig, shapes, optim: OptimConfig,
+                             mesh: Mesh):
+    """(optimizer, param shardings, TrainState shardings) from param shapes alone."""
+    parallel.validate_model_mesh(model_config, mesh)
+    param_shardings = parallel.param_shardings(model_config, mesh)
+    optimizer = make_optimizer(optim, shapes)
+    return optimizer, param_shardings, state_shardings(optimizer, shapes, param_shardings, mesh)
+
+
 def setup(model_config: ModelConfig, params, optim: OptimConfig, *, seed: int = 0,
           mesh: Optional[Mesh] = None) -> Setup:
     """Mesh (default: one device), params placed on their shardings (or initialised from
-    ``seed`` when ``params`` is None), optimizer, TrainState and its shardings."""
+    ``seed`` when ``params`` is None), optimizer, TrainState and its shardings. The
+    shardings come from shapes; the state is built once, directly on them."""
     mesh = mesh or single_device_mesh()
-    param_shardings = parallel.param_shardings(model_config, mesh)
     if params is None:
         params = parallel.init_params(model_config, jax.random.key(seed), mesh)
-    else:
-        params = parallel.shard_params(params, model_config, mesh)
-    optimizer = make_optimizer(optim, params)
-    state = create_train_state(params, optimizer, seed=seed, mesh=mesh,
-                               param_shardings=param_shardings)
-    shardings = state_shardings(optimizer, params, param_shardings, mesh)
+    optimizer, param_shardings, shardings = _optimizer_and_shardings(
+        model_config, param_shapes(model_config, params), optim, mesh)
+    params = jax.device_put(params, param_shardings)
+    state = create_train_state(params, optimizer, seed=seed, shardings=shardings)
     return Setup(mesh, state, shardings, optimizer, param_shardings)
 
 
@@ -144,10 +163,12 @@ def fit(loss: Loss, model_config: ModelConfig, params, data: Union[Mapping, Any]
 def make_fit_step(loss: Loss, model_config: ModelConfig, params, optim: OptimConfig, *,
                   mesh: Optional[Mesh] = None) -> Callable:
     """The jitted train step :func:`fit` would build, to pass as ``fit(..., step_fn=...)``
-    to several fits of the same loss, optimizer config, param shapes and mesh."""
-    s = setup(model_config, params, optim, mesh=mesh)
-    return make_train_step(loss, s.optimizer, s.mesh, s.shardings,
-                           lr_schedule=make_schedule(optim))
+    to several fits of the same loss, optimizer config, param shapes and mesh. Only the
+    shapes of ``params`` are read (None: the shapes of a fresh init); no state is built."""
+    mesh = mesh or single_device_mesh()
+    optimizer, _, shardings = _optimizer_and_shardings(
+        model_config, param_shapes(model_config, params), optim, mesh)
+    return make_train_step(loss, optimizer, mesh, shardings, lr_schedule=make_schedule(optim))
 
 
 def task_sft_iterator(tok: Tokenizer, task: Task, cfg: TaskSFTConfig,

@@ -15,8 +15,10 @@ with evaluation, checkpoints of the state AND the data iterator, metrics and a g
   step are dropped on resume), TensorBoard events in ``<run_dir>/tensorboard`` when
   ``tensorboardX`` is installed, and a progress bar with loss and tokens/s.
 - Guard: a non-finite loss or gradient norm stops training with
-  :class:`NonFiniteLossError` naming the step; the state that produced it is never saved,
-  so the latest checkpoint is the last good one.
+  :class:`NonFiniteLossError` naming the step; the state that produced it (or any later
+  one) is never saved, so the latest checkpoint is the last good one.
+- Metrics reach the host one step late, so the device never waits for the host between
+  steps (see :func:`train`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Sequence
 
 import jax
 import numpy as np
@@ -150,6 +152,31 @@ def restore_latest(run_dir: str | Path, state: TrainState, shardings: TrainState
     return new_state, data_state, int(new_state.step)
 
 
+class _InFlight(NamedTuple):
+    """A dispatched step: its number, its metrics (device arrays, maybe not computed yet),
+    its batch's real tokens and when it was dispatched."""
+
+    step: int
+    metrics: Mapping
+    tokens: int
+    dispatched: float
+
+
+class _Run(NamedTuple):
+    """What finishing a step writes to: the loop config, the checkpoint manager (None
+    without a run dir), the metrics writer, the data iterator (its position is saved with
+    the state), eval_fn, hooks, and the progress bar with its task id."""
+
+    config: LoopConfig
+    manager: Any
+    writer: MetricsWriter
+    data: Iterator
+    eval_fn: Optional[Callable[[Any], dict]]
+    hooks: Sequence[Callable[[int, TrainState, dict], None]]
+    progress: Progress
+    bar: Any
+
+
 def train(loss: Loss, state: TrainState, data: Iterator, config: LoopConfig, *,
           mesh: Mesh, shardings: TrainState,
           optimizer: Optional[optax.GradientTransformation] = None,
@@ -166,6 +193,12 @@ def train(loss: Loss, state: TrainState, data: Iterator, config: LoopConfig, *,
     (logged with an ``eval/`` prefix). ``hooks(step, state, metrics)`` run after each
     step's checkpoint. When ``config.run_dir`` has checkpoints, training resumes from the
     latest one (state and data position) instead of starting from ``state``.
+
+    Metrics come to the host one step late (as in nanodo): step k + 1 is dispatched before
+    step k's metrics are pulled, so the device never waits for the host. A step whose
+    state the host uses (checkpoint, eval, hooks: a run with hooks never runs ahead) is
+    finished before the next is dispatched, since dispatching donates that state; so a
+    non-finite step is always caught before any later state is saved.
     """
     if (optimizer is None) == (step_fn is None):
         raise ValueError("train: pass exactly one of optimizer (to build the step) or step_fn")
@@ -186,38 +219,11 @@ def train(loss: Loss, state: TrainState, data: Iterator, config: LoopConfig, *,
     if step_fn is None:
         step_fn = make_train_step(loss, optimizer, mesh, shardings, rules=rules,
                                   lr_schedule=lr_schedule)
-    last: dict = {}
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                        MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                        TimeElapsedColumn(), disable=not config.progress)
     try:
-        with progress:
-            task = progress.add_task(loss.name, total=config.steps, completed=start, info="")
-            for step in range(start + 1, config.steps + 1):
-                try:
-                    batch = next(data)
-                except StopIteration:
-                    progress.console.print(f"data ran out after step {step - 1}; stopping")
-                    break
-                t0 = time.perf_counter()
-                state, metrics = step_fn(state, batch, ref_params)
-                metrics = _host_metrics(metrics)
-                seconds = time.perf_counter() - t0
-                _guard(metrics, step, manager)
-                metrics["tokens_per_s"] = tokens_in(batch) / max(seconds, 1e-9)
-                metrics["step_seconds"] = seconds
-                if eval_fn is not None and config.eval_every and step % config.eval_every == 0:
-                    metrics.update({f"eval/{k}": float(v)
-                                    for k, v in eval_fn(state.params).items()})
-                if manager is not None and (step % config.checkpoint_every == 0
-                                            or step == config.steps):
-                    checkpoint.save_state(manager, step, state, _data_state(data))
-                writer.write(step, metrics)
-                for hook in hooks:
-                    hook(step, state, metrics)
-                last = metrics
-                progress.update(task, completed=step, info=(
-                    f"loss {metrics['loss']:.4f}  {metrics['tokens_per_s']:,.0f} tok/s"))
+        with progress_bar(config.progress) as progress:
+            bar = progress.add_task(loss.name, total=config.steps, completed=start, info="")
+            run = _Run(config, manager, writer, data, eval_fn, hooks, progress, bar)
+            state, last = _steps(run, step_fn, state, ref_params, start)
     finally:
         writer.close()
         if manager is not None:
@@ -226,7 +232,86 @@ def train(loss: Loss, state: TrainState, data: Iterator, config: LoopConfig, *,
     return state, last
 
 
-def _guard(metrics: Mapping[str, float], step: int, manager) -> None:
+def _steps(run: _Run, step_fn: Callable, state: TrainState, ref_params: Any, start: int
+           ) -> tuple[TrainState, dict]:
+    """Steps ``start + 1 .. config.steps`` of :func:`train`, one step late (its docstring)."""
+    last: dict = {}
+    in_flight: Optional[_InFlight] = None
+    done_at = time.perf_counter()
+    for step in range(start + 1, run.config.steps + 1):
+        try:
+            batch = next(run.data)
+        except StopIteration:
+            run.progress.console.print(f"data ran out after step {step - 1}; stopping")
+            break
+        dispatched = time.perf_counter()
+        state, metrics = step_fn(state, batch, ref_params)
+        flight = _InFlight(step, metrics, tokens_in(batch), dispatched)
+        if in_flight is not None:
+            last, done_at = _finish(run, in_flight, None, done_at)
+        in_flight = flight
+        if _needs_state(run, step):
+            last, done_at = _finish(run, flight, state, done_at)
+            in_flight = None
+    if in_flight is not None:
+        last, done_at = _finish(run, in_flight, None, done_at)
+    return state, last
+
+
+def _evaluates(run: _Run, step: int) -> bool:
+    return bool(run.eval_fn is not None and run.config.eval_every
+                and step % run.config.eval_every == 0)
+
+
+def _saves(run: _Run, step: int) -> bool:
+    return run.manager is not None and (step % run.config.checkpoint_every == 0
+                                        or step == run.config.steps)
+
+
+def _needs_state(run: _Run, step: int) -> bool:
+    """Whether the host uses step's state, so it must finish before the next dispatch."""
+    return bool(run.hooks) or _evaluates(run, step) or _saves(run, step)
+
+
+def _finish(run: _Run, flight: _InFlight, state: Optional[TrainState], done_at: float
+            ) -> tuple[dict, float]:
+    """Pulls a step's metrics to the host and guards them; with the step's ``state`` (only
+    given while no later step was dispatched) evaluates, checkpoints and runs the hooks;
+    logs. Returns (metrics, when the step finished)."""
+    metrics = _host_metrics(flight.metrics)
+    finished = time.perf_counter()
+    step = flight.step
+    check_finite(metrics, step, run.manager)
+    # The device runs steps in order: this one started at its dispatch or when the
+    # previous one finished, whichever came later.
+    seconds = finished - max(flight.dispatched, done_at)
+    metrics["tokens_per_s"] = flight.tokens / max(seconds, 1e-9)
+    metrics["step_seconds"] = seconds
+    if state is not None and _evaluates(run, step):
+        metrics.update({f"eval/{k}": float(v) for k, v in run.eval_fn(state.params).items()})
+    if state is not None and _saves(run, step):
+        checkpoint.save_state(run.manager, step, state, _data_state(run.data))
+    run.writer.write(step, metrics)
+    for hook in run.hooks:
+        hook(step, state, metrics)
+    run.progress.update(run.bar, completed=step, info=(
+        f"loss {metrics['loss']:.4f}  {metrics['tokens_per_s']:,.0f} tok/s"))
+    return metrics, finished
+
+
+def progress_bar(enabled: bool = True) -> Progress:
+    """The rich progress bar every training loop reports through (description, bar,
+    done / total, an info field, elapsed time); lines go to its ``console``. Disabled:
+    nothing is drawn."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                    TimeElapsedColumn(), disable=not enabled)
+
+
+def check_finite(metrics: Mapping[str, float], step: int, manager, unit: str = "step"
+                 ) -> None:
+    """Raises :class:`NonFiniteLossError` when ``loss`` or ``grad_norm`` is NaN / Inf,
+    naming the ``unit`` (step, iteration) and the last good checkpoint of ``manager``."""
     bad = [k for k in ("loss", "grad_norm") if k in metrics and not math.isfinite(metrics[k])]
     if not bad:
         return
@@ -234,13 +319,13 @@ def _guard(metrics: Mapping[str, float], step: int, manager) -> None:
     if manager is not None:
         manager.wait_until_finished()
         last_good = manager.latest_step()
-    where = (f"the last good checkpoint is step {last_good} in {manager.directory}"
+    where = (f"the last good checkpoint is {unit} {last_good} in {manager.directory}"
              if last_good is not None else "no checkpoint was written")
     values = ", ".join(f"{k}={metrics[k]}" for k in bad)
     raise NonFiniteLossError(
-        f"non-finite {values} at step {step}; training stopped and this step's state was not "
-        f"saved ({where}). Lower optim.lr, enable optim.clip_norm, or inspect the batch of "
-        f"step {step}")
+        f"non-finite {values} at {unit} {step}; training stopped and this {unit}'s state was "
+        f"not saved ({where}). Lower optim.lr, enable optim.clip_norm, or inspect the batch "
+        f"of {unit} {step}")
 
 
 def make_loss_eval(loss: Loss, mesh: Mesh, param_shardings, batches: Sequence[Mapping],

@@ -25,7 +25,7 @@ KL to a reference (Schulman, 2020, "Approximating KL divergence"), with the log 
 lr = log pi_ref - log pi on tokens sampled from pi: k1 = -lr, k2 = lr^2 / 2,
 k3 = exp(lr) - 1 - lr (unbiased, non-negative; GRPO's choice). Either added to the loss
 (``PolicyLossConfig.kl_coef``, GRPO) or subtracted from the token rewards before GAE (PPO /
-ReFT, see :mod:`reasonjax.train.rl_loop`).
+ReFT, see :mod:`reasonjax.rl.algorithms`).
 
 PRM reward shaping (Gao et al., 2024, "On Designing Effective RL Reward at Training Time
 for LLM Reasoning"): raw PRM bonuses get hacked by repeating good steps, so the step

@@ -200,7 +200,9 @@ def opt_state_shardings(opt_state_shapes, params, param_shardings, mesh: Mesh):
 
 def state_shardings(optimizer: optax.GradientTransformation, params, param_shardings,
                     mesh: Mesh) -> TrainState:
-    """A TrainState of shardings matching ``create_train_state``'s output."""
+    """A TrainState of shardings matching ``create_train_state``'s output. ``params`` may be
+    arrays or ``jax.ShapeDtypeStruct``s: only their shapes are read (the optimizer state is
+    traced with ``jax.eval_shape``, never built)."""
     opt_shapes = jax.eval_shape(optimizer.init, params)
     replicated = NamedSharding(mesh, P())
     return TrainState(params=param_shardings,
@@ -209,18 +211,21 @@ def state_shardings(optimizer: optax.GradientTransformation, params, param_shard
 
 
 def create_train_state(params, optimizer: optax.GradientTransformation, seed: int = 0,
-                       mesh: Optional[Mesh] = None, param_shardings=None) -> TrainState:
-    """A fresh TrainState; with ``mesh`` and ``param_shardings`` every leaf is created on
-    its sharding (optimizer moments sharded like their params)."""
+                       mesh: Optional[Mesh] = None, param_shardings=None,
+                       shardings: Optional[TrainState] = None) -> TrainState:
+    """A fresh TrainState; with ``mesh`` and ``param_shardings`` (or the state's
+    ``shardings`` from :func:`state_shardings`, when the caller already has them) every leaf
+    is created on its sharding (optimizer moments sharded like their params)."""
     def init(p):
         return TrainState(params=p, opt_state=optimizer.init(p),
                           step=jnp.zeros((), jnp.int32),
                           rng=jax.random.key_data(jax.random.key(seed)))
 
-    if mesh is None:
+    if shardings is None and mesh is None:
         return jax.jit(init)(params)
-    if param_shardings is None:
-        raise ValueError("create_train_state: pass param_shardings with mesh "
-                         "(reasonjax.parallel.param_shardings(model_config, mesh))")
-    shardings = state_shardings(optimizer, params, param_shardings, mesh)
-    return jax.jit(init, in_shardings=(param_shardings,), out_shardings=shardings)(params)
+    if shardings is None:
+        if param_shardings is None:
+            raise ValueError("create_train_state: pass param_shardings with mesh "
+                             "(reasonjax.parallel.param_shardings(model_config, mesh))")
+        shardings = state_shardings(optimizer, params, param_shardings, mesh)
+    return jax.jit(init, in_shardings=(shardings.params,), out_shardings=shardings)(params)

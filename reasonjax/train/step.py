@@ -8,7 +8,9 @@ over ('data', 'fsdp'), frozen reference params on their own shardings, metrics r
 The same code runs on one CPU device and on a pod; only the mesh changes.
 
 Before anything is compiled the wrapper checks the batch against the loss (keys, shapes,
-reference, divisibility by the data axes) and raises an error naming the problem.
+reference, divisibility by the data axes) and raises an error naming the problem. The
+check and the batch shardings are worked out once per batch signature (keys, shapes,
+dtypes); a training run, whose batches share one signature, pays for them once.
 Mixed precision comes from the model config: ``dtype='bfloat16'`` computes in bf16 while
 ``param_dtype='float32'`` keeps fp32 master params, fp32 gradients and fp32 Adam moments.
 """
@@ -42,16 +44,61 @@ def check_step_inputs(loss: Loss, batch: Mapping, mesh: Mesh, has_ref_params: bo
     parallel.validate_batch(rows, mesh, what=f"{loss.kind} batch size")
 
 
+def batch_signature(batch: Mapping) -> tuple:
+    """(key, shape, dtype, is a device array) of every entry: all that validating and
+    placing a batch depend on, so both are worked out once per signature."""
+    def dtype(v):
+        return v.dtype if hasattr(v, "dtype") else np.asarray(v).dtype
+
+    return tuple((k, np.shape(v), str(dtype(v)), isinstance(v, jax.Array))
+                 for k, v in sorted(batch.items()))
+
+
+def batch_shardings(batch: Mapping, mesh: Mesh) -> dict:
+    """The sharding of every entry of ``batch``: leading axis over ('data', 'fsdp'), scalars
+    replicated. Raises ConfigError when the rows do not divide over the data axes."""
+    out = {}
+    for k, v in batch.items():
+        ndim = np.ndim(v)
+        if ndim and not isinstance(v, jax.Array):
+            parallel.validate_batch(np.shape(v)[0] * jax.process_count(), mesh)
+        out[k] = parallel.batch_sharding(mesh, ndim) if ndim else parallel.replicated(mesh)
+    return out
+
+
+def put_batch(batch: Mapping, shardings: Mapping) -> dict:
+    """Host (numpy) rows of this process -> global arrays on ``shardings`` (one per key);
+    jax arrays are moved onto theirs (a no-op when they are already there)."""
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, jax.Array) or not np.ndim(v):
+            out[k] = jax.device_put(v, shardings[k])
+        else:
+            out[k] = jax.make_array_from_process_local_data(shardings[k], np.asarray(v))
+    return out
+
+
 def place_batch(batch: Mapping, mesh: Mesh) -> dict:
     """Host (numpy) rows of this process -> global arrays on the batch sharding; jax
     arrays are moved onto it (a no-op when they are already there)."""
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, jax.Array):
-            out[k] = jax.device_put(v, parallel.batch_sharding(mesh, v.ndim))
-        else:
-            out[k] = parallel.shard_batch(np.asarray(v), mesh)
-    return out
+    return put_batch(batch, batch_shardings(batch, mesh))
+
+
+def _batch_preparer(loss: Loss, mesh: Mesh) -> Callable[[Mapping, bool], dict]:
+    """``prepare(batch, has_ref_params) -> placed batch``: :func:`check_step_inputs` and
+    :func:`batch_shardings` run once per (batch signature, has_ref_params); later batches of
+    that signature are only placed."""
+    known: dict = {}
+
+    def prepare(batch: Mapping, has_ref_params: bool) -> dict:
+        signature = (batch_signature(batch), has_ref_params)
+        shardings = known.get(signature)
+        if shardings is None:
+            check_step_inputs(loss, batch, mesh, has_ref_params)
+            shardings = known[signature] = batch_shardings(batch, mesh)
+        return put_batch(batch, shardings)
+
+    return prepare
 
 
 def make_train_step(loss: Loss, optimizer: optax.GradientTransformation, mesh: Mesh,
@@ -94,13 +141,14 @@ def make_train_step(loss: Loss, optimizer: optax.GradientTransformation, mesh: M
                 donate_argnums=(0,) if donate else ())
         return compiled[with_ref]
 
+    prepare = _batch_preparer(loss, mesh)
+
     def train_step(state: TrainState, batch: Mapping, ref_params: Any = None):
-        check_step_inputs(loss, batch, mesh, ref_params is not None)
+        placed = prepare(batch, ref_params is not None)
         if loss.uses_batch_reference(batch) or not loss.needs_reference:
             ref_params = None
-        batch = place_batch(batch, mesh)
         with parallel.activate(mesh, rules):
-            return get(ref_params is not None)(state, batch, ref_params)
+            return get(ref_params is not None)(state, placed, ref_params)
 
     return train_step
 
@@ -118,9 +166,10 @@ def make_eval_step(loss: Loss, mesh: Mesh, param_shardings, *, ref_shardings=Non
         return {**metrics, "loss": value}
 
     compiled = {}
+    prepare = _batch_preparer(loss, mesh)
 
     def eval_step(params, batch: Mapping, ref_params: Any = None):
-        check_step_inputs(loss, batch, mesh, ref_params is not None)
+        placed = prepare(batch, ref_params is not None)
         if loss.uses_batch_reference(batch) or not loss.needs_reference:
             ref_params = None
         with_ref = ref_params is not None
@@ -129,9 +178,8 @@ def make_eval_step(loss: Loss, mesh: Mesh, param_shardings, *, ref_shardings=Non
                 evaluate, in_shardings=(param_shardings, batch_spec_sharding(mesh),
                                         ref_shardings if with_ref else None),
                 out_shardings=replicated)
-        batch = place_batch(batch, mesh)
         with parallel.activate(mesh, rules):
-            return compiled[with_ref](params, batch, ref_params)
+            return compiled[with_ref](params, placed, ref_params)
 
     return eval_step
 

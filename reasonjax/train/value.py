@@ -4,7 +4,8 @@ The value of a prefix is read at its last token: ``values[:, t]`` scores the pre
 ``tokens[:, :t + 1]``; ``value_mask`` marks where a target applies (e.g. step ends) and
 ``value_targets`` holds it (see :mod:`reasonjax.data.formats`). The head's raw output is
 mapped by ``transform`` before a regression loss: ``sigmoid`` for targets in [0, 1]
-(correctness probabilities), ``tanh`` for [-1, 1] (AlphaMath's Q-values), ``none``.
+(correctness probabilities), ``tanh`` for [-1, 1] (AlphaMath's Q-values), ``identity``
+(the raw head; the same names as :mod:`reasonjax.search.scoring`'s transforms).
 
 - PRM on hard step labels (Lightman et al., 2023; Math-Shepherd, Wang et al., 2024):
   binary cross-entropy with the raw head as the logit (``loss="bce"``).
@@ -32,9 +33,9 @@ from reasonjax.train.logprobs import forward, masked_mean, token_accuracy, token
 from reasonjax.train.loss import Loss
 from reasonjax.train.sft import sft_loss_from_logps
 
-Transform = Literal["sigmoid", "tanh", "none"]
+Transform = Literal["sigmoid", "tanh", "identity"]
 
-TRANSFORMS = {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "none": lambda x: x}
+TRANSFORMS = {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "identity": lambda x: x}
 
 
 @dataclasses.dataclass(frozen=True)

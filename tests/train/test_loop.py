@@ -1,5 +1,6 @@
 """The loop: kill -9 and resume == uninterrupted (params and batches), the non-finite
-guard keeps the last good checkpoint, eval and metrics."""
+guard keeps the last good checkpoint (also when the bad step is caught one step late),
+eval and metrics, and metrics pulled one step late without changing the run."""
 
 import json
 import os
@@ -93,3 +94,54 @@ def test_plain_iterators_cannot_be_checkpointed(tmp_path):
     with pytest.raises(TypeError, match="get_state"):
         train(sft_loss(worker.CONFIG), None, iter([]), LoopConfig(steps=1, run_dir=str(tmp_path)),
               mesh=mesh, shardings=None, optimizer=make_optimizer(OptimConfig(decay_steps=1000)))
+
+
+def test_a_non_finite_step_caught_one_step_late_is_never_saved(tmp_path):
+    """Step 3 is not a checkpoint step, so its metrics are pulled only after step 4 (a
+    checkpoint step, computed from step 3's NaN state) was dispatched: the error names step
+    3 and neither state is saved."""
+    mesh, ps, params, tx, shardings, step = worker.setup()
+    with pytest.raises(NonFiniteLossError, match="at step 3.*last good checkpoint is step 2"):
+        train(sft_loss(worker.CONFIG), worker.fresh_state(), _Poisoned(bad_step=3),
+              LoopConfig(steps=6, run_dir=str(tmp_path), checkpoint_every=2, progress=False),
+              mesh=mesh, shardings=shardings, step_fn=step)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2"]
+    assert [m["step"] for m in read_metrics(tmp_path)] == [1, 2]
+    restored, data_state, at = restore_latest(tmp_path, worker.fresh_state(), shardings)
+    assert at == 2 and data_state["n"] == 2
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(restored.params))
+
+
+def test_metrics_come_one_step_late_and_change_nothing(tmp_path, monkeypatch):
+    """Step k + 1 is dispatched before step k's metrics are pulled, except where the host
+    needs step k's state (checkpoints at 3 and 6); a run whose hook makes every step finish
+    first gives the same params and losses."""
+    from reasonjax.train import loop
+
+    mesh, _, _, _, shardings, step = worker.setup()
+    events = []
+    pull = loop._host_metrics
+    monkeypatch.setattr(loop, "_host_metrics", lambda m: (events.append("pull"), pull(m))[1])
+
+    def dispatch(state, batch, ref_params=None):
+        events.append("dispatch")
+        return step(state, batch, ref_params)
+
+    ahead, _ = train(sft_loss(worker.CONFIG), worker.fresh_state(),
+                     iter(worker.dataset().to_iter_dataset()),
+                     LoopConfig(steps=6, run_dir=str(tmp_path), checkpoint_every=3,
+                                async_checkpoint=False, progress=False),
+                     mesh=mesh, shardings=shardings, step_fn=dispatch)
+    d, p = "dispatch", "pull"
+    assert events == [d, d, p, d, p, p, d, d, p, d, p, p]
+    assert sorted(x.name for x in (tmp_path / "checkpoints").iterdir()) == ["3", "6"]
+    events.clear()
+    losses = []
+    in_step, _ = train(sft_loss(worker.CONFIG), worker.fresh_state(),
+                       iter(worker.dataset().to_iter_dataset()),
+                       LoopConfig(steps=6, progress=False), mesh=mesh, shardings=shardings,
+                       step_fn=dispatch, hooks=(lambda s, _, m: losses.append(m["loss"]),))
+    assert events == [d, p] * 6
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+                 ahead.params, in_step.params)
+    assert [m["loss"] for m in read_metrics(tmp_path)] == losses

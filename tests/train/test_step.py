@@ -137,3 +137,28 @@ def test_eval_step_matches_the_train_step_loss(tiny_config, tiny_params, sft_bat
         jax.device_put(tiny_params, ps), sft_batch)
     np.testing.assert_allclose(metrics["loss"], single_sft[1]["loss"], atol=1e-5)
     assert tokens_in(sft_batch) == int((sft_batch["segment_ids"] > 0).sum())
+
+
+def test_batches_are_checked_once_per_signature(tiny_config, tiny_params, sft_batch,
+                                                monkeypatch):
+    """Keys, shapes and dtypes decide validation and shardings: a second batch of the same
+    signature is only placed; a failing batch is checked (and fails) every time."""
+    from reasonjax.train import step as step_module
+
+    checked = []
+    real = step_module.check_step_inputs
+    monkeypatch.setattr(step_module, "check_step_inputs",
+                        lambda *a: (checked.append(a[1]), real(*a))[1])
+    mesh, ps, state, _ = _setup(tiny_config, tiny_params, (8, 1, 1), sft_loss(tiny_config))
+    tx = st.make_optimizer(OPTIM)
+    step = make_train_step(sft_loss(tiny_config), tx, mesh,
+                           st.state_shardings(tx, state.params, ps, mesh), donate=False)
+    _, first = step(state, sft_batch)
+    _, again = step(state, {k: v.copy() for k, v in sft_batch.items()})
+    assert len(checked) == 1
+    np.testing.assert_array_equal(first["loss"], again["loss"])
+    short = {k: v for k, v in sft_batch.items() if k != "loss_mask"}
+    for _ in range(2):
+        with pytest.raises(BatchError, match="missing key"):
+            step(state, short)
+    assert len(checked) == 3

@@ -64,6 +64,21 @@ def test_grpo_from_the_sft_model_resumes_by_iteration(sft_dir, tmp_path, capsys)
     assert _summary(out)["metrics"]["iteration"] == 2
 
 
+def test_rl_kinds_pick_their_algorithm_config_and_reach_its_knobs(tmp_path, capsys):
+    for kind, name in (("dr_grpo", "dr_grpo"), ("ppo", "ppo")):
+        code, out, _ = _run(capsys, ["train", kind, *TASK, *MODEL, "--run-dir", str(tmp_path),
+                                     "--show-config", "--set", "algorithm.kl_coef=0.04",
+                                     "--set", "sampling.top_p=0.9", "--steps", "3"])
+        config = json.loads(out)
+        assert code == 0 and config["algorithm"]["name"] == name
+        assert config["algorithm"]["kl_coef"] == 0.04 and config["sampling"]["top_p"] == 0.9
+        assert config["iterations"] == 3
+    assert "lam" in config["algorithm"]
+    code, _, err = _run(capsys, ["train", "grpo", *TASK, *MODEL, "--run-dir", str(tmp_path),
+                                 "--show-config", "--set", "algorithm.lam=0.9"])
+    assert code == 2 and "algorithm.lam" in err
+
+
 @pytest.mark.slow  # two more model compiles each; the library losses are tested directly
 @pytest.mark.parametrize("kind,extra", [("dpo", ["--loss", "kto"]), ("value", [])])
 def test_sample_based_kinds_keep_their_samples_for_resume(sft_dir, tmp_path, capsys, kind,

@@ -1,72 +1,32 @@
-"""The RL loop on a toy task whose expected reward is exact: the probability that the first
-completion character is a lowercase letter. GRPO (with a KL term), PPO (critic) and PRIME
-must raise it; plus the rollout layout, step ends and config errors."""
+"""The RL loop on the toy task of rl_helpers (expected reward exact): GRPO (with a KL
+term), PPO (critic) and PRIME must raise it; plus the rollout layout, step ends and config
+errors."""
 
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from reasonjax.config import ConfigError
-from reasonjax.data.task import Problem, Task
-from reasonjax.models import ModelConfig, Transformer, transformer
-from reasonjax.models.tokenizer import CharTokenizer
-from reasonjax.train.rl_loop import RLConfig, rl_train, step_end_mask
-from reasonjax.driver import Env, encode_prompts
 from reasonjax.driver.rollouts import generate
+from reasonjax.rl.algorithms import ALGORITHMS, GRPO, PRIME
+from reasonjax.rl.config import RLConfig
+from reasonjax.rl.loop import rl_train
+from reasonjax.rl.shaping import step_end_mask
+from reasonjax.rl.update import make_learner
 from reasonjax.train.state import OptimConfig
-
-TOK = CharTokenizer()
-CFG = ModelConfig(vocab_size=TOK.vocab_size, d_model=32, n_layers=1, n_heads=2, n_kv_heads=2,
-                  d_ff=64, max_seq_len=32)
-GOOD = "abcdefghijklmnopqrstuvwxyz"
-
-
-@dataclasses.dataclass(frozen=True)
-class FirstLetter(Task):
-    """Correct iff the completion starts with a lowercase letter."""
-
-    name = "first_letter_toy"
-
-    def extract_answer(self, text):
-        return text[:1] or None
-
-    def answer_correct(self, problem, answer):
-        return answer in GOOD
-
-
-TASK = FirstLetter()
-PROBLEMS = [Problem(task=TASK.name, question=q, steps=(), answer="") for q in ("ab", "7+1",
-                                                                              "xyz", "Q")]
-
-
-def expected_reward(params) -> float:
-    """Mean over the problems of P(first completion token is a lowercase letter)."""
-    prompts = encode_prompts(Env(TASK, TOK, CFG, prompt_len=5), PROBLEMS)
-    tokens, mask = prompts.tokens, prompts.mask
-    positions = np.maximum(np.cumsum(mask, -1) - 1, 0)
-    out = Transformer(CFG).apply({"params": params}, jnp.asarray(tokens),
-                                 positions=jnp.asarray(positions),
-                                 attention_mask=jnp.asarray(mask))
-    probs = jax.nn.softmax(out.logits[:, -1], -1)
-    good = [TOK.encode(c)[0] for c in GOOD]
-    return float(jnp.mean(jnp.sum(probs[:, good], -1)))
-
-
-@pytest.fixture(scope="module")
-def init_params():
-    return transformer.init_params(CFG, jax.random.key(3))
+from rl_helpers import CFG, GOOD, PROBLEMS, TASK, TOK, expected_reward
 
 
 @pytest.mark.parametrize("algorithm,kl", [("grpo", 0.05), ("ppo", 0.05), ("prime", 0.0)])
 def test_rl_raises_the_exact_expected_reward(init_params, algorithm, kl):
-    cfg = RLConfig(algorithm=algorithm, iterations=4, prompts_per_iteration=4,
-                   samples_per_prompt=8, max_new_tokens=3, epochs=2, minibatch_size=16,
-                   kl_coef=kl, optim=OptimConfig(lr=3e-2, schedule="constant"), seed=1)
+    cfg = RLConfig(algorithm=ALGORITHMS[algorithm](kl_coef=kl), iterations=4,
+                   prompts_per_iteration=4, samples_per_prompt=8, max_new_tokens=3, epochs=2,
+                   minibatch_size=16, optim=OptimConfig(lr=3e-2, schedule="constant"), seed=1)
     before = expected_reward(init_params)
-    params, history = rl_train(CFG, init_params, TOK, TASK, PROBLEMS, cfg, progress=False)
+    params, history = rl_train(make_learner(CFG, init_params, cfg), TOK, TASK, PROBLEMS,
+                               progress=False)
     after = expected_reward(params)
     assert [h["iteration"] for h in history] == [1, 2, 3, 4]
     assert after > before + 0.1, (before, after, history)
@@ -112,22 +72,26 @@ def test_bad_rl_configs_name_the_field(init_params):
     with pytest.raises(ConfigError, match="minibatch_size"):
         RLConfig(prompts_per_iteration=4, samples_per_prompt=8, minibatch_size=5)
     with pytest.raises(ConfigError, match="samples_per_prompt"):
-        RLConfig(algorithm="grpo", samples_per_prompt=1)
+        RLConfig(algorithm=GRPO(), samples_per_prompt=1)
     with pytest.raises(ConfigError, match="prm_shaping"):
-        rl_train(CFG, init_params, TOK, TASK, PROBLEMS, RLConfig(prm_shaping="clip"))
+        rl_train(make_learner(CFG, init_params, RLConfig(prm_shaping="clip")), TOK, TASK,
+                 PROBLEMS)
 
 
 def test_resumed_rl_run_equals_an_uninterrupted_one(init_params, tmp_path):
     """PRIME checkpoints the policy AND its implicit PRM; 1 iteration, stop, resume to 2
     must give the params of 2 straight iterations exactly."""
-    cfg = RLConfig(algorithm="prime", iterations=2, prompts_per_iteration=2,
-                   samples_per_prompt=2, max_new_tokens=2, kl_coef=0.05,
+    cfg = RLConfig(algorithm=PRIME(kl_coef=0.05), iterations=2, prompts_per_iteration=2,
+                   samples_per_prompt=2, max_new_tokens=2,
                    optim=OptimConfig(lr=3e-2, schedule="constant"), seed=2)
-    straight, _ = rl_train(CFG, init_params, TOK, TASK, PROBLEMS, cfg, progress=False)
-    rl_train(CFG, init_params, TOK, TASK, PROBLEMS, dataclasses.replace(cfg, iterations=1),
-             run_dir=str(tmp_path), progress=False)
-    resumed, history = rl_train(CFG, init_params, TOK, TASK, PROBLEMS, cfg,
-                                run_dir=str(tmp_path), progress=False)
+
+    def run(cfg, **kwargs):
+        return rl_train(make_learner(CFG, init_params, cfg), TOK, TASK, PROBLEMS,
+                        progress=False, **kwargs)
+
+    straight, _ = run(cfg)
+    run(dataclasses.replace(cfg, iterations=1), run_dir=str(tmp_path))
+    resumed, history = run(cfg, run_dir=str(tmp_path))
     assert [h["iteration"] for h in history] == [2]
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight),
                  jax.device_get(resumed))

@@ -1,0 +1,161 @@
+"""The RL loop: it only sequences (pick problems, sample, update), checkpoints, evaluates
+and reports; the work is the learner's pure update (:mod:`reasonjax.rl.update`).
+
+::
+
+    learner = make_learner(model_config, sft_params, RLConfig(algorithm=GRPO(kl_coef=0.04)))
+    params, history = rl_train(learner, tok, task, problems, eval_problems=held_out,
+                               run_dir="runs/grpo")
+
+Iteration i takes the i-th ``prompts_per_iteration`` problems of a seeded stream of
+permutations of ``problems`` (:func:`problem_order`) and samples ``samples_per_prompt``
+completions each through the driver (:func:`iteration_rollouts`), with the key
+``fold_in(key(seed), i)`` that the update then shuffles minibatches with. So iteration i
+depends only on (seed, i) and the state, and a run resumed from a checkpoint continues
+exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import jax
+import numpy as np
+
+from reasonjax import checkpoint
+from reasonjax.data.task import Problem, Task
+from reasonjax.driver.env import Env, longest_prompt
+from reasonjax.driver.rollouts import Rollouts, generate, greedy_accuracy
+from reasonjax.models.tokenizer import Tokenizer, check_vocab
+from reasonjax.rl.update import Learner, RLState
+from reasonjax.train.loop import CHECKPOINTS, MetricsWriter, check_finite, progress_bar
+
+# Shown per iteration on the console (everything goes to metrics.jsonl).
+SHOWN = ("iteration", "reward", "accuracy", "loss", "kl_ref", "eval/greedy_accuracy")
+
+
+def problem_order(n_problems: int, iteration: int, per_iteration: int, seed: int) -> list[int]:
+    """Indices of the problems of ``iteration``: consecutive slices of a stream of seeded
+    permutations (a fresh one every pass), so iteration i's problems depend only on i."""
+    out = []
+    for k in range(iteration * per_iteration, (iteration + 1) * per_iteration):
+        epoch, pos = divmod(k, n_problems)
+        out.append(int(np.random.default_rng([seed, epoch]).permutation(n_problems)[pos]))
+    return out
+
+
+def prompt_length(learner: Learner, tok: Tokenizer, task: Task,
+                  problems: Sequence[Problem]) -> int:
+    """The prompt padding of a run: its longest prompt over every problem it samples or
+    evaluates, so every sampling call has one shape (one compile)."""
+    return longest_prompt(Env(task, tok, learner.model_config), list(problems))
+
+
+def iteration_rollouts(learner: Learner, params, tok: Tokenizer, task: Task,
+           problems: Sequence[Problem], iteration: int, prompt_len: int
+           ) -> tuple[Rollouts, jax.Array]:
+    """(rollouts of ``iteration`` from the policy ``params``, the iteration's key): the
+    loop's only call of the driver's sampling. prompt_len: fixed prompt padding (one
+    shape, one compile, for the whole run)."""
+    cfg = learner.config
+    key = jax.random.fold_in(jax.random.key(cfg.seed), iteration)
+    chosen = [problems[i] for i in problem_order(len(problems), iteration,
+                                                  cfg.prompts_per_iteration, cfg.seed)]
+    ro = generate(learner.model_config, params, tok, task, chosen, key,
+                  n=cfg.samples_per_prompt, max_new_tokens=cfg.max_new_tokens,
+                  sampling=cfg.sampling, prompt_len=prompt_len,
+                  partial_reward=cfg.partial_reward, mesh=learner.mesh)
+    return ro, key
+
+
+def evaluate(learner: Learner, params, tok: Tokenizer, task: Task,
+             problems: Sequence[Problem], prompt_len: int) -> float:
+    """Greedy accuracy of ``params`` on ``problems``: the loop's only evaluation call."""
+    cfg = learner.config
+    return greedy_accuracy(learner.model_config, params, tok, task, problems,
+                           max_new_tokens=cfg.max_new_tokens, batch_size=cfg.rows,
+                           prompt_len=prompt_len, mesh=learner.mesh)
+
+
+def resume(learner: Learner, run_dir: Optional[str]) -> tuple[RLState, int, Any]:
+    """(state, iterations done, checkpoint manager or None): the latest checkpoint under
+    ``run_dir/checkpoints`` restored onto the learner's shardings, else its start."""
+    if run_dir is None:
+        return learner.state, 0, None
+    path = Path(run_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    manager = checkpoint.make_manager(path / CHECKPOINTS, async_save=False)
+    restored = checkpoint.restore_state(
+        manager, checkpoint.abstract_tree(learner.state, learner.shardings))
+    if restored is None:
+        return learner.state, 0, manager
+    state, data_state = restored
+    return state, int(data_state["iteration"]), manager
+
+
+def rl_train(learner: Learner, tok: Tokenizer, task: Task, problems: Sequence[Problem], *,
+             eval_problems: Optional[Sequence[Problem]] = None,
+             run_dir: Optional[str] = None, progress: bool = True) -> tuple[Any, list[dict]]:
+    """RL of the learner's policy on ``task`` (module docstring). Returns (params, history).
+
+    eval_problems: held-out problems whose greedy accuracy is logged at the start, every
+    ``eval_every`` iterations and at the end. history: one dict per iteration
+    (``iteration``, ``reward``, ``accuracy`` of the samples, ``length``, the loss metrics
+    averaged over the last epoch, PRIME's ``prm/`` metrics, ``seconds``, and
+    ``eval/greedy_accuracy`` when evaluated); also written to ``run_dir/metrics.jsonl``.
+    With ``run_dir`` the state is checkpointed every ``checkpoint_every`` iterations and at
+    the end, and a rerun resumes after the latest saved iteration (history then holds the
+    iterations run by this call). A non-finite loss stops the run before its state is saved.
+    """
+    check_vocab(learner.model_config.vocab_size, tok)
+    if not problems:
+        raise ValueError("rl_train: no problems")
+    cfg = learner.config
+    prompt_len = prompt_length(learner, tok, task, list(problems) + list(eval_problems or []))
+    state, start, manager = resume(learner, run_dir)
+    writer = MetricsWriter(None if run_dir is None else Path(run_dir), start)
+    history: list[dict] = []
+
+    def log(record: dict) -> None:
+        history.append(record)
+        writer.write(record["iteration"], record)
+
+    try:
+        with progress_bar(progress) as bar:
+            task_id = bar.add_task(cfg.algorithm.name, total=cfg.iterations, completed=start,
+                                   info="")
+            if eval_problems and cfg.eval_every and start == 0:
+                log({"iteration": 0, "eval/greedy_accuracy": evaluate(
+                    learner, state.policy.params, tok, task, eval_problems, prompt_len)})
+            for it in range(start, cfg.iterations):
+                t0 = time.perf_counter()
+                ro, key = iteration_rollouts(learner, state.policy.params, tok, task,
+                                             problems, it, prompt_len)
+                state, metrics = learner.update(state, ro, key)
+                check_finite(metrics, it + 1, manager, unit="iteration")
+                record = {"iteration": it + 1, **metrics, "seconds": time.perf_counter() - t0}
+                done = it + 1 == cfg.iterations
+                if eval_problems and cfg.eval_every and ((it + 1) % cfg.eval_every == 0 or done):
+                    record["eval/greedy_accuracy"] = evaluate(
+                        learner, state.policy.params, tok, task, eval_problems, prompt_len)
+                log(record)
+                if manager is not None and ((it + 1) % cfg.checkpoint_every == 0 or done):
+                    checkpoint.save_state(manager, it + 1, state, {"iteration": it + 1})
+                _report(bar, task_id, cfg.algorithm.name, record, progress)
+    finally:
+        writer.close()
+        if manager is not None:
+            manager.close()
+    return state.policy.params, history
+
+
+def _report(bar, task_id, name: str, record: dict, enabled: bool) -> None:
+    """Advances the progress bar and prints the iteration's headline numbers on its
+    console."""
+    bar.update(task_id, completed=record["iteration"], info=(
+        f"reward {record['reward']:.3f}  loss {record['loss']:.4f}"))
+    if enabled:
+        shown = {k: round(v, 4) for k, v in record.items() if k in SHOWN}
+        bar.console.print(f"{name} {shown}")

@@ -1,0 +1,208 @@
+"""The per-iteration RL update: rollouts in, new state and metrics out.
+
+``update(state, rollouts, key) -> (state, metrics)`` (built once by :func:`make_learner`):
+
+1. one forward of the policy (and of the frozen reference when the algorithm needs it)
+   gives the old log-probs, the critic's old values and the reference log-probs;
+2. with a step-reward function, the PRM's shaped step rewards (:mod:`.shaping`);
+3. PRIME only: its implicit PRM takes one step on the batch's outcome labels and then
+   scores it (:func:`make_prime_prm_update`);
+4. the algorithm's config turns these into the policy batch's advantages
+   (:mod:`.algorithms`);
+5. ``epochs`` passes over the rollouts in shuffled minibatches through the sharded train
+   step with :func:`reasonjax.train.rl.policy_gradient_loss` (:func:`run_epochs`).
+
+It is a pure function of its inputs (same state, rollouts and key -> same outputs): the
+minibatch order comes from ``key`` and the state's own rng. Like the train step it donates
+the state it is given. Every jitted piece keeps one shape across iterations, so nothing
+recompiles after the first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from reasonjax import parallel
+from reasonjax.config import ConfigError
+from reasonjax.driver.rollouts import Rollouts
+from reasonjax.models.config import ModelConfig
+from reasonjax.rl.algorithms import PRIME, RolloutStats
+from reasonjax.rl.config import RLConfig
+from reasonjax.rl.shaping import StepRewardFn
+from reasonjax.train import rl
+from reasonjax.train.fit import Setup, setup
+from reasonjax.train.logprobs import forward, shift_values, token_logprobs
+from reasonjax.train.state import TrainState, make_schedule
+from reasonjax.train.step import make_train_step, place_batch
+
+
+@flax.struct.dataclass
+class RLState:
+    """Everything an RL run trains (one pytree: jitted, sharded, checkpointed whole).
+
+    policy: the policy's TrainState (params with the value head, Adam moments, step, rng).
+    prm:    PRIME's implicit PRM TrainState; None for the other algorithms."""
+
+    policy: TrainState
+    prm: Optional[TrainState] = None
+
+
+# (state, rollouts, key) -> (new state, metrics): see the module docstring.
+Update = Callable[[RLState, Rollouts, jax.Array], tuple[RLState, dict]]
+
+# (prm state, rollouts, the rollouts placed on the mesh, reference log-probs [R, L]) ->
+# (new prm state, process rewards [R, L], metrics)
+PRMUpdate = Callable[[TrainState, Rollouts, dict, jax.Array],
+                     tuple[TrainState, jax.Array, dict]]
+
+
+class Learner(NamedTuple):
+    """An RL run's fixed parts and starting state (:func:`make_learner`).
+
+    model_config / config: the model and the RL settings. mesh: where everything runs.
+    state: the starting :class:`RLState`. shardings: an RLState of its shardings (to
+    restore checkpoints onto). update: the per-iteration :data:`Update`."""
+
+    model_config: ModelConfig
+    config: RLConfig
+    mesh: Mesh
+    state: RLState
+    shardings: RLState
+    update: Update
+
+
+def make_stats_fn(model_config: ModelConfig) -> Callable:
+    """Jitted (params, rollout batch) -> (token log-probs [R, L], values [R, L] aligned with
+    the tokens)."""
+    @jax.jit
+    def stats(params, batch):
+        out = forward(model_config, params, batch)
+        return token_logprobs(out.logits, batch["tokens"]), shift_values(out.values)
+
+    return stats
+
+
+def make_prime_prm_update(model_config: ModelConfig, algorithm: PRIME, prm: Setup,
+                          stats: Callable) -> PRMUpdate:
+    """PRIME's implicit-PRM step (Cui et al., 2025): one optimizer step of phi on the
+    rollouts' outcome labels (cross-entropy on sigmoid(beta * sum_t log pi_phi / pi_ref),
+    :func:`reasonjax.train.rl.prime_prm_loss`), then the batch's process rewards
+    beta * (log pi_phi - log pi_ref) from the updated phi. ``stats``: :func:`make_stats_fn`."""
+    step = make_train_step(rl.prime_prm_loss(model_config, algorithm.beta), prm.optimizer,
+                           prm.mesh, prm.shardings)
+
+    def prm_update(prm_state: TrainState, ro: Rollouts, placed: dict, ref_logps_RL):
+        mask_RL = placed["loss_mask"]
+        labelled = {**ro.batch, "desirable": ro.correct.astype(np.float32),
+                    "ref_logps": jax.device_get(jnp.sum(ref_logps_RL * mask_RL, -1))}
+        prm_state, metrics = step(prm_state, labelled)
+        with parallel.activate(prm.mesh):
+            phi_logps_RL = stats(prm_state.params, placed)[0]
+        process_RL = rl.prime_process_rewards(phi_logps_RL, ref_logps_RL, mask_RL,
+                                              algorithm.beta)
+        return prm_state, process_RL, {f"prm/{k}": float(v)
+                                       for k, v in jax.device_get(metrics).items()}
+
+    return prm_update
+
+
+def run_epochs(step_fn: Callable, state: TrainState, batch: dict, key: jax.Array,
+               epochs: int, minibatch: int) -> tuple[TrainState, dict]:
+    """``epochs`` passes over the R rows of ``batch`` (arrays [R, ...]) in minibatches of
+    ``minibatch`` rows, reshuffled each epoch by ``fold_in(key, 1 + epoch)``. Returns (state,
+    the step metrics averaged over the last epoch, on the host)."""
+    rows = batch["tokens"].shape[0]
+    for epoch in range(epochs):
+        perm = jax.random.permutation(jax.random.fold_in(key, 1 + epoch), rows)
+        epoch_metrics = []
+        for j in range(rows // minibatch):
+            idx = perm[j * minibatch:(j + 1) * minibatch]
+            state, metrics = step_fn(state, {k: v[idx] for k, v in batch.items()})
+            epoch_metrics.append(metrics)
+    host = jax.device_get(epoch_metrics)
+    return state, {k: float(np.mean([float(m[k]) for m in host])) for k in host[0]}
+
+
+def rollout_metrics(ro: Rollouts) -> dict:
+    """Mean outcome reward, fraction verified and mean completion length of the rollouts."""
+    return {"reward": float(ro.rewards.mean()), "accuracy": float(ro.correct.mean()),
+            "length": float(ro.lengths.mean())}
+
+
+def make_update(model_config: ModelConfig, cfg: RLConfig, policy: Setup,
+                prm: Optional[Setup] = None, ref_params: Any = None,
+                step_rewards: Optional[StepRewardFn] = None) -> Update:
+    """The :data:`Update` of ``cfg`` (module docstring). policy / prm: the policy's and
+    PRIME's PRM's setups (optimizer, mesh, shardings). ref_params: the frozen reference on
+    the mesh (None when the algorithm needs none). step_rewards: PRM shaping or None."""
+    alg, mesh = cfg.algorithm, policy.mesh
+    loss = rl.policy_gradient_loss(model_config, alg.loss_config(cfg.max_new_tokens))
+    step_fn = make_train_step(loss, policy.optimizer, mesh, policy.shardings,
+                              lr_schedule=make_schedule(cfg.optim))
+    stats = make_stats_fn(model_config)
+    prm_update = (make_prime_prm_update(model_config, alg, prm, stats) if prm is not None
+                  else None)
+
+    def update(state: RLState, ro: Rollouts, key: jax.Array) -> tuple[RLState, dict]:
+        placed = place_batch(ro.batch, mesh)
+        with parallel.activate(mesh):
+            logps, values = stats(state.policy.params, placed)
+            ref_logps = stats(ref_params, placed)[0] if ref_params is not None else None
+            shaped = step_rewards(ro.batch, placed) if step_rewards is not None else None
+        metrics, prm_state, process = {}, state.prm, None
+        if prm_update is not None:
+            prm_state, process, metrics = prm_update(state.prm, ro, placed, ref_logps)
+        s = RolloutStats(jnp.asarray(ro.rewards), placed["loss_mask"], logps, values,
+                         ref_logps, shaped, process)
+        batch = {**placed, "old_logps": logps,
+                 **alg.loss_inputs(s, cfg.samples_per_prompt, cfg.gamma)}
+        policy_state, loss_metrics = run_epochs(step_fn, state.policy, batch, key,
+                                                cfg.epochs, cfg.minibatch)
+        return (RLState(policy_state, prm_state),
+                {**metrics, **loss_metrics, **rollout_metrics(ro)})
+
+    return update
+
+
+def make_learner(model_config: ModelConfig, params, cfg: RLConfig, *, ref_params=None,
+                 step_rewards: Optional[StepRewardFn] = None,
+                 mesh: Optional[Mesh] = None) -> Learner:
+    """The :class:`Learner` of an RL run of ``params`` (None: a fresh init from
+    ``cfg.seed``) under ``cfg``.
+
+    ref_params: the frozen reference for the KL term and PRIME (default: a copy of
+    ``params``, i.e. the SFT model). step_rewards: PRM shaping
+    (:func:`reasonjax.rl.shaping.make_step_rewards`), required with ``cfg.prm_shaping``.
+    PRIME's PRM starts as a copy of the reference. mesh: default one device. An unset
+    ``optim.decay_steps`` spans the run: the policy's steps (held in the learner's config)
+    and, for PRIME's PRM, one step per iteration."""
+    if (cfg.prm_shaping is None) != (step_rewards is None):
+        raise ConfigError("rl.prm_shaping and step_rewards go together: set rl.prm_shaping "
+                          "(clip / delta / clip_delta) and pass step_rewards "
+                          "(reasonjax.rl.shaping.make_step_rewards), or neither")
+    prm_optim = cfg.optim.for_steps(cfg.iterations)
+    cfg = dataclasses.replace(cfg, optim=cfg.optim.for_steps(cfg.policy_steps))
+    policy = setup(model_config, params, cfg.optim, seed=cfg.seed, mesh=mesh)
+    parallel.validate_batch(cfg.prompts_per_iteration, policy.mesh,
+                            what="rl.prompts_per_iteration")
+    parallel.validate_batch(cfg.minibatch, policy.mesh, what="rl.minibatch_size")
+    ref = None
+    if cfg.algorithm.needs_reference:
+        ref = (parallel.shard_params(ref_params, model_config, policy.mesh)
+               if ref_params is not None else jax.tree.map(jnp.copy, policy.state.params))
+    prm = None
+    if isinstance(cfg.algorithm, PRIME):
+        # A copy: the PRM's step donates its params, the reference must stay.
+        prm = setup(model_config, jax.tree.map(jnp.copy, ref), prm_optim, seed=cfg.seed + 1,
+                    mesh=policy.mesh)
+    update = make_update(model_config, cfg, policy, prm, ref, step_rewards)
+    return Learner(model_config, cfg, policy.mesh,
+                   RLState(policy.state, prm.state if prm else None),
+                   RLState(policy.shardings, prm.shardings if prm else None), update)

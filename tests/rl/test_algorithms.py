@@ -1,0 +1,100 @@
+"""Per-algorithm configs: the batch keys and loss config each one picks (against
+hand-computed advantages), and RLConfig through YAML-style dicts and key=value overrides
+(the algorithm's class survives, errors name the field)."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from reasonjax.config import ConfigError, from_dict, override, to_dict
+from reasonjax.rl.algorithms import ALGORITHMS, PPO, PRIME, RLOO, DrGRPO, GRPO, RolloutStats
+from reasonjax.rl.config import RLConfig
+
+# Two groups of two rollouts, two completion tokens each (after a one-token prompt).
+REWARDS = jnp.array([1.0, 0.0, 1.0, 1.0])
+MASK = jnp.array([[0, 1, 1.0]] * 4)
+LOGPS = jnp.array([[0, -1.0, -1.0]] * 4)
+REF = jnp.array([[0, -1.5, -1.0]] * 4)
+VALUES = jnp.zeros((4, 3))
+
+
+def _stats(**kw):
+    return RolloutStats(REWARDS, MASK, LOGPS, VALUES, ref_logps_RL=REF, **kw)
+
+
+@pytest.mark.parametrize("algorithm,per_row", [
+    (GRPO(), [1, -1, 0, 0]),            # (r - mean) / (std + eps); equal rewards give 0
+    (DrGRPO(), [.5, -.5, 0, 0]),        # r - mean
+    (RLOO(), [1, -1, 0, 0]),            # r - the other sample's reward
+])
+def test_group_baselines_broadcast_their_advantages_to_the_completion(algorithm, per_row):
+    out = algorithm.loss_inputs(_stats(), group_size=2, gamma=1.0)
+    assert sorted(out) == ["advantages"]  # kl_coef = 0: no reference in the batch
+    np.testing.assert_allclose(out["advantages"], np.asarray(per_row)[:, None] * MASK,
+                               atol=1e-5)
+    with_kl = type(algorithm)(kl_coef=0.1)
+    assert with_kl.needs_reference and not algorithm.needs_reference
+    np.testing.assert_array_equal(with_kl.loss_inputs(_stats(), 2, 1.0)["ref_logps"], REF)
+
+
+def test_loss_configs_follow_the_papers():
+    assert GRPO(kl_coef=0.1).loss_config(8).aggregation == "sequence"
+    assert GRPO(kl_coef=0.1).loss_config(8).kl_estimator == "k3"
+    dr = DrGRPO().loss_config(8)
+    assert (dr.aggregation, dr.max_tokens) == ("constant", 8)
+    ppo = PPO(value_coef=0.3).loss_config(8)
+    assert (ppo.aggregation, ppo.kl_coef, ppo.value_coef) == ("token", 0.0, 0.3)
+    assert PRIME().needs_reference and PRIME().loss_config(8).kl_coef == 0.0
+
+
+def test_ppo_puts_k1_and_step_rewards_into_the_token_rewards_before_gae():
+    step = jnp.array([[0, 0.5, 0]] * 4)
+    out = PPO(kl_coef=0.2, lam=1.0, whiten=False).loss_inputs(
+        _stats(step_rewards_RL=step), group_size=2, gamma=1.0)
+    assert sorted(out) == ["advantages", "old_values", "returns"]
+    # k1 = log pi - log pi_ref = 0.5 on the first completion token, 0 on the second.
+    # Token rewards [0, -0.1 + 0.5, r]; with V = 0, lam = gamma = 1: returns-to-go.
+    r = np.asarray(REWARDS)
+    np.testing.assert_allclose(out["advantages"],
+                               np.stack([np.zeros(4), 0.4 + r, r], 1), atol=1e-6)
+    np.testing.assert_allclose(out["returns"], out["advantages"], atol=1e-6)
+
+
+def test_step_rewards_add_their_return_to_go_to_group_advantages():
+    step = jnp.array([[0, 0.5, 0.25]] * 4)
+    out = RLOO().loss_inputs(_stats(step_rewards_RL=step), group_size=2, gamma=0.5)
+    want = np.asarray([1, -1, 0, 0])[:, None] * MASK + np.array([0, 0.5 + 0.125, 0.25])
+    np.testing.assert_allclose(out["advantages"], want, atol=1e-6)
+
+
+def test_prime_uses_the_process_rewards_and_leave_one_out_outcomes():
+    process = jnp.array([[0, 0.2, 0.0], [0, 0.0, 0.0], [0, 0.1, 0.1], [0, 0.1, 0.1]])
+    out = PRIME(process_coef=1.0).loss_inputs(_stats(process_RL=process), 2, 1.0)
+    # Row 0: per-row mean process 0.1, the other row's 0 -> process [0.2, 0] - 0 = [0.2, 0];
+    # outcome 1 - 0 = 1 at the last token; returns-to-go [1.2, 1].
+    np.testing.assert_allclose(out["advantages"][0], [0, 1.2, 1.0], atol=1e-6)
+    np.testing.assert_allclose(out["advantages"][2], [0, 0.0, 0.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_overrides_keep_the_algorithm_and_reach_its_knobs(name):
+    cfg = RLConfig(algorithm=ALGORITHMS[name]())
+    got = override(cfg, ["algorithm.kl_coef=0.04", "sampling.temperature=0.7",
+                         "optim.lr=3e-6"])
+    assert type(got.algorithm) is ALGORITHMS[name] and got.algorithm.name == name
+    assert got.algorithm.kl_coef == 0.04 and got.sampling.temperature == 0.7
+    assert got.optim.lr == 3e-6
+    assert from_dict(RLConfig, to_dict(got)) == got
+
+
+def test_yaml_dicts_pick_the_algorithm_by_name_and_errors_name_the_field():
+    cfg = from_dict(RLConfig, {"algorithm": {"name": "ppo", "lam": 0.9}, "iterations": 3})
+    assert cfg.algorithm == PPO(lam=0.9) and cfg.iterations == 3
+    assert from_dict(RLConfig, {}).algorithm == GRPO()
+    with pytest.raises(ConfigError, match="rl.algorithm.kl_coef must be >= 0"):
+        override(RLConfig(algorithm=DrGRPO()), ["algorithm.kl_coef=-1"])
+    with pytest.raises(ConfigError, match="rl.algorithm.lam"):
+        RLConfig(algorithm=PPO(lam=1.5))
+    with pytest.raises(ConfigError, match="unknown key 'algorithm.value_coef'"):
+        override(RLConfig(algorithm=GRPO()), ["algorithm.value_coef=1"])
+    assert RLConfig(algorithm=PPO(), samples_per_prompt=1).samples_per_prompt == 1

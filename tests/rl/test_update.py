@@ -1,0 +1,49 @@
+"""The per-iteration update is a pure function: the same (state, rollouts, key) give the
+same new state and metrics, and one iteration of the loop is exactly one update."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from reasonjax.rl.algorithms import PPO, PRIME
+from reasonjax.rl.config import RLConfig
+from reasonjax.rl.loop import iteration_rollouts, prompt_length, rl_train
+from reasonjax.rl.update import make_learner
+from reasonjax.train.state import OptimConfig
+from rl_helpers import CFG, PROBLEMS, TASK, TOK
+
+
+def _assert_trees_equal(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(a), jax.device_get(b))
+
+
+@pytest.mark.parametrize("algorithm", [PPO(kl_coef=0.05), PRIME(kl_coef=0.05)],
+                         ids=["ppo", "prime"])
+def test_update_is_pure_and_one_loop_iteration_is_one_update(init_params, algorithm):
+    cfg = RLConfig(algorithm=algorithm, iterations=1, prompts_per_iteration=2,
+                   samples_per_prompt=4, max_new_tokens=3, epochs=2, minibatch_size=4,
+                   optim=OptimConfig(lr=3e-2, schedule="constant"), seed=5)
+    learner = make_learner(CFG, init_params, cfg)
+    ro, key = iteration_rollouts(learner, learner.state.policy.params, TOK, TASK, PROBLEMS,
+                                 0, prompt_length(learner, TOK, TASK, PROBLEMS))
+
+    def fresh():  # the update donates the state it is given
+        return jax.tree.map(jnp.copy, learner.state)
+
+    first, first_metrics = learner.update(fresh(), ro, key)
+    second, second_metrics = learner.update(fresh(), ro, key)
+    _assert_trees_equal(first, second)
+    assert first_metrics == second_metrics
+    assert int(first.policy.step) == 2 * 2  # 2 epochs x 8 rollouts / 4 per minibatch
+    assert (first.prm is None) == (not isinstance(algorithm, PRIME))
+    changed = jax.tree.map(lambda a, b: not np.array_equal(a, b),
+                           jax.device_get(first.policy.params),
+                           jax.device_get(learner.state.policy.params))
+    assert any(jax.tree.leaves(changed))
+
+    params, history = rl_train(make_learner(CFG, init_params, cfg), TOK, TASK, PROBLEMS,
+                               progress=False)
+    _assert_trees_equal(params, first.policy.params)
+    assert {k: history[0][k] for k in first_metrics} == first_metrics
