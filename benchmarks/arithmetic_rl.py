@@ -41,14 +41,16 @@ def main() -> None:
     from reasonjax.data.task import get_task
     from reasonjax.models.config import ModelConfig
     from reasonjax.models.tokenizer import CharTokenizer
-    from reasonjax.search.sampler import SamplingConfig
+    from reasonjax.search.sampler import SampleConfig
     from reasonjax.train.fit import FitConfig, TaskSFTConfig, fit, sft_on_task
     from reasonjax.train.preference import PreferenceConfig, preference_loss
     from reasonjax.rl.algorithms import ALGORITHMS
     from reasonjax.rl.config import RLConfig
     from reasonjax.rl.loop import rl_train
     from reasonjax.rl.update import make_learner
-    from reasonjax.driver.rollouts import generate, greedy_accuracy, preference_pairs
+    from reasonjax.driver import Env
+    from reasonjax.driver.records import greedy_accuracy
+    from reasonjax.driver.rollouts import collect, preference_pairs
     from reasonjax.train.state import OptimConfig
 
     tok = CharTokenizer()
@@ -59,10 +61,10 @@ def main() -> None:
     train_problems = task.generate(2048, seed="rl")
     max_new = 32
     figures: dict = {"task": task.knobs(), "params": cfg.num_params()}
+    env = Env(task, tok, cfg)
 
     def accuracy(params) -> float:
-        return greedy_accuracy(cfg, params, tok, task, eval_problems, max_new_tokens=max_new,
-                               batch_size=128)
+        return greedy_accuracy(env, params, eval_problems, max_new, batch_size=128)
 
     stages = args.stages.split(",")
     t0 = time.perf_counter()
@@ -86,8 +88,8 @@ def main() -> None:
         # One round: 8 samples of each of 256 problems; a pair = a correct and an incorrect
         # sample of the same problem.
         probs = train_problems[:256]
-        ro = generate(cfg, sft_params, tok, task, probs, jax.random.key(1), n=8,
-                      max_new_tokens=max_new, sampling=SamplingConfig(temperature=1.0))
+        ro = collect(env, sft_params, probs, SampleConfig(n=8, max_new_tokens=max_new),
+                     jax.random.key(1))
         prompts, chosen, rejected = preference_pairs(task, probs, ro, 8)
         pairs = formatting.preference_batch(tok, prompts, chosen, rejected, seq_len=48,
                                             on_overflow="truncate")
@@ -111,12 +113,12 @@ def main() -> None:
                           minibatch_size=64,
                           optim=OptimConfig(lr=args.rl_lr, schedule="constant"),
                           eval_every=args.rl_iterations)
-        params, history = rl_train(make_learner(cfg, sft_params, rl_cfg), tok, task,
+        params, history = rl_train(make_learner(cfg, sft_params, rl_cfg), env,
                                    train_problems, eval_problems=eval_problems, progress=True)
         figures[algo] = {"greedy_accuracy": accuracy(params),
                          "sample_accuracy_first": history[1]["accuracy"],
                          "sample_accuracy_last": float(np.mean(
-                             [h["accuracy"] for h in history[-5:]])),
+                             [h["accuracy"] for h in history[-5:] if "accuracy" in h])),
                          "seconds": time.perf_counter() - t0}
         print(algo, figures[algo], flush=True)
 

@@ -17,20 +17,16 @@ sample j of problem i, the layout :mod:`reasonjax.train.rl` expects.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh
 
 from reasonjax.data.task import Problem, Task
 from reasonjax.driver.batches import run_batches
 from reasonjax.driver.env import Env
 from reasonjax.driver.prompts import completion_text
-from reasonjax.driver.records import greedy_accuracy as _greedy_accuracy
-from reasonjax.models.config import ModelConfig
-from reasonjax.models.tokenizer import Tokenizer
-from reasonjax.search.sampler import SampleConfig, SamplingConfig
+from reasonjax.search.sampler import SampleConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,30 +100,6 @@ def collect(env: Env, params, problems: Sequence[Problem], cfg: SampleConfig,
                          env.tokenizer.pad_id)
     return Rollouts(batch=rows, completions=texts, rewards=rewards, correct=correct,
                     lengths=lengths)
-
-
-def _env(model_config, tok, task, prompt_len, mesh) -> Env:
-    return Env(task=task, tokenizer=tok, model_config=model_config, mesh=mesh,
-               prompt_len=prompt_len)
-
-
-def generate(model_config: ModelConfig, params, tok: Tokenizer, task: Task,
-             problems: Sequence[Problem], rng: jax.Array, *, n: int, max_new_tokens: int,
-             sampling: SamplingConfig = SamplingConfig(), prompt_len: Optional[int] = None,
-             partial_reward: float = 0.0, mesh: Optional[Mesh] = None) -> Rollouts:
-    """:func:`collect` with the env spelled out (the RL loop's call until it takes an Env)."""
-    return collect(_env(model_config, tok, task, prompt_len, mesh), params, problems,
-                   SampleConfig(n=n, max_new_tokens=max_new_tokens, sampling=sampling), rng,
-                   partial_reward)
-
-
-def greedy_accuracy(model_config: ModelConfig, params, tok: Tokenizer, task: Task,
-                    problems: Sequence[Problem], *, max_new_tokens: int,
-                    batch_size: int = 64, prompt_len: Optional[int] = None,
-                    mesh: Optional[Mesh] = None) -> float:
-    """:func:`reasonjax.driver.records.greedy_accuracy` with the env spelled out."""
-    return _greedy_accuracy(_env(model_config, tok, task, prompt_len, mesh), params, problems,
-                            max_new_tokens, batch_size)
 
 
 def preference_pairs(task: Task, problems: Sequence[Problem], ro: Rollouts, n: int

@@ -4,8 +4,8 @@ and reports; the work is the learner's pure update (:mod:`reasonjax.rl.update`).
 ::
 
     learner = make_learner(model_config, sft_params, RLConfig(algorithm=GRPO(kl_coef=0.04)))
-    params, history = rl_train(learner, tok, task, problems, eval_problems=held_out,
-                               run_dir="runs/grpo")
+    params, history = rl_train(learner, Env(task, tok, model_config), problems,
+                               eval_problems=held_out, run_dir="runs/grpo")
 
 Iteration i takes the i-th ``prompts_per_iteration`` problems of a seeded stream of
 permutations of ``problems`` (:func:`problem_order`) and samples ``samples_per_prompt``
@@ -17,6 +17,7 @@ exactly as an uninterrupted one would.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -25,10 +26,12 @@ import jax
 import numpy as np
 
 from reasonjax import checkpoint
-from reasonjax.data.task import Problem, Task
+from reasonjax.data.task import Problem
 from reasonjax.driver.env import Env, longest_prompt
-from reasonjax.driver.rollouts import Rollouts, generate, greedy_accuracy
-from reasonjax.models.tokenizer import Tokenizer, check_vocab
+from reasonjax.driver.records import greedy_accuracy
+from reasonjax.driver.rollouts import Rollouts, collect
+from reasonjax.models.tokenizer import check_vocab
+from reasonjax.search.sampler import SampleConfig
 from reasonjax.rl.update import Learner, RLState
 from reasonjax.train.loop import CHECKPOINTS, MetricsWriter, check_finite, progress_bar
 
@@ -46,37 +49,31 @@ def problem_order(n_problems: int, iteration: int, per_iteration: int, seed: int
     return out
 
 
-def prompt_length(learner: Learner, tok: Tokenizer, task: Task,
-                  problems: Sequence[Problem]) -> int:
-    """The prompt padding of a run: its longest prompt over every problem it samples or
-    evaluates, so every sampling call has one shape (one compile)."""
-    return longest_prompt(Env(task, tok, learner.model_config), list(problems))
+def run_env(learner: Learner, env: Env, problems: Sequence[Problem]) -> Env:
+    """``env`` on the learner's mesh with the run's prompt padding: its longest prompt over
+    every problem it samples or evaluates, so every sampling call has one shape (one
+    compile)."""
+    env = dataclasses.replace(env, mesh=learner.mesh, prompt_len=None)
+    return dataclasses.replace(env, prompt_len=longest_prompt(env, list(problems)))
 
 
-def iteration_rollouts(learner: Learner, params, tok: Tokenizer, task: Task,
-           problems: Sequence[Problem], iteration: int, prompt_len: int
-           ) -> tuple[Rollouts, jax.Array]:
+def iteration_rollouts(learner: Learner, env: Env, params, problems: Sequence[Problem],
+                       iteration: int) -> tuple[Rollouts, jax.Array]:
     """(rollouts of ``iteration`` from the policy ``params``, the iteration's key): the
-    loop's only call of the driver's sampling. prompt_len: fixed prompt padding (one
-    shape, one compile, for the whole run)."""
+    loop's only call of the driver's sampling."""
     cfg = learner.config
     key = jax.random.fold_in(jax.random.key(cfg.seed), iteration)
     chosen = [problems[i] for i in problem_order(len(problems), iteration,
                                                   cfg.prompts_per_iteration, cfg.seed)]
-    ro = generate(learner.model_config, params, tok, task, chosen, key,
-                  n=cfg.samples_per_prompt, max_new_tokens=cfg.max_new_tokens,
-                  sampling=cfg.sampling, prompt_len=prompt_len,
-                  partial_reward=cfg.partial_reward, mesh=learner.mesh)
-    return ro, key
+    sample = SampleConfig(n=cfg.samples_per_prompt, max_new_tokens=cfg.max_new_tokens,
+                          sampling=cfg.sampling)
+    return collect(env, params, chosen, sample, key, cfg.partial_reward), key
 
 
-def evaluate(learner: Learner, params, tok: Tokenizer, task: Task,
-             problems: Sequence[Problem], prompt_len: int) -> float:
+def evaluate(learner: Learner, env: Env, params, problems: Sequence[Problem]) -> float:
     """Greedy accuracy of ``params`` on ``problems``: the loop's only evaluation call."""
     cfg = learner.config
-    return greedy_accuracy(learner.model_config, params, tok, task, problems,
-                           max_new_tokens=cfg.max_new_tokens, batch_size=cfg.rows,
-                           prompt_len=prompt_len, mesh=learner.mesh)
+    return greedy_accuracy(env, params, problems, cfg.max_new_tokens, batch_size=cfg.rows)
 
 
 def resume(learner: Learner, run_dir: Optional[str]) -> tuple[RLState, int, Any]:
@@ -95,10 +92,11 @@ def resume(learner: Learner, run_dir: Optional[str]) -> tuple[RLState, int, Any]
     return state, int(data_state["iteration"]), manager
 
 
-def rl_train(learner: Learner, tok: Tokenizer, task: Task, problems: Sequence[Problem], *,
+def rl_train(learner: Learner, env: Env, problems: Sequence[Problem], *,
              eval_problems: Optional[Sequence[Problem]] = None,
              run_dir: Optional[str] = None, progress: bool = True) -> tuple[Any, list[dict]]:
-    """RL of the learner's policy on ``task`` (module docstring). Returns (params, history).
+    """RL of the learner's policy on ``env.task`` (module docstring), sampling through the
+    driver on ``env`` (placed on the learner's mesh). Returns (params, history).
 
     eval_problems: held-out problems whose greedy accuracy is logged at the start, every
     ``eval_every`` iterations and at the end. history: one dict per iteration
@@ -109,11 +107,11 @@ def rl_train(learner: Learner, tok: Tokenizer, task: Task, problems: Sequence[Pr
     the end, and a rerun resumes after the latest saved iteration (history then holds the
     iterations run by this call). A non-finite loss stops the run before its state is saved.
     """
-    check_vocab(learner.model_config.vocab_size, tok)
+    check_vocab(learner.model_config.vocab_size, env.tokenizer)
     if not problems:
         raise ValueError("rl_train: no problems")
     cfg = learner.config
-    prompt_len = prompt_length(learner, tok, task, list(problems) + list(eval_problems or []))
+    env = run_env(learner, env, list(problems) + list(eval_problems or []))
     state, start, manager = resume(learner, run_dir)
     writer = MetricsWriter(None if run_dir is None else Path(run_dir), start)
     history: list[dict] = []
@@ -128,18 +126,17 @@ def rl_train(learner: Learner, tok: Tokenizer, task: Task, problems: Sequence[Pr
                                    info="")
             if eval_problems and cfg.eval_every and start == 0:
                 log({"iteration": 0, "eval/greedy_accuracy": evaluate(
-                    learner, state.policy.params, tok, task, eval_problems, prompt_len)})
+                    learner, env, state.policy.params, eval_problems)})
             for it in range(start, cfg.iterations):
                 t0 = time.perf_counter()
-                ro, key = iteration_rollouts(learner, state.policy.params, tok, task,
-                                             problems, it, prompt_len)
+                ro, key = iteration_rollouts(learner, env, state.policy.params, problems, it)
                 state, metrics = learner.update(state, ro, key)
                 check_finite(metrics, it + 1, manager, unit="iteration")
                 record = {"iteration": it + 1, **metrics, "seconds": time.perf_counter() - t0}
                 done = it + 1 == cfg.iterations
                 if eval_problems and cfg.eval_every and ((it + 1) % cfg.eval_every == 0 or done):
                     record["eval/greedy_accuracy"] = evaluate(
-                        learner, state.policy.params, tok, task, eval_problems, prompt_len)
+                        learner, env, state.policy.params, eval_problems)
                 log(record)
                 if manager is not None and ((it + 1) % cfg.checkpoint_every == 0 or done):
                     checkpoint.save_state(manager, it + 1, state, {"iteration": it + 1})

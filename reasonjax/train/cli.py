@@ -12,7 +12,7 @@
   on the model's own samples (a correct and an incorrect sample of a problem make a pair;
   kto uses every sample, desirable = correct), reference = the starting model;
 - value: a PRM / value head on the model's own samples, per-step targets from
-  :func:`~reasonjax.train.rollout.process_labels` (exact prefix labels, or the outcome);
+  :func:`~reasonjax.driver.rollouts.process_labels` (exact prefix labels, or the outcome);
 - grpo / dr_grpo / rloo / ppo / prime: :func:`~reasonjax.rl.loop.rl_train` with the kind's
   algorithm config (:mod:`reasonjax.rl.algorithms`) as ``algorithm``; its own knobs are
   ``--set algorithm.KEY=VALUE`` (e.g. ``algorithm.kl_coef=0.04``).
@@ -35,6 +35,7 @@ from typing import Optional
 
 from reasonjax.rl.algorithms import ALGORITHMS
 from reasonjax.rl.config import RLConfig
+from reasonjax.search.sampler import SampleConfig
 from reasonjax.train.fit import FitConfig, TaskSFTConfig
 from reasonjax.train.preference import KTOConfig, PreferenceConfig
 from reasonjax.train.value import ValueConfig
@@ -44,15 +45,13 @@ SAMPLES_FILE = "samples.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
-class SampleConfig:
-    """The model's own samples that dpo / value rows are made from: samples_per_problem
-    completions of each of num_problems training problems, at ``temperature``, up to
-    max_new_tokens; rows are seq_len tokens (longer ones truncated)."""
+class SelfSamples:
+    """The model's own samples that dpo / value rows are made from: ``sample`` (``n``
+    completions per problem) of each of num_problems training problems, drawn with the
+    key ``seed``; rows are seq_len tokens (longer ones truncated)."""
 
+    sample: SampleConfig = SampleConfig(n=8, max_new_tokens=48)
     num_problems: int = 256
-    samples_per_problem: int = 8
-    max_new_tokens: int = 48
-    temperature: float = 1.0
     seq_len: int = 96
     seed: int = 0
 
@@ -60,7 +59,7 @@ class SampleConfig:
 @dataclasses.dataclass(frozen=True)
 class PreferenceRunConfig:
     fit: FitConfig = FitConfig(steps=100, batch_size=32)
-    samples: SampleConfig = SampleConfig()
+    samples: SelfSamples = SelfSamples()
     preference: PreferenceConfig = PreferenceConfig()
     kto: KTOConfig = KTOConfig()
 
@@ -68,7 +67,7 @@ class PreferenceRunConfig:
 @dataclasses.dataclass(frozen=True)
 class ValueRunConfig:
     fit: FitConfig = FitConfig(steps=200, batch_size=32)
-    samples: SampleConfig = SampleConfig()
+    samples: SelfSamples = SelfSamples()
     value: ValueConfig = ValueConfig()
 
 
@@ -138,26 +137,24 @@ def _config(args, default, flags: dict):
 # Rows from the model's own samples (dpo family, value)
 
 
-def _samples(cfg, params, tok, task, problems, sc: SampleConfig, run_dir: Path) -> list:
-    """[{problem, completion, correct}] of sc.samples_per_problem samples per problem;
-    read from run_dir/samples.jsonl when a previous run left it (resume)."""
+def _samples(env, params, problems, spec: SelfSamples, run_dir: Path) -> list:
+    """[{problem, completion, correct}] of ``spec.sample.n`` samples per problem (through
+    the driver); read from run_dir/samples.jsonl when a previous run left it (resume)."""
     import jax
 
     from reasonjax.data.task import decode_problem
+    from reasonjax.driver import run as run_driver
     from reasonjax.fileio import atomic_write_text
-    from reasonjax.search.sampler import SamplingConfig
-    from reasonjax.driver.rollouts import generate
 
     path = run_dir / SAMPLES_FILE
     if path.is_file():
         records = [json.loads(line) for line in path.read_text().splitlines() if line]
         return [{**r, "problem": decode_problem(r["problem"])} for r in records]
-    chosen = problems[:sc.num_problems]
-    ro = generate(cfg, params, tok, task, chosen, jax.random.key(sc.seed),
-                  n=sc.samples_per_problem, max_new_tokens=sc.max_new_tokens,
-                  sampling=SamplingConfig(temperature=sc.temperature))
-    records = [{"problem": chosen[r // sc.samples_per_problem], "completion": c,
-                "correct": bool(ok)} for r, (c, ok) in enumerate(zip(ro.completions, ro.correct))]
+    chosen = problems[:spec.num_problems]
+    out = run_driver(env, params, chosen, spec.sample, jax.random.key(spec.seed),
+                     batch_size=len(chosen))
+    records = [{"problem": r.problem, "completion": c.completion, "correct": bool(c.correct)}
+               for r in out for c in r.candidates]
     atomic_write_text(path, "".join(json.dumps({**r, "problem": r["problem"].to_json()}) + "\n"
                                     for r in records))
     return records
@@ -182,8 +179,8 @@ def _preference_rows(tok, task, records, n: int, loss: str, seq_len: int) -> dic
                                                  ro, n)
     if not prompts:
         raise ValueError(f"no preference pairs: no problem had both a correct and an incorrect "
-                         f"sample among {n}; raise --set samples.samples_per_problem or "
-                         "samples.temperature, or use --loss kto")
+                         f"sample among {n}; raise --set samples.sample.n or "
+                         "samples.sample.sampling.temperature, or use --loss kto")
     return formatting.preference_batch(tok, prompts, chosen, rejected, seq_len,
                                        on_overflow="truncate")
 
@@ -215,38 +212,70 @@ def _latest(run_dir: Path) -> Optional[int]:
     return step
 
 
+def _run_config(args):
+    """The kind's config from its defaults, the flags and ``--set`` overrides."""
+    kind = args.kind
+    if kind in ALGORITHMS:
+        return _config(args, RLConfig(algorithm=ALGORITHMS[kind]()), {
+            "iterations": args.steps, "prompts_per_iteration": args.batch_size,
+            "optim.lr": args.lr, "seed": args.seed, "max_new_tokens": args.max_new_tokens})
+    default = {"sft": TaskSFTConfig(), "dpo": PreferenceRunConfig(),
+               "value": ValueRunConfig()}[kind]
+    seq = "seq_len" if kind == "sft" else "samples.seq_len"
+    flags = {"fit.steps": args.steps, "fit.batch_size": args.batch_size,
+             "fit.optim.lr": args.lr, "fit.seed": args.seed, seq: args.seq_len}
+    if kind == "dpo" and args.loss != "kto":
+        flags["preference.loss"] = args.loss
+    if kind != "sft":
+        flags["samples.sample.max_new_tokens"] = args.max_new_tokens
+    return _config(args, default, flags)
+
+
+def _train_on_samples(args, env, params, problems, config, run_dir: Path, progress: bool):
+    """dpo / value: rows from the model's own samples, then one fit. Returns (params,
+    metrics, summary entries)."""
+    from reasonjax.train.fit import fit
+    from reasonjax.train.preference import kto, preference_loss
+    from reasonjax.train.value import value_loss
+
+    cfg, tok, task = env.model_config, env.tokenizer, env.task
+    train_problems = problems or task.generate(config.samples.num_problems, seed="train")
+    records = _samples(env, params, train_problems, config.samples, run_dir)
+    summary = {"sample_accuracy": sum(r["correct"] for r in records) / len(records)}
+    fit_cfg = dataclasses.replace(config.fit, progress=progress)
+    if args.kind == "dpo":
+        rows = _preference_rows(tok, task, records, config.samples.sample.n, args.loss,
+                                config.samples.seq_len)
+        loss = (kto(cfg, config.kto) if args.loss == "kto"
+                else preference_loss(cfg, config.preference))
+        params, metrics = fit(loss, cfg, params, rows, fit_cfg, ref_params=params,
+                              run_dir=str(run_dir))
+    else:
+        rows = _value_rows(tok, task, records, config.samples.seq_len)
+        params, metrics = fit(value_loss(cfg, config.value), cfg, params, rows, fit_cfg,
+                              run_dir=str(run_dir))
+    summary["rows"] = len(next(iter(rows.values())))
+    return params, metrics, summary
+
+
 def _train(args) -> int:
     import jax
 
     from reasonjax import checkpoint
     from reasonjax.config import to_dict
+    from reasonjax.driver import Env
+    from reasonjax.driver.records import greedy_accuracy
     from reasonjax.models import transformer
     from reasonjax.models.tokenizer import check_vocab
-    from reasonjax.driver.rollouts import greedy_accuracy
 
-    kind = args.kind
-    if kind in ALGORITHMS:
-        config = _config(args, RLConfig(algorithm=ALGORITHMS[kind]()), {
-            "iterations": args.steps, "prompts_per_iteration": args.batch_size,
-            "optim.lr": args.lr, "seed": args.seed, "max_new_tokens": args.max_new_tokens})
-    else:
-        default = {"sft": TaskSFTConfig(), "dpo": PreferenceRunConfig(),
-                   "value": ValueRunConfig()}[kind]
-        seq = "seq_len" if kind == "sft" else "samples.seq_len"
-        flags = {"fit.steps": args.steps, "fit.batch_size": args.batch_size,
-                 "fit.optim.lr": args.lr, "fit.seed": args.seed, seq: args.seq_len}
-        if kind == "dpo" and args.loss != "kto":
-            flags["preference.loss"] = args.loss
-        if kind != "sft":
-            flags["samples.max_new_tokens"] = args.max_new_tokens
-        config = _config(args, default, flags)
+    kind, config = args.kind, _run_config(args)
     if args.show_config:
         print(json.dumps(to_dict(config), indent=1))
         return 0
-
     task, problems, eval_problems = _problems(args)
     cfg, params, tok, tok_dir = _model(args)
     check_vocab(cfg.vocab_size, tok)
+    env = Env(task=task, tokenizer=tok, model_config=cfg)
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     resumed = _latest(run_dir)
@@ -255,9 +284,7 @@ def _train(args) -> int:
     if params is None and kind != "sft":
         params = transformer.init_params(cfg, jax.random.key(args.seed or 0))
     progress = not args.no_progress
-    max_new = args.max_new_tokens or SampleConfig.max_new_tokens
     summary: dict = {"kind": kind, "task": task.name, "resumed_after": resumed}
-
     if kind == "sft":
         from reasonjax.train.fit import sft_on_task
 
@@ -265,43 +292,24 @@ def _train(args) -> int:
                                                                      progress=progress))
         params, metrics = sft_on_task(cfg, tok, task, config, params=params,
                                       problems=problems, run_dir=str(run_dir))
+        max_new = args.max_new_tokens or SelfSamples().sample.max_new_tokens
     elif kind in ("dpo", "value"):
-        from reasonjax.train.fit import fit
-        from reasonjax.train.preference import kto, preference_loss
-        from reasonjax.train.value import value_loss
-
-        train_problems = problems or task.generate(config.samples.num_problems, seed="train")
-        records = _samples(cfg, params, tok, task, train_problems, config.samples,
-                           run_dir)
-        summary["sample_accuracy"] = sum(r["correct"] for r in records) / len(records)
-        fit_cfg = dataclasses.replace(config.fit, progress=progress)
-        max_new = config.samples.max_new_tokens
-        if kind == "dpo":
-            rows = _preference_rows(tok, task, records, config.samples.samples_per_problem,
-                                    args.loss, config.samples.seq_len)
-            loss = (kto(cfg, config.kto) if args.loss == "kto"
-                    else preference_loss(cfg, config.preference))
-            summary["rows"] = len(next(iter(rows.values())))
-            params, metrics = fit(loss, cfg, params, rows, fit_cfg, ref_params=params,
-                                  run_dir=str(run_dir))
-        else:
-            rows = _value_rows(tok, task, records, config.samples.seq_len)
-            summary["rows"] = len(rows["tokens"])
-            params, metrics = fit(value_loss(cfg, config.value), cfg, params, rows, fit_cfg,
-                                  run_dir=str(run_dir))
+        params, metrics, extra = _train_on_samples(args, env, params, problems, config,
+                                                   run_dir, progress)
+        summary.update(extra)
+        max_new = config.samples.sample.max_new_tokens
     else:
         from reasonjax.rl.loop import rl_train
         from reasonjax.rl.update import make_learner
 
         train_problems = problems or task.generate(4096, seed="train")
-        params, history = rl_train(make_learner(cfg, params, config), tok, task,
-                                   train_problems, run_dir=str(run_dir), progress=progress)
+        params, history = rl_train(make_learner(cfg, params, config), env, train_problems,
+                                   run_dir=str(run_dir), progress=progress)
         metrics = dict(history[-1]) if history else {}
         max_new = config.max_new_tokens
     summary["metrics"] = {k: round(float(v), 6) for k, v in metrics.items()}
     if eval_problems and kind != "value":
-        summary["greedy_accuracy"] = greedy_accuracy(cfg, params, tok, task, eval_problems,
-                                                     max_new_tokens=max_new)
+        summary["greedy_accuracy"] = greedy_accuracy(env, params, eval_problems, max_new)
     if tok_dir is None:
         tok_dir = str(tok.save(run_dir / "tokenizer").parent)
     summary["model"] = str(checkpoint.save_model(run_dir / "model", cfg, params, tok_dir))

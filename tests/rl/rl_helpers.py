@@ -18,6 +18,16 @@ CFG = ModelConfig(vocab_size=TOK.vocab_size, d_model=32, n_layers=1, n_heads=2, 
 GOOD = "abcdefghijklmnopqrstuvwxyz"
 
 
+def rollouts(params, problems, rng, n: int, max_new_tokens: int, prompt_len: int = 5):
+    """n sampled rollouts of each problem on the toy task, through the driver."""
+    from reasonjax.driver.rollouts import collect
+    from reasonjax.search.sampler import SampleConfig
+
+    env = Env(TASK, TOK, CFG, prompt_len=prompt_len)
+    return collect(env, params, problems, SampleConfig(n=n, max_new_tokens=max_new_tokens),
+                   rng)
+
+
 @dataclasses.dataclass(frozen=True)
 class FirstLetter(Task):
     """Correct iff the completion starts with a lowercase letter."""
@@ -47,3 +57,5 @@ def expected_reward(params) -> float:
     probs = jax.nn.softmax(out.logits[:, -1], -1)
     good = [TOK.encode(c)[0] for c in GOOD]
     return float(jnp.mean(jnp.sum(probs[:, good], -1)))
+
+ENV = Env(TASK, TOK, CFG)

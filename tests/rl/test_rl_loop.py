@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 
 from reasonjax.config import ConfigError
-from reasonjax.driver.rollouts import generate
 from reasonjax.rl.algorithms import ALGORITHMS, GRPO, PRIME
 from reasonjax.rl.config import RLConfig
 from reasonjax.rl.loop import rl_train
 from reasonjax.rl.shaping import step_end_mask
 from reasonjax.rl.update import make_learner
 from reasonjax.train.state import OptimConfig
-from rl_helpers import CFG, GOOD, PROBLEMS, TASK, TOK, expected_reward
+from rl_helpers import CFG, ENV, GOOD, PROBLEMS, TASK, TOK, expected_reward, rollouts
 
 
 @pytest.mark.parametrize("algorithm,kl", [("grpo", 0.05), ("ppo", 0.05), ("prime", 0.0)])
@@ -25,7 +24,7 @@ def test_rl_raises_the_exact_expected_reward(init_params, algorithm, kl):
                    prompts_per_iteration=4, samples_per_prompt=8, max_new_tokens=3, epochs=2,
                    minibatch_size=16, optim=OptimConfig(lr=3e-2, schedule="constant"), seed=1)
     before = expected_reward(init_params)
-    params, history = rl_train(make_learner(CFG, init_params, cfg), TOK, TASK, PROBLEMS,
+    params, history = rl_train(make_learner(CFG, init_params, cfg), ENV, PROBLEMS,
                                progress=False)
     after = expected_reward(params)
     assert [h["iteration"] for h in history] == [1, 2, 3, 4]
@@ -41,8 +40,7 @@ def test_rl_raises_the_exact_expected_reward(init_params, algorithm, kl):
 
 
 def test_rollout_rows_hold_prompt_then_completion(init_params):
-    ro = generate(CFG, init_params, TOK, TASK, PROBLEMS[:2], jax.random.key(0), n=3,
-                  max_new_tokens=3, prompt_len=5)
+    ro = rollouts(init_params, PROBLEMS[:2], jax.random.key(0), n=3, max_new_tokens=3)
     for r in range(6):
         prompt = [TOK.bos_id] + TOK.encode(TASK.prompt(PROBLEMS[r // 3]))
         m, c = len(prompt), int(ro.lengths[r])
@@ -74,7 +72,7 @@ def test_bad_rl_configs_name_the_field(init_params):
     with pytest.raises(ConfigError, match="samples_per_prompt"):
         RLConfig(algorithm=GRPO(), samples_per_prompt=1)
     with pytest.raises(ConfigError, match="prm_shaping"):
-        rl_train(make_learner(CFG, init_params, RLConfig(prm_shaping="clip")), TOK, TASK,
+        rl_train(make_learner(CFG, init_params, RLConfig(prm_shaping="clip")), ENV,
                  PROBLEMS)
 
 
@@ -86,7 +84,7 @@ def test_resumed_rl_run_equals_an_uninterrupted_one(init_params, tmp_path):
                    optim=OptimConfig(lr=3e-2, schedule="constant"), seed=2)
 
     def run(cfg, **kwargs):
-        return rl_train(make_learner(CFG, init_params, cfg), TOK, TASK, PROBLEMS,
+        return rl_train(make_learner(CFG, init_params, cfg), ENV, PROBLEMS,
                         progress=False, **kwargs)
 
     straight, _ = run(cfg)

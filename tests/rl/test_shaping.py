@@ -8,7 +8,6 @@ import pytest
 
 from reasonjax import parallel
 from reasonjax.config import ConfigError
-from reasonjax.driver.rollouts import generate
 from reasonjax.models import Transformer
 from reasonjax.rl.algorithms import RLOO
 from reasonjax.rl.config import RLConfig
@@ -17,7 +16,7 @@ from reasonjax.rl.update import make_learner
 from reasonjax.train.fit import single_device_mesh
 from reasonjax.train.state import OptimConfig
 from reasonjax.train.step import place_batch
-from rl_helpers import CFG, PROBLEMS, TASK, TOK
+from rl_helpers import CFG, PROBLEMS, TASK, TOK, rollouts
 
 
 def test_step_rewards_are_clipped_prm_scores_at_step_ends_and_feed_an_update(init_params):
@@ -26,8 +25,7 @@ def test_step_rewards_are_clipped_prm_scores_at_step_ends_and_feed_an_update(ini
                    optim=OptimConfig(lr=1e-2, schedule="constant"))
     step_rewards = make_step_rewards(value_head_scorer(CFG, init_params, "sigmoid"), TOK,
                                      TASK.step_delimiter, cfg)
-    ro = generate(CFG, init_params, TOK, TASK, PROBLEMS[:2], jax.random.key(1), n=2,
-                  max_new_tokens=4, prompt_len=5)
+    ro = rollouts(init_params, PROBLEMS[:2], jax.random.key(1), n=2, max_new_tokens=4)
     mesh = single_device_mesh()
     with parallel.activate(mesh):
         got = step_rewards(ro.batch, place_batch(ro.batch, mesh))

@@ -8,10 +8,10 @@ import pytest
 
 from reasonjax.rl.algorithms import PPO, PRIME
 from reasonjax.rl.config import RLConfig
-from reasonjax.rl.loop import iteration_rollouts, prompt_length, rl_train
+from reasonjax.rl.loop import iteration_rollouts, rl_train, run_env
 from reasonjax.rl.update import make_learner
 from reasonjax.train.state import OptimConfig
-from rl_helpers import CFG, PROBLEMS, TASK, TOK
+from rl_helpers import CFG, ENV, PROBLEMS, TASK, TOK
 
 
 def _assert_trees_equal(a, b):
@@ -26,8 +26,8 @@ def test_update_is_pure_and_one_loop_iteration_is_one_update(init_params, algori
                    samples_per_prompt=4, max_new_tokens=3, epochs=2, minibatch_size=4,
                    optim=OptimConfig(lr=3e-2, schedule="constant"), seed=5)
     learner = make_learner(CFG, init_params, cfg)
-    ro, key = iteration_rollouts(learner, learner.state.policy.params, TOK, TASK, PROBLEMS,
-                                 0, prompt_length(learner, TOK, TASK, PROBLEMS))
+    ro, key = iteration_rollouts(learner, run_env(learner, ENV, PROBLEMS),
+                                 learner.state.policy.params, PROBLEMS, 0)
 
     def fresh():  # the update donates the state it is given
         return jax.tree.map(jnp.copy, learner.state)
@@ -43,7 +43,7 @@ def test_update_is_pure_and_one_loop_iteration_is_one_update(init_params, algori
                            jax.device_get(learner.state.policy.params))
     assert any(jax.tree.leaves(changed))
 
-    params, history = rl_train(make_learner(CFG, init_params, cfg), TOK, TASK, PROBLEMS,
+    params, history = rl_train(make_learner(CFG, init_params, cfg), ENV, PROBLEMS,
                                progress=False)
     _assert_trees_equal(params, first.policy.params)
     assert {k: history[0][k] for k in first_metrics} == first_metrics

@@ -86,7 +86,7 @@ def test_sample_based_kinds_keep_their_samples_for_resume(sft_dir, tmp_path, cap
     argv = ["train", kind, *TASK, "--model", str(sft_dir / "model"), "--run-dir",
             str(tmp_path), "--steps", "1", "--batch-size", "4", "--seq-len", "40",
             "--max-new-tokens", "8", "--set", "samples.num_problems=2",
-            "--set", "samples.samples_per_problem=2", *extra]
+            "--set", "samples.sample.n=2", *extra]
     code, out, _ = _run(capsys, argv)
     assert code == 0, out
     samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
