@@ -75,11 +75,13 @@ def _with_step_returns(advantages_RL: jax.Array, s: RolloutStats, kl_coef: float
 
 
 @dataclasses.dataclass(frozen=True)
-class GRPO:
-    """GRPO. clip_eps: PPO ratio clip. kl_coef: k3 KL to the reference in the loss (0: no
-    reference needed)."""
+class _GroupBaseline:
+    """What GRPO, Dr. GRPO, RLOO and PRIME share: the PPO ratio clip ``clip_eps``, the k3
+    KL to the reference in the loss (``kl_coef``; 0: no reference needed), advantages from
+    the group of samples of one prompt (:meth:`advantages`), plus the PRM step rewards'
+    return-to-go."""
 
-    name: Literal["grpo"] = "grpo"
+    name: str = ""
     clip_eps: float = 0.2
     kl_coef: float = 0.0
 
@@ -92,59 +94,49 @@ class GRPO:
     def loss_config(self, max_new_tokens: int) -> rl.PolicyLossConfig:
         return _kl_in_loss(self.clip_eps, self.kl_coef)
 
+    def advantages(self, s: RolloutStats, group_size: int, gamma: float) -> jax.Array:
+        raise NotImplementedError
+
     def loss_inputs(self, s: RolloutStats, group_size: int, gamma: float) -> dict:
-        """(r - group mean) / (group std + eps) on every completion token."""
-        adv = rl.group_advantages(s.rewards_R, group_size, scale_by_std=True)
-        return _with_step_returns(rl.broadcast_to_tokens(adv, s.mask_RL), s, self.kl_coef,
+        return _with_step_returns(self.advantages(s, group_size, gamma), s, self.kl_coef,
                                   gamma)
 
 
 @dataclasses.dataclass(frozen=True)
-class DrGRPO:
-    """Dr. GRPO. clip_eps / kl_coef: as :class:`GRPO`."""
+class GRPO(_GroupBaseline):
+    """GRPO: (r - group mean) / (group std + eps) on every completion token."""
+
+    name: Literal["grpo"] = "grpo"
+
+    def advantages(self, s: RolloutStats, group_size: int, gamma: float) -> jax.Array:
+        adv = rl.group_advantages(s.rewards_R, group_size, scale_by_std=True)
+        return rl.broadcast_to_tokens(adv, s.mask_RL)
+
+
+@dataclasses.dataclass(frozen=True)
+class DrGRPO(_GroupBaseline):
+    """Dr. GRPO: r - group mean on every completion token; the loss summed over tokens
+    and divided by a constant."""
 
     name: Literal["dr_grpo"] = "dr_grpo"
-    clip_eps: float = 0.2
-    kl_coef: float = 0.0
-
-    group_baseline: ClassVar[bool] = True
-
-    @property
-    def needs_reference(self) -> bool:
-        return self.kl_coef > 0
 
     def loss_config(self, max_new_tokens: int) -> rl.PolicyLossConfig:
         return _kl_in_loss(self.clip_eps, self.kl_coef, "constant", max_new_tokens)
 
-    def loss_inputs(self, s: RolloutStats, group_size: int, gamma: float) -> dict:
-        """r - group mean on every completion token."""
+    def advantages(self, s: RolloutStats, group_size: int, gamma: float) -> jax.Array:
         adv = rl.group_advantages(s.rewards_R, group_size, scale_by_std=False)
-        return _with_step_returns(rl.broadcast_to_tokens(adv, s.mask_RL), s, self.kl_coef,
-                                  gamma)
+        return rl.broadcast_to_tokens(adv, s.mask_RL)
 
 
 @dataclasses.dataclass(frozen=True)
-class RLOO:
-    """RLOO. clip_eps / kl_coef: as :class:`GRPO`."""
+class RLOO(_GroupBaseline):
+    """RLOO: r_i - mean of the group's other rewards, on every completion token."""
 
     name: Literal["rloo"] = "rloo"
-    clip_eps: float = 0.2
-    kl_coef: float = 0.0
 
-    group_baseline: ClassVar[bool] = True
-
-    @property
-    def needs_reference(self) -> bool:
-        return self.kl_coef > 0
-
-    def loss_config(self, max_new_tokens: int) -> rl.PolicyLossConfig:
-        return _kl_in_loss(self.clip_eps, self.kl_coef)
-
-    def loss_inputs(self, s: RolloutStats, group_size: int, gamma: float) -> dict:
-        """r_i - mean of the group's other rewards, on every completion token."""
-        adv = rl.leave_one_out_advantages(s.rewards_R, group_size)
-        return _with_step_returns(rl.broadcast_to_tokens(adv, s.mask_RL), s, self.kl_coef,
-                                  gamma)
+    def advantages(self, s: RolloutStats, group_size: int, gamma: float) -> jax.Array:
+        return rl.broadcast_to_tokens(rl.leave_one_out_advantages(s.rewards_R, group_size),
+                                      s.mask_RL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,32 +178,23 @@ class PPO:
 
 
 @dataclasses.dataclass(frozen=True)
-class PRIME:
-    """PRIME. clip_eps / kl_coef: as :class:`GRPO`. beta: the implicit PRM's reward scale
-    (its loss and the process rewards). process_coef: weight of the process advantages
-    next to the outcome ones. Always needs the reference (the PRM's log-ratio is against
-    it)."""
+class PRIME(_GroupBaseline):
+    """PRIME: discounted leave-one-out implicit process returns plus leave-one-out outcome
+    advantages. beta: the implicit PRM's reward scale (its loss and the process rewards).
+    process_coef: weight of the process advantages next to the outcome ones. Always needs
+    the reference (the PRM's log-ratio is against it)."""
 
     name: Literal["prime"] = "prime"
-    clip_eps: float = 0.2
-    kl_coef: float = 0.0
     beta: float = 0.05
     process_coef: float = 1.0
-
-    group_baseline: ClassVar[bool] = True
 
     @property
     def needs_reference(self) -> bool:
         return True
 
-    def loss_config(self, max_new_tokens: int) -> rl.PolicyLossConfig:
-        return _kl_in_loss(self.clip_eps, self.kl_coef)
-
-    def loss_inputs(self, s: RolloutStats, group_size: int, gamma: float) -> dict:
-        """Discounted leave-one-out process returns plus leave-one-out outcome advantages."""
-        adv = rl.prime_advantages(s.process_RL, s.rewards_R, s.mask_RL, group_size,
-                                  process_coef=self.process_coef, gamma=gamma)
-        return _with_step_returns(adv, s, self.kl_coef, gamma)
+    def advantages(self, s: RolloutStats, group_size: int, gamma: float) -> jax.Array:
+        return rl.prime_advantages(s.process_RL, s.rewards_R, s.mask_RL, group_size,
+                                   process_coef=self.process_coef, gamma=gamma)
 
 
 Algorithm = Union[GRPO, DrGRPO, RLOO, PPO, PRIME]
