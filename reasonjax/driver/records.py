@@ -162,13 +162,21 @@ def run(env: Env, params, problems: Sequence[Problem], method: Method, rng: jax.
     return out
 
 
+def greedy_correct(env: Env, params, problems: Sequence[Problem], max_new_tokens: int,
+                   batch_size: int = 64) -> list[Optional[bool]]:
+    """Whether each problem's greedy completion verifies (None: the task cannot judge)."""
+    greedy = SampleConfig(n=1, max_new_tokens=max_new_tokens,
+                          sampling=SamplingConfig(temperature=0.0))
+    return [r.correct for r in run(env, params, problems, greedy, jax.random.key(0),
+                                   batch_size=min(batch_size, len(problems)))]
+
+
 def greedy_accuracy(env: Env, params, problems: Sequence[Problem], max_new_tokens: int,
                     batch_size: int = 64) -> float:
     """Fraction of ``problems`` whose greedy completion verifies."""
-    greedy = SampleConfig(n=1, max_new_tokens=max_new_tokens,
-                          sampling=SamplingConfig(temperature=0.0))
-    return accuracy(run(env, params, problems, greedy, jax.random.key(0),
-                        batch_size=min(batch_size, len(problems))))
+    judged = [c for c in greedy_correct(env, params, problems, max_new_tokens, batch_size)
+              if c is not None]
+    return float(np.mean(judged)) if judged else float("nan")
 
 
 def accuracy(records: Sequence[Record]) -> float:

@@ -40,7 +40,8 @@ def coverage_curve(correct_PN: np.ndarray, ks: Sequence[int]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PowerLawFit:
-    """coverage(k) ~ exp(a * k**b); r2 of the linear fit of log(-log coverage) on log k."""
+    """coverage(k) ~ exp(a * k**b); r2 of the linear fit of log(-log coverage) on log k
+    (NaN when the points do not vary)."""
 
     a: float
     b: float
@@ -62,13 +63,19 @@ def fit_power_law(ks: Sequence[int], coverage: Sequence[float]) -> PowerLawFit:
     pred = log_neg_a + b * x
     ss_res = float(np.sum((y - pred) ** 2))
     ss_tot = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
     return PowerLawFit(a=-float(np.exp(log_neg_a)), b=float(b), r2=r2)
 
 
 def log_linearity(ks: Sequence[int], coverage: Sequence[float]) -> float:
-    """r2 of coverage against log k (Monkeys: coverage is often log-linear in k)."""
+    """r2 of coverage against log k (Monkeys: coverage is often log-linear in k) when it
+    rises with k; 0 when it falls and NaN when it is flat (a flat curve is no evidence
+    of log-linear growth, however well a line fits it)."""
     x, y = np.log(np.asarray(ks, float)), np.asarray(coverage, float)
     slope, icept = np.polyfit(x, y, 1)
     ss_tot = float(np.sum((y - y.mean()) ** 2))
-    return 1.0 - float(np.sum((y - (icept + slope * x)) ** 2)) / ss_tot if ss_tot > 0 else 1.0
+    if ss_tot == 0:
+        return float("nan")
+    if slope <= 0:
+        return 0.0
+    return 1.0 - float(np.sum((y - (icept + slope * x)) ** 2)) / ss_tot

@@ -14,11 +14,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 def line_plot(path: str | Path, series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
               *, xlabel: str, ylabel: str, title: str, logx: bool = False,
               dashed: Optional[Mapping[str, tuple[Sequence[float], Sequence[float]]]] = None,
+              bands: Optional[Mapping[str, tuple[Sequence[float], Sequence[float]]]] = None,
               ylim: Optional[tuple[float, float]] = None) -> Path:
-    """One line (with markers) per series name -> (xs, ys); ``dashed`` adds fitted curves."""
+    """One line (with markers) per series name -> (xs, ys); ``bands`` shades a series'
+    interval (name -> (lows, highs) at its xs); ``dashed`` adds fitted curves."""
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     for name, (xs, ys) in series.items():
-        ax.plot(xs, ys, marker="o", label=name)
+        line, = ax.plot(xs, ys, marker="o", label=name)
+        if bands and name in bands:
+            lows, highs = bands[name]
+            ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
     for name, (xs, ys) in (dashed or {}).items():
         ax.plot(xs, ys, linestyle="--", label=name)
     if logx:

@@ -47,18 +47,23 @@ from reasonjax.data import formatting
 from reasonjax.data.task import Problem
 from reasonjax.driver import Method, accuracy
 from reasonjax.driver import run as run_driver
+from reasonjax.eval import stats
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.recipes import mcts_data
 from reasonjax.recipes.common import (FitSpec, RecipeConfig, RecipeEnv, Trained, fit_examples,
                                       head_values, rng_for, warm_start)
-from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase
+from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase, write_outcomes
 from reasonjax.search.beam import BeamConfig
 from reasonjax.search.mcts import MCTSConfig
 from reasonjax.search.sampler import SampleConfig, SamplingConfig
 from reasonjax.search.scoring import StepScorer
 from reasonjax.search.voting import VotingConfig
 from reasonjax.train.value import JointConfig, joint_loss
+
+
+CLAIM = ("MCTS with a value head on the policy's backbone, trained from Q-values without "
+         "process labels; value-guided step beam search beats greedy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,14 +120,15 @@ class Searched:
 
 def evaluate(env: RecipeEnv, params, methods: dict[str, Method], cfg: Config,
              rng: jax.Array) -> dict:
-    """{label: {"accuracy", "tokens_per_problem"}} of ``methods`` on the eval problems
-    (tokens: each problem's share of its batch's generated tokens)."""
+    """{label: {"accuracy", "correct" (per problem), "tokens_per_problem"}} of ``methods``
+    on the eval problems (tokens: each problem's share of its batch's generated tokens)."""
     out = {}
     for label, method in methods.items():
         records = run_driver(env, params, env.eval, method, jax.random.fold_in(rng, len(out)),
                              batch_size=min(cfg.batch_size, len(env.eval)))
-        out[label] = {"accuracy": accuracy(records), "tokens_per_problem": float(np.mean(
-            [r.compute["tokens_generated"] for r in records]))}
+        out[label] = {"accuracy": accuracy(records), "correct": [r.correct for r in records],
+                      "tokens_per_problem": float(np.mean(
+                          [r.compute["tokens_generated"] for r in records]))}
     return out
 
 
@@ -249,55 +255,107 @@ def run(cfg: Config, run_dir: str | Path) -> Result:
         rng_for(cfg.seed, "eval-methods")))
     log_metrics(run, {"phase": "eval-methods", **{f"{m}/accuracy": v["accuracy"]
                                                   for m, v in final.items()}})
-    return _report(cfg, run_dir, {**rounds[-1], **final}, rounds, searched, trained)
+    outcomes = {"final": {**rounds[-1], **final}, "rounds": rounds,
+                "searched": [{"solved": f.solved, "correct_paths": f.correct_paths,
+                              "paths": len(f.records)} for f in searched],
+                "value": [t.metrics for t in trained]}
+    write_outcomes(run_dir, outcomes)
+    return report(run_dir, cfg, [outcomes])
 
 
-def _report(cfg: Config, run_dir: Path, results: dict, rounds: list, searched: list,
-            trained: list) -> Result:
-    greedy_label, _, sbs_label, _ = cfg.eval.methods()
-    rows = [{"method": m, "accuracy": results[m]["accuracy"],
-             "tokens / problem": results[m]["tokens_per_problem"]} for m in cfg.eval.methods()]
-    greedy, sbs = results[greedy_label]["accuracy"], results[sbs_label]["accuracy"]
-    claim = "value-guided step beam search beats greedy at equal model"
-    checks = {claim: sbs > greedy}
+def _correct(outcomes: Sequence[dict], label: str, r=None) -> list[np.ndarray]:
+    """Per seed, each eval problem's correctness under method ``label`` (final model, or
+    round ``r``)."""
+    return [np.asarray((o["final"] if r is None else o["rounds"][r])[label]["correct"], float)
+            for o in outcomes]
+
+
+def effects(outcomes: Sequence[dict], cfg: Config) -> list[stats.Effect]:
+    """Value-guided SBS and MCTS with the value head vs greedy decoding (final model),
+    and the last round's greedy accuracy vs round 0, each paired on the eval problems."""
+    greedy, _, sbs, mcts = cfg.eval.methods()
+    last = len(outcomes[0]["rounds"]) - 1
+    found = [
+        stats.paired_effect("value-guided step beam search beats greedy at equal model",
+                            _correct(outcomes, sbs), _correct(outcomes, greedy),
+                            detail="paired on the eval problems: SBS minus greedy"),
+        stats.paired_effect("MCTS with the value head beats greedy at equal model",
+                            _correct(outcomes, mcts), _correct(outcomes, greedy),
+                            detail="paired on the eval problems: MCTS minus greedy")]
+    if last:
+        found.append(stats.paired_effect(
+            f"joint training raises greedy accuracy (round {last} vs round 0)",
+            _correct(outcomes, greedy, last), _correct(outcomes, greedy, 0),
+            detail=f"paired on the eval problems: round {last} minus round 0"))
+    return found
+
+
+VALUE_COLUMNS = (("value_mae", "value MAE"), ("final_auc", "correct>wrong, all pairs"),
+                 ("same_problem", "correct>wrong, same problem"),
+                 ("same_problem_pairs", "same-problem pairs"))
+
+
+def _round_rows(outcomes: Sequence[dict], cfg: Config) -> tuple[list, list]:
+    """(per-round rows, per-round (greedy, SBS) intervals) pooled over the seeds."""
+    greedy, _, sbs, _ = cfg.eval.methods()
     nan = float("nan")
-    value_columns = (("value_mae", "value MAE"), ("final_auc", "correct>wrong, all pairs"),
-                     ("same_problem", "correct>wrong, same problem"),
-                     ("same_problem_pairs", "same-problem pairs"))
-    round_rows = []
-    for r, res in enumerate(rounds):
-        found, done = (searched[r - 1], trained[r - 1]) if r else (None, None)
-        round_rows.append({
-            "round": r, "greedy": res[greedy_label]["accuracy"],
-            "value-guided SBS": res[sbs_label]["accuracy"],
-            "MCTS solved (train)": found.solved if found else nan,
-            "correct paths": found.correct_paths if found else 0,
-            "value-target paths": len(found.records) if found else 0,
-            **{label: done.metrics.get(f"held-out {k}", nan) if done else nan
-               for k, label in value_columns}})
-    xs = list(range(len(rounds)))
+    rows, cis = [], []
+    for r in range(len(outcomes[0]["rounds"])):
+        g = stats.mean_interval(_correct(outcomes, greedy, r))
+        b = stats.mean_interval(_correct(outcomes, sbs, r))
+        mean = lambda f: float(np.mean([f(o) for o in outcomes]))
+        rows.append({"round": r, "greedy": g.estimate, "greedy 95%": f"[{g.low:.3f}, {g.high:.3f}]",
+                     "value-guided SBS": b.estimate,
+                     "SBS 95%": f"[{b.low:.3f}, {b.high:.3f}]",
+                     "MCTS solved (train)": mean(lambda o: o["searched"][r - 1]["solved"])
+                     if r else nan,
+                     "correct paths": mean(lambda o: o["searched"][r - 1]["correct_paths"])
+                     if r else 0,
+                     **{label: mean(lambda o: o["value"][r - 1].get(f"held-out {k}", nan))
+                        if r else nan for k, label in VALUE_COLUMNS}})
+        cis.append((g, b))
+    return rows, cis
+
+
+def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
+    """report.md and plots from one outcome dict per seed."""
+    run_dir = Path(run_dir)
+    rows = []
+    for m in cfg.eval.methods():
+        ci = stats.mean_interval(_correct(outcomes, m))
+        rows.append({"method": m, "accuracy": ci.estimate,
+                     "95% interval": f"[{ci.low:.3f}, {ci.high:.3f}]",
+                     "tokens / problem": float(np.mean([o["final"][m]["tokens_per_problem"]
+                                                        for o in outcomes]))})
+    found = effects(outcomes, cfg)
+    round_rows, cis = _round_rows(outcomes, cfg)
+    xs = list(range(len(round_rows)))
     line_plot(run_dir / "accuracy_vs_round.png",
-              {"greedy": (xs, [r["greedy"] for r in round_rows]),
-               "value-guided SBS": (xs, [r["value-guided SBS"] for r in round_rows])},
-              xlabel="round (0 = after warm-up)", ylabel="held-out accuracy",
+              {"greedy": (xs, [g.estimate for g, _ in cis]),
+               "value-guided SBS": (xs, [b.estimate for _, b in cis])},
+              bands={"greedy": ([g.low for g, _ in cis], [g.high for g, _ in cis]),
+                     "value-guided SBS": ([b.low for _, b in cis], [b.high for _, b in cis])},
+              xlabel="round (0 = after warm-up)", ylabel="held-out accuracy (95% interval)",
               title="AlphaMath: accuracy per round", ylim=(0, 1))
     line_plot(run_dir / "accuracy_vs_compute.png",
               {r["method"].split(" (")[0]: ([r["tokens / problem"]], [r["accuracy"]])
                for r in rows},
               xlabel="tokens generated per problem", ylabel="held-out accuracy",
               title="AlphaMath: final model, accuracy vs compute", logx=True, ylim=(0, 1))
-    effect = [{"claim": claim, "ours": f"SBS {sbs:.3f} vs greedy {greedy:.3f} "
-                                      f"({cfg.task.eval_size} problems)",
-               "held": checks[claim]}]
-    report = write_report(run_dir / "report.md", "AlphaMath Almost Zero (tiny replication)", [
-        ("Final model: accuracy by inference method", markdown_table(rows)),
-        ("Effect checks", markdown_table(effect)),
+    P = len(_correct(outcomes, rows[0]["method"])[0])
+    path = write_report(run_dir / "report.md", "AlphaMath Almost Zero", [
+        ("Final model: accuracy by inference method", markdown_table(rows) + f"\n\n{P} eval "
+         f"problems x {len(outcomes)} seed(s); intervals: bootstrap over seeds and problems."),
+        ("Effect checks", markdown_table([e.row() for e in found])),
         ("Per round (round 0 = after warm-up)", markdown_table(round_rows) +
          f"\n\nValue columns: the tanh value head after the round's training, on the paths of "
          f"the {cfg.value_holdout:.0%} of the round's searched problems kept out of training: "
          "mean |value - Q| over step ends, and how often a correct complete path's final "
-         "value beats a wrong one's, over all pairs and within a problem (0.5 = chance)."),
+         "value beats a wrong one's, over all pairs and within a problem (0.5 = chance); "
+         "means over the seeds."),
         ("Plots", "![accuracy vs round](accuracy_vs_round.png)\n\n"
                   "![accuracy vs compute](accuracy_vs_compute.png)"),
     ])
-    return Result(rows=rows, checks=checks, report=report)
+    headline = ("; ".join(f"{r['method'].split(' (')[0]} {r['accuracy']:.3f} "
+                          f"{r['95% interval']}" for r in rows) + f"; {P} problems")
+    return Result(rows=rows, effects=found, report=path, headline=headline)

@@ -1,4 +1,5 @@
-"""``reasonjax replicate``: thin wrapper over :func:`reasonjax.recipes.replicate.replicate`."""
+"""``reasonjax replicate`` and ``reasonjax report``: thin wrappers over
+:func:`reasonjax.recipes.replicate.replicate` and :func:`~reasonjax.recipes.replicate.report`."""
 
 from __future__ import annotations
 
@@ -11,10 +12,37 @@ def _replicate(args: argparse.Namespace) -> int:
 
     from reasonjax.recipes.replicate import replicate
 
-    result = replicate(args.recipe, args.preset, args.overrides, args.run_dir)
+    seeds = _seeds(args.seeds) if args.seeds else None
+    result = replicate(args.recipe, args.preset, args.overrides, args.run_dir, seeds)
     console = Console()
     console.print(Markdown(result.report.read_text()))
     console.print(f"report: {result.report}")
+    return 0
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: give comma-separated integers, e.g. 0,1,2") \
+            from None
+
+
+def _report(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from reasonjax.eval.report import markdown_table
+    from reasonjax.recipes.replicate import readme_row, report
+
+    if args.markdown:
+        print(markdown_table([readme_row(d) for d in args.run_dirs]))
+        return 0
+    console = Console()
+    for d in args.run_dirs:
+        result = report(d)
+        console.print(Markdown(result.report.read_text()))
+        console.print(f"report: {result.report}")
     return 0
 
 
@@ -33,6 +61,17 @@ def register(sub) -> None:
                         "task.data_file)")
     p.add_argument("--run-dir", default=None,
                    help="run directory (default runs/<recipe>-<preset>)")
+    p.add_argument("--seeds", default=None, metavar="S,S,...",
+                   help="run once per seed (each in <run-dir>/seed-<s>, resumable) and pool "
+                        "them: figures with 95%% intervals, effect verdicts")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. task.difficulty=medium warmup.steps=300")
     p.set_defaults(func=_replicate)
+    r = sub.add_parser(
+        "report", help="regenerate reports (and the README table) from run directories",
+        description="Recompute every table, interval and verdict of finished `reasonjax "
+                    "replicate` runs from their run directories (seeds pooled).")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    r.add_argument("--markdown", action="store_true",
+                   help="print the README Replications table (one row per RUN_DIR)")
+    r.set_defaults(func=_report)

@@ -29,6 +29,7 @@ rates rather than a learned reward model.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -36,13 +37,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from reasonjax.config import ConfigError
-from reasonjax.eval.passk import coverage_curve, fit_power_law, log_linearity
+from reasonjax.eval import stats
+from reasonjax.eval.passk import fit_power_law, log_linearity, pass_at_k
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.eval.verifier import verified_resampling
 from reasonjax.driver import run as run_driver
 from reasonjax.recipes.common import RecipeConfig, rng_for, warm_start
-from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase
+from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase, write_outcomes
 from reasonjax.search.sampler import SampleConfig
 from reasonjax.search.voting import answer_ids, vote
 
@@ -71,10 +73,14 @@ def ks_for(n: int) -> list[int]:
     return ks if ks[-1] == n else ks + [n]
 
 
-def majority_accuracy(answers: Sequence[Sequence], correct_PN, ks: Sequence[int],
-                      trials: int, seed: int) -> np.ndarray:
-    """[len(ks)] majority-vote accuracy over k samples, averaged over problems and
-    ``trials`` random k-subsets (without replacement) of each problem's n samples.
+CLAIM = ("coverage log-linear in k, fits an exponentiated power law; majority vote "
+         "plateaus; an imperfect verifier caps accuracy, optimal k can be < 10")
+
+
+def majority_table(answers: Sequence[Sequence], correct_PN, ks: Sequence[int],
+                   trials: int, seed: int) -> np.ndarray:
+    """[P, len(ks)] each problem's majority-vote accuracy over k samples, averaged over
+    ``trials`` random k-subsets (without replacement) of its n samples.
 
     answers [P][n]: extracted answers (None = none); correct_PN [P, n]: that answer is
     right. A subset with no answer counts as wrong; ties go to the answer seen first."""
@@ -91,56 +97,98 @@ def majority_accuracy(answers: Sequence[Sequence], correct_PN, ks: Sequence[int]
         winner, _ = vote(jnp.asarray(ids), jnp.ones(ids.shape, jnp.float32))
         winner = np.asarray(winner)
         won = np.where(winner >= 0, ok[np.arange(P * trials), np.maximum(winner, 0)], False)
-        out.append(float(won.mean()))
-    return np.asarray(out)
+        out.append(won.reshape(P, trials).mean(1))
+    return np.stack(out, 1)
 
 
-def analyse(correct_PN, answers, answer_correct_PN, cfg: Config) -> dict:
-    """Every curve and fit of the report from the samples (JSON-able)."""
-    correct_PN = np.asarray(correct_PN, bool)
+def majority_accuracy(answers: Sequence[Sequence], correct_PN, ks: Sequence[int],
+                      trials: int, seed: int) -> np.ndarray:
+    """[len(ks)] :func:`majority_table` averaged over problems."""
+    return majority_table(answers, correct_PN, ks, trials, seed).mean(0)
+
+
+def problem_table(samples: dict, cfg: Config) -> dict:
+    """Per-problem curves [P, K] over k = :func:`ks_for`: unbiased pass@k, majority-vote
+    accuracy and verified-resampling accuracy (fLaws model on the problem's c / n)."""
+    correct_PN = np.asarray(samples["correct"], bool)
     n = correct_PN.shape[1]
     ks = ks_for(n)
-    cov = coverage_curve(correct_PN, ks)
-    try:
-        fit = fit_power_law(ks, cov)
-        fitted = [float(v) for v in fit(ks)]
-        fit_d = {"a": fit.a, "b": fit.b, "r2": fit.r2}
-    except ValueError:  # fewer than two points strictly inside (0, 1): nothing to fit
-        fitted, fit_d = [float("nan")] * len(ks), None
+    by_count = np.asarray([[pass_at_k(n, c, k) for k in ks] for c in range(n + 1)])
     v = cfg.verifier
-    ver = verified_resampling(correct_PN.mean(1), ks, fpr=v.fpr, tpr=v.tpr, cost=v.cost)
-    return {"ks": ks, "coverage": [float(c) for c in cov], "fit": fit_d, "fitted": fitted,
-            "log_linear_r2": float(log_linearity(ks, cov)),
-            "majority": [float(m) for m in majority_accuracy(
-                answers, answer_correct_PN, ks, cfg.vote_trials, cfg.seed)],
-            "verifier": [float(a) for a in ver.accuracy],
-            "verifier_utility": [float(u) for u in ver.utility], "best_k": ver.best_k}
+    ver = np.stack([verified_resampling([p], ks, fpr=v.fpr, tpr=v.tpr).accuracy
+                    for p in correct_PN.mean(1)])
+    return {"ks": ks, "passk": by_count[correct_PN.sum(1)],
+            "majority": majority_table(samples["answers"], samples["answer_correct"], ks,
+                                       cfg.vote_trials, cfg.seed),
+            "verifier": ver}
 
 
-def effect_checks(a: dict, cfg: Config) -> list[dict]:
-    ks, cov, maj, ver = a["ks"], a["coverage"], a["majority"], a["verifier"]
-    rising = all(y >= x for x, y in zip(cov, cov[1:])) and cov[-1] > cov[0]
-    fit = a["fit"]
+def _fit(ks: Sequence[int], curve) -> tuple[float, float, float]:
+    """(a, b, r2) of the power-law fit of a coverage curve; NaNs when it cannot be fit."""
+    try:
+        fit = fit_power_law(ks, curve)
+        return fit.a, fit.b, fit.r2
+    except ValueError:
+        return float("nan"), float("nan"), float("nan")
+
+
+def _curve(groups: list[np.ndarray]) -> np.ndarray:
+    """The seeds' mean coverage curve from per-seed [P, K] pass@k tables."""
+    return np.mean([g.mean(0) for g in groups], 0)
+
+
+def analyse(tables: Sequence[dict], cfg: Config) -> dict:
+    """Pooled curves with 95% intervals (bootstrap over seeds and problems), the power-law
+    fit of the pooled coverage and its parameters' intervals, log-linearity, verified
+    resampling's utility and best k (JSON-able). ``tables``: one :func:`problem_table` per
+    seed."""
+    ks = tables[0]["ks"]
+    K = len(ks)
+    out = {"ks": ks}
+    for name in ("passk", "majority", "verifier"):
+        groups = [t[name] for t in tables]
+        cis = [stats.mean_interval([g[:, j] for g in groups]) for j in range(K)]
+        out[name] = [c.estimate for c in cis]
+        out[name + "_low"] = [c.low for c in cis]
+        out[name + "_high"] = [c.high for c in cis]
+    passk = [t["passk"] for t in tables]
+    a, b, _ = _fit(ks, _curve(passk))
+    fits = {k: stats.bootstrap(passk, lambda g, i=i: _fit(ks, _curve(g))[i], resamples=400)
+            for i, k in enumerate(("a", "b", "r2"))}
+    out["fit"] = {k: [v.estimate, v.low, v.high] for k, v in fits.items()} \
+        if not math.isnan(a) else None
+    out["fitted"] = [float(np.exp(a * k ** b)) for k in ks]
+    out["log_linear_r2"] = float(log_linearity(ks, out["passk"]))
+    p = np.concatenate([t["passk"][:, 0] for t in tables])
+    v = cfg.verifier
+    ver = verified_resampling(p, ks, fpr=v.fpr, tpr=v.tpr, cost=v.cost)
+    out["verifier_utility"] = [float(u) for u in ver.utility]
+    out["best_k"] = ver.best_k
+    return out
+
+
+def effects(tables: Sequence[dict], cfg: Config) -> list[stats.Effect]:
+    """The four claims, each with a 95% interval over seeds and problems."""
+    ks = tables[0]["ks"]
+    passk = [t["passk"] for t in tables]
+    r2 = cfg.log_linear_r2
+    last = len(ks) - 1
     return [
-        {"claim": f"coverage rises log-linearly with k (r2 of coverage vs log k >= "
-                  f"{cfg.log_linear_r2})",
-         "ours": f"r2 {a['log_linear_r2']:.3f}; coverage {cov[0]:.3f} -> {cov[-1]:.3f} "
-                 f"(k {ks[0]} -> {ks[-1]})",
-         "held": rising and a["log_linear_r2"] >= cfg.log_linear_r2},
-        {"claim": f"an exponentiated power law exp(a k^b) models coverage (fit r2 >= "
-                  f"{cfg.log_linear_r2})",
-         "ours": (f"a {fit['a']:.3f}, b {fit['b']:.3f}, r2 {fit['r2']:.3f}" if fit
-                  else "no fit: fewer than two k with 0 < coverage < 1"),
-         "held": bool(fit) and fit["r2"] >= cfg.log_linear_r2},
-        {"claim": "majority vote plateaus below coverage",
-         "ours": f"majority {maj[0]:.3f} -> {maj[-1]:.3f} vs coverage {cov[-1]:.3f} "
-                 f"at k={ks[-1]}",
-         "held": maj[-1] < cov[-1]},
-        {"claim": f"false positives (fpr={cfg.verifier.fpr}) cap verified resampling below "
-                  "coverage",
-         "ours": f"verifier {ver[-1]:.3f} vs coverage {cov[-1]:.3f} at k={ks[-1]}; "
-                 f"utility-optimal k={a['best_k']} (cost {cfg.verifier.cost})",
-         "held": ver[-1] < cov[-1]},
+        stats.effect(f"coverage rises log-linearly with k (r2 of coverage vs log k > {r2})",
+                     passk, lambda g: log_linearity(ks, _curve(g)), threshold=r2,
+                     detail=f"coverage k={ks[0]} -> {ks[-1]}: "
+                            f"{_curve(passk)[0]:.3f} -> {_curve(passk)[-1]:.3f}"),
+        stats.effect(f"an exponentiated power law exp(a k^b) fits coverage (r2 > {r2})",
+                     passk, lambda g: _fit(ks, _curve(g))[2], threshold=r2),
+        stats.paired_effect("majority vote plateaus below coverage (at the largest k)",
+                            [t["passk"][:, last] for t in tables],
+                            [t["majority"][:, last] for t in tables],
+                            detail=f"k={ks[-1]}: coverage minus majority accuracy"),
+        stats.paired_effect(f"false positives (fpr={cfg.verifier.fpr}) cap verified "
+                            "resampling below coverage (at the largest k)",
+                            [t["passk"][:, last] for t in tables],
+                            [t["verifier"][:, last] for t in tables],
+                            detail=f"k={ks[-1]}: coverage minus verified accuracy"),
     ]
 
 
@@ -165,36 +213,50 @@ def run(cfg: Config, run_dir) -> Result:
                 "tokens_generated": sum(c.tokens for r in records for c in r.candidates)}
 
     samples = run_phase(r, "samples", draw)
-    a = analyse(samples["correct"], samples["answers"], samples["answer_correct"], cfg)
-    log_metrics(r, {"phase": "samples", "tokens_generated": samples["tokens_generated"],
-                    **{k: a[k] for k in ("coverage", "majority", "verifier", "fit",
-                                         "log_linear_r2")}})
-    rows = [{"k": k, "coverage": c, "power-law fit": f, "majority vote": m,
-             f"verifier (fpr {cfg.verifier.fpr})": v}
-            for k, c, f, m, v in zip(a["ks"], a["coverage"], a["fitted"], a["majority"],
-                                     a["verifier"])]
-    checks = effect_checks(a, cfg)
+    log_metrics(r, {"phase": "samples", "tokens_generated": samples["tokens_generated"]})
+    write_outcomes(run_dir, samples)
+    return report(run_dir, cfg, [samples])
+
+
+def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
+    """report.md and coverage.png from one outcome dict per seed (the ``samples`` phase)."""
+    run_dir = Path(run_dir)
+    tables = [problem_table(o, cfg) for o in outcomes]
+    a = analyse(tables, cfg)
+    ks = a["ks"]
+    rows = [{"k": k, "coverage": c, "coverage 95%": f"[{lo:.3f}, {hi:.3f}]",
+             "power-law fit": f, "majority vote": m, f"verifier (fpr {cfg.verifier.fpr})": v}
+            for k, c, lo, hi, f, m, v in zip(ks, a["passk"], a["passk_low"], a["passk_high"],
+                                             a["fitted"], a["majority"], a["verifier"])]
+    found = effects(tables, cfg)
     line_plot(run_dir / "coverage.png",
-              {"coverage (pass@k)": (a["ks"], a["coverage"]),
-               "majority vote": (a["ks"], a["majority"]),
-               f"verifier, fpr {cfg.verifier.fpr}": (a["ks"], a["verifier"])},
-              dashed={"exp(a k^b) fit": (a["ks"], a["fitted"])} if a["fit"] else None,
+              {"coverage (pass@k)": (ks, a["passk"]), "majority vote": (ks, a["majority"]),
+               f"verifier, fpr {cfg.verifier.fpr}": (ks, a["verifier"])},
+              bands={"coverage (pass@k)": (a["passk_low"], a["passk_high"]),
+                     "majority vote": (a["majority_low"], a["majority_high"]),
+                     f"verifier, fpr {cfg.verifier.fpr}": (a["verifier_low"],
+                                                          a["verifier_high"])},
+              dashed={"exp(a k^b) fit": (ks, a["fitted"])} if a["fit"] else None,
               xlabel="samples per problem k", ylabel="fraction of problems", logx=True,
-              title="repeated sampling: coverage vs k", ylim=(0.0, 1.0))
+              title="repeated sampling: coverage vs k (95% intervals)", ylim=(0.0, 1.0))
     fit = a["fit"]
-    fit_text = (f"coverage(k) ~ exp({fit['a']:.4g} * k^{fit['b']:.4g}), r2 {fit['r2']:.4f} "
-                "(least squares of log(-log coverage) on log k)" if fit else
-                "no power-law fit: fewer than two k with 0 < coverage < 1")
+    fit_text = ("coverage(k) ~ exp(a k^b): " + ", ".join(
+        f"{k} {v[0]:.4g} [{v[1]:.4g}, {v[2]:.4g}]" for k, v in fit.items())
+        + " (least squares of log(-log coverage) on log k; intervals: bootstrap)" if fit else
+        "no power-law fit: fewer than two k with 0 < coverage < 1")
+    P, n = len(outcomes[0]["correct"]), len(outcomes[0]["correct"][0])
     path = write_report(run_dir / "report.md", "Repeated sampling: coverage (Monkeys, fLaws)", [
         ("Coverage, majority vote and verified resampling vs k",
-         markdown_table(rows) + f"\n\n{len(env.eval)} problems x {s.n} samples "
-         f"(temperature {s.sampling.temperature}), {samples['tokens_generated']} tokens generated. "
-         f"coverage: unbiased pass@k. majority vote: mean over {cfg.vote_trials} random "
-         f"k-subsets. verifier: fLaws model with fpr {cfg.verifier.fpr}, tpr "
-         f"{cfg.verifier.tpr}; utility-optimal k = {a['best_k']} at cost "
-         f"{cfg.verifier.cost}.\n\n{fit_text}"),
-        ("Effect checks", markdown_table(checks, ["claim", "ours", "held"])),
+         markdown_table(rows) + f"\n\n{P} problems x {n} samples x {len(outcomes)} seed(s). "
+         "coverage: unbiased pass@k with its 95% interval (bootstrap over seeds and "
+         f"problems). majority vote: mean over {cfg.vote_trials} random k-subsets. verifier: "
+         f"fLaws model with fpr {cfg.verifier.fpr}, tpr {cfg.verifier.tpr}; "
+         f"utility-optimal k = {a['best_k']} at cost {cfg.verifier.cost}.\n\n{fit_text}"),
+        ("Effect checks", markdown_table([e.row() for e in found])),
         ("Plots", "![coverage.png](coverage.png)"),
     ])
-    return Result(rows=rows, checks={c["claim"]: bool(c["held"]) for c in checks},
-                  report=path)
+    headline = (f"coverage {a['passk'][0]:.3f} (k=1) -> {a['passk'][-1]:.3f} "
+                f"[{a['passk_low'][-1]:.3f}, {a['passk_high'][-1]:.3f}] (k={ks[-1]}); "
+                f"majority {a['majority'][-1]:.3f}; verifier {a['verifier'][-1]:.3f}, "
+                f"best k {a['best_k']}; {P} problems")
+    return Result(rows=rows, effects=found, report=path, headline=headline)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -43,16 +43,21 @@ from reasonjax.data import formatting
 from reasonjax.data.task import Problem
 from reasonjax.eval.plots import line_plot
 from reasonjax.driver import run as run_driver
+from reasonjax.eval import stats
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.recipes import common, process_labels
 from reasonjax.recipes.common import RecipeEnv
-from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase
+from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase, write_outcomes
 from reasonjax.search.sampler import SampleConfig
 from reasonjax.search.voting import answer_ids, vote
 from reasonjax.train.value import ValueConfig, value_loss
 
 LABELERS = ("math_shepherd", "omegaprm")
 TARGETS = ("hard", "soft")
+
+
+CLAIM = ("Monte Carlo labels need no human annotation; OmegaPRM's binary search needs "
+         "O(log n) rollouts; PRM verification beats self-consistency")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,12 +118,19 @@ def solution_score(scores) -> float:
 
 
 def vote_accuracy(group, answers, correct, weights, n_problems: int) -> dict:
-    """Final-answer accuracy over ``n_problems`` problems of choosing among each problem's
-    solutions (solution i belongs to problem ``group[i]``, has answer ``answers[i]`` (None:
-    no answer), verifies or not (``correct[i]``), and PRM score ``weights[i]`` >= 0):
-    ``majority`` (most frequent answer; self-consistency), ``weighted`` (answer with the
-    largest total score) and ``best_of_n`` (the single highest-scored solution). Ties go to
-    the first solution; a problem without solutions counts as wrong."""
+    """The means over problems of :func:`vote_outcomes`."""
+    return {k: float(np.mean(v)) if n_problems else 0.0
+            for k, v in vote_outcomes(group, answers, correct, weights, n_problems).items()}
+
+
+def vote_outcomes(group, answers, correct, weights, n_problems: int) -> dict:
+    """Per problem (lists of 0/1 over ``n_problems``), whether choosing among its solutions
+    gives a right answer (solution i belongs to problem ``group[i]``, has answer
+    ``answers[i]`` (None: no answer), verifies or not (``correct[i]``), and PRM score
+    ``weights[i]`` >= 0): ``majority`` (most frequent answer; self-consistency),
+    ``weighted`` (answer with the largest total score) and ``best_of_n`` (the single
+    highest-scored solution). Ties go to the first solution; a problem without solutions
+    counts as wrong."""
     rows = [[i for i, g in enumerate(group) if g == b] for b in range(n_problems)]
     width = max([len(r) for r in rows] + [1])
     ids = answer_ids([[answers[i] for i in r] for r in rows])
@@ -131,11 +143,10 @@ def vote_accuracy(group, answers, correct, weights, n_problems: int) -> dict:
     out = {}
     for name, weight in (("majority", (ids >= 0).astype(np.float32)), ("weighted", w)):
         winner = np.asarray(vote(ids, weight)[0])
-        out[name] = float(np.mean([ok[b, k] if k >= 0 else False
-                                   for b, k in enumerate(winner)])) if n_problems else 0.0
+        out[name] = [int(ok[b, k]) if k >= 0 else 0 for b, k in enumerate(winner)]
     best = np.argmax(np.where(np.arange(width) < np.asarray([len(r) for r in rows])[:, None],
                               w, -1.0), axis=-1)
-    out["best_of_n"] = float(np.mean(ok[np.arange(n_problems), best])) if n_problems else 0.0
+    out["best_of_n"] = [int(x) for x in ok[np.arange(n_problems), best]]
     return out
 
 
@@ -166,6 +177,7 @@ def monte_carlo_labels(env: RecipeEnv, policy, label: dict, name: str, cfg: Conf
         labels = process_labels.omegaprm_labels(n_steps, label["correct"], oracle,
                                                 cfg.rollouts.n)
     return {"hard": labels.hard, "soft": labels.soft, "rollouts": sum(labels.rollouts),
+            "rollouts_each": labels.rollouts,
             "rollouts_per_label": labels.rollouts_per_label, "rounds": labels.rounds,
             "tokens_generated": sum(spent),
             "agreement": process_labels.agreement(labels.hard, label["exact"])
@@ -196,23 +208,12 @@ class PRMTrainer:
                                               cfg.prm, seed=cfg.seed, step=self.step)
         scores = common.head_values(env, params, self.examples, "value", cfg.prm.seq_len,
                                     "sigmoid", cfg.prm.batch_size)
-        votes = vote_accuracy(self.held["group"], self.held["answer"], self.held["correct"],
+        votes = vote_outcomes(self.held["group"], self.held["answer"], self.held["correct"],
                               [solution_score(s) for s in scores], len(env.eval))
-        return {"step_accuracy": step_accuracy(scores, self.held["exact"])
-                if env.task.exact_steps else float("nan"), **votes,
+        hits = [int((x > 0.5) == bool(e)) for ss, es in zip(scores, self.held["exact"])
+                for x, e in zip(ss, es)] if env.task.exact_steps else []
+        return {"step_hits": hits, "votes": votes,
                 "final_loss": float(metrics.get("loss", float("nan")))}
-
-
-def result_row(name: str, lab: Optional[dict], prm: dict, label: dict, exact: bool) -> dict:
-    """One row of the results table: a label set (``lab`` None: the exact labels)."""
-    r = {"labels": name, "rollouts": lab["rollouts"] if lab else 0,
-         "rollouts per label": lab["rollouts_per_label"] if lab else 0.0,
-         "positive fraction": _positive(lab["hard"] if lab else label["exact"])}
-    if exact:
-        r.update({"agreement with exact": lab["agreement"] if lab else 1.0,
-                  "PRM step accuracy": prm["step_accuracy"]})
-    return {**r, "majority vote": prm["majority"], "PRM-weighted vote": prm["weighted"],
-            "best-of-N by PRM": prm["best_of_n"]}
 
 
 def run(cfg: Config, run_dir) -> Result:
@@ -241,21 +242,118 @@ def run(cfg: Config, run_dir) -> Result:
     held_examples = step_examples(env, held, held["exact"] if exact else
                                   [[0.0] * len(s) for s in held["steps"]])
     trainer = PRMTrainer(env, policy, label, held, held_examples, cfg)
-    sets = [(name, labels[name], labels[name][cfg.targets]) for name in LABELERS]
+    sets = [(name, labels[name][cfg.targets]) for name in LABELERS]
     if exact:
-        sets.append(("exact (ceiling)", None, label["exact"]))
-    rows = []
-    for name, lab, targets in sets:
-        phase = f"prm-{name.split(' ')[0]}"
-        prm = run_phase(run, phase, lambda: trainer(targets))
-        log_metrics(run, {"phase": phase, **prm})
-        rows.append(result_row(name, lab, prm, label, exact))
-    return _report(Path(run_dir), cfg, rows, label, held, labelers_agree, exact)
+        sets.append(("exact", label["exact"]))
+    prms = {}
+    for name, targets in sets:
+        prms[name] = run_phase(run, f"prm-{name}", lambda: trainer(targets))
+        log_metrics(run, {"phase": f"prm-{name}", "final_loss": prms[name]["final_loss"],
+                          **{k: float(np.mean(v)) for k, v in prms[name]["votes"].items()}})
+    outcomes = {"label": {k: label[k] for k in ("steps", "correct", "exact")},
+                "held": {k: held[k] for k in ("group", "correct", "exact")},
+                "labels": {n: {k: labels[n][k] for k in ("hard", "rollouts_each", "rounds")}
+                           for n in LABELERS}, "prms": prms, "labelers_agree": labelers_agree,
+                "eval_problems": len(env.eval)}
+    write_outcomes(Path(run_dir), outcomes)
+    return report(run_dir, cfg, [outcomes])
 
 
 def _positive(labels) -> float:
     flat = [float(x) for ls in labels for x in ls]
     return float(np.mean(flat)) if flat else float("nan")
+
+
+def _per_label(o: dict, name: str) -> np.ndarray:
+    """Rollouts per label of each labelled solution of one seed."""
+    steps = [len(s) for s in o["label"]["steps"]]
+    return np.asarray(o["labels"][name]["rollouts_each"], float) / np.maximum(steps, 1)
+
+
+def _agreement(o: dict, name: str) -> np.ndarray:
+    """Per labelled step: the labeler's hard label equals the exact one."""
+    return np.asarray([float((h >= 0.5) == bool(e)) for hs, es in
+                       zip(o["labels"][name]["hard"], o["label"]["exact"])
+                       for h, e in zip(hs, es)])
+
+
+def _baseline_hits(o: dict) -> np.ndarray:
+    """Per held-out step: always predicting the majority exact label is right."""
+    flat = [bool(e) for es in o["held"]["exact"] for e in es]
+    majority = np.mean(flat) >= 0.5
+    return np.asarray([float(e == majority) for e in flat])
+
+
+def effects(outcomes: Sequence[dict], cfg: Config) -> list[stats.Effect]:
+    """Rollouts per label (OmegaPRM below Math-Shepherd), label agreement with the exact
+    labels (> 0.8) and PRM step accuracy over the majority-class baseline (exact tasks),
+    and the PRM-weighted vote over majority vote, each pooled over the seeds."""
+    exact = outcomes[0]["label"]["exact"] is not None
+    found = [stats.paired_effect(
+        "OmegaPRM spends fewer rollouts per label than Math-Shepherd",
+        [_per_label(o, "math_shepherd") for o in outcomes],
+        [_per_label(o, "omegaprm") for o in outcomes],
+        detail="per labelled solution: Math-Shepherd minus OmegaPRM rollouts per step")]
+    for n in LABELERS if exact else ():
+        found.append(stats.effect(f"{n} labels agree with the exact step labels",
+                                  [_agreement(o, n) for o in outcomes], threshold=0.8,
+                                  detail="per labelled step"))
+    for n in LABELERS if exact else ():
+        found.append(stats.paired_effect(
+            f"PRM on {n} labels beats the majority-class baseline",
+            [np.asarray(o["prms"][n]["step_hits"], float) for o in outcomes],
+            [_baseline_hits(o) for o in outcomes],
+            detail="per held-out step: PRM right minus always-majority right"))
+    for n in LABELERS:
+        found.append(stats.paired_effect(
+            f"PRM on {n} labels: weighted vote beats majority vote",
+            [np.asarray(o["prms"][n]["votes"]["weighted"], float) for o in outcomes],
+            [np.asarray(o["prms"][n]["votes"]["majority"], float) for o in outcomes],
+            detail=f"paired on the eval problems ({cfg.samples.n} samples each)"))
+    return found
+
+
+def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
+    """report.md and plots from one outcome dict per seed."""
+    run_dir = Path(run_dir)
+    exact = outcomes[0]["label"]["exact"] is not None
+    names = list(LABELERS) + (["exact"] if exact else [])
+    mean = lambda f: float(np.mean([f(o) for o in outcomes]))
+    rows = []
+    for n in names:
+        lab = n != "exact"
+        row = {"labels": "exact (ceiling)" if not lab else n,
+               "rollouts": mean(lambda o: sum(o["labels"][n]["rollouts_each"])) if lab else 0,
+               "rollouts per label": mean(lambda o: np.mean(_per_label(o, n))) if lab else 0.0,
+               "positive fraction": mean(lambda o: _positive(
+                   o["labels"][n]["hard"] if lab else o["label"]["exact"]))}
+        if exact:
+            row["agreement with exact"] = mean(lambda o: np.mean(_agreement(o, n))) \
+                if lab else 1.0
+            row["PRM step accuracy"] = mean(lambda o: np.mean(o["prms"][n]["step_hits"]))
+        for key, label in (("majority", "majority vote"), ("weighted", "PRM-weighted vote"),
+                           ("best_of_n", "best-of-N by PRM")):
+            row[label] = mean(lambda o: np.mean(o["prms"][n]["votes"][key]))
+        rows.append(row)
+    found = effects(outcomes, cfg)
+    plots = _plots(run_dir, cfg, rows, exact)
+    o = outcomes[0]
+    note = (f"{len(o['label']['steps'])} labelled solutions and {len(o['held']['group'])} "
+            f"held-out solutions ({cfg.samples.n} per eval problem) a seed, "
+            f"{len(outcomes)} seed(s) (means over the seeds); k = {cfg.rollouts.n} rollouts "
+            f"per probe; PRM targets: {cfg.targets}; Math-Shepherd and OmegaPRM hard labels "
+            f"agree on {mean(lambda o: o['labelers_agree']):.3f} of steps"
+            + ("" if exact else "; the task has no exact step checker, so agreement with "
+               "exact labels and PRM step accuracy are not measured"))
+    path = write_report(run_dir / "report.md", "Monte Carlo process labels and PRMs", [
+        ("Results", markdown_table(rows) + "\n\n" + note),
+        ("Effect checks", markdown_table([e.row() for e in found])),
+        ("Plots", "\n\n".join(f"![{t}]({f})" for f, t in plots))])
+    headline = (f"rollouts per label {rows[0]['rollouts per label']:.2f} (Math-Shepherd) vs "
+                f"{rows[1]['rollouts per label']:.2f} (OmegaPRM); PRM vote "
+                f"{rows[0]['PRM-weighted vote']:.3f} / {rows[1]['PRM-weighted vote']:.3f} vs "
+                f"majority {rows[0]['majority vote']:.3f}; {o['eval_problems']} problems")
+    return Result(rows=rows, effects=found, report=path, headline=headline)
 
 
 def _plots(run_dir: Path, cfg: Config, rows: list, exact: bool) -> list[tuple[str, str]]:
@@ -283,55 +381,3 @@ def _plots(run_dir: Path, cfg: Config, rows: list, exact: bool) -> list[tuple[st
         plots += [("agreement_vs_rollouts.png", "agreement vs rollouts"),
                   ("prm_accuracy.png", "PRM accuracy")]
     return plots
-
-
-def _report(run_dir: Path, cfg: Config, rows, label, held, labelers_agree: float,
-            exact: bool) -> Result:
-    ms, om = rows[0], rows[1]
-    n_eval = len(set(held["group"]))
-    checks, lines = {}, [
-        f"- label set: {len(label['steps'])} policy solutions "
-        f"({np.mean(label['correct']):.2f} correct), {sum(map(len, label['steps']))} steps; "
-        f"held out: {len(held['steps'])} solutions ({cfg.samples.n} per eval problem, "
-        f"{np.mean(held['correct']):.2f} correct), {sum(map(len, held['steps']))} steps; "
-        f"k = {cfg.rollouts.n} rollouts per probe; PRM targets: {cfg.targets}; "
-        f"Math-Shepherd and OmegaPRM hard labels agree on {labelers_agree:.3f} of steps"
-        + ("" if exact else "; the task has no exact step checker, so agreement with exact "
-           "labels and PRM step accuracy are not measured")]
-    cheaper = om["rollouts per label"] < ms["rollouts per label"]
-    checks["OmegaPRM spends fewer rollouts per label than Math-Shepherd"] = cheaper
-    lines.append(f"- OmegaPRM's binary search needs fewer rollouts per label than per-prefix "
-                 f"rollouts (paper: O(log n) rollout batches per solution): "
-                 f"{om['rollouts per label']:.2f} vs {ms['rollouts per label']:.2f}; held: "
-                 f"{'yes' if cheaper else 'no'}")
-    if exact:
-        base = _positive(held["exact"])
-        baseline = max(base, 1 - base)
-        for row in (ms, om):
-            ok = row["agreement with exact"] >= 0.8
-            checks[f"{row['labels']} labels agree with the exact step labels"] = ok
-            lines.append(f"- {row['labels']} hard labels equal the exact step labels on "
-                         f"{row['agreement with exact']:.3f} of steps; held (>= 0.8): "
-                         f"{'yes' if ok else 'no'}")
-        for row in (ms, om):
-            ok = row["PRM step accuracy"] > baseline
-            checks[f"PRM on {row['labels']} labels beats the majority-class baseline"] = ok
-            lines.append(f"- PRM trained on {row['labels']} labels: held-out step accuracy "
-                         f"{row['PRM step accuracy']:.3f} vs {baseline:.3f} for always "
-                         f"predicting the majority label (exact-label PRM: "
-                         f"{rows[2]['PRM step accuracy']:.3f}); held: {'yes' if ok else 'no'}")
-    for row in (ms, om):
-        ok = row["PRM-weighted vote"] > row["majority vote"]
-        checks[f"PRM on {row['labels']} labels: weighted vote beats majority vote"] = ok
-        lines.append(f"- PRM-weighted vote beats majority vote (Math-Shepherd: verification "
-                     f"with the PRM beats self-consistency on GSM8K and MATH): PRM on "
-                     f"{row['labels']} labels, final-answer accuracy on {n_eval} eval "
-                     f"problems {row['PRM-weighted vote']:.3f} vs {row['majority vote']:.3f} "
-                     f"(best-of-N by PRM: {row['best-of-N by PRM']:.3f}); held: "
-                     f"{'yes' if ok else 'no'}")
-    plots = _plots(run_dir, cfg, rows, exact)
-    report = write_report(run_dir / "report.md", "Monte Carlo process labels and PRMs", [
-        ("Results", markdown_table(rows)),
-        ("Effect checks", "\n".join(lines)),
-        ("Plots", "\n\n".join(f"![{t}]({f})" for f, t in plots))])
-    return Result(rows=rows, checks=checks, report=report)

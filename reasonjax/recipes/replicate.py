@@ -1,4 +1,5 @@
-"""``reasonjax replicate <recipe> [--preset tiny|paper] [key=value ...]``.
+"""``reasonjax replicate <recipe> [--preset tiny|paper] [--seeds 0,1,2] [key=value ...]``
+and ``reasonjax report RUN_DIR...``.
 
 Every recipe is a module ``reasonjax.recipes.<name>`` with a ``Config`` dataclass and
 ``run(config, run_dir) -> Result``. Presets are YAML files
@@ -7,17 +8,34 @@ keys, YAML values: ``task.difficulty=hard``, ``warmup.steps=200``). The run dire
 (default ``runs/<name>-<preset>``) receives the resolved config, metrics, phase results,
 ``report.md`` and plots; rerunning with the same directory resumes from the last
 completed phase.
+
+With ``seeds`` the recipe runs once per seed (``seed=<s>`` on top of the overrides),
+sequentially, each in its own resumable sub-run ``<run_dir>/seed-<s>``; the run directory's
+``report.md`` then pools them: per-seed figures, pooled figures with 95% intervals
+(bootstrap over seeds and problems) and every effect's verdict. ``run.json`` records the
+recipe, preset, seeds, each seed's wall time and the machine, so :func:`report` can
+regenerate every table from the run directories alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import json
+import os
+import platform
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from reasonjax.config import ConfigError, load_yaml
-from reasonjax.recipes.rundir import Result
+import yaml
+
+from reasonjax.config import ConfigError, from_dict, load_yaml
+from reasonjax.fileio import atomic_write_text
+from reasonjax.recipes.rundir import Result, completed_phases, load_outcomes, open_run
+
+RUN_FILE = "run.json"
 
 RECIPES = ("alphamath", "mcts_dpo", "step_dpo", "prm", "scaling", "coverage")
 PRESETS = ("tiny", "paper")
@@ -40,9 +58,96 @@ def load_config(name: str, preset: str = "tiny", overrides: Sequence[str] = ()) 
     return load_yaml(recipe_module(name).Config, preset_path(name, preset), overrides)
 
 
+def machine() -> str:
+    """The machine a run ran on, in words (CPU count, processor, JAX backend)."""
+    import jax
+
+    return (f"{os.cpu_count()} CPU cores ({platform.machine()}), JAX {jax.__version__} on "
+            f"{jax.default_backend()}")
+
+
+def _run_seed(name: str, preset: str, cfg, run_dir: Path) -> Result:
+    """One run of the recipe; run.json gets its wall time the first time it finishes
+    (a resumed run records the time of the call that finished it, and says so)."""
+    run_dir = Path(run_dir)
+    info_path = run_dir / RUN_FILE
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    resumed = bool(run_dir.is_dir() and completed_phases(open_run(run_dir, cfg)))
+    start = time.time()
+    result = recipe_module(name).run(cfg, run_dir)
+    if "seconds" not in info:
+        info = {"recipe": name, "preset": preset, "seeds": [cfg.seed],
+                "seconds": round(time.time() - start, 1), "resumed": resumed,
+                "machine": machine()}
+        atomic_write_text(info_path, json.dumps(info, indent=1))
+    return result
+
+
 def replicate(name: str, preset: str = "tiny", overrides: Sequence[str] = (),
-              run_dir: Optional[str | Path] = None) -> Result:
-    """Runs recipe ``name`` (see the module docstring) and returns its Result."""
+              run_dir: Optional[str | Path] = None,
+              seeds: Optional[Sequence[int]] = None) -> Result:
+    """Runs recipe ``name`` (see the module docstring) and returns its Result; with
+    ``seeds``, once per seed, and the Result pools them."""
     cfg = load_config(name, preset, overrides)
     run_dir = Path(run_dir) if run_dir is not None else Path("runs") / f"{name}-{preset}"
-    return recipe_module(name).run(cfg, run_dir)
+    if seeds is None:
+        return _run_seed(name, preset, cfg, run_dir)
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ConfigError(f"--seeds {list(seeds)}: give distinct seeds, e.g. 0,1,2")
+    for s in seeds:
+        _run_seed(name, preset, dataclasses.replace(cfg, seed=s), run_dir / f"seed-{s}")
+    atomic_write_text(run_dir / RUN_FILE, json.dumps(
+        {"recipe": name, "preset": preset, "seeds": list(seeds),
+         "runs": [f"seed-{s}" for s in seeds]}, indent=1))
+    return report(run_dir)
+
+
+@dataclasses.dataclass
+class Replication:
+    """A run directory read back: the recipe, preset, per-seed run directories and their
+    run.json records."""
+
+    path: Path
+    recipe: str
+    preset: str
+    runs: list
+    infos: list
+
+
+def read_run(run_dir: str | Path) -> Replication:
+    """The replication in ``run_dir`` (one seed, or several under ``seed-<s>``)."""
+    run_dir = Path(run_dir)
+    path = run_dir / RUN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: {run_dir} is not a finished "
+                                "`reasonjax replicate` run directory")
+    info = json.loads(path.read_text())
+    runs = [run_dir / r for r in info.get("runs", ["."])]
+    infos = [json.loads((r / RUN_FILE).read_text()) if (r / RUN_FILE).is_file() else {}
+             for r in runs]
+    return Replication(run_dir, info["recipe"], info["preset"], runs, infos)
+
+
+def report(run_dir: str | Path) -> Result:
+    """Regenerates the report of ``run_dir`` from its runs' outcomes (pooled over seeds)."""
+    rep = read_run(run_dir)
+    module = recipe_module(rep.recipe)
+    cfg = from_dict(module.Config, yaml.safe_load((rep.runs[0] / "config.yaml").read_text()))
+    return module.report(rep.path, cfg, [load_outcomes(r) for r in rep.runs])
+
+
+def readme_row(run_dir: str | Path) -> dict:
+    """The README Replications row of a run directory: recipe, the paper's claim, the
+    measured figures, every effect's verdict with its interval, seeds and time per seed."""
+    rep = read_run(run_dir)
+    result = report(run_dir)
+    seconds = [i["seconds"] for i in rep.infos if "seconds" in i]
+    checks = "; ".join(f"{e.claim}: **{e.verdict}**, {e.value}" for e in result.effects)
+    from reasonjax.eval.stats import tally
+
+    return {"recipe": f"`{rep.recipe}`", "paper's claim": recipe_module(rep.recipe).CLAIM,
+            "measured (pooled, 95% intervals)": result.headline,
+            "effect checks": f"{tally(result.effects)}: {checks}",
+            "seeds": len(rep.runs),
+            "minutes per seed": (f"{min(seconds) / 60:.1f}-{max(seconds) / 60:.1f}"
+                                 if seconds else "?")}

@@ -45,14 +45,40 @@ T = TypeVar("T")
 MODEL_FIELDS = ("params", "model_config")
 
 
+OUTCOMES = "outcomes.json"
+
+
 @dataclasses.dataclass
 class Result:
     """What a recipe returns: the headline table (rows of the report's first table), the
-    effect checks (claim -> held or not, as measured), and the report's path."""
+    effect checks (:class:`reasonjax.eval.stats.Effect`: claim, interval, verdict), the
+    report's path and a one-line ``headline`` of the measured figures (README table)."""
 
     rows: list[dict]
-    checks: dict[str, bool]
+    effects: list
     report: Path
+    headline: str = ""
+
+    @property
+    def checks(self) -> dict[str, str]:
+        """claim -> verdict (held / inconclusive / contradicted)."""
+        return {e.claim: e.verdict for e in self.effects}
+
+
+def write_outcomes(run_dir: Path, outcomes: dict) -> Path:
+    """Writes the per-problem outcomes a recipe's report and effects are computed from
+    (``outcomes.json``), so ``reasonjax report`` can recompute them and pool seeds."""
+    path = Path(run_dir) / OUTCOMES
+    atomic_write_text(path, json.dumps(outcomes))
+    return path
+
+
+def load_outcomes(run_dir: Path) -> dict:
+    path = Path(run_dir) / OUTCOMES
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the run in {run_dir} has not finished "
+                                "(rerun its `reasonjax replicate` command to resume it)")
+    return json.loads(path.read_text())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Sequence
 
 import jax
 import numpy as np
@@ -55,17 +55,20 @@ from reasonjax.config import ConfigError
 from reasonjax.data import formatting
 from reasonjax.driver import run as run_driver
 from reasonjax.driver import vote
+from reasonjax.eval import stats
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.recipes.common import (FitSpec, RecipeConfig, RecipeEnv, Trained, fit_examples,
                                       rng_for, warm_start)
-from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase
+from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase, write_outcomes
 from reasonjax.search.beam import BeamConfig, DVTSConfig
 from reasonjax.search.best_of_n import BestOfNConfig
 from reasonjax.search.particles import ParticleConfig
 from reasonjax.search.sampler import SampleConfig
 from reasonjax.train.value import value_loss
 
+CLAIM = ("compute-optimal method depends on difficulty; beam search beats best-of-N on "
+         "hard prompts at equal compute; PRM-weighted vote beats majority")
 SEARCHES = ("best-of-n", "beam", "dvts", "particles")
 METHODS = ("best-of-n", "majority", "prm-vote", "beam", "dvts", "particles")
 
@@ -283,18 +286,21 @@ def _search(run, env: RecipeEnv, params, prm, bins, cfg: Config, method: str, n:
 
 
 def summarize(searches: dict, budgets, n_bins: int):
-    """acc[bin][method][N], tokens[bin][method][N] from the search phases; bin ``n_bins``
-    is all problems (mean over equal-size bins)."""
+    """acc[bin][method][N], tok[bin][method][N] from one seed's search phases
+    ({"<search>-n<N>": phase result}); bin ``n_bins`` is all problems (mean over
+    equal-size bins)."""
     acc = {b: {m: {} for m in METHODS} for b in range(n_bins + 1)}
     tok = {b: {m: {} for m in METHODS} for b in range(n_bins + 1)}
-    for (search, n), out in searches.items():
-        for b, r in enumerate(out["bins"]):
-            for m, c in r["correct"].items():
-                acc[b][m][n] = float(np.mean(c))
-                tok[b][m][n] = float(r["tokens_per_problem"])
-        for m in out["bins"][0]["correct"]:
-            acc[n_bins][m][n] = float(np.mean([acc[b][m][n] for b in range(n_bins)]))
-            tok[n_bins][m][n] = float(np.mean([tok[b][m][n] for b in range(n_bins)]))
+    for search in SEARCHES:
+        for n in budgets:
+            out = searches[f"{search}-n{n}"]
+            for b, r in enumerate(out["bins"]):
+                for m, c in r["correct"].items():
+                    acc[b][m][n] = float(np.mean(c))
+                    tok[b][m][n] = float(r["tokens_per_problem"])
+            for m in out["bins"][0]["correct"]:
+                acc[n_bins][m][n] = float(np.mean([acc[b][m][n] for b in range(n_bins)]))
+                tok[n_bins][m][n] = float(np.mean([tok[b][m][n] for b in range(n_bins)]))
     return acc, tok
 
 
@@ -305,30 +311,66 @@ def bin_name(b: int, n_bins: int) -> str:
     return f"{b + 1}{tag}"
 
 
-def effect_checks(acc, tok, budgets, n_bins: int) -> list[dict]:
-    top = max(budgets)
-    prm, maj = acc[n_bins]["prm-vote"][top], acc[n_bins]["majority"][top]
-    hard = n_bins - 1
-    bon_tok = [tok[hard]["best-of-n"][n] for n in budgets]
-    bon_acc = [acc[hard]["best-of-n"][n] for n in budgets]
-    gains = {}
+def _correct(outcome: dict, search: str, n: int, method: str, b=None) -> np.ndarray:
+    """Per-problem correctness of answer ``method`` of ``search`` at budget n: in bin b, or
+    over every bin (concatenated)."""
+    bins = outcome["searches"][f"{search}-n{n}"]["bins"]
+    rows = [bins[b]] if b is not None else bins
+    return np.concatenate([np.asarray(r["correct"][method], float) for r in rows])
+
+
+def equal_compute_gain(outcome: dict, method: str, budgets, b: int) -> np.ndarray:
+    """Per problem of bin b: ``method``'s correctness minus best-of-N's interpolated at the
+    method's tokens (linear in log tokens between best-of-N's budgets, clamped), averaged
+    over the budgets."""
+    _, tok = summarize(outcome["searches"], budgets, len(outcome["bins"]))
+    ref_tok = [tok[b]["best-of-n"][n] for n in budgets]
+    ref = np.stack([_correct(outcome, "best-of-n", n, "best-of-n", b) for n in budgets])
+    gains = []
+    for n in budgets:
+        weights = [accuracy_at_equal_compute(tok[b][method][n], ref_tok, e)
+                   for e in np.eye(len(budgets))]
+        gains.append(_correct(outcome, method, n, method, b) - np.asarray(weights) @ ref)
+    return np.mean(gains, 0)
+
+
+def effects(outcomes: Sequence[dict], cfg: Config) -> list[stats.Effect]:
+    """PRM-weighted vote vs majority at the largest N over every problem (paired), and
+    beam search / particle filtering vs best-of-N at equal compute on the hardest bin."""
+    budgets = sorted(set(cfg.search.budgets))
+    top, hard = max(budgets), len(outcomes[0]["bins"]) - 1
+    found = [stats.paired_effect(
+        f"PRM-weighted vote above majority vote at large N (N={top}, all problems)",
+        [_correct(o, "best-of-n", top, "prm-vote") for o in outcomes],
+        [_correct(o, "best-of-n", top, "majority") for o in outcomes],
+        detail="paired on the eval problems: PRM vote minus majority")]
     for m in ("beam", "particles"):
-        gains[m] = float(np.mean([
-            acc[hard][m][n] - accuracy_at_equal_compute(tok[hard][m][n], bon_tok, bon_acc)
-            for n in budgets]))
-    winner = max(gains, key=gains.get)
-    return [
-        {"claim": f"PRM-weighted vote above majority vote at large N (N={top}, all bins)",
-         "ours": f"PRM vote {prm:.3f} vs majority {maj:.3f}", "held": prm > maj},
-        {"claim": "beam search or particle filtering above best-of-N at equal compute on the "
-                  "hardest bin (mean accuracy gain over budgets, best-of-N interpolated at "
-                  "equal tokens)",
-         "ours": ", ".join(f"{m} {g:+.3f}" for m, g in gains.items()),
-         "held": gains[winner] > 0},
-    ]
+        found.append(stats.effect(
+            f"{m} above best-of-N at equal compute on the hardest bin",
+            [equal_compute_gain(o, m, budgets, hard) for o in outcomes],
+            detail="per problem: mean over budgets of the gain over best-of-N "
+                   "interpolated at equal tokens"))
+    return found
 
 
-def _report(run_dir: Path, cfg: Config, acc, tok, budgets, n_bins: int, bin_rates):
+def _pooled(outcomes: Sequence[dict], budgets) -> tuple[dict, dict]:
+    """acc / tok of :func:`summarize` averaged over the seeds."""
+    tables = [summarize(o["searches"], budgets, len(o["bins"])) for o in outcomes]
+    mean = lambda i, b, m, n: float(np.mean([t[i][b][m][n] for t in tables]))
+    n_bins = len(outcomes[0]["bins"])
+    acc = {b: {m: {n: mean(0, b, m, n) for n in budgets} for m in METHODS}
+           for b in range(n_bins + 1)}
+    tok = {b: {m: {n: mean(1, b, m, n) for n in budgets} for m in METHODS}
+           for b in range(n_bins + 1)}
+    return acc, tok
+
+
+def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
+    """report.md and one accuracy-vs-compute plot per bin from one outcome dict per seed."""
+    run_dir = Path(run_dir)
+    budgets = sorted(set(cfg.search.budgets))
+    n_bins = len(outcomes[0]["bins"])
+    acc, tok = _pooled(outcomes, budgets)
     rows = []
     for b in range(n_bins + 1):
         for n in budgets:
@@ -336,34 +378,49 @@ def _report(run_dir: Path, cfg: Config, acc, tok, budgets, n_bins: int, bin_rate
             t = {m: tok[b][m][n] for m in METHODS}
             rows.append({"bin": bin_name(b, n_bins), "N": n, **a,
                          "compute-optimal": compute_optimal(a, t)})
-    tok_rows = [{"bin": bin_name(b, n_bins), "N": n,
-                 **{m: tok[b][m][n] for m in SEARCHES}}
+    tok_rows = [{"bin": bin_name(b, n_bins), "N": n, **{m: tok[b][m][n] for m in SEARCHES}}
                 for b in range(n_bins + 1) for n in budgets]
-    checks = effect_checks(acc, tok, budgets, n_bins)
+    found = effects(outcomes, cfg)
     plots = []
     for b in range(n_bins + 1):
         name = f"accuracy_vs_compute_bin{b + 1}.png" if b < n_bins else \
             "accuracy_vs_compute_all.png"
+        bands = {}
+        for m in METHODS:
+            search = m if m in SEARCHES else "best-of-n"
+            cis = [stats.mean_interval([_correct(o, search, n, m, None if b == n_bins else b)
+                                        for o in outcomes], resamples=500) for n in budgets]
+            bands[m] = ([c.low for c in cis], [c.high for c in cis])
         line_plot(run_dir / name,
                   {m: ([tok[b][m][n] for n in budgets], [acc[b][m][n] for n in budgets])
-                   for m in METHODS},
-                  xlabel="generated tokens per problem", ylabel="accuracy", logx=True,
-                  title=f"difficulty bin {bin_name(b, n_bins)}", ylim=(0.0, 1.0))
+                   for m in METHODS}, bands=bands,
+                  xlabel="generated tokens per problem", ylabel="accuracy (95% interval)",
+                  logx=True, title=f"difficulty bin {bin_name(b, n_bins)}", ylim=(0.0, 1.0))
         plots.append(name)
-    rates = ", ".join(f"bin {bin_name(b, n_bins)}: {r:.3f}" for b, r in enumerate(bin_rates))
+    rates = [float(np.mean([np.mean([o["pass_rates"][i] for i in o["bins"][b]])
+                            for o in outcomes])) for b in range(n_bins)]
+    rate_text = ", ".join(f"bin {bin_name(b, n_bins)}: {r:.3f}" for b, r in enumerate(rates))
+    P = len(outcomes[0]["pass_rates"])
     sections = [
         ("Accuracy per difficulty bin, method and budget N",
-         markdown_table(rows) + "\n\nBins are equal quantiles of the policy's pass rate over "
-         f"{cfg.difficulty.sample.n} samples (mean pass rate {rates}). compute-optimal: the "
-         "most accurate method at that budget (ties: fewer tokens)."),
-        ("Effect checks", markdown_table(checks, ["claim", "ours", "held"])),
+         markdown_table(rows) + f"\n\n{P} eval problems x {len(outcomes)} seed(s) (means "
+         "over the seeds). Bins are equal quantiles of the policy's pass rate over "
+         f"{cfg.difficulty.sample.n} samples (mean pass rate {rate_text}). compute-optimal: "
+         "the most accurate method at that budget (ties: fewer tokens)."),
+        ("Effect checks", markdown_table([e.row() for e in found])),
         ("Generated tokens per problem (each method's compute record)",
          markdown_table(tok_rows) + "\n\nmajority and prm-vote use the best-of-n samples."),
         ("Plots", "\n".join(f"![{p}]({p})" for p in plots)),
     ]
     path = write_report(run_dir / "report.md", "Test-time compute scaling (Snell et al.)",
                         sections)
-    return rows, checks, path
+    top = max(budgets)
+    headline = (f"N={top}, all problems: PRM vote {acc[n_bins]['prm-vote'][top]:.3f}, "
+                f"majority {acc[n_bins]['majority'][top]:.3f}, best-of-N "
+                f"{acc[n_bins]['best-of-n'][top]:.3f}, beam {acc[n_bins]['beam'][top]:.3f}; "
+                f"hardest bin at equal tokens: beam {found[1].value}, particles "
+                f"{found[2].value} over best-of-N; {P} problems")
+    return Result(rows=rows, effects=found, report=path, headline=headline)
 
 
 def run(cfg: Config, run_dir) -> Result:
@@ -376,11 +433,8 @@ def run(cfg: Config, run_dir) -> Result:
     env, params, own = warm_start(r, cfg)
     prm = _prm(r, env, params, own, cfg)
     bins, rates = _difficulty(r, env, params, cfg)
-    searches = {(m, n): _search(r, env, params, prm, bins, cfg, m, n)
+    searches = {f"{m}-n{n}": _search(r, env, params, prm, bins, cfg, m, n)
                 for n in budgets for m in SEARCHES}
-    n_bins = len(bins)
-    acc, tok = summarize(searches, budgets, n_bins)
-    bin_rates = [float(np.mean([rates[i] for i in b])) for b in bins]
-    rows, checks, path = _report(run_dir, cfg, acc, tok, budgets, n_bins, bin_rates)
-    return Result(rows=rows, checks={c["claim"]: bool(c["held"]) for c in checks},
-                  report=path)
+    outcomes = {"bins": bins, "pass_rates": rates, "searches": searches}
+    write_outcomes(run_dir, outcomes)
+    return report(run_dir, cfg, [outcomes])

@@ -25,21 +25,21 @@ on-policy (round 1 is the paper's setting).
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from reasonjax.config import ConfigError
 from reasonjax.data import formatting
 from reasonjax.driver import run as run_driver
-from reasonjax.driver.records import greedy_accuracy
+from reasonjax.driver.records import greedy_correct
+from reasonjax.eval import stats
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.recipes import common, process_labels
-from reasonjax.recipes.common import RecipeEnv, Trained
-from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase
+from reasonjax.recipes.common import RecipeEnv
+from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase, write_outcomes
 from reasonjax.search.sampler import SampleConfig
 from reasonjax.train.preference import PreferenceConfig, preference_loss
 from reasonjax.train.state import OptimConfig
@@ -61,9 +61,14 @@ class Config(common.RecipeConfig):
     preference: PreferenceConfig = PreferenceConfig(beta=0.1)
 
 
+CLAIM = "Step-DPO on pairs at the first wrong step raises accuracy (~+3% on MATH)"
+
+
 @dataclasses.dataclass(frozen=True)
 class PairsRound:
-    """A round's step pairs and what it took to find them."""
+    """A round's step pairs and what it took to find them: ``exact`` per pair (chosen step
+    exactly right, rejected exactly wrong; exact tasks only), ``agreement`` per located
+    solution (the located first error is the exact one; Monte Carlo on exact tasks)."""
 
     pairs: list
     samples: int
@@ -71,8 +76,18 @@ class PairsRound:
     wrong: int
     located: int
     locate_rollouts: int
-    locate_agreement: float
-    pair_precision: float
+    exact: list
+    agreement: list
+
+
+@dataclasses.dataclass(frozen=True)
+class Round:
+    """A trained round: params, and each eval problem's greedy correctness."""
+
+    params: Any
+    model_config: Any
+    correct: list
+    reward_accuracy: float
 
 
 LOCATES = ("exact", "monte_carlo")
@@ -111,9 +126,9 @@ def step_pairs(env: RecipeEnv, problems, steps, errors, corrections) -> list[dic
     return pairs
 
 
-def pair_precision(env: RecipeEnv, pairs) -> float:
-    """Fraction of pairs whose chosen step is exactly correct and rejected step exactly
-    wrong after the shared prefix (the task's step check)."""
+def pair_exactness(env: RecipeEnv, pairs) -> list[bool]:
+    """Per pair: its chosen step is exactly correct and its rejected step exactly wrong
+    after the shared prefix (the task's step check)."""
     from reasonjax.data.task import Problem
 
     good = []
@@ -121,7 +136,13 @@ def pair_precision(env: RecipeEnv, pairs) -> float:
         problem = Problem.from_json(p["problem"])
         c = env.task.check_steps(problem, p["prefix"] + [p["chosen"]]).correct[-1]
         r = env.task.check_steps(problem, p["prefix"] + [p["rejected"]]).correct[-1]
-        good.append(c and not r)
+        good.append(bool(c and not r))
+    return good
+
+
+def pair_precision(env: RecipeEnv, pairs) -> float:
+    """Fraction of :func:`pair_exactness` (NaN without pairs)."""
+    good = pair_exactness(env, pairs)
     return float(np.mean(good)) if good else float("nan")
 
 
@@ -149,15 +170,26 @@ def collect_pairs(env: RecipeEnv, params, own, cfg: Config, r: int) -> PairsRoun
     fixes = process_labels.rollouts_from_prefixes(
         env, params, prefixes, common.rng_for(cfg.seed, f"fix-{r}"), cfg.corrections)
     pairs = step_pairs(env, problems, steps, errors, fixes)
-    nan = float("nan")
     return PairsRound(
         pairs=pairs, samples=len(own) * cfg.sampling.n,
         sample_accuracy=float(np.mean([c.correct for rec in records for c in rec.candidates])),
         wrong=len(wrong), located=sum(e is not None for e in errors),
         locate_rollouts=sum(n for _, n in located),
-        locate_agreement=float(np.mean([a == b for a, b in zip(errors, truth)]))
-        if errors and exact else nan,
-        pair_precision=pair_precision(env, pairs) if exact else nan)
+        exact=pair_exactness(env, pairs) if exact else [],
+        agreement=[a == b for a, b in zip(errors, truth)]
+        if exact and cfg.locate == "monte_carlo" else [])
+
+
+def train_round(env: RecipeEnv, params, ref, data: PairsRound, cfg: Config, r: int) -> Round:
+    """Step-level DPO on a round's pairs against the warm-up reference, then greedy
+    correctness on the eval problems."""
+    loss = preference_loss(env.model_config, cfg.preference)
+    new, metrics = common.fit_examples(env, params, loss, encode_pairs(env, data.pairs),
+                                       cfg.dpo, seed=cfg.seed + r, ref_params=ref)
+    return Round(new, env.model_config,
+                 greedy_correct(env, new, env.eval, cfg.sampling.max_new_tokens,
+                                cfg.batch_size),
+                 float(metrics.get("reward_accuracy", float("nan"))))
 
 
 def run(cfg: Config, run_dir) -> Result:
@@ -168,81 +200,91 @@ def run(cfg: Config, run_dir) -> Result:
     if cfg.locate == "exact" and not env.task.exact_steps:
         raise ConfigError(f"locate=exact: task {env.task.name!r} has no exact step checker; "
                           "set locate=monte_carlo")
-    budget = cfg.sampling.max_new_tokens
     env, ref, own = common.warm_start(run, cfg, env)
-    acc0 = run_phase(run, "eval-0", lambda: {
-        "accuracy": greedy_accuracy(env, ref, env.eval, budget, cfg.batch_size)})["accuracy"]
-    log_metrics(run, {"phase": "eval-0", "accuracy": acc0})
-    rows = [{"stage": "warm-up", "greedy accuracy": acc0, "samples": 0,
-             "sample accuracy": float("nan"), "wrong": 0, "errors located": 0,
-             "rollouts to locate": 0, "pairs": 0, "pair precision": float("nan"),
-             "locate agreement": float("nan")}]
-    params = ref
+    start = run_phase(run, "eval-0", lambda: {"correct": greedy_correct(
+        env, ref, env.eval, cfg.sampling.max_new_tokens, cfg.batch_size)})
+    log_metrics(run, {"phase": "eval-0", "accuracy": float(np.mean(start["correct"]))})
+    correct, rounds, params = [start["correct"]], [], ref
     for r in range(1, cfg.rounds + 1):
         data = run_phase(run, f"pairs-{r}", lambda: collect_pairs(env, params, own, cfg, r),
                          PairsRound)
-        log_metrics(run, {"phase": f"pairs-{r}", **{
-            k: v for k, v in dataclasses.asdict(data).items() if k != "pairs"},
-            "pairs": len(data.pairs)})
-        trained = run_phase(run, f"train-{r}", lambda: train_round(env, params, ref, data, cfg,
-                                                                   r),
-                            Trained, mesh=env.mesh) if data.pairs else \
-            Trained(params, env.model_config, {"accuracy": rows[-1]["greedy accuracy"]})
-        params = trained.params
-        log_metrics(run, {"phase": f"train-{r}", "accuracy": trained.metrics["accuracy"]})
-        rows.append({"stage": f"round {r}", "greedy accuracy": trained.metrics["accuracy"],
-                     "samples": data.samples, "sample accuracy": data.sample_accuracy,
-                     "wrong": data.wrong, "errors located": data.located,
-                     "rollouts to locate": data.locate_rollouts, "pairs": len(data.pairs),
-                     "pair precision": data.pair_precision,
-                     "locate agreement": data.locate_agreement})
-    return _report(Path(run_dir), cfg, rows)
+        log_metrics(run, {"phase": f"pairs-{r}", "pairs": len(data.pairs),
+                          "samples": data.samples, "sample_accuracy": data.sample_accuracy,
+                          "wrong": data.wrong, "located": data.located})
+        if data.pairs:
+            done = run_phase(run, f"train-{r}", lambda: train_round(env, params, ref, data,
+                                                                     cfg, r), Round,
+                             mesh=env.mesh)
+            params = done.params
+            correct.append(done.correct)
+        else:
+            correct.append(correct[-1])
+        log_metrics(run, {"phase": f"train-{r}", "accuracy": float(np.mean(correct[-1]))})
+        rounds.append({k: v for k, v in dataclasses.asdict(data).items() if k != "pairs"}
+                      | {"pairs": len(data.pairs)})
+    outcomes = {"correct": correct, "rounds": rounds}
+    write_outcomes(Path(run_dir), outcomes)
+    return report(run_dir, cfg, [outcomes])
 
 
-def train_round(env: RecipeEnv, params, ref, data: PairsRound, cfg: Config, r: int) -> Trained:
-    """Step-level DPO on a round's pairs against the warm-up reference, then greedy
-    accuracy on the eval problems."""
-    loss = preference_loss(env.model_config, cfg.preference)
-    new, metrics = common.fit_examples(env, params, loss, encode_pairs(env, data.pairs),
-                                       cfg.dpo, seed=cfg.seed + r, ref_params=ref)
-    accuracy = greedy_accuracy(env, new, env.eval, cfg.sampling.max_new_tokens,
-                               cfg.batch_size)
-    return Trained(new, env.model_config, {
-        "accuracy": accuracy,
-        "reward_accuracy": float(metrics.get("reward_accuracy", float("nan")))})
+def _mean(xs) -> float:
+    return float(np.mean(xs)) if len(xs) else float("nan")
 
 
-def _report(run_dir: Path, cfg: Config, rows) -> Result:
-    gain = rows[-1]["greedy accuracy"] - rows[0]["greedy accuracy"]
-    checks = {"Step-DPO raises greedy accuracy over the warm-up model": gain > 0}
-    lines = [f"- Step-DPO raises greedy accuracy (paper: nearly +3% on MATH at >70B): "
-             f"{rows[0]['greedy accuracy']:.3f} -> {rows[-1]['greedy accuracy']:.3f} "
-             f"({gain:+.3f}) on {cfg.task.eval_size} eval problems; held: "
-             f"{'yes' if gain > 0 else 'no'}"]
-    total_pairs = sum(r["pairs"] for r in rows)
-    precision = [r["pair precision"] for r in rows[1:]
-                 if r["pairs"] and not math.isnan(r["pair precision"])]
-    if precision:
-        ok = min(precision) >= 0.8
-        checks["step pairs are exact (chosen step correct, rejected step wrong)"] = ok
-        lines.append(f"- {total_pairs} pairs; fraction with an exactly correct chosen step "
-                     f"and exactly wrong rejected step: "
-                     + ", ".join(f"{p:.2f}" for p in precision) + f"; held (>= 0.8): "
-                     f"{'yes' if ok else 'no'}")
-    if cfg.locate == "monte_carlo" and not math.isnan(rows[-1]["locate agreement"]):
-        agree = [r["locate agreement"] for r in rows[1:]]
-        ok = min(agree) >= 0.8
-        checks["Monte Carlo first errors match the exact ones"] = ok
-        lines.append("- first errors located by Monte Carlo binary search equal the exact "
-                     "first error: " + ", ".join(f"{a:.2f}" for a in agree)
-                     + f"; held (>= 0.8): {'yes' if ok else 'no'}")
-    xs = list(range(len(rows)))
+def effects(outcomes: Sequence[dict], cfg: Config) -> list[stats.Effect]:
+    """Greedy accuracy after the last round vs the warm-up model on the same problems,
+    pair exactness and (Monte Carlo) first-error agreement against 0.8."""
+    found = [stats.paired_effect(
+        "Step-DPO raises greedy accuracy over the warm-up model",
+        [np.asarray(o["correct"][-1], float) for o in outcomes],
+        [np.asarray(o["correct"][0], float) for o in outcomes],
+        detail="paired on the eval problems: last round minus warm-up")]
+    exact = [np.asarray([x for r in o["rounds"] for x in r["exact"]], float) for o in outcomes]
+    if all(len(x) for x in exact):
+        found.append(stats.effect(
+            "step pairs are exact (chosen step correct, rejected step wrong)", exact,
+            threshold=0.8, detail=f"{sum(map(len, exact))} pairs over the seeds"))
+    agree = [np.asarray([x for r in o["rounds"] for x in r["agreement"]], float)
+             for o in outcomes]
+    if all(len(x) for x in agree):
+        found.append(stats.effect("Monte Carlo first errors match the exact ones", agree,
+                                  threshold=0.8, detail="per located wrong solution"))
+    return found
+
+
+def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
+    """report.md and the per-round plot from one outcome dict per seed."""
+    run_dir = Path(run_dir)
+    R = len(outcomes[0]["correct"])
+    acc = [stats.mean_interval([np.asarray(o["correct"][r], float) for o in outcomes])
+           for r in range(R)]
+    rows = []
+    for r in range(R):
+        row = {"stage": "warm-up" if r == 0 else f"round {r}",
+               "greedy accuracy": acc[r].estimate, "95% interval": f"[{acc[r].low:.3f}, "
+                                                                   f"{acc[r].high:.3f}]"}
+        for key, label in (("samples", "samples"), ("sample_accuracy", "sample accuracy"),
+                           ("wrong", "wrong"), ("located", "errors located"),
+                           ("locate_rollouts", "rollouts to locate"), ("pairs", "pairs")):
+            row[label] = _mean([o["rounds"][r - 1][key] for o in outcomes]) if r else 0
+        row["pair precision"] = _mean([x for o in outcomes for x in
+                                       (o["rounds"][r - 1]["exact"] if r else [])])
+        rows.append(row)
+    found = effects(outcomes, cfg)
+    xs = list(range(R))
     line_plot(run_dir / "accuracy_vs_round.png",
-              {"greedy": (xs, [r["greedy accuracy"] for r in rows])},
-              xlabel="round (0 = warm-up)", ylabel="greedy accuracy",
+              {"greedy": (xs, [a.estimate for a in acc])},
+              bands={"greedy": ([a.low for a in acc], [a.high for a in acc])},
+              xlabel="round (0 = warm-up)", ylabel="greedy accuracy (95% interval)",
               title="Step-DPO: greedy accuracy per round", ylim=(0, 1))
-    report = write_report(run_dir / "report.md", "Step-DPO", [
-        ("Results", markdown_table(rows)),
-        ("Effect checks", "\n".join(lines)),
+    P = len(outcomes[0]["correct"][0])
+    path = write_report(run_dir / "report.md", "Step-DPO", [
+        ("Results", markdown_table(rows) + f"\n\n{P} eval problems x {len(outcomes)} "
+         "seed(s); per-round counts are means over the seeds; intervals: bootstrap over "
+         "seeds and problems."),
+        ("Effect checks", markdown_table([e.row() for e in found])),
         ("Plots", "![accuracy vs round](accuracy_vs_round.png)")])
-    return Result(rows=rows, checks=checks, report=report)
+    gain = found[0].value
+    headline = (f"greedy {acc[0].estimate:.3f} -> {acc[-1].estimate:.3f}, difference "
+                f"{gain}; {rows[-1]['pairs']:.0f} pairs a seed; {P} problems")
+    return Result(rows=rows, effects=found, report=path, headline=headline)

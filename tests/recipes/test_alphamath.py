@@ -30,12 +30,15 @@ def test_alphamath_micro_run_writes_the_report(tmp_path):
     # Greedy decodes one sequence; the searches sample several per problem.
     greedy, vote = result.rows[0]["tokens / problem"], result.rows[1]["tokens / problem"]
     assert greedy <= STEPS * STEP_TOKENS and vote > greedy
-    assert list(result.checks) == ["value-guided step beam search beats greedy at equal model"]
+    assert list(result.checks) == ["value-guided step beam search beats greedy at equal model",
+                                   "MCTS with the value head beats greedy at equal model",
+                                   "joint training raises greedy accuracy (round 1 vs round 0)"]
     text = result.report.read_text()
     for heading in ("Final model: accuracy by inference method", "Effect checks",
                     "Per round (round 0 = after warm-up)"):
         assert f"## {heading}" in text
-    assert text.index("| method | accuracy | tokens / problem |") < text.index("Effect checks")
+    assert text.index("| method | accuracy | 95% interval | tokens / problem |") < \
+        text.index("Effect checks")
     for png in ("accuracy_vs_round.png", "accuracy_vs_compute.png"):
         assert (tmp_path / png).stat().st_size > 0
     phases = sorted(p.name for p in (tmp_path / "phases").iterdir())

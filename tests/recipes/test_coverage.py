@@ -38,19 +38,38 @@ def test_analyse_matches_the_estimator_and_checks():
     answers = [["right" if c else f"wrong{i % 3}" for i, c in enumerate(row)]
                for row in correct]
     cfg = load_config("coverage", "tiny", ["verifier.fpr=0.2"])
-    a = coverage.analyse(correct, answers, correct, cfg)
+    samples = {"correct": correct.tolist(), "answers": answers,
+               "answer_correct": correct.tolist()}
+    tables = [coverage.problem_table(samples, cfg)]
+    a = coverage.analyse(tables, cfg)
     assert a["ks"] == [1, 2, 4, 8, 16]
     want = [np.mean([pass_at_k(16, int(c), k) for c in correct.sum(1)]) for k in a["ks"]]
-    np.testing.assert_allclose(a["coverage"], want)
-    assert a["coverage"][0] == pytest.approx(correct.mean())
-    assert all(0.0 <= m <= c + 1e-9 for m, c in zip(a["majority"], a["coverage"]))
+    np.testing.assert_allclose(a["passk"], want)
+    assert a["passk"][0] == pytest.approx(correct.mean())
+    assert all(lo <= c <= hi for c, lo, hi in zip(a["passk"], a["passk_low"],
+                                                   a["passk_high"]))
+    assert all(0.0 <= m <= c + 1e-9 for m, c in zip(a["majority"], a["passk"]))
     assert a["verifier"][0] == pytest.approx(correct.mean())  # k=1 with tpr 1: pass@1
-    assert a["fit"]["a"] < 0 and a["fit"]["r2"] > 0.9
-    checks = coverage.effect_checks(a, cfg)
-    assert [c["held"] for c in checks][2:] == [True, True]
-    saturated = coverage.analyse(np.ones((3, 4), bool), [["x"] * 4] * 3, np.ones((3, 4)), cfg)
-    assert saturated["fit"] is None and all(math.isnan(f) for f in saturated["fitted"])
-    assert not coverage.effect_checks(saturated, cfg)[1]["held"]
+    a_fit, a_low, a_high = a["fit"]["a"]
+    assert a_low <= a_fit <= a_high < 0 and a["fit"]["r2"][0] > 0.9
+    found = coverage.effects(tables, cfg)
+    assert [e.verdict == "held" for e in found][2:] == [True, True]
+    saturated = {"correct": np.ones((3, 4), bool).tolist(), "answers": [["x"] * 4] * 3,
+                 "answer_correct": np.ones((3, 4), bool).tolist()}
+    sat = [coverage.problem_table(saturated, cfg)]
+    assert coverage.analyse(sat, cfg)["fit"] is None
+    assert all(math.isnan(f) for f in coverage.analyse(sat, cfg)["fitted"])
+    assert coverage.effects(sat, cfg)[1].verdict != "held"
+
+
+def test_no_effect_is_never_held():
+    """Synthetic outcomes with nothing to find: every sample wrong (coverage flat at 0, no
+    fit, majority = coverage = verifier): no check comes out held."""
+    cfg = load_config("coverage", "tiny")
+    flat = {"correct": np.zeros((64, 8), bool).tolist(), "answers": [["1"] * 8] * 64,
+            "answer_correct": np.zeros((64, 8), bool).tolist()}
+    tables = [coverage.problem_table(flat, cfg) for _ in range(3)]
+    assert all(e.verdict != "held" for e in coverage.effects(tables, cfg))
 
 
 def test_micro_run_writes_report_and_plot(tmp_path):
@@ -60,12 +79,13 @@ def test_micro_run_writes_report_and_plot(tmp_path):
         "sampling.max_new_tokens=8", "vote_trials=2"], tmp_path)
     assert [r["k"] for r in res.rows] == [1, 2, 4]
     for row in res.rows:
-        assert list(row) == ["k", "coverage", "power-law fit", "majority vote",
-                             "verifier (fpr 0.1)"]
+        assert list(row) == ["k", "coverage", "coverage 95%", "power-law fit",
+                             "majority vote", "verifier (fpr 0.1)"]
         assert all(0.0 <= row[c] <= 1.0 for c in ("coverage", "majority vote",
                                                   "verifier (fpr 0.1)"))
     assert len(res.checks) == 4
     text = res.report.read_text()
     assert text.index("| k | coverage |") < text.index("## Effect checks")
+    assert all(v in ("held", "inconclusive", "contradicted") for v in res.checks.values())
     assert (tmp_path / "coverage.png").stat().st_size > 0
     assert (tmp_path / "phases" / "samples" / "result.json").is_file()

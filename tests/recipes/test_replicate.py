@@ -183,3 +183,30 @@ def test_paper_coverage_runs_on_a_local_checkpoint_and_file(tmp_path, local_pape
     assert [r["k"] for r in res.rows] == [1, 2, 4]
     assert all(0.0 <= r["coverage"] <= 1.0 for r in res.rows)
     assert (tmp_path / "report.md").is_file() and (tmp_path / "coverage.png").is_file()
+
+
+def test_seeds_run_apart_pool_in_one_report_and_random_weights_hold_nothing(tmp_path):
+    """`--seeds 0,1` runs two resumable sub-runs and pools them; on an untrained (random
+    weight) policy no coverage claim comes out held; `reasonjax report` regenerates the
+    same verdicts and the README row from the run directories alone."""
+    from reasonjax.cli import main
+    from reasonjax.recipes.replicate import read_run, readme_row, report
+
+    overrides = MICRO + ["warmup.steps=0", "task.eval_size=6", "sampling.n=4"]
+    res = replicate("coverage", "tiny", overrides, tmp_path, seeds=[0, 1])
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["seed-0", "seed-1"]
+    for s in (0, 1):
+        info = json.loads((tmp_path / f"seed-{s}" / "run.json").read_text())
+        assert info["seeds"] == [s] and info["seconds"] > 0 and "CPU cores" in info["machine"]
+        assert (tmp_path / f"seed-{s}" / "outcomes.json").is_file()
+    assert all(e.seeds == 2 and e.problems == 6 for e in res.effects)
+    assert all(v != "held" for v in res.checks.values()), res.checks
+    again = report(tmp_path)
+    assert json.dumps([e.to_json() for e in again.effects]) == \
+        json.dumps([e.to_json() for e in res.effects])  # NaN-safe equality
+    assert read_run(tmp_path).recipe == "coverage" and len(read_run(tmp_path).runs) == 2
+    row = readme_row(tmp_path)
+    assert row["seeds"] == 2 and row["recipe"] == "`coverage`"
+    assert main(["report", str(tmp_path), "--markdown"]) == 0
+    with pytest.raises(ConfigError, match="distinct seeds"):
+        replicate("coverage", "tiny", overrides, tmp_path, seeds=[0, 0])

@@ -47,20 +47,43 @@ def test_compute_optimal_prefers_accuracy_then_fewer_tokens():
     assert tts.compute_optimal({"a": 0.9, "b": 0.1}, {"a": 50, "b": 1}) == "a"
 
 
-def test_effect_checks_on_hand_made_curves():
-    budgets = [4, 8]
-    n_bins = 2
-    acc = {b: {m: {4: 0.5, 8: 0.5} for m in tts.METHODS} for b in range(3)}
-    tok = {b: {m: {4: 100.0, 8: 200.0} for m in tts.METHODS} for b in range(3)}
-    acc[2]["prm-vote"][8], acc[2]["majority"][8] = 0.6, 0.55
-    acc[1]["beam"] = {4: 0.5, 8: 0.7}               # hardest bin: +0.2 at N=8, mean +0.1
-    acc[1]["particles"] = {4: 0.4, 8: 0.5}          # mean -0.05
-    prm_check, search_check = tts.effect_checks(acc, tok, budgets, n_bins)
-    assert prm_check["held"] and "0.600" in prm_check["ours"]
-    assert search_check["held"] and "beam +0.100" in search_check["ours"]
-    assert "particles -0.050" in search_check["ours"]
-    acc[1]["beam"] = {4: 0.5, 8: 0.5}
-    assert not tts.effect_checks(acc, tok, budgets, n_bins)[1]["held"]
+def _outcome(n_problems: int, correct: dict, tokens: dict) -> dict:
+    """One seed's outcomes on 2 bins of n_problems each: correct[(search, N, method)] ->
+    per-problem 0/1 in the hardest bin (the easy bin is all right), tokens[(search, N)]."""
+    searches = {}
+    for search in tts.SEARCHES:
+        for n in (4, 8):
+            methods = ("best-of-n", "majority", "prm-vote") if search == "best-of-n" \
+                else (search,)
+            bins = [{"correct": {m: [1] * n_problems for m in methods},
+                     "tokens_per_problem": tokens[(search, n)]},
+                    {"correct": {m: list(correct.get((search, n, m), [0] * n_problems))
+                                 for m in methods}, "tokens_per_problem": tokens[(search, n)]}]
+            searches[f"{search}-n{n}"] = {"bins": bins}
+    return {"bins": [list(range(n_problems)), list(range(n_problems, 2 * n_problems))],
+            "pass_rates": [0.5] * (2 * n_problems), "searches": searches}
+
+
+def test_effects_on_hand_made_outcomes():
+    cfg = load_config("scaling", "tiny", ["search.budgets=[4, 8]"])
+    tokens = {(s, n): 100.0 * n / 4 for s in tts.SEARCHES for n in (4, 8)}
+    P = 200
+    half, fifth = [1] * (P // 2) + [0] * (P // 2), [1] * (P // 5) + [0] * (4 * P // 5)
+    correct = {("best-of-n", 4, "best-of-n"): half, ("best-of-n", 8, "best-of-n"): half,
+               ("best-of-n", 8, "prm-vote"): [1] * (3 * P // 5) + [0] * (2 * P // 5),
+               ("best-of-n", 8, "majority"): half,
+               ("beam", 4, "beam"): half, ("beam", 8, "beam"): [1] * (9 * P // 10)
+               + [0] * (P // 10), ("particles", 4, "particles"): fifth,
+               ("particles", 8, "particles"): fifth}
+    prm_vote, beam, particles = tts.effects([_outcome(P, correct, tokens)], cfg)
+    # PRM vote vs majority at N=8, both bins: (0.6 - 0.5) / 2 = +0.05 over 2P problems
+    assert prm_vote.value.estimate == pytest.approx(0.05) and prm_vote.problems == 2 * P
+    # hardest bin, equal tokens: beam +0.0 at N=4, +0.4 at N=8 -> +0.2; particles -0.3
+    assert beam.value.estimate == pytest.approx(0.2) and beam.verdict == "held"
+    assert particles.value.estimate == pytest.approx(-0.3)
+    assert particles.verdict == "contradicted"
+    same = {k: half for k in correct}  # every method equally right: nothing held
+    assert all(e.verdict != "held" for e in tts.effects([_outcome(P, same, tokens)], cfg))
 
 
 def test_config_errors_name_the_field():
@@ -86,7 +109,7 @@ def test_micro_run_writes_report_and_plots(tmp_path):
         assert row["compute-optimal"] in tts.METHODS
         assert all(0.0 <= row[m] <= 1.0 for m in tts.METHODS)
     assert [r["bin"] for r in res.rows] == ["1 (easiest)", "2 (hardest)", "all"]
-    assert len(res.checks) == 2
+    assert len(res.checks) == 3  # PRM vote vs majority; beam, particles vs best-of-N
     text = res.report.read_text()
     assert text.index("| bin | N | best-of-n |") < text.index("## Effect checks")
     for name in ("bin1", "bin2", "all"):
