@@ -53,7 +53,7 @@ KINDS: dict[str, tuple[str, ...]] = {
 }
 
 OPTIONAL: dict[str, tuple[str, ...]] = {
-    "preference": ("ref_chosen_logps", "ref_rejected_logps"),
+    "preference": ("ref_chosen_logps", "ref_rejected_logps", "label_smoothing"),
     "unpaired": ("ref_logps",),
     "rollout": ("ref_logps", "returns", "old_values"),
 }
@@ -61,7 +61,7 @@ OPTIONAL: dict[str, tuple[str, ...]] = {
 
 # Keys holding one value per row ([B]); every other key is aligned with its tokens ([B, T]).
 PER_ROW: dict[str, tuple[str, ...]] = {
-    "preference": ("ref_chosen_logps", "ref_rejected_logps"),
+    "preference": ("ref_chosen_logps", "ref_rejected_logps", "label_smoothing"),
     "unpaired": ("desirable", "ref_logps"),
 }
 

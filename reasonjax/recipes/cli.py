@@ -6,17 +6,35 @@ from __future__ import annotations
 import argparse
 
 
-def _replicate(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.markdown import Markdown
+WIDTH = 100  # terminal columns the summary fits in
 
+
+def print_result(result, title: str) -> None:
+    """The measured figures and every effect (claim, 95% interval, verdict) in a table
+    that fits WIDTH columns, headers never truncated (long cells fold)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=WIDTH)
+    console.print(f"[bold]{title}[/bold]: {result.headline}")
+    table = Table(show_lines=False, width=WIDTH)
+    table.add_column("claim", ratio=5, overflow="fold")
+    table.add_column("ours [95% interval]", ratio=3, overflow="fold")
+    table.add_column("needs", ratio=1, overflow="fold")
+    table.add_column("verdict", ratio=2, overflow="fold")
+    for e in result.effects:
+        row = e.row()
+        table.add_row(row["claim"], row["ours (95% interval)"], row["needs"], row["verdict"])
+    console.print(table)
+    console.print(f"report (all tables and plots): {result.report}")
+
+
+def _replicate(args: argparse.Namespace) -> int:
     from reasonjax.recipes.replicate import replicate
 
     seeds = _seeds(args.seeds) if args.seeds else None
     result = replicate(args.recipe, args.preset, args.overrides, args.run_dir, seeds)
-    console = Console()
-    console.print(Markdown(result.report.read_text()))
-    console.print(f"report: {result.report}")
+    print_result(result, args.recipe)
     return 0
 
 
@@ -29,20 +47,14 @@ def _seeds(text: str) -> list[int]:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.markdown import Markdown
-
     from reasonjax.eval.report import markdown_table
-    from reasonjax.recipes.replicate import readme_row, report
+    from reasonjax.recipes.replicate import read_run, readme_row, report
 
     if args.markdown:
         print(markdown_table([readme_row(d) for d in args.run_dirs]))
         return 0
-    console = Console()
     for d in args.run_dirs:
-        result = report(d)
-        console.print(Markdown(result.report.read_text()))
-        console.print(f"report: {result.report}")
+        print_result(report(d), read_run(d).recipe)
     return 0
 
 

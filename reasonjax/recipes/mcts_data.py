@@ -72,7 +72,8 @@ def _numpy_tree(tree) -> dict:
     out = dict(path=paths, length=lengths, terminal=emb.terminal, q=q, visited=visited,
                visits=tree.node_visits, cand_tokens=emb.cand_tokens,
                cand_lengths=emb.cand_lengths, cand_eos=emb.cand_eos,
-               children_values=tree.children_values, hi=hi, lo=lo, pair_valid=valid)
+               children_values=tree.children_values, children_visits=tree.children_visits,
+               hi=hi, lo=lo, pair_valid=valid)
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -147,9 +148,9 @@ def records_from_q(best: dict[tuple, tuple[float, int, bool]]) -> list[dict]:
 def pair_records(env: RecipeEnv, rnd: SearchRound) -> list[dict]:
     """MCTS-DPO's step-level pairs from a round's trees: at every node with two or more
     visited children of different Q, the highest-Q child's step (chosen) against the
-    lowest-Q child's (rejected), after the node's path (the shared prefix). A node seen in
-    several trees keeps the pair from the tree where it had the most visits; pairs of
-    identical step text are dropped."""
+    lowest-Q child's (rejected), after the node's path (the shared prefix), with both
+    children's Q and visit counts. A node seen in several trees keeps the pair from the
+    tree where it had the most visits; pairs of identical step text are dropped."""
     best: dict[tuple, tuple[int, dict]] = {}
     for ids, t in rnd.trees:
         for b, n in zip(*np.nonzero(t["pair_valid"] & t["visited"])):
@@ -164,8 +165,9 @@ def pair_records(env: RecipeEnv, rnd: SearchRound) -> list[dict]:
                 s, _ = path_text(env, t["cand_tokens"][b, n, a, :t["cand_lengths"][b, n, a]])
                 final = bool(t["cand_eos"][b, n, a])
                 steps.append((step_text(s, final, env.delimiter), final,
-                              float(t["children_values"][b, n, a])))
-            (chosen, c_final, q_c), (rejected, r_final, q_r) = steps
+                              float(t["children_values"][b, n, a]),
+                              int(t["children_visits"][b, n, a])))
+            (chosen, c_final, q_c, n_c), (rejected, r_final, q_r, n_r) = steps
             if chosen is None or rejected is None or (chosen, c_final) == (rejected, r_final):
                 continue
             key = (int(ids[b]), tuple(prefix))
@@ -174,5 +176,6 @@ def pair_records(env: RecipeEnv, rnd: SearchRound) -> list[dict]:
                 best[key] = (visits, {
                     "problem": key[0], "prefix": list(prefix), "chosen": chosen,
                     "rejected": rejected, "chosen_final": c_final, "rejected_final": r_final,
-                    "q_chosen": q_c, "q_rejected": q_r})
+                    "q_chosen": q_c, "q_rejected": q_r, "visits_chosen": n_c,
+                    "visits_rejected": n_r})
     return [rec for _, (_, rec) in sorted(best.items())]

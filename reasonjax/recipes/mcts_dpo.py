@@ -35,6 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
+from reasonjax.config import ConfigError
 from reasonjax.data import formatting
 from reasonjax.data.task import Problem
 from reasonjax.driver import run as run_driver
@@ -53,8 +54,9 @@ from reasonjax.train.preference import PreferenceConfig, preference_loss
 @dataclasses.dataclass(frozen=True)
 class Config(RecipeConfig):
     """``search``: the MCTS (terminal nodes judged by the verifier) over
-    ``search_problems`` problems a round; ``train`` / ``dpo``: the step-level DPO fit;
-    ``greedy``: the evaluation decoding."""
+    ``search_problems`` problems a round; ``train`` / ``dpo``: the step-level DPO fit
+    (``visit_smoothing``: each pair's label smoothing from the search's visit counts,
+    :func:`visit_smoothing`, for ``dpo.loss=cdpo``); ``greedy``: the evaluation decoding."""
 
     rounds: int = 2
     search: MCTSConfig = MCTSConfig(num_actions=4, num_simulations=8, max_steps=4,
@@ -62,6 +64,7 @@ class Config(RecipeConfig):
     search_problems: int = 128
     train: FitSpec = FitSpec(steps=100)
     dpo: PreferenceConfig = PreferenceConfig()
+    visit_smoothing: bool = False
     greedy: SampleConfig = SampleConfig(n=1, max_new_tokens=64,
                                         sampling=SamplingConfig(temperature=0.0))
 
@@ -79,13 +82,28 @@ class Paired:
     tokens_generated: int
 
 
-def pair_examples(env: RecipeEnv, records: Sequence[dict], problems: Sequence[Problem]) -> list:
+def visit_smoothing(record: dict) -> float:
+    """A pair's label smoothing from the search's visits: the share of the two children's
+    visits that went to the rejected step (0.5: the search could not tell them apart)."""
+    n_c, n_r = record["visits_chosen"], record["visits_rejected"]
+    return min(0.5, n_r / max(n_c + n_r, 1))
+
+
+def pair_examples(env: RecipeEnv, records: Sequence[dict], problems: Sequence[Problem],
+                  smoothing: bool = False) -> list:
     """``preference`` examples, one per step pair: context = prompt + the shared prefix
-    steps, continuations = the chosen and rejected steps."""
-    return [formatting.encode_step_preference(
-        env.tokenizer, env.task.prompt(problems[r["problem"]]), r["prefix"], r["chosen"],
-        r["rejected"], env.delimiter, chosen_final=r["chosen_final"],
-        rejected_final=r["rejected_final"]) for r in records]
+    steps, continuations = the chosen and rejected steps; with ``smoothing`` each carries
+    its :func:`visit_smoothing` as ``label_smoothing`` (conservative DPO)."""
+    out = []
+    for r in records:
+        ex = formatting.encode_step_preference(
+            env.tokenizer, env.task.prompt(problems[r["problem"]]), r["prefix"], r["chosen"],
+            r["rejected"], env.delimiter, chosen_final=r["chosen_final"],
+            rejected_final=r["rejected_final"])
+        if smoothing:
+            ex["label_smoothing"] = np.float32(visit_smoothing(r))
+        out.append(ex)
+    return out
 
 
 def greedy(env: RecipeEnv, params, cfg: Config) -> list:
@@ -107,7 +125,7 @@ def search_round(env: RecipeEnv, params, own, cfg: Config, r: int) -> Paired:
 def train_round(env: RecipeEnv, params, own, found: Paired, cfg: Config, r: int) -> Trained:
     """``train-round-r``: step-level DPO on the round's pairs, the reference being the
     round's starting policy (on-policy iterations), then greedy accuracy."""
-    examples = pair_examples(env, found.pairs, own)
+    examples = pair_examples(env, found.pairs, own, cfg.visit_smoothing)
     metrics = {}
     if examples:  # no node had two visited children of different Q: nothing to learn
         params, metrics = fit_examples(env, params, preference_loss(env.model_config, cfg.dpo),
@@ -118,6 +136,9 @@ def train_round(env: RecipeEnv, params, own, found: Paired, cfg: Config, r: int)
 
 
 def run(cfg: Config, run_dir: str | Path) -> Result:
+    if cfg.visit_smoothing and cfg.dpo.loss not in ("cdpo", "robust"):
+        raise ConfigError(f"visit_smoothing=true smooths the labels of a conservative loss: "
+                          f"set dpo.loss=cdpo (or robust), not {cfg.dpo.loss!r}")
     run_dir = Path(run_dir)
     run = open_run(run_dir, cfg, total_phases=2 + 2 * cfg.rounds)
     env, params, own = warm_start(run, cfg)

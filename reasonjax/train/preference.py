@@ -146,11 +146,13 @@ def kto_loss(pi, ref, desirable, beta, desirable_weight=1.0, undesirable_weight=
     return jnp.where(desirable > 0, good, bad), z0
 
 
-def paired_loss(config: PreferenceConfig, pi_c, pi_r, ref_c, ref_r, len_c, len_r):
+def paired_loss(config: PreferenceConfig, pi_c, pi_r, ref_c, ref_r, len_c, len_r, eps=None):
     """Per-pair loss [B] and the implicit rewards (chosen [B], rejected [B]) it ranks.
 
-    len_* are the loss-masked token counts [B] (used by orpo and simpo)."""
-    b, eps = config.beta, config.label_smoothing
+    len_* are the loss-masked token counts [B] (used by orpo and simpo). eps: per-pair
+    label smoothing [B] of cdpo / robust (default: ``config.label_smoothing``)."""
+    b = config.beta
+    eps = config.label_smoothing if eps is None else eps
     if config.loss in REFERENCE_FREE:
         avg_c, avg_r = pi_c / jnp.maximum(len_c, 1), pi_r / jnp.maximum(len_r, 1)
         if config.loss == "orpo":
@@ -197,7 +199,9 @@ def pair_logprobs(model_config: ModelConfig, params, batch: Mapping) -> tuple:
 
 def preference_loss(model_config: ModelConfig, config: PreferenceConfig = PreferenceConfig()
                     ) -> Loss:
-    """The paired :class:`Loss` on ``preference`` batches (DPO family, ORPO, SimPO)."""
+    """The paired :class:`Loss` on ``preference`` batches (DPO family, ORPO, SimPO). A
+    batch's optional ``label_smoothing`` [B] gives cdpo / robust a smoothing per pair
+    (e.g. MCTS-DPO's confidence from visit counts) in place of the config's."""
     _validate(config)
     needs_ref = config.loss not in REFERENCE_FREE
 
@@ -212,7 +216,8 @@ def preference_loss(model_config: ModelConfig, config: PreferenceConfig = Prefer
         ref_c, ref_r = jax.lax.stop_gradient(ref_c), jax.lax.stop_gradient(ref_r)
         len_c = jnp.sum(batch["chosen_loss_mask"], -1)
         len_r = jnp.sum(batch["rejected_loss_mask"], -1)
-        per_pair, rew_c, rew_r = paired_loss(config, pi_c, pi_r, ref_c, ref_r, len_c, len_r)
+        per_pair, rew_c, rew_r = paired_loss(config, pi_c, pi_r, ref_c, ref_r, len_c, len_r,
+                                             batch.get("label_smoothing"))
         loss = jnp.mean(per_pair)
         return loss, {"loss": loss, "reward_chosen": jnp.mean(rew_c),
                       "reward_rejected": jnp.mean(rew_r),

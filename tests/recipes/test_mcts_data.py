@@ -62,6 +62,7 @@ def _tree(env):
              q=np.array([[0.2, 0.5]], np.float32), visited=np.ones((1, 2), bool),
              visits=np.array([[5, 3]]), cand_tokens=cand, cand_lengths=clen, cand_eos=ceos,
              children_values=np.array([[[0.5, -1.0, 0.0], [1.0, -1.0, 0.0]]], np.float32),
+             children_visits=np.array([[[3, 1, 0], [2, 1, 0]]]),
              hi=np.array([[0, 0]]), lo=np.array([[1, 1]]), pair_valid=np.ones((1, 2), bool))
     return mcts_data.SearchRound(trees=[(np.array([4]), t)], solved=np.array([True]),
                                  tokens_generated=0)
@@ -71,9 +72,11 @@ def test_pair_records_from_a_hand_built_tree(env):
     pairs = mcts_data.pair_records(env, _tree(env))
     assert pairs == [
         {"problem": 4, "prefix": [], "chosen": "1+2", "rejected": "1+3", "chosen_final": False,
-         "rejected_final": False, "q_chosen": 0.5, "q_rejected": -1.0},
+         "rejected_final": False, "q_chosen": 0.5, "q_rejected": -1.0, "visits_chosen": 3,
+         "visits_rejected": 1},
         {"problem": 4, "prefix": ["1+2"], "chosen": "answer: 3", "rejected": "answer: 4",
-         "chosen_final": True, "rejected_final": True, "q_chosen": 1.0, "q_rejected": -1.0}]
+         "chosen_final": True, "rejected_final": True, "q_chosen": 1.0, "q_rejected": -1.0,
+         "visits_chosen": 2, "visits_rejected": 1}]
 
 
 def test_value_records_skip_the_root_and_keep_the_tree_q(env):

@@ -34,6 +34,14 @@ def test_mcts_dpo_micro_run_writes_the_report(tmp_path):
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 5
 
 
+def test_visit_smoothing_is_the_rejected_steps_share_of_visits():
+    from reasonjax.recipes.mcts_dpo import visit_smoothing
+
+    assert visit_smoothing({"visits_chosen": 6, "visits_rejected": 2}) == 0.25
+    assert visit_smoothing({"visits_chosen": 1, "visits_rejected": 3}) == 0.5  # capped
+    assert visit_smoothing({"visits_chosen": 0, "visits_rejected": 0}) == 0.0
+
+
 def test_pair_examples_train_only_the_step_tokens():
     env = common.make_env(common.TaskSpec(train_size=2, eval_size=1), common.ModelSpec(),
                           num_devices=1)

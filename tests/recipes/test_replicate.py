@@ -185,7 +185,8 @@ def test_paper_coverage_runs_on_a_local_checkpoint_and_file(tmp_path, local_pape
     assert (tmp_path / "report.md").is_file() and (tmp_path / "coverage.png").is_file()
 
 
-def test_seeds_run_apart_pool_in_one_report_and_random_weights_hold_nothing(tmp_path):
+def test_seeds_run_apart_pool_in_one_report_and_random_weights_hold_nothing(tmp_path,
+                                                                         capsys):
     """`--seeds 0,1` runs two resumable sub-runs and pools them; on an untrained (random
     weight) policy no coverage claim comes out held; `reasonjax report` regenerates the
     same verdicts and the README row from the run directories alone."""
@@ -208,5 +209,10 @@ def test_seeds_run_apart_pool_in_one_report_and_random_weights_hold_nothing(tmp_
     row = readme_row(tmp_path)
     assert row["seeds"] == 2 and row["recipe"] == "`coverage`"
     assert main(["report", str(tmp_path), "--markdown"]) == 0
+    assert "| `coverage` |" in capsys.readouterr().out
+    assert main(["report", str(tmp_path)]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown and all(len(line) <= 100 for line in shown)
+    assert not any("\u2026" in line for line in shown)  # no truncated header or cell
     with pytest.raises(ConfigError, match="distinct seeds"):
         replicate("coverage", "tiny", overrides, tmp_path, seeds=[0, 0])

@@ -44,6 +44,18 @@ def test_reference_losses_match_hand_values(name, cfg, expected):
     np.testing.assert_allclose([rc[0], rr[0]], [cfg.beta * 1.0, cfg.beta * -0.5], rtol=1e-6)
 
 
+def test_per_pair_label_smoothing_replaces_the_configs():
+    """cdpo with a batch's label_smoothing [B]: each pair's own eps (MCTS-DPO's visit
+    confidence); eps 0 is plain DPO, eps 0.5 gives no gradient direction (log 2)."""
+    cfg = pref.PreferenceConfig("cdpo", beta=0.1, label_smoothing=0.2)
+    two = lambda x: jnp.array([x, x])
+    loss, _, _ = pref.paired_loss(cfg, two(PI_C), two(PI_R), two(REF_C), two(REF_R),
+                                  two(3.0), two(5.0), jnp.array([0.0, 0.5]))
+    np.testing.assert_allclose(loss, [-_log_sigmoid(0.15),
+                                      -0.5 * _log_sigmoid(0.15) - 0.5 * _log_sigmoid(-0.15)],
+                               rtol=1e-6)
+
+
 def test_reference_free_losses_match_hand_values():
     # chosen: 3 tokens, sum -3 -> mean -1; rejected: 5 tokens, sum -5 -> mean -1 ... make
     # them differ: rejected sum -10 -> mean -2.
