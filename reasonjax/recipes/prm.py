@@ -210,9 +210,10 @@ class PRMTrainer:
                                     "sigmoid", cfg.prm.batch_size)
         votes = vote_outcomes(self.held["group"], self.held["answer"], self.held["correct"],
                               [solution_score(s) for s in scores], len(env.eval))
-        hits = [int((x > 0.5) == bool(e)) for ss, es in zip(scores, self.held["exact"])
-                for x, e in zip(ss, es)] if env.task.exact_steps else []
-        return {"step_hits": hits, "votes": votes,
+        scored = [(x, bool(e)) for ss, es in zip(scores, self.held["exact"])
+                  for x, e in zip(ss, es)] if env.task.exact_steps else []
+        return {"step_hits": [int((x > 0.5) == e) for x, e in scored],
+                "step_labels": [int(e) for _, e in scored], "votes": votes,
                 "final_loss": float(metrics.get("loss", float("nan")))}
 
 
@@ -277,11 +278,11 @@ def _agreement(o: dict, name: str) -> np.ndarray:
                        for h, e in zip(hs, es)])
 
 
-def _baseline_hits(o: dict) -> np.ndarray:
-    """Per held-out step: always predicting the majority exact label is right."""
-    flat = [bool(e) for es in o["held"]["exact"] for e in es]
-    majority = np.mean(flat) >= 0.5
-    return np.asarray([float(e == majority) for e in flat])
+def _baseline_hits(o: dict, name: str) -> np.ndarray:
+    """Per held-out step the PRM ``name`` scored (steps cut off by its seq_len are not):
+    always predicting the majority exact label (over every held-out step) is right."""
+    majority = np.mean([bool(e) for es in o["held"]["exact"] for e in es]) >= 0.5
+    return np.asarray([float(bool(e) == majority) for e in o["prms"][name]["step_labels"]])
 
 
 def effects(outcomes: Sequence[dict], cfg: Config) -> list[stats.Effect]:
@@ -302,7 +303,7 @@ def effects(outcomes: Sequence[dict], cfg: Config) -> list[stats.Effect]:
         found.append(stats.paired_effect(
             f"PRM on {n} labels beats the majority-class baseline",
             [np.asarray(o["prms"][n]["step_hits"], float) for o in outcomes],
-            [_baseline_hits(o) for o in outcomes],
+            [_baseline_hits(o, n) for o in outcomes],
             detail="per held-out step: PRM right minus always-majority right"))
     for n in LABELERS:
         found.append(stats.paired_effect(

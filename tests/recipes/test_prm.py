@@ -161,3 +161,29 @@ def test_prm_recipe_runs_without_an_exact_step_checker(gsm8k_micro):
               (path / "metrics.jsonl").read_text().splitlines()]
     assert phases == ["samples", "label-math_shepherd", "label-omegaprm", "prm-math_shepherd",
                       "prm-omegaprm"]  # no exact-label ceiling
+
+
+def test_effects_pair_the_prm_with_the_baseline_on_the_steps_it_scored():
+    """Synthetic outcomes with nothing to find: both labelers spend the same rollouts,
+    agree with the exact labels half the time, the PRM is right exactly where always
+    predicting the majority label is, and its vote equals majority vote. A step the PRM
+    did not score (cut off by its seq_len) is left out of its pairing. Nothing is held."""
+    from reasonjax.recipes.replicate import load_config
+
+    cfg = load_config("prm", "tiny")
+    exact = [[True, False]] * 50
+    votes = {"majority": [1, 0] * 25, "weighted": [1, 0] * 25, "best_of_n": [0, 1] * 25}
+    prm_out = {"step_hits": [1, 0] * 49 + [1], "step_labels": [1, 0] * 49 + [1],
+               "votes": votes}
+    labels = {"hard": [[1.0, 1.0]] * 50, "rollouts_each": [4] * 50, "rounds": 1}
+    outcome = {"label": {"steps": [["a", "b"]] * 50, "correct": [False] * 50,
+                         "exact": exact},
+               "held": {"group": list(range(50)), "correct": [False] * 50, "exact": exact},
+               "labels": {"math_shepherd": labels, "omegaprm": labels},
+               "prms": {"math_shepherd": prm_out, "omegaprm": prm_out, "exact": prm_out},
+               "labelers_agree": 1.0, "eval_problems": 50}
+    found = prm.effects([outcome, outcome], cfg)
+    assert len(found) == 7 and all(e.verdict != "held" for e in found), \
+        [(e.claim, e.verdict) for e in found]
+    baseline = [e for e in found if "majority-class baseline" in e.claim][0]
+    assert baseline.value.estimate == 0.0 and baseline.problems == 99
