@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/reasonjax replicate alphamath
+	$(VENV)/bin/reasonjax replicate coverage
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -n 2 -q --durations=15 tests

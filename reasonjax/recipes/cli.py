@@ -52,6 +52,9 @@ def _report(args: argparse.Namespace) -> int:
 
     if args.markdown:
         print(markdown_table([readme_row(d) for d in args.run_dirs]))
+        machines = sorted({i.get("machine", "?") for d in args.run_dirs
+                           for i in read_run(d).infos})
+        print(f"\nRun on: {'; '.join(machines)}.")
         return 0
     for d in args.run_dirs:
         print_result(report(d), read_run(d).recipe)
