@@ -80,6 +80,22 @@ class EvalSpec:
                                  scorer=StepScorer(kind="value", transform="tanh"))
     mcts: MCTSConfig = MCTSConfig(num_actions=4, num_simulations=8, max_steps=4,
                                   step_tokens=16)
+    curve: tuple[int, ...] = (2, 4)
+
+    def curve_methods(self) -> dict[str, tuple[str, Method]]:
+        """{label: (family, method)}: the smaller budgets of the accuracy-vs-compute
+        curves, ``curve``: majority vote and SBS over n = b candidates (SBS beam width
+        min(b, sbs.beam_width)), MCTS with b simulations per move."""
+        out = {}
+        for b in self.curve:
+            width = min(b, self.sbs.beam_width)
+            out[f"majority vote (N={b})"] = ("majority vote",
+                                             dataclasses.replace(self.majority, n=b))
+            out[f"value-guided SBS (B1={b // width}, B2={width})"] = (
+                "value-guided SBS", dataclasses.replace(self.sbs, n=b, beam_width=width))
+            out[f"MCTS ({b} sims/move)"] = ("MCTS, value head", dataclasses.replace(
+                self.mcts, num_simulations=b))
+        return out
 
     def methods(self) -> dict[str, Method]:
         """{report label: method config} of every inference method."""
@@ -223,7 +239,7 @@ def train_round(env: RecipeEnv, params, own, found: Searched, cfg: Config, r: in
 
 def run(cfg: Config, run_dir: str | Path) -> Result:
     run_dir = Path(run_dir)
-    run = open_run(run_dir, cfg, total_phases=3 + 3 * cfg.rounds)
+    run = open_run(run_dir, cfg, total_phases=4 + 3 * cfg.rounds)
     env, params, own = warm_start(run, cfg)
     methods = cfg.eval.methods()
     greedy, majority, sbs, mcts = methods
@@ -255,7 +271,10 @@ def run(cfg: Config, run_dir: str | Path) -> Result:
         rng_for(cfg.seed, "eval-methods")))
     log_metrics(run, {"phase": "eval-methods", **{f"{m}/accuracy": v["accuracy"]
                                                   for m, v in final.items()}})
-    outcomes = {"final": {**rounds[-1], **final}, "rounds": rounds,
+    curves = run_phase(run, "eval-curves", lambda: evaluate(
+        env, params, {k: m for k, (_, m) in cfg.eval.curve_methods().items()}, cfg,
+        rng_for(cfg.seed, "eval-curves")))
+    outcomes = {"final": {**rounds[-1], **final}, "curves": curves, "rounds": rounds,
                 "searched": [{"solved": f.solved, "correct_paths": f.correct_paths,
                               "paths": len(f.records)} for f in searched],
                 "value": [t.metrics for t in trained]}
@@ -317,6 +336,27 @@ def _round_rows(outcomes: Sequence[dict], cfg: Config) -> tuple[list, list]:
     return rows, cis
 
 
+def _compute_plot(run_dir: Path, cfg: Config, outcomes: Sequence[dict]) -> None:
+    """accuracy_vs_compute.png: each inference method at its budgets (the curve budgets
+    and the headline one), tokens per problem against accuracy with its 95% band."""
+    greedy, majority, sbs, mcts = cfg.eval.methods()
+    points = {"greedy": [(greedy, "final")], "majority vote": [(majority, "final")],
+              "value-guided SBS": [(sbs, "final")], "MCTS, value head": [(mcts, "final")]}
+    for label, (family, _) in cfg.eval.curve_methods().items():
+        points[family].append((label, "curves"))
+    series, bands = {}, {}
+    for family, labels in points.items():
+        cells = sorted(((float(np.mean([o[where][m]["tokens_per_problem"] for o in outcomes])),
+                         stats.mean_interval([np.asarray(o[where][m]["correct"], float)
+                                              for o in outcomes], resamples=500))
+                        for m, where in labels), key=lambda c: c[0])
+        series[family] = ([t for t, _ in cells], [c.estimate for _, c in cells])
+        bands[family] = ([c.low for _, c in cells], [c.high for _, c in cells])
+    line_plot(run_dir / "accuracy_vs_compute.png", series, bands=bands,
+              xlabel="tokens generated per problem", ylabel="held-out accuracy (95% interval)",
+              title="AlphaMath: final model, accuracy vs compute", logx=True, ylim=(0, 1))
+
+
 def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
     """report.md and plots from one outcome dict per seed."""
     run_dir = Path(run_dir)
@@ -337,11 +377,7 @@ def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
                      "value-guided SBS": ([b.low for _, b in cis], [b.high for _, b in cis])},
               xlabel="round (0 = after warm-up)", ylabel="held-out accuracy (95% interval)",
               title="AlphaMath: accuracy per round", ylim=(0, 1))
-    line_plot(run_dir / "accuracy_vs_compute.png",
-              {r["method"].split(" (")[0]: ([r["tokens / problem"]], [r["accuracy"]])
-               for r in rows},
-              xlabel="tokens generated per problem", ylabel="held-out accuracy",
-              title="AlphaMath: final model, accuracy vs compute", logx=True, ylim=(0, 1))
+    _compute_plot(run_dir, cfg, outcomes)
     P = len(_correct(outcomes, rows[0]["method"])[0])
     path = write_report(run_dir / "report.md", "AlphaMath Almost Zero", [
         ("Final model: accuracy by inference method", markdown_table(rows) + f"\n\n{P} eval "

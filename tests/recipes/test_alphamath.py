@@ -15,7 +15,7 @@ MICRO = [MODEL, "task.train_size=10", "task.eval_size=2", "warmup_problems=6",
          f"search.step_tokens={STEP_TOKENS}", "train.steps=1", "train.batch_size=2",
          "value_holdout=0.5", "eval.majority.n=2", "eval.sbs.n=2",
          "eval.sbs.beam_width=2", "eval.mcts.num_simulations=2", "eval.mcts.num_actions=2",
-         f"eval.greedy.max_new_tokens={STEPS * STEP_TOKENS}",
+         f"eval.greedy.max_new_tokens={STEPS * STEP_TOKENS}", "eval.curve=[2]",
          *[f"eval.{m}.{k}={v}" for m in ("majority", "sbs", "mcts")
            for k, v in (("max_steps", STEPS), ("step_tokens", STEP_TOKENS))]]
 
@@ -42,8 +42,8 @@ def test_alphamath_micro_run_writes_the_report(tmp_path):
     for png in ("accuracy_vs_round.png", "accuracy_vs_compute.png"):
         assert (tmp_path / png).stat().st_size > 0
     phases = sorted(p.name for p in (tmp_path / "phases").iterdir())
-    assert phases == ["eval-methods", "eval-round-0", "eval-round-1", "mcts-round-1",
-                      "train-round-1", "warmup"]
+    assert phases == ["eval-curves", "eval-methods", "eval-round-0", "eval-round-1",
+                      "mcts-round-1", "train-round-1", "warmup"]
     assert "value MAE" in text and "correct>wrong, same problem" in text
 
 
