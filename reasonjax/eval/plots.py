@@ -16,8 +16,9 @@ def line_plot(path: str | Path, series: Mapping[str, tuple[Sequence[float], Sequ
               dashed: Optional[Mapping[str, tuple[Sequence[float], Sequence[float]]]] = None,
               bands: Optional[Mapping[str, tuple[Sequence[float], Sequence[float]]]] = None,
               ylim: Optional[tuple[float, float]] = None) -> Path:
-    """One line (with markers) per series name -> (xs, ys); ``bands`` shades a series'
-    interval (name -> (lows, highs) at its xs); ``dashed`` adds fitted curves."""
+    """One line (with markers) per series name -> (xs, ys); ``dashed`` adds fitted curves;
+    ``bands`` shades a series' (or fitted curve's) interval: name -> (lows, highs) at its
+    xs."""
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     for name, (xs, ys) in series.items():
         line, = ax.plot(xs, ys, marker="o", label=name)
@@ -25,7 +26,10 @@ def line_plot(path: str | Path, series: Mapping[str, tuple[Sequence[float], Sequ
             lows, highs = bands[name]
             ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
     for name, (xs, ys) in (dashed or {}).items():
-        ax.plot(xs, ys, linestyle="--", label=name)
+        line, = ax.plot(xs, ys, linestyle="--", label=name)
+        if bands and name in bands:
+            lows, highs = bands[name]
+            ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.12, linewidth=0)
     if logx:
         ax.set_xscale("log", base=2)
     if ylim is not None:

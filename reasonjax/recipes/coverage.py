@@ -132,6 +132,12 @@ def _fit(ks: Sequence[int], curve) -> tuple[float, float, float]:
         return float("nan"), float("nan"), float("nan")
 
 
+def _fitted(ks: Sequence[int], curve, k: int) -> float:
+    """The power-law fit of ``curve`` evaluated at k (NaN when it cannot be fit)."""
+    a, b, _ = _fit(ks, curve)
+    return float(np.exp(a * k ** b))
+
+
 def _curve(groups: list[np.ndarray]) -> np.ndarray:
     """The seeds' mean coverage curve from per-seed [P, K] pass@k tables."""
     return np.mean([g.mean(0) for g in groups], 0)
@@ -158,6 +164,10 @@ def analyse(tables: Sequence[dict], cfg: Config) -> dict:
     out["fit"] = {k: [v.estimate, v.low, v.high] for k, v in fits.items()} \
         if not math.isnan(a) else None
     out["fitted"] = [float(np.exp(a * k ** b)) for k in ks]
+    band = [stats.bootstrap(passk, lambda g, k=k: _fitted(ks, _curve(g), k), resamples=200)
+            for k in ks] if out["fit"] else []
+    out["fitted_low"] = [c.low for c in band]
+    out["fitted_high"] = [c.high for c in band]
     out["log_linear_r2"] = float(log_linearity(ks, out["passk"]))
     p = np.concatenate([t["passk"][:, 0] for t in tables])
     v = cfg.verifier
@@ -235,7 +245,8 @@ def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
               bands={"coverage (pass@k)": (a["passk_low"], a["passk_high"]),
                      "majority vote": (a["majority_low"], a["majority_high"]),
                      f"verifier, fpr {cfg.verifier.fpr}": (a["verifier_low"],
-                                                          a["verifier_high"])},
+                                                          a["verifier_high"]),
+                     "exp(a k^b) fit": (a["fitted_low"], a["fitted_high"])},
               dashed={"exp(a k^b) fit": (ks, a["fitted"])} if a["fit"] else None,
               xlabel="samples per problem k", ylabel="fraction of problems", logx=True,
               title="repeated sampling: coverage vs k (95% intervals)", ylim=(0.0, 1.0))
