@@ -104,23 +104,10 @@ def step_examples(env: RecipeEnv, sols: dict, targets) -> list[dict]:
             for p, s, t in zip(sols["problems"], sols["steps"], targets)]
 
 
-def step_accuracy(scores, exact) -> float:
-    """Fraction of steps where (score > 0.5) equals the exact label. Steps cut off by the
-    PRM's seq_len are skipped."""
-    hits = [(s > 0.5) == bool(e) for ss, es in zip(scores, exact) for s, e in zip(ss, es)]
-    return float(np.mean(hits)) if hits else float("nan")
-
-
 def solution_score(scores) -> float:
     """A solution's PRM score: the minimum over its step scores (Math-Shepherd); 0 when no
     step end was scored (all cut off by the PRM's seq_len)."""
     return float(np.min(scores)) if len(scores) else 0.0
-
-
-def vote_accuracy(group, answers, correct, weights, n_problems: int) -> dict:
-    """The means over problems of :func:`vote_outcomes`."""
-    return {k: float(np.mean(v)) if n_problems else 0.0
-            for k, v in vote_outcomes(group, answers, correct, weights, n_problems).items()}
 
 
 def vote_outcomes(group, answers, correct, weights, n_problems: int) -> dict:

@@ -33,7 +33,7 @@ import yaml
 
 from reasonjax.config import ConfigError, from_dict, load_yaml
 from reasonjax.fileio import atomic_write_text
-from reasonjax.recipes.rundir import Result, completed_phases, load_outcomes, open_run
+from reasonjax.recipes.rundir import Result, Run, completed_phases, load_outcomes
 
 RUN_FILE = "run.json"
 
@@ -72,7 +72,7 @@ def _run_seed(name: str, preset: str, cfg, run_dir: Path) -> Result:
     run_dir = Path(run_dir)
     info_path = run_dir / RUN_FILE
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    resumed = bool(run_dir.is_dir() and completed_phases(open_run(run_dir, cfg)))
+    resumed = bool(completed_phases(Run(run_dir, cfg)))
     start = time.time()
     result = recipe_module(name).run(cfg, run_dir)
     if "seconds" not in info:

@@ -140,11 +140,6 @@ def pair_exactness(env: RecipeEnv, pairs) -> list[bool]:
     return good
 
 
-def pair_precision(env: RecipeEnv, pairs) -> float:
-    """Fraction of :func:`pair_exactness` (NaN without pairs)."""
-    good = pair_exactness(env, pairs)
-    return float(np.mean(good)) if good else float("nan")
-
 
 def encode_pairs(env: RecipeEnv, pairs) -> list[dict]:
     final = env.task.is_final_step

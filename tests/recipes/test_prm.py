@@ -76,14 +76,14 @@ def test_agreement_counts_steps():
     assert pl.agreement([[1.0, 0.0], [0.0]], [[True, True], [False]]) == pytest.approx(2 / 3)
 
 
-def test_vote_accuracy_majority_weighted_and_best_of_n_by_hand():
+def test_vote_outcomes_majority_weighted_and_best_of_n_by_hand():
     # problem 0: answers 5 (wrong, scores .2 .3), 7 (right, .9) -> majority picks 5 (2 vs
     # 1 votes), the weighted vote 7 (.9 vs .5), best-of-N 7. problem 1: answers 1 (right,
     # .4) and None (.95): majority and weighted pick 1, best-of-N the unanswered one.
     # problem 2 has no solutions: wrong for all three.
-    got = prm.vote_accuracy([0, 0, 0, 1, 1], ["5", "5", "7", "1", None],
-                  [False, False, True, True, False], [0.2, 0.3, 0.9, 0.4, 0.95], 3)
-    assert got == pytest.approx({"majority": 1 / 3, "weighted": 2 / 3, "best_of_n": 1 / 3})
+    got = prm.vote_outcomes([0, 0, 0, 1, 1], ["5", "5", "7", "1", None],
+                            [False, False, True, True, False], [0.2, 0.3, 0.9, 0.4, 0.95], 3)
+    assert got == {"majority": [0, 1, 0], "weighted": [1, 1, 0], "best_of_n": [1, 0, 0]}
     assert prm.solution_score(np.asarray([0.8, 0.3, 0.6])) == pytest.approx(0.3)
     assert prm.solution_score(np.zeros(0)) == 0.0
 

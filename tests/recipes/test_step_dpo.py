@@ -11,7 +11,7 @@ from reasonjax.config import ConfigError
 from reasonjax.data.task import get_task
 from reasonjax.recipes.process_labels import Samples
 from reasonjax.recipes.replicate import replicate
-from reasonjax.recipes.step_dpo import encode_pairs, pair_precision, step_pairs
+from reasonjax.recipes.step_dpo import encode_pairs, pair_exactness, step_pairs
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +33,9 @@ def test_step_pairs_take_the_first_verified_correction_that_differs(env):
     assert [(p["prefix"], p["chosen"], p["rejected"]) for p in pairs] == [
         ([], "1+6", "1+5"), (["1+6"], "answer: 7", "answer: 8")]
     assert all(p["prompt"] == "1+2*3\n" for p in pairs)
-    assert pair_precision(env, pairs) == 1.0
+    assert pair_exactness(env, pairs) == [True, True]
     bad = dict(pairs[0], chosen="1+7")
-    assert pair_precision(env, [bad, pairs[1]]) == 0.5
+    assert pair_exactness(env, [bad, pairs[1]]) == [False, True]
     ex = encode_pairs(env, pairs)
     tok = env.tokenizer
     # chosen continuation of pair 0 is "1+6\n" (not final: ended by the delimiter) ...
