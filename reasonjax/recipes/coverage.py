@@ -158,12 +158,11 @@ def analyse(tables: Sequence[dict], cfg: Config) -> dict:
         out[name + "_low"] = [c.low for c in cis]
         out[name + "_high"] = [c.high for c in cis]
     passk = [t["passk"] for t in tables]
-    a, b, _ = _fit(ks, _curve(passk))
     fits = {k: stats.bootstrap(passk, lambda g, i=i: _fit(ks, _curve(g))[i], resamples=400)
             for i, k in enumerate(("a", "b", "r2"))}
     out["fit"] = {k: [v.estimate, v.low, v.high] for k, v in fits.items()} \
-        if not math.isnan(a) else None
-    out["fitted"] = [float(np.exp(a * k ** b)) for k in ks]
+        if not math.isnan(fits["a"].estimate) else None
+    out["fitted"] = [_fitted(ks, _curve(passk), k) for k in ks]
     band = [stats.bootstrap(passk, lambda g, k=k: _fitted(ks, _curve(g), k), resamples=200)
             for k in ks] if out["fit"] else []
     out["fitted_low"] = [c.low for c in band]
