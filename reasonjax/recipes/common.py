@@ -29,7 +29,7 @@ import numpy as np
 from reasonjax import checkpoint, parallel
 from reasonjax.config import ConfigError
 from reasonjax.data import formatting
-from reasonjax.data.task import Problem, get_task
+from reasonjax.data.task import Problem, Task, get_task
 from reasonjax.driver import Env, longest_prompt
 from reasonjax.models.config import get_config
 from reasonjax.models.tokenizer import CharTokenizer

@@ -31,7 +31,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, TypeVar
 
 import yaml
 from rich.console import Console

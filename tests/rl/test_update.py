@@ -11,7 +11,7 @@ from reasonjax.rl.config import RLConfig
 from reasonjax.rl.loop import iteration_rollouts, rl_train, run_env
 from reasonjax.rl.update import make_learner
 from reasonjax.train.state import OptimConfig
-from rl_helpers import CFG, ENV, PROBLEMS, TASK, TOK
+from rl_helpers import CFG, ENV, PROBLEMS
 
 
 def _assert_trees_equal(a, b):
