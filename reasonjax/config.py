@@ -149,23 +149,29 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def override(cfg: T, items: Sequence[str]) -> T:
-    """Returns ``cfg`` with ``key=value`` overrides applied (nested keys with dots)."""
+    """Returns ``cfg`` with ``key=value`` overrides applied (nested keys with dots). Keys
+    of free-form dict fields (``model.overrides.remat=full``, ``task.knobs.x=1``) may be
+    new; every other key must exist."""
     data = to_dict(cfg)
     for item in items:
         keys, value = parse_override(item)
-        node = data
-        for i, k in enumerate(keys[:-1]):
-            if not isinstance(node, dict) or k not in node:
-                raise ConfigError(
-                    f"override {item!r}: unknown key {'.'.join(keys[:i + 1])!r}")
-            if node[k] is None:
+        node, obj = data, cfg
+        for i, k in enumerate(keys):
+            free = isinstance(obj, dict)  # a dict-valued field: any key goes
+            if not isinstance(node, dict) or (k not in node and not free):
+                valid = sorted(node) if isinstance(node, dict) else []
+                raise ConfigError(f"override {item!r}: unknown key {'.'.join(keys[:i + 1])!r}"
+                                  + (f"; valid keys here: {valid}" if i == len(keys) - 1
+                                     else ""))
+            if i == len(keys) - 1:
+                node[k] = value
+                break
+            if node.get(k) is None:
                 node[k] = {}
             node = node[k]
-        if not isinstance(node, dict) or keys[-1] not in node:
-            valid = sorted(node) if isinstance(node, dict) else []
-            raise ConfigError(
-                f"override {item!r}: unknown key {'.'.join(keys)!r}; valid keys here: {valid}")
-        node[keys[-1]] = value
+            obj = obj.get(k) if isinstance(obj, dict) else getattr(obj, k, None)
+            if obj is None:
+                obj = {} if free else None
     return from_dict(type(cfg), data)
 
 

@@ -107,3 +107,21 @@ def check_batch(batch: Mapping, kind: str) -> None:
         if shape != ref:
             raise BatchError(f"{kind} batch: {k} has shape {shape}, but {prefix}tokens has "
                              f"{ref}; they must match")
+
+
+def batch_layout(kind: str, batch_size: int, seq_len: int,
+                 extra: tuple[str, ...] = ()) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """{key: (shape, dtype)} of a ``kind`` batch of ``batch_size`` rows of ``seq_len``
+    tokens with its required keys plus the optional ``extra`` ones: what ahead-of-time
+    compilation needs instead of data (``prompt`` batches: ``seq_len`` = prompt length)."""
+    if kind not in KINDS:
+        raise BatchError(f"unknown batch kind {kind!r}; known: {sorted(KINDS)}")
+    unknown = sorted(set(extra) - set(OPTIONAL.get(kind, ())))
+    if unknown:
+        raise BatchError(f"{kind} batch has no optional key(s) {unknown}")
+    ints = ("tokens", "positions", "segment_ids", "prompt_mask")
+    out = {}
+    for k in KINDS[kind] + tuple(extra):
+        shape = (batch_size,) if k in PER_ROW.get(kind, ()) else (batch_size, seq_len)
+        out[k] = (shape, np.dtype(np.int32 if k.endswith(ints) else np.float32))
+    return out

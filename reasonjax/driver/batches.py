@@ -33,11 +33,12 @@ from reasonjax import parallel
 from reasonjax.data.task import Problem
 from reasonjax.driver.env import Env
 from reasonjax.driver.prompts import Prompts, batch_rows, encode_prompts
-from reasonjax.search.beam import BeamConfig, DVTSConfig, beam_search, dvts
-from reasonjax.search.best_of_n import BestOfNConfig, best_of_n
-from reasonjax.search.mcts import MCTSConfig, mcts
-from reasonjax.search.particles import ParticleConfig, particle_filter
-from reasonjax.search.sampler import STOP_EOS, SampleConfig, SearchError, sample
+from reasonjax.search.beam import BeamConfig, DVTSConfig, beam_program, beam_search, dvts
+from reasonjax.search.best_of_n import BestOfNConfig, best_of_n, best_of_n_program
+from reasonjax.search.mcts import MCTSConfig, mcts, move_program, root_program
+from reasonjax.search.particles import ParticleConfig, particle_filter, particle_program
+from reasonjax.search.sampler import (STOP_EOS, SampleConfig, SearchError, StopTokens, sample,
+                                      sample_program)
 
 Method = Union[SampleConfig, BestOfNConfig, BeamConfig, ParticleConfig, MCTSConfig]
 # A separate scorer model (PRM) for step scores: (model config, params).
@@ -107,6 +108,18 @@ def _mcts_candidates(out) -> Candidates:
                       valid=np.ones((B, 1), bool), chosen=np.zeros(B, np.int64))
 
 
+def _concat_samples(outs):
+    """SampleOutputs of several chunks of one batch -> one (samples concatenated per
+    prompt; compute summed; the prompt value is the first call's)."""
+    cat = lambda name: jnp.concatenate([getattr(o, name) for o in outs], axis=1)
+    compute = outs[0].compute
+    for o in outs[1:]:
+        compute = compute + o.compute
+    return outs[0].replace(tokens=cat("tokens"), logprobs=cat("logprobs"),
+                           values=cat("values"), lengths=cat("lengths"),
+                           stop_reason=cat("stop_reason"), compute=compute)
+
+
 STEP_SEARCHES = ((DVTSConfig, dvts), (BeamConfig, beam_search),
                  (ParticleConfig, particle_filter), (BestOfNConfig, best_of_n))
 
@@ -115,9 +128,12 @@ def call(env: Env, params, method: Method, tokens, mask, rng: jax.Array,
          scorer: Optional[Scorer] = None, problem_ids=None):
     """The method on one prompt batch [B, P] (already placed): (raw output, Candidates)."""
     if isinstance(method, SampleConfig):
-        out = sample(env.model_config, params, tokens, mask, rng,
-                     max_new_tokens=method.max_new_tokens, n=method.n,
-                     sampling=method.sampling, stop=env.stop, pad_id=env.tokenizer.pad_id)
+        outs = [sample(env.model_config, params, tokens, mask,
+                       rng if method.per_call == method.n else jax.random.fold_in(rng, c),
+                       max_new_tokens=method.max_new_tokens, n=method.per_call,
+                       sampling=method.sampling, stop=env.stop, pad_id=env.tokenizer.pad_id)
+                for c in range(method.n // method.per_call)]
+        out = outs[0] if len(outs) == 1 else _concat_samples(outs)
         return out, _sample_candidates(out)
     if isinstance(method, MCTSConfig):
         if scorer is not None:
@@ -134,6 +150,46 @@ def call(env: Env, params, method: Method, tokens, mask, rng: jax.Array,
             out = fn(env.model_config, params, tokens, mask, rng, method, env.stop,
                      scorer_config, scorer_params)
             return out, _search_candidates(out)
+    raise SearchError(f"no search method takes a {type(method).__name__}; give one of "
+                      + ", ".join(t.__name__ for t in Method.__args__))
+
+
+def lower(config, params, method: Method, tokens, mask, rng, stop: StopTokens, *,
+          pad_id: int = 0, scorer_config=None, scorer_params=None,
+          verifier=None) -> dict[str, jax.stages.Lowered]:
+    """The jitted programs :func:`call` runs for ``method``, lowered on (possibly abstract:
+    ``jax.ShapeDtypeStruct`` with shardings) params, prompts [B, P], rng and stop tables,
+    for ahead-of-time compilation (:mod:`reasonjax.plan`): {name: Lowered}. MCTS lowers
+    its root expansion and one move (a search runs the move program once per step)."""
+    if isinstance(method, SampleConfig):
+        return {"sample": sample_program.lower(
+            params, tokens, mask, rng, stop, config=config, sampling=method.sampling,
+            n=method.per_call, max_new_tokens=method.max_new_tokens, stop_at_delimiter=False,
+            pad_id=pad_id)}
+    if isinstance(method, MCTSConfig):
+        mesh = getattr(getattr(mask, "sharding", None), "mesh", None)
+
+        def rows(x):  # a per-row array, split like the prompts
+            sharding = parallel.batch_sharding(mesh, x.ndim) if mesh is not None else None
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+        verifier = verifier if method.terminal_reward == "verifier" else None
+        args = (params, tokens, mask, rows(jax.ShapeDtypeStruct(tokens.shape[:1], jnp.int32)))
+        statics = dict(config=config, cfg=method, verifier=verifier)
+        root = root_program.lower(*args, rng, stop, **statics)
+        node = jax.eval_shape(lambda *a: root_program(*a, **statics), *args, rng, stop)[0]
+        node = jax.tree.map(rows, node)
+        return {"mcts root": root,
+                "mcts move": move_program.lower(*args, node, rng, stop, **statics)}
+    programs = ((DVTSConfig, beam_program, {"dvts": True}),
+                (BeamConfig, beam_program, {"dvts": False}),
+                (ParticleConfig, particle_program, {}), (BestOfNConfig, best_of_n_program, {}))
+    for kind, program, extra in programs:
+        if isinstance(method, kind):
+            name = type(method).__name__.removesuffix("Config").lower()
+            return {name: program.lower(params, tokens, mask, rng, stop, scorer_params,
+                                        config=config, cfg=method,
+                                        scorer_config=scorer_config, **extra)}
     raise SearchError(f"no search method takes a {type(method).__name__}; give one of "
                       + ", ".join(t.__name__ for t in Method.__args__))
 

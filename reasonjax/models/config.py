@@ -154,6 +154,10 @@ PRESETS: dict[str, ModelConfig] = {
                                    n_kv_heads=4, d_ff=18944, rope_theta=10000.0,
                                    rms_norm_eps=1e-6, qkv_bias=True, max_seq_len=4096,
                                    family="qwen2", dtype="bfloat16"),
+    # DeepSeekMath-7B (AlphaMath's base model): the Llama architecture with full MHA.
+    "deepseek-math-7b": ModelConfig(vocab_size=102400, d_model=4096, n_layers=30, n_heads=32,
+                                    n_kv_heads=32, d_ff=11008, rope_theta=10000.0,
+                                    rms_norm_eps=1e-6, max_seq_len=4096, dtype="bfloat16"),
     "mistral-7b-v0.1": ModelConfig(vocab_size=32000, d_model=4096, n_layers=32, n_heads=32,
                                    n_kv_heads=8, d_ff=14336, rope_theta=10000.0,
                                    max_seq_len=32768, sliding_window=4096, family="mistral",

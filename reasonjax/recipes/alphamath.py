@@ -50,7 +50,7 @@ from reasonjax.driver import run as run_driver
 from reasonjax.eval import stats
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
-from reasonjax.recipes import mcts_data
+from reasonjax.recipes import common, mcts_data
 from reasonjax.recipes.common import (FitSpec, RecipeConfig, RecipeEnv, Trained, fit_examples,
                                       head_values, rng_for, warm_start)
 from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase, write_outcomes
@@ -121,6 +121,12 @@ class Config(RecipeConfig):
     joint: JointConfig = JointConfig(value_coef=1.0)
     value_holdout: float = 0.1
     eval: EvalSpec = EvalSpec()
+
+
+def losses(cfg: Config) -> dict:
+    """{FitSpec path: loss factory} of the run's training phases (for :mod:`reasonjax.plan`;
+    the warm-up's SFT is common to every recipe)."""
+    return {"train": lambda mc: joint_loss(mc, cfg.joint)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,7 +385,8 @@ def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
               title="AlphaMath: accuracy per round", ylim=(0, 1))
     _compute_plot(run_dir, cfg, outcomes)
     P = len(_correct(outcomes, rows[0]["method"])[0])
-    path = write_report(run_dir / "report.md", "AlphaMath Almost Zero", [
+    title = common.title("AlphaMath Almost Zero", cfg)
+    path = write_report(run_dir / "report.md", title, [
         ("Final model: accuracy by inference method", markdown_table(rows) + f"\n\n{P} eval "
          f"problems x {len(outcomes)} seed(s); intervals: bootstrap over seeds and problems."),
         ("Effect checks", markdown_table([e.row() for e in found])),

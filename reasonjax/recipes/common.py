@@ -146,6 +146,17 @@ def _local_problems(spec: TaskSpec) -> tuple[Task, list[Problem], list[Problem]]
     return get_task(fmt), train, held
 
 
+def title(name: str, cfg: RecipeConfig) -> str:
+    """A report's title: the recipe and what it ran on. A run on a checkpoint is a paper
+    preset run and names the checkpoint and data file; else the tiny model and task."""
+    if cfg.model.checkpoint:
+        data = cfg.task.data_file + (f" (eval: {cfg.task.eval_file})" if cfg.task.eval_file
+                                     else "")
+        return f"{name}, paper preset: {cfg.model.checkpoint} on {data}"
+    task = cfg.task.name + (f" ({cfg.task.difficulty})" if cfg.task.difficulty else "")
+    return f"{name}, tiny preset: {cfg.model.preset} trained from scratch on {task}"
+
+
 def env_for(cfg: RecipeConfig) -> RecipeEnv:
     """:func:`make_env` from a recipe config."""
     return make_env(cfg.task, cfg.model, cfg.mesh, cfg.num_devices)
@@ -162,6 +173,11 @@ def make_env(task: TaskSpec, model: ModelSpec, mesh: parallel.MeshConfig = paral
     if not model.checkpoint and not model.preset:
         raise ConfigError("model: set model.checkpoint=/path/to/checkpoint (a HF or reasonjax "
                           "model directory) or model.preset=<name> (`reasonjax models`)")
+    if model.preset and not model.checkpoint and not model.preset.startswith("tiny"):
+        raise ConfigError(f"model.checkpoint: model.preset={model.preset} is the shape of a "
+                          "released model; set model.checkpoint=/path/to/its/weights (a HF "
+                          "or reasonjax model directory), or use a tiny-* preset to train "
+                          "from scratch")
     if task.data_file:
         t, train_problems, eval_problems = _local_problems(task)
     else:

@@ -43,6 +43,7 @@ from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.eval.verifier import verified_resampling
 from reasonjax.driver import run as run_driver
+from reasonjax.recipes import common
 from reasonjax.recipes.common import RecipeConfig, rng_for, warm_start
 from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase, write_outcomes
 from reasonjax.search.sampler import SampleConfig
@@ -65,6 +66,11 @@ class Config(RecipeConfig):
     verifier: VerifierSpec = dataclasses.field(default_factory=VerifierSpec)
     vote_trials: int = 16
     log_linear_r2: float = 0.9
+
+
+def losses(cfg: Config) -> dict:
+    """No training phase besides the warm-up (for :mod:`reasonjax.plan`)."""
+    return {}
 
 
 def ks_for(n: int) -> list[int]:
@@ -255,7 +261,8 @@ def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
         + " (least squares of log(-log coverage) on log k; intervals: bootstrap)" if fit else
         "no power-law fit: fewer than two k with 0 < coverage < 1")
     P, n = len(outcomes[0]["correct"]), len(outcomes[0]["correct"][0])
-    path = write_report(run_dir / "report.md", "Repeated sampling: coverage (Monkeys, fLaws)", [
+    title = common.title("Repeated sampling: coverage (Monkeys, fLaws)", cfg)
+    path = write_report(run_dir / "report.md", title, [
         ("Coverage, majority vote and verified resampling vs k",
          markdown_table(rows) + f"\n\n{P} problems x {n} samples x {len(outcomes)} seed(s). "
          "coverage: unbiased pass@k with its 95% interval (bootstrap over seeds and "

@@ -42,7 +42,7 @@ from reasonjax.driver import run as run_driver
 from reasonjax.eval import stats
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
-from reasonjax.recipes import mcts_data
+from reasonjax.recipes import common, mcts_data
 from reasonjax.recipes.common import (FitSpec, RecipeConfig, RecipeEnv, Trained, fit_examples,
                                       rng_for, warm_start)
 from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase, write_outcomes
@@ -70,6 +70,11 @@ class Config(RecipeConfig):
 
 
 CLAIM = "on-policy rounds of MCTS + step-level DPO raise accuracy (GSM8K +5.9)"
+
+
+def losses(cfg: Config) -> dict:
+    """{FitSpec path: loss factory} of the run's training phases (for :mod:`reasonjax.plan`)."""
+    return {"train": lambda mc: preference_loss(mc, cfg.dpo)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,7 +211,7 @@ def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
     if found:
         sections.append(("Effect checks", markdown_table([e.row() for e in found])))
     sections.append(("Plots", "![accuracy vs round](accuracy_vs_round.png)"))
-    path = write_report(run_dir / "report.md", "MCTS-DPO", sections)
+    path = write_report(run_dir / "report.md", common.title("MCTS-DPO", cfg), sections)
     headline = (f"greedy {acc[0].estimate:.3f} (round 0) -> " + " -> ".join(
         f"{a.estimate:.3f}" for a in acc[1:]) + (f"; last minus round 0 {found[0].value}"
                                                  if found else "") +

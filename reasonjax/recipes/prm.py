@@ -74,6 +74,11 @@ class Config(common.RecipeConfig):
     prm: common.FitSpec = common.FitSpec(steps=300)
 
 
+def losses(cfg: Config) -> dict:
+    """{FitSpec path: loss factory} of the run's training phases (for :mod:`reasonjax.plan`)."""
+    return {"prm": lambda mc: value_loss(mc, ValueConfig("bce"))}
+
+
 def _solutions(env: RecipeEnv, problems, texts) -> dict:
     """Flattened solutions of ``problems`` (one list of texts each): the index of their
     problem (``group``), steps, final answer, whether it verifies and, on tasks with an
@@ -333,7 +338,8 @@ def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
             f"agree on {mean(lambda o: o['labelers_agree']):.3f} of steps"
             + ("" if exact else "; the task has no exact step checker, so agreement with "
                "exact labels and PRM step accuracy are not measured"))
-    path = write_report(run_dir / "report.md", "Monte Carlo process labels and PRMs", [
+    title = common.title("Monte Carlo process labels and PRMs", cfg)
+    path = write_report(run_dir / "report.md", title, [
         ("Results", markdown_table(rows) + "\n\n" + note),
         ("Effect checks", markdown_table([e.row() for e in found])),
         ("Plots", "\n\n".join(f"![{t}]({f})" for f, t in plots))])

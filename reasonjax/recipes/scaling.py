@@ -58,6 +58,7 @@ from reasonjax.driver import vote
 from reasonjax.eval import stats
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
+from reasonjax.recipes import common
 from reasonjax.recipes.common import (FitSpec, RecipeConfig, RecipeEnv, Trained, fit_examples,
                                       rng_for, warm_start)
 from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase, write_outcomes
@@ -117,6 +118,12 @@ class Config(RecipeConfig):
     prm: PRMSpec = PRMSpec()
     difficulty: DifficultySpec = DifficultySpec()
     search: SearchSpec = SearchSpec()
+
+
+def losses(cfg: Config) -> dict:
+    """{FitSpec path: loss factory} of the run's training phases (for :mod:`reasonjax.plan`):
+    the PRM fit unless a trained PRM is loaded."""
+    return {} if cfg.prm.checkpoint else {"prm.fit": lambda mc: value_loss(mc)}
 
 
 def check_config(cfg: Config) -> None:
@@ -416,8 +423,8 @@ def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
          markdown_table(tok_rows) + "\n\nmajority and prm-vote use the best-of-n samples."),
         ("Plots", "\n".join(f"![{p}]({p})" for p in plots)),
     ]
-    path = write_report(run_dir / "report.md", "Test-time compute scaling (Snell et al.)",
-                        sections)
+    title = common.title("Test-time compute scaling (Snell et al.)", cfg)
+    path = write_report(run_dir / "report.md", title, sections)
     top = max(budgets)
     headline = (f"N={top}, all problems: PRM vote {acc[n_bins]['prm-vote'][top]:.3f}, "
                 f"majority {acc[n_bins]['majority'][top]:.3f}, best-of-N "

@@ -61,6 +61,11 @@ class Config(common.RecipeConfig):
     preference: PreferenceConfig = PreferenceConfig(beta=0.1)
 
 
+def losses(cfg: Config) -> dict:
+    """{FitSpec path: loss factory} of the run's training phases (for :mod:`reasonjax.plan`)."""
+    return {"dpo": lambda mc: preference_loss(mc, cfg.preference)}
+
+
 CLAIM = "Step-DPO on pairs at the first wrong step raises accuracy (~+3% on MATH)"
 
 
@@ -273,7 +278,8 @@ def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
               xlabel="round (0 = warm-up)", ylabel="greedy accuracy (95% interval)",
               title="Step-DPO: greedy accuracy per round", ylim=(0, 1))
     P = len(outcomes[0]["correct"][0])
-    path = write_report(run_dir / "report.md", "Step-DPO", [
+    title = common.title("Step-DPO", cfg)
+    path = write_report(run_dir / "report.md", title, [
         ("Results", markdown_table(rows) + f"\n\n{P} eval problems x {len(outcomes)} "
          "seed(s); per-round counts are means over the seeds; intervals: bootstrap over "
          "seeds and problems."),

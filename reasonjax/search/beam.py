@@ -89,8 +89,8 @@ def select_groups(state: SearchState, group_size: int, keep: int, max_steps: int
 
 
 @functools.partial(jax.jit, static_argnames=("config", "cfg", "scorer_config", "dvts"))
-def _beam(params, prompt_tokens, prompt_mask, rng, stop, scorer_params, *, config, cfg,
-          scorer_config, dvts):
+def beam_program(params, prompt_tokens, prompt_mask, rng, stop, scorer_params, *, config, cfg,
+                 scorer_config, dvts):
     N, M = cfg.n, cfg.beam_width
     group_size, keep = (M, 1) if dvts else (N, N // M)
     select = lambda key, st: select_groups(st, group_size, keep, cfg.max_steps)
@@ -106,9 +106,9 @@ def beam_search(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: ja
     expand each M = ``cfg.beam_width`` ways. Returns the final candidates (the kept beams
     expanded by their last step), their scores, the best one and the compute spent."""
     check_search(config, cfg, prompt_tokens, prompt_mask, stop, scorer_config)
-    return _beam(params, jnp.asarray(prompt_tokens, jnp.int32), jnp.asarray(prompt_mask), rng,
-                 stop, scorer_params, config=config, cfg=cfg, scorer_config=scorer_config,
-                 dvts=False)
+    return beam_program(params, jnp.asarray(prompt_tokens, jnp.int32),
+                        jnp.asarray(prompt_mask), rng, stop, scorer_params, config=config,
+                        cfg=cfg, scorer_config=scorer_config, dvts=False)
 
 
 def dvts(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Array,
@@ -118,6 +118,6 @@ def dvts(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Array
     keeping its best candidate and expanding it M ways. Candidate i belongs to subtree
     i // M; the best answer over all subtrees is chosen."""
     check_search(config, cfg, prompt_tokens, prompt_mask, stop, scorer_config)
-    return _beam(params, jnp.asarray(prompt_tokens, jnp.int32), jnp.asarray(prompt_mask), rng,
-                 stop, scorer_params, config=config, cfg=cfg, scorer_config=scorer_config,
-                 dvts=True)
+    return beam_program(params, jnp.asarray(prompt_tokens, jnp.int32),
+                        jnp.asarray(prompt_mask), rng, stop, scorer_params, config=config,
+                        cfg=cfg, scorer_config=scorer_config, dvts=True)

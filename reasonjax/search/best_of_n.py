@@ -44,8 +44,8 @@ def sequence_logprob(result: SearchResult, mean: bool = False) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("config", "cfg", "scorer_config"))
-def _best_of_n(params, prompt_tokens, prompt_mask, rng, stop, scorer_params, *, config, cfg,
-               scorer_config):
+def best_of_n_program(params, prompt_tokens, prompt_mask, rng, stop, scorer_params, *, config,
+                      cfg, scorer_config):
     state, compute = run(config, params, prompt_tokens, prompt_mask, rng, cfg, stop,
                          scorer_config, scorer_params, select=None)
     result = to_result(state, compute, prompt_tokens.shape[0])
@@ -64,6 +64,6 @@ def best_of_n(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.
     the policy scores its own steps. Returns every candidate with its scores, the chosen
     index per problem and the compute spent."""
     check_search(config, cfg, prompt_tokens, prompt_mask, stop, scorer_config)
-    return _best_of_n(params, jnp.asarray(prompt_tokens, jnp.int32), jnp.asarray(prompt_mask),
-                      rng, stop, scorer_params, config=config, cfg=cfg,
-                      scorer_config=scorer_config)
+    return best_of_n_program(params, jnp.asarray(prompt_tokens, jnp.int32),
+                             jnp.asarray(prompt_mask), rng, stop, scorer_params,
+                             config=config, cfg=cfg, scorer_config=scorer_config)

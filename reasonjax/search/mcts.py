@@ -229,8 +229,8 @@ def chosen_action(cfg: MCTSConfig, output) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("config", "cfg", "verifier"))
-def _root(params, prompt_tokens, prompt_mask, problem_ids, rng, stop, *, config, cfg,
-          verifier):
+def root_program(params, prompt_tokens, prompt_mask, problem_ids, rng, stop, *, config, cfg,
+                 verifier):
     B = prompt_tokens.shape[0]
     L = cfg.max_steps * cfg.step_tokens
     zeros = jnp.zeros((B,), jnp.int32)
@@ -240,8 +240,8 @@ def _root(params, prompt_tokens, prompt_mask, problem_ids, rng, stop, *, config,
 
 
 @functools.partial(jax.jit, static_argnames=("config", "cfg", "verifier"))
-def _move(params, prompt_tokens, prompt_mask, problem_ids, root_node, rng, stop, *, config,
-          cfg, verifier):
+def move_program(params, prompt_tokens, prompt_mask, problem_ids, root_node, rng, stop, *, config,
+                 cfg, verifier):
     """One search from ``root_node`` and the move it picks: (tree, action, child, compute)."""
     params = unstack_layers(params)
 
@@ -331,15 +331,16 @@ def mcts(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Array
     if problem_ids.shape != (B,):
         raise SearchError(f"problem_ids must have shape ({B},), got {problem_ids.shape}")
     key_root, key_moves = jax.random.split(rng)
-    node, compute = _root(params, prompt_tokens, prompt_mask, problem_ids, key_root, stop,
-                          config=config, cfg=cfg, verifier=verifier)
+    node, compute = root_program(params, prompt_tokens, prompt_mask, problem_ids, key_root, stop,
+                                 config=config, cfg=cfg, verifier=verifier)
     trees, actions = [], []
     for move in range(cfg.max_moves or cfg.max_steps):
         if bool(jnp.all(node.terminal)):
             break
-        tree, action, node, comp = _move(params, prompt_tokens, prompt_mask, problem_ids, node,
-                                         jax.random.fold_in(key_moves, move), stop,
-                                         config=config, cfg=cfg, verifier=verifier)
+        tree, action, node, comp = move_program(
+            params, prompt_tokens, prompt_mask, problem_ids, node,
+            jax.random.fold_in(key_moves, move), stop, config=config, cfg=cfg,
+            verifier=verifier)
         trees.append(tree)
         actions.append(action)
         compute = compute + comp

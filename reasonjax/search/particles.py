@@ -73,8 +73,8 @@ def select_particles(rng: jax.Array, state: SearchState, n: int, temperature: fl
 
 
 @functools.partial(jax.jit, static_argnames=("config", "cfg", "scorer_config"))
-def _particles(params, prompt_tokens, prompt_mask, rng, stop, scorer_params, *, config, cfg,
-               scorer_config):
+def particle_program(params, prompt_tokens, prompt_mask, rng, stop, scorer_params, *, config,
+                     cfg, scorer_config):
     select = lambda key, st: select_particles(key, st, cfg.n, cfg.temperature, cfg.resampling)
     state, compute = run(config, params, prompt_tokens, prompt_mask, rng, cfg, stop,
                          scorer_config, scorer_params, select=select)
@@ -88,6 +88,6 @@ def particle_filter(config: ModelConfig, params, prompt_tokens, prompt_mask, rng
     """Particle filtering over B problems with N = ``cfg.n`` particles each. Returns the
     final particles, their scores, the best one and the compute spent."""
     check_search(config, cfg, prompt_tokens, prompt_mask, stop, scorer_config)
-    return _particles(params, jnp.asarray(prompt_tokens, jnp.int32), jnp.asarray(prompt_mask),
-                      rng, stop, scorer_params, config=config, cfg=cfg,
-                      scorer_config=scorer_config)
+    return particle_program(params, jnp.asarray(prompt_tokens, jnp.int32),
+                            jnp.asarray(prompt_mask), rng, stop, scorer_params, config=config,
+                            cfg=cfg, scorer_config=scorer_config)

@@ -83,16 +83,27 @@ class SamplingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SampleConfig:
-    """Whole completions: ``n`` per prompt (sharing one prefill), at most
-    ``max_new_tokens`` each, drawn with ``sampling`` (temperature 0: greedy)."""
+    """Whole completions: ``n`` per prompt, at most ``max_new_tokens`` each, drawn with
+    ``sampling`` (temperature 0: greedy). ``chunk``: samples per prompt per compiled call
+    (0 = all ``n`` in one call, sharing one prefill); a smaller chunk bounds the rows a
+    call holds (repeated sampling at 10,000 per problem), the calls drawing with
+    ``fold_in(rng, chunk index)``."""
 
     n: int = 1
     max_new_tokens: int = 64
     sampling: SamplingConfig = SamplingConfig()
+    chunk: int = 0
 
     def __post_init__(self):
         check_positive(self.n, "n")
         check_positive(self.max_new_tokens, "max_new_tokens")
+        if self.chunk < 0 or (self.chunk and self.n % self.chunk):
+            raise SearchError(f"chunk={self.chunk} must be 0 or divide n={self.n}")
+
+    @property
+    def per_call(self) -> int:
+        """Samples per prompt in one compiled call."""
+        return self.chunk or self.n
 
 
 @flax.struct.dataclass
@@ -375,8 +386,8 @@ class SampleOutput:
 
 @functools.partial(jax.jit, static_argnames=("config", "sampling", "n", "max_new_tokens",
                                              "stop_at_delimiter", "pad_id"))
-def _sample(params, prompt_tokens, prompt_mask, rng, stop, *, config, sampling, n,
-            max_new_tokens, stop_at_delimiter, pad_id):
+def sample_program(params, prompt_tokens, prompt_mask, rng, stop, *, config, sampling, n,
+                   max_new_tokens, stop_at_delimiter, pad_id):
     model = Transformer(config)
     params = unstack_layers(params)
     B, P = prompt_tokens.shape
@@ -414,7 +425,7 @@ def sample(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Arr
     if stop.completes.shape[-1] != config.vocab_size:
         raise SearchError(f"stop tables cover {stop.completes.shape[-1]} ids, the model has "
                           f"{config.vocab_size}; build them with stop_tokens(config.vocab_size)")
-    return _sample(params, jnp.asarray(prompt_tokens, jnp.int32), jnp.asarray(prompt_mask),
-                   rng, stop, config=config, sampling=sampling, n=int(n),
-                   max_new_tokens=int(max_new_tokens), stop_at_delimiter=stop_at_delimiter,
-                   pad_id=int(pad_id))
+    return sample_program(params, jnp.asarray(prompt_tokens, jnp.int32),
+                          jnp.asarray(prompt_mask), rng, stop, config=config,
+                          sampling=sampling, n=int(n), max_new_tokens=int(max_new_tokens),
+                          stop_at_delimiter=stop_at_delimiter, pad_id=int(pad_id))

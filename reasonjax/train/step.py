@@ -101,21 +101,15 @@ def _batch_preparer(loss: Loss, mesh: Mesh) -> Callable[[Mapping, bool], dict]:
     return prepare
 
 
-def make_train_step(loss: Loss, optimizer: optax.GradientTransformation, mesh: Mesh,
-                    shardings: TrainState, *, ref_shardings=None, rules=None,
-                    lr_schedule: Optional[Callable] = None, donate: bool = True):
-    """The jitted, sharded train step for ``loss``.
-
-    Returns ``step(state, batch, ref_params=None) -> (new_state, metrics)``; metrics are
-    the loss's own plus ``grad_norm`` (before clipping) and ``lr`` (when ``lr_schedule``
-    maps the step to the learning rate). ``shardings``: a TrainState of shardings
-    (``state.state_shardings``); ``ref_shardings``: the reference params' shardings
-    (default: the params' shardings). The input state is donated unless ``donate=False``.
-    """
-    rules = rules if rules is not None else parallel.logical_rules()
+def step_program(loss: Loss, optimizer: optax.GradientTransformation, mesh: Mesh,
+                 shardings: TrainState, *, with_ref: bool, ref_shardings=None,
+                 lr_schedule: Optional[Callable] = None, donate: bool = True):
+    """The jitted ``(state, placed batch, ref_params) -> (state, metrics)`` behind
+    :func:`make_train_step`, with its in/out shardings; ``.lower()`` it on abstract
+    arguments to compile ahead of time (:mod:`reasonjax.plan`). ``ref_params`` is None
+    unless ``with_ref``."""
     ref_shardings = ref_shardings if ref_shardings is not None else shardings.params
     replicated = NamedSharding(mesh, P())
-    batch_sharding = batch_spec_sharding(mesh)
 
     def step(state: TrainState, batch, ref_params):
         key, sub = jax.random.split(jax.random.wrap_key_data(state.rng))
@@ -130,15 +124,32 @@ def make_train_step(loss: Loss, optimizer: optax.GradientTransformation, mesh: M
                                rng=jax.random.key_data(key))
         return new_state, metrics
 
+    return jax.jit(step,
+                   in_shardings=(shardings, batch_spec_sharding(mesh),
+                                 ref_shardings if with_ref else None),
+                   out_shardings=(shardings, replicated),
+                   donate_argnums=(0,) if donate else ())
+
+
+def make_train_step(loss: Loss, optimizer: optax.GradientTransformation, mesh: Mesh,
+                    shardings: TrainState, *, ref_shardings=None, rules=None,
+                    lr_schedule: Optional[Callable] = None, donate: bool = True):
+    """The jitted, sharded train step for ``loss``.
+
+    Returns ``step(state, batch, ref_params=None) -> (new_state, metrics)``; metrics are
+    the loss's own plus ``grad_norm`` (before clipping) and ``lr`` (when ``lr_schedule``
+    maps the step to the learning rate). ``shardings``: a TrainState of shardings
+    (``state.state_shardings``); ``ref_shardings``: the reference params' shardings
+    (default: the params' shardings). The input state is donated unless ``donate=False``.
+    """
+    rules = rules if rules is not None else parallel.logical_rules()
     compiled = {}
 
     def get(with_ref: bool):
         if with_ref not in compiled:
-            compiled[with_ref] = jax.jit(
-                step,
-                in_shardings=(shardings, batch_sharding, ref_shardings if with_ref else None),
-                out_shardings=(shardings, replicated),
-                donate_argnums=(0,) if donate else ())
+            compiled[with_ref] = step_program(
+                loss, optimizer, mesh, shardings, with_ref=with_ref,
+                ref_shardings=ref_shardings, lr_schedule=lr_schedule, donate=donate)
         return compiled[with_ref]
 
     prepare = _batch_preparer(loss, mesh)

@@ -1,0 +1,717 @@
+"""Ahead-of-time plans for TPU slices, on a machine without a TPU.
+
+``reasonjax plan --topology v5p-8 alphamath --preset paper [key=value ...]`` builds the
+recipe's model config and mesh over the TPU devices of a named topology (libtpu's
+topology descriptions: ``jax.experimental.topologies``), lowers every program the recipe
+runs with abstract params (``jax.ShapeDtypeStruct``s on their shardings; no weights are
+read) and compiles each with the real TPU compiler, as MaxText's ``train_compile`` does.
+Per program it reports, per device (chip, or TensorCore on v4):
+
+- HBM: arguments + outputs - donated aliases + temporaries + code, from the compiled
+  program's ``memory_analysis()``, against the chip's HBM;
+- FLOPs, and the compiler's estimate of the time (``cost_analysis()['optimal_seconds']``,
+  a lower bound: it assumes perfect overlap). XLA counts a loop body once, so costs come
+  from two extra compiles of the same program with 1 and 2 unrolled layers, extrapolated
+  linearly to the model's depth. Programs whose loops run a data-dependent number of
+  times (sampling, step search, MCTS) are given memory only; their per-token cost is the
+  ``decode step`` row (one token for every row, the cache at full length);
+- MFU: model FLOPs (the matmuls of the forward, x3 for a train step, plus attention over
+  the filled context) over the estimated time at the chip's peak bf16 rate; tokens/s for
+  training (tokens per step) and decoding (rows per decode step).
+
+A program that does not fit fails the plan with the bytes needed vs available and the
+first of a few changes (full rematerialisation, params sharded over every chip, half the
+micro-batch with twice the gradient accumulation, half the rows per search call) that
+compiles within HBM.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from reasonjax import parallel
+from reasonjax.config import ConfigError
+from reasonjax.data.formats import batch_layout
+from reasonjax.models.config import ModelConfig
+from reasonjax.train.loss import Loss
+
+GIB = 1024 ** 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+    """One TPU chip (Cloud TPU system-architecture pages): HBM, peak dense bf16 FLOP/s,
+    HBM bandwidth; ``cores_in_name``: TensorCores counted per chip in slice names (v4-32
+    and v5p-8 count cores, v5e-16 and v6e-8 count chips)."""
+
+    kind: str
+    hbm_bytes: float
+    peak_flops: float
+    hbm_bytes_per_s: float
+    cores_in_name: int
+
+
+CHIPS = {
+    "v4": Chip("v4", 32 * GIB, 275e12, 1.2e12, 2),
+    "v5e": Chip("v5e", 16 * GIB, 197e12, 0.819e12, 1),
+    "v5p": Chip("v5p", 95 * GIB, 459e12, 2.765e12, 2),
+    "v6e": Chip("v6e", 32 * GIB, 918e12, 1.64e12, 1),
+}
+# Chips of a slice -> its physical shape (3-D tori for v4 / v5p, 2-D for v5e / v6e).
+SHAPES_3D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8",
+             256: "4x8x8", 512: "8x8x8"}
+SHAPES_2D = {4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    """A TPU slice: its name as given, chip, libtpu topology name and device descriptions
+    (one per chip; two per v4 chip, whose TensorCores libtpu lists separately)."""
+
+    name: str
+    chip: Chip
+    layout: str
+    devices: tuple
+
+    @property
+    def chips(self) -> int:
+        return math.prod(int(d) for d in self.layout.split("x"))
+
+    @property
+    def hosts(self) -> int:
+        return len({d.process_index for d in self.devices})
+
+    @property
+    def hbm_per_device(self) -> float:
+        return self.chip.hbm_bytes * self.chips / len(self.devices)
+
+    @property
+    def peak_per_device(self) -> float:
+        return self.chip.peak_flops * self.chips / len(self.devices)
+
+
+def topology(name: str) -> Topology:
+    """``v5p-8`` / ``v4-32`` / ``v5e-16`` / ``v6e-8`` (Cloud TPU slice names) or libtpu's
+    ``v5e:4x4`` form -> a :class:`Topology` (needs libtpu: ``pip install 'jax[tpu]'``)."""
+    m = re.fullmatch(r"(v4|v5e|v5p|v6e)(?:-(\d+)|:(\d+(?:x\d+)+))", name.strip())
+    if not m:
+        raise ConfigError(f"--topology {name!r}: give a slice like v5p-8, v4-32, v5e-16, "
+                          f"v6e-8 (or v5e:4x4); chips: {', '.join(CHIPS)}")
+    chip = CHIPS[m.group(1)]
+    shapes = SHAPES_3D if chip.kind in ("v4", "v5p") else SHAPES_2D
+    if m.group(2):
+        size = int(m.group(2))
+        chips = size // chip.cores_in_name
+        if size % chip.cores_in_name or chips not in shapes:
+            sizes = ", ".join(f"{chip.kind}-{c * chip.cores_in_name}" for c in shapes)
+            raise ConfigError(f"--topology {name}: no such slice; known: {sizes}")
+        layout = shapes[chips]
+    else:
+        layout = m.group(3)
+    # Describing a slice needs libtpu but no TPU: these keep it from probing for one (and
+    # from printing its warnings), and let several planning processes load it at once.
+    for var, value in (("ALLOW_MULTIPLE_LIBTPU_LOAD", "1"), ("TPU_SKIP_MDS_QUERY", "1"),
+                       ("TPU_ACCELERATOR_TYPE", "v5litepod-4"),
+                       ("TPU_WORKER_HOSTNAMES", "localhost"), ("TPU_WORKER_ID", "0")):
+        os.environ.setdefault(var, value)
+    try:
+        from jax.experimental import topologies
+        desc = topologies.get_topology_desc(platform="tpu",
+                                            topology_name=f"{chip.kind}:{layout}")
+    except (ImportError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"--topology {name}: libtpu could not describe {chip.kind}:{layout} "
+                          f"({first}); install it with pip install 'jax[tpu]=="
+                          f"{jax.__version__}'") from None
+    return Topology(name=name, chip=chip, layout=layout, devices=tuple(desc.devices))
+
+
+# ---------------------------------------------------------------------------------------
+# Programs
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """One compiled program of a run.
+
+    name: what it is (``train: joint (train)``, ``decode step``...). kind: ``train``,
+    ``prefill``, ``decode`` or ``search``. build(model_config, mesh, rows) -> {part:
+    jax.stages.Lowered} (two parts for MCTS: root and move). rows / seq_len: its batch
+    (train: rows x tokens; prefill: rows x prompt tokens; decode: rows x cache slots);
+    per_prompt: rows per prompt (search / decode: samples, beams or actions per problem).
+    ref: a train step that also reads a frozen reference (DPO family); sequences: token
+    sequences per row (2 for preference pairs). path: the config field it comes from;
+    batch_key: the config key that sets its batch (train: rows; else: prompts per call)."""
+
+    name: str
+    kind: str
+    build: Callable[[ModelConfig, Any, int], dict]
+    rows: int
+    seq_len: int
+    per_prompt: int = 1
+    ref: bool = False
+    sequences: int = 1
+    accum_steps: int = 1
+    path: str = ""
+    batch_key: str = "batch_size"
+
+    def lower(self, model_config: ModelConfig, mesh) -> dict:
+        return self.build(model_config, mesh, self.rows)
+
+
+def abstract(shapes, shardings):
+    """``jax.ShapeDtypeStruct``s with shardings, from a tree of shapes and one of
+    shardings."""
+    return jax.tree.map(lambda s, h: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=h),
+                        shapes, shardings)
+
+
+def abstract_params(model_config: ModelConfig, mesh):
+    from reasonjax.train.fit import param_shapes
+
+    return abstract(param_shapes(model_config), parallel.param_shardings(model_config, mesh))
+
+
+def _rows_struct(shape, dtype, mesh):
+    """An abstract array split over the data axes by its leading (row) axis; scalars
+    replicated."""
+    sharding = (parallel.batch_sharding(mesh, len(shape)) if len(shape)
+                else parallel.replicated(mesh))
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+
+
+def train_program(name: str, loss_for: Callable[[ModelConfig], Loss], rows: int, seq_len: int,
+                  optim, extra_keys: Sequence[str] = (), path: str = "") -> Program:
+    """The train step of ``loss_for(model_config)`` on ``rows`` x ``seq_len`` batches with
+    ``optim`` (an OptimConfig), as :func:`reasonjax.train.fit.fit` builds it."""
+    from reasonjax.train.fit import param_shapes
+    from reasonjax.train.state import TrainState, make_optimizer, state_shardings
+    from reasonjax.train.step import step_program
+
+    optim = optim.for_steps(max(optim.decay_steps or 1000, 1))
+
+    def build(model_config: ModelConfig, mesh, rows: int) -> dict:
+        loss = loss_for(model_config)
+        shapes = param_shapes(model_config)
+        pshard = parallel.param_shardings(model_config, mesh)
+        optimizer = make_optimizer(optim, shapes)
+        shardings = state_shardings(optimizer, shapes, pshard, mesh)
+        state = jax.eval_shape(lambda p: TrainState(
+            params=p, opt_state=optimizer.init(p), step=jnp.zeros((), jnp.int32),
+            rng=jax.random.key_data(jax.random.key(0))), shapes)
+        batch = {k: _rows_struct(shape, dtype, mesh) for k, (shape, dtype) in batch_layout(
+            loss.kind, rows, seq_len, tuple(extra_keys) + loss.extra_keys).items()}
+        ref = abstract(shapes, pshard) if loss.needs_reference else None
+        program = step_program(loss, optimizer, mesh, shardings, with_ref=ref is not None)
+        with parallel.activate(mesh):
+            return {name: program.lower(abstract(state, shardings), batch, ref)}
+
+    return Program(name=name, kind="train", build=build, rows=rows, seq_len=seq_len,
+                   accum_steps=optim.accum_steps, path=path, batch_key=f"{path}.batch_size")
+
+
+def _stop(model_config: ModelConfig, mesh):
+    """Abstract stop tables (replicated) over the model's vocabulary with one EOS and a
+    one-token step delimiter (a real tokenizer's differ only in a few automaton states)."""
+    from reasonjax.search.sampler import stop_tokens
+
+    shapes = jax.eval_shape(lambda: stop_tokens(model_config.vocab_size, [0],
+                                                delimiter_ids=[1]))
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+        x.shape, x.dtype, sharding=parallel.replicated(mesh)), shapes)
+
+
+def search_program(name: str, method, rows: int, prompt_len: int, per_prompt: int = 1,
+                   path: str = "", batch_key: str = "batch_size") -> Program:
+    """The driver's program(s) for ``method`` over ``rows`` prompts of ``prompt_len``
+    tokens (:func:`reasonjax.driver.batches.lower`); the MCTS verifier is a host callback
+    that never runs here."""
+    from reasonjax.driver.batches import lower as lower_method
+
+    def build(model_config: ModelConfig, mesh, rows: int) -> dict:
+        prompts = rows // per_prompt
+        tokens = _rows_struct((prompts, prompt_len), jnp.int32, mesh)
+        mask = _rows_struct((prompts, prompt_len), jnp.int32, mesh)
+        rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype,
+                                   sharding=parallel.replicated(mesh))
+        params = abstract_params(model_config, mesh)
+        stop = _stop(model_config, mesh)
+        with parallel.activate(mesh):
+            parts = lower_method(model_config, params, method, tokens, mask, rng, stop,
+                                 verifier=_never_called)
+        return {f"{name} ({part})" if len(parts) > 1 else name: low
+                for part, low in parts.items()}
+
+    return Program(name=name, kind="search", build=build, rows=rows * per_prompt,
+                   seq_len=prompt_len, per_prompt=per_prompt, path=path,
+                   batch_key=batch_key)
+
+
+def _never_called(ids, paths, lengths):  # pragma: no cover - compiled, never executed
+    raise RuntimeError("the plan's MCTS verifier is compiled, never run")
+
+
+def decode_programs(rows: int, prompt_len: int, new_tokens: int, per_prompt: int = 1,
+                    batch_key: str = "batch_size") -> list[Program]:
+    """Prefill of ``rows`` prompts into a cache of prompt + ``new_tokens`` slots, and one
+    decode step (a token for every row, the cache at that length): what every sampler and
+    search spends its time in."""
+    from reasonjax.models.transformer import Transformer, unstack_layers
+    from reasonjax.search.sampler import SamplingConfig, generate, prefill
+
+    slots = prompt_len + new_tokens
+
+    def lower_prefill(model_config: ModelConfig, mesh, rows: int) -> dict:
+        fn = jax.jit(lambda p, t, m: prefill(Transformer(model_config), unstack_layers(p),
+                                             t, m, slots))
+        args = (abstract_params(model_config, mesh),
+                _rows_struct((rows, prompt_len), jnp.int32, mesh),
+                _rows_struct((rows, prompt_len), jnp.int32, mesh))
+        with parallel.activate(mesh):
+            return {"prefill": fn.lower(*args)}
+
+    def lower_decode(model_config: ModelConfig, mesh, rows: int) -> dict:
+        model = Transformer(model_config)
+
+        def step(p, state, rng, stop):
+            return generate(model, unstack_layers(p), state, rng, SamplingConfig(), stop, 1,
+                            False)
+
+        params = abstract_params(model_config, mesh)
+        toks = jax.ShapeDtypeStruct((rows, prompt_len), jnp.int32)
+        state = jax.eval_shape(lambda p, t: prefill(model, unstack_layers(p), t, t, slots),
+                               params, toks)
+        state = jax.tree.map(lambda x: _rows_struct(x.shape, x.dtype, mesh), state)
+        rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype,
+                                   sharding=parallel.replicated(mesh))
+        stop = _stop(model_config, mesh)
+        with parallel.activate(mesh):
+            return {"decode step": jax.jit(step, donate_argnums=(1,)).lower(
+                params, state, rng, stop)}
+
+    return [Program("prefill", "prefill", lower_prefill, rows, prompt_len, per_prompt,
+                    batch_key=batch_key),
+            Program("decode step", "decode", lower_decode, rows, slots, per_prompt,
+                    batch_key=batch_key)]
+
+
+# ---------------------------------------------------------------------------------------
+# Compiling and measuring
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """One compiled part of a program, per device: HBM bytes, FLOPs, bytes accessed and
+    the compiler's time estimate (None where loops make them meaningless), compile time."""
+
+    name: str
+    hbm: float
+    flops: Optional[float]
+    bytes_accessed: Optional[float]
+    seconds: Optional[float]
+    compile_seconds: float
+
+
+def hbm_bytes(compiled) -> float:
+    """Device memory a compiled program needs: arguments + outputs - donated aliases +
+    temporaries + generated code."""
+    m = compiled.memory_analysis()
+    return float(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+                 + m.temp_size_in_bytes + m.generated_code_size_in_bytes)
+
+
+class DoesNotFit(Exception):
+    """The TPU compiler refused a program for want of memory."""
+
+
+def _compile(lowered):
+    try:
+        return lowered.compile()
+    except Exception as e:  # the TPU compiler reports OOM as an XlaRuntimeError
+        if "RESOURCE_EXHAUSTED" in str(e) or "exceeds" in str(e).lower():
+            raise DoesNotFit(str(e).strip().splitlines()[0]) from None
+        raise
+
+
+def _costs(compiled) -> tuple[float, float, float]:
+    c = compiled.cost_analysis()
+    c = c[0] if isinstance(c, (list, tuple)) else c
+    return (float(c.get("flops", 0.0)), float(c.get("bytes accessed", 0.0)),
+            float(c.get("optimal_seconds", 0.0)))
+
+
+def measure(program: Program, model_config: ModelConfig, mesh, costs: bool = True
+            ) -> list[Measured]:
+    """Compiles every part of ``program`` for ``mesh`` (its memory), and for programs
+    without data-dependent loops two shallow copies (1 and 2 unrolled layers) whose
+    costs extrapolate linearly to ``model_config.n_layers``."""
+    start = time.time()
+    compiled = {k: _compile(v) for k, v in program.lower(model_config, mesh).items()}
+    seconds = time.time() - start
+    per_depth = {}
+    if costs and program.kind != "search":
+        for depth in (1, 2):
+            shallow = model_config.replace(n_layers=depth, scan_unroll=depth)
+            per_depth[depth] = {k: _costs(_compile(v))
+                                for k, v in program.lower(shallow, mesh).items()}
+    out = []
+    L = model_config.n_layers
+    for name, c in compiled.items():
+        flops = bytes_ = est = None
+        if per_depth:
+            one, two = np.array(per_depth[1][name]), np.array(per_depth[2][name])
+            flops, bytes_, est = (one + (L - 1) * (two - one)).tolist()
+        out.append(Measured(name, hbm_bytes(c), flops, bytes_, est, seconds))
+    return out
+
+
+def forward_flops(cfg: ModelConfig, tokens: float, context: float) -> float:
+    """Model FLOPs of a forward over ``tokens`` tokens that each attend to ``context``
+    keys: 2 x (matmul params, LM head included) per token + 4 x layers x heads x
+    head_dim x context per token (scores and weighted values)."""
+    d, h, kv, dh, f = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.dim_per_head, cfg.d_ff
+    matmul = cfg.n_layers * (d * h * dh * 2 + 2 * d * kv * dh + 3 * d * f) + cfg.vocab_size * d
+    return 2 * matmul * tokens + 4 * cfg.n_layers * h * dh * tokens * context
+
+
+def model_flops(program: Program, cfg: ModelConfig) -> Optional[float]:
+    """Model FLOPs of one call of ``program`` over the whole slice (None for searches)."""
+    if program.kind == "train":
+        tokens = program.rows * program.seq_len * program.sequences
+        fwd = forward_flops(cfg, tokens, program.seq_len / 2)
+        return fwd * (4 if program.ref else 3)
+    if program.kind == "prefill":
+        return forward_flops(cfg, program.rows * program.seq_len, program.seq_len / 2)
+    if program.kind == "decode":
+        return forward_flops(cfg, program.rows, program.seq_len)
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """A plan's line: program part, HBM per device used / available, FLOPs per device,
+    estimated seconds per call, MFU, tokens/s (whole slice), and whether it fits."""
+
+    program: str
+    hbm: float
+    hbm_available: float
+    flops: Optional[float]
+    seconds: Optional[float]
+    mfu: Optional[float]
+    tokens_per_s: Optional[float]
+    compile_seconds: float
+
+    @property
+    def fits(self) -> bool:
+        return self.hbm <= self.hbm_available
+
+
+def rows_for(program: Program, model_config: ModelConfig, topo: Topology, mesh,
+             costs: bool = True) -> list[Row]:
+    out = []
+    for m in measure(program, model_config, mesh, costs):
+        mf = model_flops(program, model_config)
+        mfu = tps = None
+        if m.seconds and mf:
+            mfu = mf / (m.seconds * topo.peak_per_device * len(topo.devices))
+        if m.seconds and program.kind in ("train", "prefill"):
+            tps = program.rows * program.seq_len / m.seconds
+        elif m.seconds and program.kind == "decode":
+            tps = program.rows / m.seconds
+        out.append(Row(m.name, m.hbm, topo.hbm_per_device, m.flops, m.seconds, mfu, tps,
+                       m.compile_seconds))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# A recipe's programs, and the plan
+
+
+def _methods(cfg, path: str = "") -> list[tuple[str, Any]]:
+    """(dotted path, config) of every search / sampling method config inside ``cfg``."""
+    from reasonjax.driver.batches import Method
+
+    out = []
+    for f in dataclasses.fields(cfg):
+        value, where = getattr(cfg, f.name), f"{path}{f.name}"
+        if isinstance(value, Method.__args__):
+            out.append((where, value))
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out.extend(_methods(value, where + "."))
+    return out
+
+
+def _rows_per_prompt(method) -> int:
+    from reasonjax.search.mcts import MCTSConfig
+    from reasonjax.search.sampler import SampleConfig
+
+    if isinstance(method, MCTSConfig):
+        return method.num_actions
+    return method.per_call if isinstance(method, SampleConfig) else method.n
+
+
+def _new_tokens(method) -> int:
+    from reasonjax.search.sampler import SampleConfig
+
+    if isinstance(method, SampleConfig):
+        return method.max_new_tokens
+    return method.max_steps * method.step_tokens
+
+
+def recipe_programs(module, cfg, model_config: ModelConfig, prompt_len: int) -> list[Program]:
+    """Every program a recipe run compiles: its train steps (the warm-up SFT when it has
+    steps, then ``module.losses(cfg)``: {FitSpec path: loss factory}), each distinct
+    search / sampling method at ``cfg.batch_size`` prompts, and the prefill and decode step
+    of its largest sampling call."""
+    from reasonjax.train.sft import sft_loss
+
+    fits = {}
+    if cfg.warmup.steps > 0:
+        fits["warmup"] = sft_loss
+    fits.update(module.losses(cfg))
+    programs = []
+    for path, loss_for in fits.items():
+        spec = cfg
+        for part in path.split("."):
+            spec = getattr(spec, part)
+        loss = loss_for(model_config)
+        program = train_program(f"train: {loss.kind} ({path})", loss_for, spec.batch_size,
+                                spec.seq_len, spec.optim, path=path)
+        programs.append(dataclasses.replace(program, ref=loss.needs_reference,
+                                            sequences=2 if loss.kind == "preference" else 1))
+    seen, methods = set(), []
+    for path, method in _methods(cfg):
+        if method not in seen:
+            seen.add(method)
+            methods.append((path, method))
+    calls = []  # rollout specs carry their own batch size
+    for path, method in methods:
+        key = f"{path}.batch_size" if hasattr(method, "batch_size") else "batch_size"
+        calls.append((path, method, getattr(method, "batch_size", cfg.batch_size), key))
+    for path, method, batch, key in calls:
+        name = f"{type(method).__name__.removesuffix('Config').lower()} ({path})"
+        programs.append(search_program(name, method, batch, prompt_len,
+                                       _rows_per_prompt(method), path=path, batch_key=key))
+    if calls:
+        path, method, batch, key = max(calls, key=lambda c: _rows_per_prompt(c[1]) * c[2])
+        programs += decode_programs(_rows_per_prompt(method) * batch, prompt_len,
+                                    max(_new_tokens(m) for _, m in methods),
+                                    _rows_per_prompt(method), key)
+    return programs
+
+
+def plan_model_config(cfg) -> ModelConfig:
+    """The recipe's model: ``model.checkpoint``'s config (read, no weights) or
+    ``model.preset``, with ``model.overrides``."""
+    from reasonjax.models.config import get_config
+
+    if cfg.model.checkpoint:
+        from reasonjax import checkpoint
+        from reasonjax.models import hf
+
+        path = cfg.model.checkpoint
+        base = (hf.config_from_hf(hf.read_hf_config(path), path) if hf.is_hf_checkpoint(path)
+                else checkpoint.read_model_config(path))
+        return base.replace(**cfg.model.overrides)
+    if not cfg.model.preset:
+        raise ConfigError("plan: set model.preset=<name> (`reasonjax models`) or "
+                          "model.checkpoint=/path (its config.json is read, no weights)")
+    return get_config(cfg.model.preset, **cfg.model.overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A recipe preset on a topology: model, mesh shape, and one :class:`Row` per compiled
+    program part; ``advice``: for each program that does not fit, the first change that
+    does (or why none did)."""
+
+    recipe: str
+    topology: Topology
+    model: str
+    mesh: dict
+    rows: list
+    advice: dict
+
+    @property
+    def fits(self) -> bool:
+        return all(r.fits for r in self.rows)
+
+
+def _variants(program: Program, model_config: ModelConfig, mesh_cfg):
+    """(what to change, model config, mesh config, program) to try when ``program`` does
+    not fit, in order: full remat, params over every chip, then halving the rows (train:
+    the micro-batch, with the gradient accumulation that keeps the global batch)."""
+    out, changes = [], []
+    if model_config.remat != "full":
+        model_config = model_config.replace(remat="full")
+        changes.append("model.overrides.remat=full")
+        out.append((" ".join(changes), model_config, mesh_cfg, program))
+    if (mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor) != (1, -1, 1):
+        mesh_cfg = dataclasses.replace(mesh_cfg, data=1, fsdp=-1, tensor=1)
+        changes.append("mesh.data=1 mesh.fsdp=-1 mesh.tensor=1")
+        out.append((" ".join(changes), model_config, mesh_cfg, program))
+    rows = program.rows
+    for _ in range(4):
+        rows //= 2
+        if rows < program.per_prompt:
+            break
+        if program.kind == "train":
+            accum = program.accum_steps * program.rows // rows
+            what = (f"{program.batch_key}={rows} "
+                    f"{program.path}.optim.accum_steps={accum}")
+        else:
+            what = f"{program.batch_key}={rows // program.per_prompt}"
+        out.append((" ".join(changes + [what]), model_config, mesh_cfg,
+                    dataclasses.replace(program, rows=rows)))
+    return out
+
+
+def _fits(program: Program, model_config: ModelConfig, topo: Topology, mesh_cfg) -> bool:
+    try:
+        mesh = parallel.make_mesh(mesh_cfg, topo.devices)
+        parallel.validate_model_mesh(model_config, mesh)
+        parallel.validate_batch(program.rows // max(program.per_prompt, 1)
+                                if program.kind != "train" else program.rows, mesh)
+        return all(m.hbm <= topo.hbm_per_device
+                   for m in measure(program, model_config, mesh, costs=False))
+    except (DoesNotFit, ConfigError):
+        return False
+
+
+def advise(program: Program, model_config: ModelConfig, topo: Topology, mesh_cfg) -> str:
+    """The first change of :func:`_variants` under which ``program`` fits, or why none."""
+    for what, mc, mesh_cfg_, prog in _variants(program, model_config, mesh_cfg):
+        if _fits(prog, mc, topo, mesh_cfg_):
+            return f"fits with {what}"
+    return ("nothing tried fits (full remat, params over every chip, 1/16 of the rows); "
+            "use a larger slice or a smaller model")
+
+
+def plan(recipe: str, preset: str, overrides: Sequence[str], topology_name: str, *,
+         prompt_len: int = 512, costs: bool = True, only: Optional[Sequence[str]] = None,
+         log: Callable[[str], None] = lambda s: None) -> Plan:
+    """Compiles every program of ``recipe`` at ``preset`` (+ ``overrides``) for the TPU
+    slice ``topology_name`` (see the module doc). ``prompt_len``: prompt tokens per row
+    (the real run measures its longest prompt). ``only``: programs whose name contains
+    one of these strings."""
+    from reasonjax.recipes.replicate import load_config, recipe_module
+
+    topo = topology(topology_name)
+    cfg = load_config(recipe, preset, overrides)
+    model_config = plan_model_config(cfg)
+    mesh = parallel.make_mesh(cfg.mesh, topo.devices)
+    parallel.validate_model_mesh(model_config, mesh)
+    programs = recipe_programs(recipe_module(recipe), cfg, model_config, prompt_len)
+    if only:
+        programs = [p for p in programs if any(o in p.name for o in only)]
+    rows, advice = [], {}
+    for program in programs:
+        log(f"compiling {program.name} ...")
+        batch = program.rows if program.kind == "train" else program.rows // program.per_prompt
+        parallel.validate_batch(batch, mesh, what=f"{program.batch_key} ({program.name})")
+        try:
+            got = rows_for(program, model_config, topo, mesh, costs)
+        except DoesNotFit:
+            got = [Row(program.name, math.inf, topo.hbm_per_device, None, None, None, None,
+                       0.0)]
+        rows += got
+        if not all(r.fits for r in got):
+            log(f"{program.name} does not fit; trying smaller settings ...")
+            advice[program.name] = advise(program, model_config, topo, cfg.mesh)
+    mesh_shape = dict(zip(parallel.MESH_AXES, parallel.MeshConfig.shape(
+        cfg.mesh, len(topo.devices))))
+    mc = model_config
+    model = (f"{cfg.model.checkpoint or cfg.model.preset} ({mc.num_params() / 1e9:.2f}B "
+             f"params, {mc.dtype} compute, {mc.param_dtype} params, remat {mc.remat})")
+    return Plan(recipe=recipe, topology=topo, model=model, mesh=mesh_shape, rows=rows,
+                advice=advice)
+
+
+def _gib(x: float) -> str:
+    return "does not compile" if math.isinf(x) else f"{x / GIB:.1f}"
+
+
+def format_plan(p: Plan) -> str:
+    """The plan as a fixed-width table with a header and the advice."""
+    t = p.topology
+    lines = [f"{p.recipe} on {t.name} ({t.chip.kind}:{t.layout}, {t.chips} chips, "
+             f"{len(t.devices)} devices, {t.hosts} hosts; {t.hbm_per_device / GIB:.0f} GiB "
+             f"HBM and {t.peak_per_device / 1e12:.0f} bf16 TFLOP/s per device)",
+             f"model: {p.model}",
+             "mesh: " + " x ".join(f"{k}={v}" for k, v in p.mesh.items()),
+             "",
+             f"{'program':<44} {'HBM GiB':>9} {'TFLOP':>8} {'est. s':>8} {'MFU':>6} "
+             f"{'tokens/s':>10} {'fits':>5}"]
+    for r in p.rows:
+        flops = f"{r.flops / 1e12:.1f}" if r.flops else "-"
+        sec = f"{r.seconds:.3g}" if r.seconds else "-"
+        mfu = f"{r.mfu:.0%}" if r.mfu else "-"
+        tps = f"{r.tokens_per_s:,.0f}" if r.tokens_per_s else "-"
+        lines.append(f"{r.program[:44]:<44} {_gib(r.hbm):>9} {flops:>8} {sec:>8} {mfu:>6} "
+                     f"{tps:>10} {'yes' if r.fits else 'NO':>5}")
+    lines.append("")
+    lines.append("HBM, TFLOP and est. s are per device and per call (est. s: the TPU "
+                 "compiler's estimate, a lower bound); searches loop a data-dependent number "
+                 "of times: their cost is the decode step's, per token.")
+    for name, text in p.advice.items():
+        lines.append(f"{name} needs more than {p.topology.hbm_per_device / GIB:.0f} GiB: "
+                     f"{text}")
+    return "\n".join(lines)
+
+
+def _cli(args) -> int:
+    import sys
+
+    recipe = args.recipe
+    overrides = list(args.overrides)
+    if recipe == "replicate":  # `plan --topology T replicate R ...` reads like the run
+        if not overrides or "=" in overrides[0]:
+            raise ConfigError("plan: name the recipe after `replicate`, e.g. "
+                              "reasonjax plan --topology v5p-8 replicate alphamath")
+        recipe = overrides.pop(0)
+    only = [s for s in args.programs.split(",") if s] if args.programs else None
+    log = (lambda s: print(s, file=sys.stderr, flush=True))
+    p = plan(recipe, args.preset, overrides, args.topology, prompt_len=args.prompt_len,
+             costs=not args.memory_only, only=only, log=log)
+    print(format_plan(p))
+    if not p.fits:
+        print(f"reasonjax plan: error: {', '.join(p.advice)} does not fit "
+              f"{p.topology.name}; see above", file=sys.stderr)
+        return 3
+    return 0
+
+
+def register(sub) -> None:
+    from reasonjax.recipes.replicate import PRESETS, RECIPES
+
+    p = sub.add_parser(
+        "plan", help="compile a recipe's programs for a TPU slice ahead of time: HBM, "
+                     "FLOPs, time, MFU",
+        description="Compile every program of a recipe preset (train steps, searches, "
+                    "prefill and decode) with the TPU compiler for a named slice, on this "
+                    "machine (needs libtpu: pip install 'jax[tpu]'), with abstract params: "
+                    "HBM per device vs available, FLOPs and the compiler's time estimate, "
+                    "MFU and tokens/s. Exits 3 when a program does not fit, naming the "
+                    "first change that fits.")
+    p.add_argument("--topology", required=True, metavar="SLICE",
+                   help="v5p-8, v4-32, v5e-16, v6e-8, ... (or libtpu's v5e:4x4)")
+    p.add_argument("recipe", choices=RECIPES + ("replicate",), help="the recipe to plan")
+    p.add_argument("--preset", choices=PRESETS, default="paper")
+    p.add_argument("--prompt-len", type=int, default=512,
+                   help="prompt tokens per row (default 512)")
+    p.add_argument("--programs", default=None, metavar="NAME,...",
+                   help="only the programs whose names contain one of these")
+    p.add_argument("--memory-only", action="store_true",
+                   help="skip the cost compiles (HBM only; about 3x faster)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. model.preset=qwen2.5-math-7b mesh.fsdp=4")
+    p.set_defaults(func=_cli)

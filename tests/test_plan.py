@@ -1,0 +1,134 @@
+"""Ahead-of-time plans for TPU slices (libtpu's topology descriptions, the real TPU
+compiler, on this CPU-only machine): slice names, batch layouts, model FLOPs, the cost
+extrapolation over layers, every paper preset's training programs fitting their slice, and
+the message for a program that does not fit."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+pytest.importorskip("libtpu", reason="needs libtpu (pip install 'jax[tpu]')")
+
+from reasonjax import parallel, plan  # noqa: E402
+from reasonjax.config import ConfigError  # noqa: E402
+from reasonjax.data.formats import batch_layout  # noqa: E402
+from reasonjax.models.config import ModelConfig, get_config  # noqa: E402
+from reasonjax.recipes.replicate import load_config, recipe_module  # noqa: E402
+from reasonjax.train.sft import sft_loss  # noqa: E402
+from reasonjax.train.state import OptimConfig  # noqa: E402
+
+# The slice each paper preset is sized for (named in the preset file's header).
+PAPER_SLICES = {"alphamath": "v5p-8", "mcts_dpo": "v5p-8", "step_dpo": "v5p-8",
+                "prm": "v5p-8", "scaling": "v5e-8", "coverage": "v5e-16"}
+
+
+def test_slice_names_follow_cloud_tpu_naming():
+    """v4 / v5p names count TensorCores (2 per chip), v5e / v6e count chips; libtpu lists
+    v4's two cores as two devices."""
+    t = plan.topology("v5p-8")
+    assert (t.layout, t.chips, len(t.devices)) == ("2x2x1", 4, 4)
+    assert t.hbm_per_device == 95 * plan.GIB
+    t = plan.topology("v4-32")
+    assert (t.layout, t.chips, len(t.devices), t.hosts) == ("2x2x4", 16, 32, 4)
+    assert t.hbm_per_device == 16 * plan.GIB and t.peak_per_device == 275e12 / 2
+    assert plan.topology("v5e-16").layout == "4x4"
+    assert plan.topology("v5e:2x4").chips == 8
+    with pytest.raises(ConfigError, match="v5p-8, v5p-16"):
+        plan.topology("v5p-6")
+    with pytest.raises(ConfigError, match="give a slice like"):
+        plan.topology("tpu-8")
+
+
+def test_batch_layout_matches_the_batch_kinds():
+    layout = batch_layout("preference", 4, 16, ("label_smoothing",))
+    assert layout["chosen_tokens"] == ((4, 16), np.dtype(np.int32))
+    assert layout["rejected_loss_mask"] == ((4, 16), np.dtype(np.float32))
+    assert layout["label_smoothing"] == ((4,), np.dtype(np.float32))
+    assert len(layout) == 9
+    with pytest.raises(ValueError, match="no optional key"):
+        batch_layout("sft", 4, 16, ("advantages",))
+
+
+def test_forward_flops_by_hand():
+    cfg = ModelConfig(vocab_size=10, d_model=8, n_layers=2, n_heads=2, n_kv_heads=1,
+                      head_dim=4, d_ff=16)
+    # per layer: q, o 8x8 each (128) + k, v 8x4 each (64) + MLP 3 x 8x16 (384) = 576;
+    # 2 layers + the LM head 10x8
+    matmul = 2 * 576 + 80
+    assert plan.forward_flops(cfg, 3, 5) == 2 * matmul * 3 + 4 * 2 * 2 * 4 * 3 * 5
+
+
+def test_layer_extrapolation_equals_the_unrolled_count():
+    """XLA counts a loop body once; the plan's costs come from 1- and 2-layer compiles.
+    They must equal the cost of the whole model compiled without a loop."""
+    topo = plan.topology("v5e-4")
+    mesh = parallel.make_mesh(parallel.MeshConfig(data=-1), topo.devices)
+    cfg = get_config("tiny-1m", vocab_size=256)
+    program = plan.train_program("train: sft", sft_loss, 8, 64, OptimConfig(decay_steps=10))
+    (measured,) = plan.measure(program, cfg, mesh)
+    unrolled = program.lower(cfg.replace(scan_unroll=cfg.n_layers), mesh)["train: sft"]
+    flops, bytes_, seconds = plan._costs(unrolled.compile())
+    assert measured.flops == pytest.approx(flops, rel=0.01)
+    assert measured.bytes_accessed == pytest.approx(bytes_, rel=0.05)
+    # fp32 params + Adam moments (3 copies) sit in HBM at least once per replica.
+    assert measured.hbm > 3 * 4 * cfg.num_params()
+
+
+def test_recipe_programs_cover_training_search_and_decoding():
+    cfg = load_config("alphamath", "paper")
+    mc = plan.plan_model_config(cfg)
+    assert mc.n_layers == 30 and mc.remat == "full"  # deepseek-math-7b, preset overrides
+    programs = plan.recipe_programs(recipe_module("alphamath"), cfg, mc, 512)
+    names = [p.name for p in programs]
+    assert names == ["train: joint (train)", "mcts (search)", "sample (eval.greedy)",
+                     "voting (eval.majority)", "beam (eval.sbs)", "mcts (eval.mcts)",
+                     "prefill", "decode step"]
+    train = programs[0]
+    assert (train.rows, train.seq_len, train.accum_steps) == (64, 1024, 16)
+    decode = programs[-1]
+    # 5 actions / beams per problem; the longest call: 10 steps of 128 tokens (SBS)
+    assert decode.rows == 64 * 5 and decode.seq_len == 512 + 10 * 128
+
+
+@pytest.mark.parametrize("recipe", sorted(PAPER_SLICES))
+def test_paper_preset_training_fits_its_slice(recipe):
+    """Every paper preset's train steps (coverage: its sampling call) compile for the
+    slice its file names and fit its HBM."""
+    only = ["sampling"] if recipe == "coverage" else ["train"]
+    p = plan.plan(recipe, "paper", [], PAPER_SLICES[recipe], costs=False, only=only)
+    assert p.rows and p.fits, plan.format_plan(p)
+    for row in p.rows:
+        assert 0 < row.hbm <= row.hbm_available
+
+
+def test_too_large_names_the_program_the_bytes_and_a_change_that_fits():
+    p = plan.plan("coverage", "paper", ["model.preset=llama-3.2-1b", "batch_size=8",
+                                        "sampling.chunk=250"],
+                  "v5e-4", costs=False, only=["decode"])
+    assert not p.fits
+    text = plan.format_plan(p)
+    assert "decode step needs more than 16 GiB: fits with batch_size=4" in text
+    (row,) = p.rows
+    assert row.hbm > row.hbm_available
+
+
+def test_plan_cli_exit_code_and_message(capsys):
+    from reasonjax.cli import main
+
+    rc = main(["plan", "--topology", "v5e-4", "coverage", "model.preset=llama-3.2-1b",
+               "batch_size=8", "sampling.chunk=250", "--programs", "decode",
+               "--memory-only"])
+    out, err = capsys.readouterr()
+    assert rc == 3
+    assert "decode step" in out and "NO" in out
+    assert err.strip().splitlines()[-1] == ("reasonjax plan: error: decode step does not "
+                                            "fit v5e-4; see above")
+
+
+def test_override_into_free_form_dicts():
+    cfg = load_config("coverage", "paper", ["model.overrides.remat=dots"])
+    assert cfg.model.overrides == {"remat": "dots"}
+    with pytest.raises(ConfigError, match="unknown key 'model.overide'"):
+        load_config("coverage", "paper", ["model.overide.remat=dots"])
+    assert dataclasses.is_dataclass(cfg)
