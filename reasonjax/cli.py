@@ -84,8 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
     register_search(sub)
     from reasonjax.recipes.cli import register as register_recipes
     register_recipes(sub)
-    from reasonjax.plan import register as register_plan
-    register_plan(sub)
     return parser
 
 

@@ -159,7 +159,7 @@ def lower(config, params, method: Method, tokens, mask, rng, stop: StopTokens, *
           verifier=None) -> dict[str, jax.stages.Lowered]:
     """The jitted programs :func:`call` runs for ``method``, lowered on (possibly abstract:
     ``jax.ShapeDtypeStruct`` with shardings) params, prompts [B, P], rng and stop tables,
-    for ahead-of-time compilation (:mod:`reasonjax.plan`): {name: Lowered}. MCTS lowers
+    for ahead-of-time compilation (:mod:`reasonjax.recipes.plan`): {name: Lowered}. MCTS lowers
     its root expansion and one move (a search runs the move program once per step)."""
     if isinstance(method, SampleConfig):
         return {"sample": sample_program.lower(

@@ -124,7 +124,7 @@ class Config(RecipeConfig):
 
 
 def losses(cfg: Config) -> dict:
-    """{FitSpec path: loss factory} of the run's training phases (for :mod:`reasonjax.plan`;
+    """{FitSpec path: loss factory} of the run's training phases (for :mod:`reasonjax.recipes.plan`;
     the warm-up's SFT is common to every recipe)."""
     return {"train": lambda mc: joint_loss(mc, cfg.joint)}
 

@@ -90,3 +90,56 @@ def register(sub) -> None:
     r.add_argument("--markdown", action="store_true",
                    help="print the README Replications table (one row per RUN_DIR)")
     r.set_defaults(func=_report)
+    register_plan(sub)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    import sys
+
+    from reasonjax.config import ConfigError
+    from reasonjax.recipes.plan import format_plan, plan
+
+    recipe = args.recipe
+    overrides = list(args.overrides)
+    if recipe == "replicate":  # `plan --topology T replicate R ...` reads like the run
+        if not overrides or "=" in overrides[0]:
+            raise ConfigError("plan: name the recipe after `replicate`, e.g. "
+                              "reasonjax plan --topology v5p-8 replicate alphamath")
+        recipe = overrides.pop(0)
+    only = [s for s in args.programs.split(",") if s] if args.programs else None
+    log = (lambda s: print(s, file=sys.stderr, flush=True))
+    p = plan(recipe, args.preset, overrides, args.topology, prompt_len=args.prompt_len,
+             costs=not args.memory_only, only=only, log=log)
+    print(format_plan(p))
+    if not p.fits:
+        print(f"reasonjax plan: error: {', '.join(p.advice)} does not fit "
+              f"{p.topology.name}; see above", file=sys.stderr)
+        return 3
+    return 0
+
+
+def register_plan(sub) -> None:
+    from reasonjax.recipes.replicate import PRESETS, RECIPES
+
+    p = sub.add_parser(
+        "plan", help="compile a recipe's programs for a TPU slice ahead of time: HBM, "
+                     "FLOPs, time, MFU",
+        description="Compile every program of a recipe preset (train steps, searches, "
+                    "prefill and decode) with the TPU compiler for a named slice, on this "
+                    "machine (needs libtpu: pip install 'jax[tpu]'), with abstract params: "
+                    "HBM per device vs available, FLOPs and the compiler's time estimate, "
+                    "MFU and tokens/s. Exits 3 when a program does not fit, naming the "
+                    "first change that fits.")
+    p.add_argument("--topology", required=True, metavar="SLICE",
+                   help="v5p-8, v4-32, v5e-16, v6e-8, ... (or libtpu's v5e:4x4)")
+    p.add_argument("recipe", choices=RECIPES + ("replicate",), help="the recipe to plan")
+    p.add_argument("--preset", choices=PRESETS, default="paper")
+    p.add_argument("--prompt-len", type=int, default=512,
+                   help="prompt tokens per row (default 512)")
+    p.add_argument("--programs", default=None, metavar="NAME,...",
+                   help="only the programs whose names contain one of these")
+    p.add_argument("--memory-only", action="store_true",
+                   help="skip the cost compiles (HBM only; about 3x faster)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. model.preset=qwen2.5-math-7b mesh.fsdp=4")
+    p.set_defaults(func=_plan)

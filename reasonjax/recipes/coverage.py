@@ -69,7 +69,7 @@ class Config(RecipeConfig):
 
 
 def losses(cfg: Config) -> dict:
-    """No training phase besides the warm-up (for :mod:`reasonjax.plan`)."""
+    """No training phase besides the warm-up (for :mod:`reasonjax.recipes.plan`)."""
     return {}
 
 

@@ -73,7 +73,8 @@ CLAIM = "on-policy rounds of MCTS + step-level DPO raise accuracy (GSM8K +5.9)"
 
 
 def losses(cfg: Config) -> dict:
-    """{FitSpec path: loss factory} of the run's training phases (for :mod:`reasonjax.plan`)."""
+    """{FitSpec path: loss factory} of the run's training phases (what
+    :mod:`reasonjax.recipes.plan` compiles)."""
     return {"train": lambda mc: preference_loss(mc, cfg.dpo)}
 
 

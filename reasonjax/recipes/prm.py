@@ -75,7 +75,8 @@ class Config(common.RecipeConfig):
 
 
 def losses(cfg: Config) -> dict:
-    """{FitSpec path: loss factory} of the run's training phases (for :mod:`reasonjax.plan`)."""
+    """{FitSpec path: loss factory} of the run's training phases (what
+    :mod:`reasonjax.recipes.plan` compiles)."""
     return {"prm": lambda mc: value_loss(mc, ValueConfig("bce"))}
 
 

@@ -121,8 +121,8 @@ class Config(RecipeConfig):
 
 
 def losses(cfg: Config) -> dict:
-    """{FitSpec path: loss factory} of the run's training phases (for :mod:`reasonjax.plan`):
-    the PRM fit unless a trained PRM is loaded."""
+    """{FitSpec path: loss factory} of the run's training phases (what
+    :mod:`reasonjax.recipes.plan` compiles): the PRM fit unless a trained PRM is loaded."""
     return {} if cfg.prm.checkpoint else {"prm.fit": lambda mc: value_loss(mc)}
 
 

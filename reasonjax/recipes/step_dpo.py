@@ -62,7 +62,8 @@ class Config(common.RecipeConfig):
 
 
 def losses(cfg: Config) -> dict:
-    """{FitSpec path: loss factory} of the run's training phases (for :mod:`reasonjax.plan`)."""
+    """{FitSpec path: loss factory} of the run's training phases (what
+    :mod:`reasonjax.recipes.plan` compiles)."""
     return {"dpo": lambda mc: preference_loss(mc, cfg.preference)}
 
 

@@ -106,7 +106,7 @@ def step_program(loss: Loss, optimizer: optax.GradientTransformation, mesh: Mesh
                  lr_schedule: Optional[Callable] = None, donate: bool = True):
     """The jitted ``(state, placed batch, ref_params) -> (state, metrics)`` behind
     :func:`make_train_step`, with its in/out shardings; ``.lower()`` it on abstract
-    arguments to compile ahead of time (:mod:`reasonjax.plan`). ``ref_params`` is None
+    arguments to compile ahead of time (:mod:`reasonjax.recipes.plan`). ``ref_params`` is None
     unless ``with_ref``."""
     ref_shardings = ref_shardings if ref_shardings is not None else shardings.params
     replicated = NamedSharding(mesh, P())

@@ -10,10 +10,11 @@ import pytest
 
 pytest.importorskip("libtpu", reason="needs libtpu (pip install 'jax[tpu]')")
 
-from reasonjax import parallel, plan  # noqa: E402
+from reasonjax import parallel  # noqa: E402
 from reasonjax.config import ConfigError  # noqa: E402
 from reasonjax.data.formats import batch_layout  # noqa: E402
 from reasonjax.models.config import ModelConfig, get_config  # noqa: E402
+from reasonjax.recipes import plan  # noqa: E402
 from reasonjax.recipes.replicate import load_config, recipe_module  # noqa: E402
 from reasonjax.train.sft import sft_loss  # noqa: E402
 from reasonjax.train.state import OptimConfig  # noqa: E402
