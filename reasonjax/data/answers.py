@@ -104,7 +104,7 @@ def extract_last_number(text: str) -> Optional[str]:
 def extract_choice(text: str, labels: str = "ABCDEFGHIJ") -> Optional[str]:
     """A choice letter from ``answer: B``, ``the answer is (B)``, ``\\boxed{B}``, or a
     text that is only the letter (``B``, ``(B)``, ``B.``)."""
-    for candidate in (extract_tagged(text), extract_boxed(text), _match_answer_is(text)):
+    for candidate in (extract_tagged(text), extract_boxed(text), extract_answer_is(text)):
         if candidate is not None:
             letter = _choice_letter(candidate, labels)
             if letter is not None:
@@ -113,7 +113,8 @@ def extract_choice(text: str, labels: str = "ABCDEFGHIJ") -> Optional[str]:
     return m.group(1).upper() if m and m.group(1).upper() in labels else None
 
 
-def _match_answer_is(text: str) -> Optional[str]:
+def extract_answer_is(text: str) -> Optional[str]:
+    """What follows the last "the answer is" (case-insensitive)."""
     found = _THE_ANSWER_IS.findall(text)
     return found[-1].strip() if found else None
 
@@ -144,7 +145,7 @@ def extract_answer(text: str, style: str = "auto") -> Optional[str]:
         return extract_choice(text)
     if style == "number":
         return extract_last_number(text)
-    for fn in (extract_boxed, extract_gsm8k, extract_tagged, _match_answer_is,
+    for fn in (extract_boxed, extract_gsm8k, extract_tagged, extract_answer_is,
                extract_last_number):
         got = fn(text)
         if got:

@@ -28,7 +28,8 @@ import numpy as np
 
 from reasonjax import checkpoint, parallel
 from reasonjax.config import ConfigError
-from reasonjax.data import formatting
+from reasonjax.data import formatting, prompting
+from reasonjax.data.prompting import PromptSpec
 from reasonjax.data.task import Problem, Task, get_task
 from reasonjax.driver import Env, longest_prompt
 from reasonjax.models.config import get_config
@@ -86,8 +87,9 @@ class RecipeConfig:
     """The fields every recipe's ``Config`` starts with (recipes subclass it and add their
     own): the problems, the policy, its warm-up (on the first ``warmup_problems`` training
     problems; see :func:`split_train`), the mesh (``num_devices``: use the first n devices,
-    0 = all), the seed every phase's randomness derives from, and ``batch_size``: problems
-    per driver call (sampling, search, evaluation; must divide over the data axes)."""
+    0 = all), the seed every phase's randomness derives from, ``batch_size``: problems
+    per driver call (sampling, search, evaluation; must divide over the data axes), and
+    ``prompt``: how data-file problems are prompted (template, few-shot, chat template)."""
 
     task: TaskSpec = TaskSpec()
     model: ModelSpec = ModelSpec()
@@ -97,6 +99,7 @@ class RecipeConfig:
     num_devices: int = 0
     seed: int = 0
     batch_size: int = 64
+    prompt: PromptSpec = PromptSpec()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,11 +162,11 @@ def title(name: str, cfg: RecipeConfig) -> str:
 
 def env_for(cfg: RecipeConfig) -> RecipeEnv:
     """:func:`make_env` from a recipe config."""
-    return make_env(cfg.task, cfg.model, cfg.mesh, cfg.num_devices)
+    return make_env(cfg.task, cfg.model, cfg.mesh, cfg.num_devices, cfg.prompt)
 
 
 def make_env(task: TaskSpec, model: ModelSpec, mesh: parallel.MeshConfig = parallel.MeshConfig(),
-             num_devices: int = 0) -> RecipeEnv:
+             num_devices: int = 0, prompt: PromptSpec = PromptSpec()) -> RecipeEnv:
     """Builds the problems, tokenizer, model config and mesh (nothing is trained).
 
     Built-in tasks: train and eval problems come from different seeds (``seed`` and
@@ -200,6 +203,7 @@ def make_env(task: TaskSpec, model: ModelSpec, mesh: parallel.MeshConfig = paral
         tok = CharTokenizer()
         model_config = get_config(model.preset, vocab_size=tok.vocab_size, **model.overrides)
     parallel.validate_model_mesh(model_config, mesh_)
+    t = prompting.configure(t, prompt, tok)
     env = RecipeEnv(task=t, tokenizer=tok, model_config=model_config, mesh=mesh_,
                     train=train_problems, eval=eval_problems, init_params=init)
     return dataclasses.replace(env, prompt_len=longest_prompt(env, train_problems +

@@ -638,7 +638,7 @@ def plan(recipe: str, preset: str, overrides: Sequence[str], topology_name: str,
 
 
 def _gib(x: float) -> str:
-    return "does not compile" if math.isinf(x) else f"{x / GIB:.1f}"
+    return "OOM" if math.isinf(x) else f"{x / GIB:.1f}"
 
 
 def format_plan(p: Plan) -> str:

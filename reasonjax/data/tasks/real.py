@@ -23,13 +23,37 @@ from reasonjax.data.task import ANSWER_PREFIX, Problem, Task, TaskError, registe
 _CALC = re.compile(r"<<[^<>]*>>")
 
 
+@dataclasses.dataclass(frozen=True)
 class RealTask(Task):
-    """Final-answer-only tasks over user data."""
+    """Final-answer-only tasks over user data. ``prompt_format``: the prompt with
+    ``{question}`` where the problem goes (:mod:`reasonjax.data.prompting` builds it from
+    a template, few-shot exemplars and a chat template); ``answer_fallback``: a completion
+    without the task's answer marks answers with its last number; ``stop``: strings that
+    end a completion (a few-shot model starting the next ``Question:``): its answer is
+    read from the text before the first of them."""
 
     exact_steps: ClassVar[bool] = False
+    prompt_format: str = "{question}\n"
+    answer_fallback: bool = False
+    stop: tuple[str, ...] = ()
+
+    def prompt(self, problem: Problem) -> str:
+        return self.prompt_format.replace("{question}", problem.question)
 
     def answer_correct(self, problem: Problem, answer: str) -> bool:
         return answers.answers_equal(answer, problem.answer)
+
+    def _extract(self, text: str, *marks) -> Optional[str]:
+        """The first answer the ``marks`` extractors find, then "the answer is ...", then
+        (with ``answer_fallback``) the last number."""
+        fallback = (answers.extract_last_number,) if self.answer_fallback else ()
+        for s in self.stop:
+            text = text.split(s, 1)[0]
+        for fn in (*marks, answers.extract_answer_is, *fallback):
+            got = fn(text)
+            if got:
+                return got
+        return None
 
 
 @register_task
@@ -59,7 +83,7 @@ class GSM8K(RealTask):
         return step.lstrip().startswith("####")
 
     def extract_answer(self, text: str) -> Optional[str]:
-        return answers.extract_gsm8k(text) or answers.extract_answer(text)
+        return self._extract(text, answers.extract_gsm8k, answers.extract_boxed)
 
 
 @register_task
@@ -93,7 +117,7 @@ class MATH(RealTask):
         return answers.extract_boxed(step) is not None
 
     def extract_answer(self, text: str) -> Optional[str]:
-        return answers.extract_boxed(text) or answers.extract_answer(text)
+        return self._extract(text, answers.extract_boxed)
 
 
 LABELS = "ABCDEFGHIJ"
