@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import jax
 import numpy as np
@@ -111,12 +111,15 @@ class EvalSpec:
 class Config(RecipeConfig):
     """``search``: the training MCTS (terminal nodes judged by the verifier) over
     ``search_problems`` problems a round; ``train`` / ``joint``: the joint policy + value
-    fit; ``value_holdout``: the share of searched problems kept out of it."""
+    fit; ``value_holdout``: the share of searched problems kept out of it;
+    ``later_temperature``: the search's sampling temperature from round 2 on (the authors
+    raise it to 1.0 once the value head is trained; None: ``search.sampling``'s)."""
 
     rounds: int = 2
     search: MCTSConfig = MCTSConfig(num_actions=4, num_simulations=8, max_steps=4,
                                     step_tokens=16, terminal_reward="verifier")
     search_problems: int = 128
+    later_temperature: Optional[float] = None
     train: FitSpec = FitSpec(steps=300)
     joint: JointConfig = JointConfig(value_coef=1.0)
     value_holdout: float = 0.1
@@ -219,7 +222,11 @@ def ranking(final: Sequence[tuple[int, bool, float]]) -> dict:
 def search_round(env: RecipeEnv, params, own, cfg: Config, r: int) -> Searched:
     """``mcts-round-r``: MCTS over this round's problems, read into value records."""
     ids = mcts_data.round_problems(cfg.seed, r, cfg.search_problems, len(own))
-    found = mcts_data.search(env, params, [own[i] for i in ids], ids, cfg.search,
+    search = cfg.search
+    if r > 1 and cfg.later_temperature is not None:
+        search = dataclasses.replace(search, sampling=dataclasses.replace(
+            search.sampling, temperature=cfg.later_temperature))
+    found = mcts_data.search(env, params, [own[i] for i in ids], ids, search,
                              rng_for(cfg.seed, f"mcts-{r}"), cfg.batch_size)
     records = mcts_data.value_records(env, found)
     return Searched(records=records, solved=float(np.mean(found.solved)),
