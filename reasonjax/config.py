@@ -194,4 +194,12 @@ def load_yaml(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> 
 
 
 def save_yaml(cfg: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """Writes ``cfg`` as YAML atomically (a temporary file beside it, then a rename)."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    os.replace(tmp, path)

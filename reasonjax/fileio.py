@@ -1,4 +1,12 @@
-"""Atomic file and directory writes: a crash leaves the old content or the new, never half."""
+"""Atomic file and directory writes: a crash leaves the old content or the new, never half.
+
+In a multi-process run (a TPU slice over several hosts, sharing the run directory) every
+process runs the same program: :func:`atomic_dir` then uses one temporary directory for
+all of them (orbax writes each process's shards into it) and process 0 renames it, with a
+barrier on each side; single files are written by every process to its own temporary and
+renamed, so the last identical copy wins whole; appends and plots are left to
+:func:`is_primary`.
+"""
 
 from __future__ import annotations
 
@@ -21,11 +29,51 @@ def replace_dir(src: Path, dst: Path) -> None:
         os.replace(src, dst)
 
 
+def _processes() -> int:
+    import jax
+
+    return jax.process_count()
+
+
+def is_primary() -> bool:
+    """Process 0 of a multi-process run (always true in a single process)."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+def sync(tag: str) -> None:
+    """A barrier across the processes of a multi-process run (a no-op in one)."""
+    if _processes() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(tag)
+
+
+@contextmanager
+def _shared_dir(path: Path) -> Iterator[Path]:
+    tmp = path.with_name(f".{path.name}.tmp-shared")
+    if is_primary():
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    sync(f"mkdir {path}")
+    yield tmp
+    sync(f"written {path}")
+    if is_primary():
+        replace_dir(tmp, path)
+    sync(f"renamed {path}")
+
+
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yields a temporary directory beside ``path``; on success it becomes ``path``."""
+    """Yields a temporary directory beside ``path``; on success it becomes ``path``. In a
+    multi-process run every process must enter it (see the module doc)."""
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
+    if _processes() > 1:
+        with _shared_dir(path) as tmp:
+            yield tmp
+        return
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp

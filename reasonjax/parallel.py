@@ -215,6 +215,32 @@ def shard_batch(batch, mesh: Mesh):
     return jax.tree.map(put, batch)
 
 
+def to_host(x) -> np.ndarray:
+    """A (global) array as numpy on every process: its own shards when it is fully
+    addressable, else gathered from every process (multi-host runs)."""
+    if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
+        return np.asarray(jax.device_get(x) if isinstance(x, jax.Array) and
+                          x.is_fully_addressable else x if not isinstance(x, jax.Array)
+                          else x.addressable_data(0))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def local_rows(x, what: str = "batch"):
+    """This process's contiguous share of the rows of a host batch that every process
+    holds whole (multi-host runs feed ``make_array_from_process_local_data`` their own
+    rows); the whole batch in a single process."""
+    n, p = jax.process_count(), jax.process_index()
+    if n == 1:
+        return x
+    rows = np.shape(x)[0]
+    if rows % n:
+        raise ConfigError(f"{what}: {rows} rows do not split over {n} processes; use a "
+                          f"multiple of {n}")
+    return x[p * rows // n:(p + 1) * rows // n]
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
@@ -223,8 +249,18 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
                            num_processes: Optional[int] = None,
                            process_id: Optional[int] = None) -> None:
     """``jax.distributed.initialize`` for multi-host runs (TPU pods auto-detect all three
-    arguments). A no-op unless arguments are given or REASONJAX_DISTRIBUTED=1."""
+    arguments; elsewhere they come from the arguments or from REASONJAX_COORDINATOR,
+    REASONJAX_NUM_PROCESSES and REASONJAX_PROCESS_ID). A no-op unless arguments are given
+    or REASONJAX_DISTRIBUTED=1. CPU processes exchange data through gloo collectives."""
     if coordinator_address is None and os.environ.get("REASONJAX_DISTRIBUTED") != "1":
         return
+    env = os.environ
+    coordinator_address = coordinator_address or env.get("REASONJAX_COORDINATOR")
+    if num_processes is None and "REASONJAX_NUM_PROCESSES" in env:
+        num_processes = int(env["REASONJAX_NUM_PROCESSES"])
+    if process_id is None and "REASONJAX_PROCESS_ID" in env:
+        process_id = int(env["REASONJAX_PROCESS_ID"])
+    if jax.config.jax_platforms in (None, "", "cpu") and coordinator_address:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id)

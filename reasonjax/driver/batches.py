@@ -80,7 +80,7 @@ class Batch:
 
 
 def _host(x) -> np.ndarray:
-    return np.asarray(jax.device_get(x))
+    return parallel.to_host(x)
 
 
 def _sample_candidates(out) -> Candidates:
@@ -213,8 +213,10 @@ def run_batches(env: Env, params, problems: Sequence[Problem], method: Method,
     for start, rows in batch_rows(len(problems), batch_size):
         batch = prompts.rows(rows)
         tokens, mask = batch.tokens, batch.mask
-        if env.mesh is not None:
-            tokens, mask = parallel.shard_batch((tokens, mask), env.mesh)
+        if env.mesh is not None:  # each process feeds its share of the rows
+            tokens, mask = parallel.shard_batch(
+                (parallel.local_rows(tokens, "batch_size"), parallel.local_rows(mask)),
+                env.mesh)
         with parallel.activate(env.mesh) if env.mesh is not None else \
                 contextlib.nullcontext():
             out, cands = call(env, params, method, jnp.asarray(tokens), jnp.asarray(mask),

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from reasonjax.fileio import is_primary
+
 
 def line_plot(path: str | Path, series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
               *, xlabel: str, ylabel: str, title: str, logx: bool = False,
@@ -42,6 +44,7 @@ def line_plot(path: str | Path, series: Mapping[str, tuple[Sequence[float], Sequ
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    if is_primary():  # one writer in a multi-process run
+        fig.savefig(path)
     plt.close(fig)
     return path

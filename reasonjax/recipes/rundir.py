@@ -38,7 +38,7 @@ from rich.console import Console
 
 from reasonjax import checkpoint, parallel
 from reasonjax.config import ConfigError, save_yaml, to_dict
-from reasonjax.fileio import atomic_dir, atomic_write_text
+from reasonjax.fileio import atomic_dir, atomic_write_text, is_primary
 
 console = Console(stderr=True)
 T = TypeVar("T")
@@ -180,6 +180,9 @@ def load_phase(path: Path, kind: type = dict, mesh=None) -> Any:
 
 
 def log_metrics(run: Run, record: dict) -> None:
-    """Appends one JSON line to metrics.jsonl (one record per line, flushed)."""
+    """Appends one JSON line to metrics.jsonl (one record per line, flushed; process 0
+    of a multi-process run)."""
+    if not is_primary():
+        return
     with open(run.path / "metrics.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")

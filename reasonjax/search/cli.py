@@ -21,7 +21,9 @@ METHOD_NAMES = ("greedy", "sample", "best_of_n", "majority", "prm_vote", "beam",
 
 
 def _problems(args):
+    from reasonjax.data import prompting
     from reasonjax.data.local import load_local
+    from reasonjax.data.prompting import PromptSpec
     from reasonjax.data.task import get_task, task_from_args
 
     if (args.task is None) == (args.local is None):
@@ -35,7 +37,8 @@ def _problems(args):
         problems = report.problems[:args.count] if args.count else report.problems
         if not problems:
             raise ValueError(f"search: {args.local} holds no problems")
-        return problems, get_task(problems[0].task)
+        spec = PromptSpec(answer_fallback=args.answer_fallback)
+        return problems, prompting.configure(get_task(problems[0].task), spec)
     task = task_from_args(args.task, args.difficulty, args.knobs)
     return task.generate(args.count or 16, seed=args.task_seed), task
 
@@ -138,6 +141,9 @@ def register(subparsers) -> None:
     data.add_argument("--local", default=None, help="local JSONL/JSON/Parquet file or folder")
     data.add_argument("--format", default=None, choices=["gsm8k", "math", "mc"],
                       help="format of the local file")
+    data.add_argument("--answer-fallback", action="store_true",
+                      help="--local: a completion without an answer mark (####, \\boxed, "
+                           "'the answer is') answers with its last number")
     data.add_argument("--on-error", default="skip", choices=["skip", "fail"],
                       help="bad local records: skip (counted) or fail")
     data.add_argument("--count", type=int, default=None,

@@ -118,7 +118,9 @@ def setup(model_config: ModelConfig, params, optim: OptimConfig, *, seed: int = 
 def rows_iterator(rows: Mapping[str, np.ndarray], batch_size: int, seed: int = 0):
     """A checkpointable iterator of batches drawn from ``rows`` (dict of arrays [N, ...]):
     shuffled anew every epoch, repeated forever, every batch full (a batch may span two
-    epochs, so fewer rows than ``batch_size`` are fine)."""
+    epochs, so fewer rows than ``batch_size`` are fine). In a multi-process run every
+    process holds all rows and draws the same batches, and yields its share of each
+    (:func:`reasonjax.parallel.local_rows`)."""
     sizes = {k: np.shape(v)[0] if np.ndim(v) else None for k, v in rows.items()}
     n = next(iter(sizes.values()))
     if any(s != n for s in sizes.values()):
@@ -128,7 +130,11 @@ def rows_iterator(rows: Mapping[str, np.ndarray], batch_size: int, seed: int = 0
     host = {k: np.asarray(v) for k, v in rows.items()}
     ds = grain.MapDataset.range(n).shuffle(seed=seed).repeat(None)
     ds = ds.map(lambda i: {k: v[i] for k, v in host.items()})
-    return iter(ds.to_iter_dataset().batch(batch_size, drop_remainder=True))
+    batches = ds.to_iter_dataset().batch(batch_size, drop_remainder=True)
+    if jax.process_count() > 1:
+        parallel.local_rows(np.zeros(batch_size), "batch_size")  # divisible, or say so
+        batches = batches.map(lambda b: {k: parallel.local_rows(v) for k, v in b.items()})
+    return iter(batches)
 
 
 def fit(loss: Loss, model_config: ModelConfig, params, data: Union[Mapping, Any],

@@ -89,7 +89,7 @@ def test_recipe_programs_cover_training_search_and_decoding():
     assert (train.rows, train.seq_len, train.accum_steps) == (64, 1024, 16)
     decode = programs[-1]
     # 5 actions / beams per problem; the longest call: 10 steps of 128 tokens (SBS)
-    assert decode.rows == 64 * 5 and decode.seq_len == 512 + 10 * 128
+    assert decode.rows == 32 * 5 and decode.seq_len == 512 + 10 * 128
 
 
 @pytest.mark.parametrize("recipe", sorted(PAPER_SLICES))

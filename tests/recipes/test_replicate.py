@@ -131,7 +131,8 @@ def test_paper_step_dpo_runs_with_a_bosless_tokenizer_and_partial_batches(tmp_pa
         "num_devices=1", "batch_size=2", "sampling.n=2", "sampling.max_new_tokens=8",
         "locate_rollouts.n=2", "locate_rollouts.max_new_tokens=8",
         "locate_rollouts.batch_size=4", "corrections.n=2", "corrections.max_new_tokens=8",
-        "corrections.batch_size=4", "dpo.steps=1", "dpo.batch_size=2", "dpo.seq_len=64"],
+        "corrections.batch_size=4", "dpo.steps=1", "dpo.batch_size=2", "dpo.seq_len=64",
+        "dpo.optim.accum_steps=1", "prompt.chat=false", "prompt.system=null"],
         tmp_path / "run")
     assert [r["stage"] for r in res.rows] == ["warm-up", "round 1"]
     assert res.rows[1]["samples"] == 6 * 2                # 6 training problems, 2 samples
@@ -166,9 +167,11 @@ def test_paper_presets_name_the_paths_to_set_and_build_from_local_files(name,
     with pytest.raises(ConfigError, match="model.checkpoint|task.data_file"):
         common.make_env(cfg.task, cfg.model, cfg.mesh, num_devices=1)
     ckpt, data = local_paper_inputs
+    # the tiny checkpoint's character tokenizer has no chat template
+    chat = ["prompt.chat=false", "prompt.system=null"] if cfg.prompt.chat else []
     cfg = load_config(name, "paper", [f"model.checkpoint={ckpt}", f"task.data_file={data}",
-                                      "task.eval_size=4"])
-    env = common.make_env(cfg.task, cfg.model, cfg.mesh, num_devices=1)
+                                      "task.eval_size=4", *chat])
+    env = common.make_env(cfg.task, cfg.model, cfg.mesh, num_devices=1, prompt=cfg.prompt)
     assert env.init_params is not None and env.model_config.n_layers == 1
     assert len(env.eval) == 4 and len(env.train) == 8
     assert env.task.verify(env.eval[0], f"answer: {env.eval[0].answer}")
@@ -178,7 +181,8 @@ def test_paper_coverage_runs_on_a_local_checkpoint_and_file(tmp_path, local_pape
     ckpt, data = local_paper_inputs
     res = replicate("coverage", "paper", [
         f"model.checkpoint={ckpt}", f"task.data_file={data}", "task.eval_size=4",
-        "num_devices=1", "sampling.n=4", "sampling.max_new_tokens=8", "batch_size=4",
+        "num_devices=1", "sampling.n=4", "sampling.chunk=0", "sampling.max_new_tokens=8",
+        "batch_size=4", "prompt.few_shot=0",
         "vote_trials=2"], tmp_path)
     assert [r["k"] for r in res.rows] == [1, 2, 4]
     assert all(0.0 <= r["coverage"] <= 1.0 for r in res.rows)

@@ -72,7 +72,8 @@ def test_cli_greedy_equals_the_sampler_and_counts_compute(params, greedy_task_ru
 def test_cli_local_file_accuracy_counts_correct_answers(model_dir, params, tmp_path):
     """A GSM8K-style file whose first reference is the number the model answers and whose
     second is not: accuracy must be exactly 1/2, and a vote over identical greedy-like
-    samples agrees."""
+    samples agrees. The random model writes no answer mark, so its last number counts
+    only with --answer-fallback."""
     from reasonjax.data.answers import extract_answer
 
     gsm8k = get_task("gsm8k")
@@ -86,14 +87,17 @@ def test_cli_local_file_accuracy_counts_correct_answers(model_dir, params, tmp_p
             {"question": questions[1], "answer": str(_other(said[1]))}]
     data = tmp_path / "test.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records, _ = search(model_dir, tmp_path / "strict.jsonl", "--local", str(data),
+                        "--format", "gsm8k", "--method", "greedy")
+    assert [r["correct"] for r in records] == [False, False]
     records, summary = search(model_dir, tmp_path / "g.jsonl", "--local", str(data),
-                              "--format", "gsm8k", "--method", "greedy")
+                              "--format", "gsm8k", "--method", "greedy", "--answer-fallback")
     assert [r["correct"] for r in records] == [True, False]
     assert summary["accuracy"] == 0.5 and summary["data"] == str(data)
     # Majority vote over n=2 samples at temperature 0: both equal greedy, so the same votes.
     records, summary = search(model_dir, tmp_path / "m.jsonl", "--local", str(data),
                               "--format", "gsm8k", "--method", "majority", "--n", "2",
-                              "--temperature", "0")
+                              "--temperature", "0", "--answer-fallback")
     assert [r["correct"] for r in records] == [True, False]
     assert all(len(r["candidates"]) == 2 for r in records)
     assert records[0]["score"] == 2.0  # two votes for the winning answer

@@ -44,12 +44,12 @@ class RealTask(Task):
         return answers.answers_equal(answer, problem.answer)
 
     def _extract(self, text: str, *marks) -> Optional[str]:
-        """The first answer the ``marks`` extractors find, then "the answer is ...", then
-        (with ``answer_fallback``) the last number."""
+        """The first answer the ``marks`` extractors find, then an ``answer: X`` line, then
+        "the answer is ...", then (with ``answer_fallback``) the last number."""
         fallback = (answers.extract_last_number,) if self.answer_fallback else ()
         for s in self.stop:
             text = text.split(s, 1)[0]
-        for fn in (*marks, answers.extract_answer_is, *fallback):
+        for fn in (*marks, answers.extract_tagged, answers.extract_answer_is, *fallback):
             got = fn(text)
             if got:
                 return got
