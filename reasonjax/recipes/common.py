@@ -266,8 +266,12 @@ def head_values(env: RecipeEnv, params, examples: Sequence[Mapping[str, np.ndarr
         rows = chunk + [chunk[-1]] * (batch_size - len(chunk))
         batch = formatting.stack([formatting.to_length(e, kind, seq_len, "truncate")[0]
                                   for e in rows])
-        values = np.asarray(fn(params, {k: batch[k] for k in
-                                        ("tokens", "positions", "segment_ids")}))
+        inputs = {k: batch[k] for k in ("tokens", "positions", "segment_ids")}
+        if env.mesh is not None:  # rows split over the data axes, each process its share
+            parallel.validate_batch(batch_size, env.mesh, "head_values batch_size")
+            inputs = parallel.shard_batch({k: parallel.local_rows(v) for k, v in
+                                           inputs.items()}, env.mesh)
+        values = parallel.to_host(fn(params, inputs))
         out += [values[i][batch["value_mask"][i] > 0] for i in range(len(chunk))]
     return out
 

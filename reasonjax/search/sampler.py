@@ -232,7 +232,11 @@ def check_prompts(config: ModelConfig, prompt_tokens, prompt_mask, budget: int) 
             f"prompt length {shape[1]} + token budget {budget} = {total} exceeds the model's "
             f"max_seq_len {config.max_seq_len}; shorten the prompts or lower the budget")
     if not isinstance(prompt_mask, jax.core.Tracer):
-        mask = np.asarray(prompt_mask)
+        if isinstance(prompt_mask, jax.Array) and not prompt_mask.is_fully_addressable:
+            # a multi-host batch: this process checks the rows it holds
+            mask = np.concatenate([np.asarray(s.data) for s in prompt_mask.addressable_shards])
+        else:
+            mask = np.asarray(prompt_mask)
         empty = np.flatnonzero(mask.sum(-1) == 0)
         if len(empty):
             raise SearchError(f"prompt rows {empty.tolist()[:5]} have no tokens "
