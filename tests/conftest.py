@@ -20,9 +20,36 @@ jax.config.update("jax_compilation_cache_dir", os.environ.get("REASONJAX_TEST_JA
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
+import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
 # CI runs property tests derandomized so a failure reproduces on the next run.
 settings.register_profile("ci", derandomize=True, deadline=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer_dir():
+    """The function :func:`_bpe_tokenizer_dir` (a fixture, so any test module can use it)."""
+    return _bpe_tokenizer_dir
+
+
+def _bpe_tokenizer_dir(path, texts, vocab_size: int, config: dict):
+    """A tiny HF byte-level BPE ``tokenizer.json`` trained on ``texts`` (special tokens
+    <|endoftext|>, <|im_start|>, <|im_end|>) with ``config`` as tokenizer_config.json."""
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(texts, trainer)
+    tk.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps(config))
+    return path

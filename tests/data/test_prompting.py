@@ -20,24 +20,12 @@ CHATML = (
 
 
 @pytest.fixture(scope="module")
-def chat_tok(tmp_path_factory):
+def chat_tok(tmp_path_factory, bpe_tokenizer_dir):
     """A tiny HF BPE tokenizer whose tokenizer_config.json carries a ChatML template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tk.train_from_iterator([f"Question {i}: what is {i} + {i}?\n" for i in range(100)],
-                           trainer)
-    d = tmp_path_factory.mktemp("chat")
-    tk.save(str(d / "tokenizer.json"))
-    (d / "tokenizer_config.json").write_text(json.dumps({
+    texts = [f"Question {i}: what is {i} + {i}?\n" for i in range(100)]
+    return load_tokenizer(bpe_tokenizer_dir(tmp_path_factory.mktemp("chat"), texts, 300, {
         "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "bos_token": None,
         "chat_template": CHATML}))
-    return load_tokenizer(d)
 
 
 def problem(task, q="What is 2 + 3?", a="5"):

@@ -1,6 +1,5 @@
 """Tokenizers: round trips, HF tokenizer.json, chat templates vs transformers, delimiters."""
 
-import json
 
 import numpy as np
 import pytest
@@ -26,22 +25,10 @@ def sp(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def hf_tok(tmp_path_factory):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tk.train_from_iterator(TEXTS, trainer)
-    d = tmp_path_factory.mktemp("hf")
-    tk.save(str(d / "tokenizer.json"))
-    (d / "tokenizer_config.json").write_text(json.dumps({
+def hf_tok(tmp_path_factory, bpe_tokenizer_dir):
+    return bpe_tokenizer_dir(tmp_path_factory.mktemp("hf"), TEXTS, 400, {
         "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "bos_token": None,
-        "chat_template": CHATML}))
-    return d
+        "chat_template": CHATML})
 
 
 def test_char_tokenizer_round_trip_and_errors(tmp_path):

@@ -133,3 +133,12 @@ def test_override_into_free_form_dicts():
     with pytest.raises(ConfigError, match="unknown key 'model.overide'"):
         load_config("coverage", "paper", ["model.overide.remat=dots"])
     assert dataclasses.is_dataclass(cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", sorted(PAPER_SLICES))
+def test_every_paper_program_fits_its_slice(recipe):
+    """All programs of every paper preset (train steps, searches, prefill, decode step)
+    compile for the preset's slice and fit its HBM (minutes per preset: `-m slow`)."""
+    p = plan.plan(recipe, "paper", [], PAPER_SLICES[recipe], costs=False)
+    assert p.fits, plan.format_plan(p)
