@@ -109,7 +109,7 @@ def _plan(args: argparse.Namespace) -> int:
     only = [s for s in args.programs.split(",") if s] if args.programs else None
     log = (lambda s: print(s, file=sys.stderr, flush=True))
     p = plan(recipe, args.preset, overrides, args.topology, prompt_len=args.prompt_len,
-             costs=not args.memory_only, only=only, log=log)
+             only=only, log=log)
     print(format_plan(p))
     if not p.fits:
         print(f"reasonjax plan: error: {', '.join(p.advice)} does not fit "
@@ -127,9 +127,9 @@ def register_plan(sub) -> None:
         description="Compile every program of a recipe preset (train steps, searches, "
                     "prefill and decode) with the TPU compiler for a named slice, on this "
                     "machine (needs libtpu: pip install 'jax[tpu]'), with abstract params: "
-                    "HBM per device vs available, FLOPs and the compiler's time estimate, "
-                    "MFU and tokens/s. Exits 3 when a program does not fit, naming the "
-                    "first change that fits.")
+                    "HBM per device vs available, model FLOPs and the roofline time they "
+                    "imply, MFU and tokens/s. Exits 3 when a program does not fit, naming "
+                    "the first change that fits.")
     p.add_argument("--topology", required=True, metavar="SLICE",
                    help="v5p-8, v4-32, v5e-16, v6e-8, ... (or libtpu's v5e:4x4)")
     p.add_argument("recipe", choices=RECIPES + ("replicate",), help="the recipe to plan")
@@ -138,8 +138,6 @@ def register_plan(sub) -> None:
                    help="prompt tokens per row (default 512)")
     p.add_argument("--programs", default=None, metavar="NAME,...",
                    help="only the programs whose names contain one of these")
-    p.add_argument("--memory-only", action="store_true",
-                   help="skip the cost compiles (HBM only; about 3x faster)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. model.preset=qwen2.5-math-7b mesh.fsdp=4")
     p.set_defaults(func=_plan)

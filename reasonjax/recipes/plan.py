@@ -9,15 +9,20 @@ Per program it reports, per device (chip, or TensorCore on v4):
 
 - HBM: arguments + outputs - donated aliases + temporaries + code, from the compiled
   program's ``memory_analysis()``, against the chip's HBM;
-- FLOPs, and the compiler's estimate of the time (``cost_analysis()['optimal_seconds']``,
-  a lower bound: it assumes perfect overlap). XLA counts a loop body once, so costs come
-  from two extra compiles of the same program with 1 and 2 unrolled layers, extrapolated
-  linearly to the model's depth. Programs whose loops run a data-dependent number of
-  times (sampling, step search, MCTS) are given memory only; their per-token cost is the
-  ``decode step`` row (one token for every row, the cache at full length);
-- MFU: model FLOPs (the matmuls of the forward, x3 for a train step, plus attention over
-  the filled context) over the estimated time at the chip's peak bf16 rate; tokens/s for
-  training (tokens per step) and decoding (rows per decode step).
+- model FLOPs per device (:func:`forward_flops`: the matmuls, x3 for a train step, plus
+  attention over the filled context) and the roofline time of one call: max(FLOPs / peak
+  bf16 FLOP/s, bytes / HBM bandwidth), with the bytes every call must move: its
+  arguments read once and its outputs written once (``memory_analysis()``; for a decode
+  step that is the params and the whole KV cache). A lower bound: no communication,
+  perfect overlap. The compiler's ``cost_analysis()`` is not used for time: XLA counts a
+  loop body once, and the TPU compiler turns sharded matmuls into loops over shards
+  (a 1B model's prefill over 16 chips: 5.8 TFLOP counted per device against 20 done), so
+  its FLOPs and ``optimal_seconds`` undercount. Programs whose loops run a
+  data-dependent number of times (sampling, step search, MCTS) get memory only; their
+  per-token cost is the ``decode step`` row (a token for every row, the cache at full
+  length);
+- MFU at that time (an upper bound on what the program can reach) and tokens/s: train
+  (tokens per step), prefill (prompt tokens), decode (rows per step).
 
 A program that does not fit fails the plan with the bytes needed vs available and the
 first of a few changes (full rematerialisation, params sharded over every chip, half the
@@ -36,7 +41,6 @@ from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from reasonjax import parallel
 from reasonjax.config import ConfigError
@@ -98,6 +102,10 @@ class Topology:
     def peak_per_device(self) -> float:
         return self.chip.peak_flops * self.chips / len(self.devices)
 
+    @property
+    def hbm_bandwidth_per_device(self) -> float:
+        return self.chip.hbm_bytes_per_s * self.chips / len(self.devices)
+
 
 def topology(name: str) -> Topology:
     """``v5p-8`` / ``v4-32`` / ``v5e-16`` / ``v6e-8`` (Cloud TPU slice names) or libtpu's
@@ -150,7 +158,9 @@ class Program:
     per_prompt: rows per prompt (search / decode: samples, beams or actions per problem).
     ref: a train step that also reads a frozen reference (DPO family); sequences: token
     sequences per row (2 for preference pairs). path: the config field it comes from;
-    batch_key: the config key that sets its batch (train: rows; else: prompts per call)."""
+    batch_key: the config key that sets its batch (train: rows; else: prompts per call);
+    chunk_key: the key that sets its rows per prompt, when it can change (a sampling
+    call's ``chunk``)."""
 
     name: str
     kind: str
@@ -163,6 +173,7 @@ class Program:
     accum_steps: int = 1
     path: str = ""
     batch_key: str = "batch_size"
+    chunk_key: str = ""
 
     def lower(self, model_config: ModelConfig, mesh) -> dict:
         return self.build(model_config, mesh, self.rows)
@@ -231,14 +242,20 @@ def _stop(model_config: ModelConfig, mesh):
 
 
 def search_program(name: str, method, rows: int, prompt_len: int, per_prompt: int = 1,
-                   path: str = "", batch_key: str = "batch_size") -> Program:
+                   path: str = "", batch_key: str = "batch_size", chunk_key: str = ""
+                   ) -> Program:
     """The driver's program(s) for ``method`` over ``rows`` prompts of ``prompt_len``
     tokens (:func:`reasonjax.driver.batches.lower`); the MCTS verifier is a host callback
-    that never runs here."""
+    that never runs here. With ``chunk_key`` (a sampling method) a build with other rows
+    keeps the prompts and changes the samples per call."""
     from reasonjax.driver.batches import lower as lower_method
 
+    prompts0 = rows
+
     def build(model_config: ModelConfig, mesh, rows: int) -> dict:
-        prompts = rows // per_prompt
+        m, prompts = method, rows // per_prompt
+        if chunk_key and rows != prompts0 * per_prompt:
+            m, prompts = dataclasses.replace(method, chunk=rows // prompts0), prompts0
         tokens = _rows_struct((prompts, prompt_len), jnp.int32, mesh)
         mask = _rows_struct((prompts, prompt_len), jnp.int32, mesh)
         rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype,
@@ -246,14 +263,14 @@ def search_program(name: str, method, rows: int, prompt_len: int, per_prompt: in
         params = abstract_params(model_config, mesh)
         stop = _stop(model_config, mesh)
         with parallel.activate(mesh):
-            parts = lower_method(model_config, params, method, tokens, mask, rng, stop,
+            parts = lower_method(model_config, params, m, tokens, mask, rng, stop,
                                  verifier=_never_called)
         return {f"{name} ({part})" if len(parts) > 1 else name: low
                 for part, low in parts.items()}
 
     return Program(name=name, kind="search", build=build, rows=rows * per_prompt,
                    seq_len=prompt_len, per_prompt=per_prompt, path=path,
-                   batch_key=batch_key)
+                   batch_key=batch_key, chunk_key=chunk_key)
 
 
 def _never_called(ids, paths, lengths):  # pragma: no cover - compiled, never executed
@@ -261,7 +278,7 @@ def _never_called(ids, paths, lengths):  # pragma: no cover - compiled, never ex
 
 
 def decode_programs(rows: int, prompt_len: int, new_tokens: int, per_prompt: int = 1,
-                    batch_key: str = "batch_size") -> list[Program]:
+                    batch_key: str = "batch_size", chunk_key: str = "") -> list[Program]:
     """Prefill of ``rows`` prompts into a cache of prompt + ``new_tokens`` slots, and one
     decode step (a token for every row, the cache at that length): what every sampler and
     search spends its time in."""
@@ -299,9 +316,9 @@ def decode_programs(rows: int, prompt_len: int, new_tokens: int, per_prompt: int
                 params, state, rng, stop)}
 
     return [Program("prefill", "prefill", lower_prefill, rows, prompt_len, per_prompt,
-                    batch_key=batch_key),
+                    batch_key=batch_key, chunk_key=chunk_key),
             Program("decode step", "decode", lower_decode, rows, slots, per_prompt,
-                    batch_key=batch_key)]
+                    batch_key=batch_key, chunk_key=chunk_key)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -310,14 +327,12 @@ def decode_programs(rows: int, prompt_len: int, new_tokens: int, per_prompt: int
 
 @dataclasses.dataclass(frozen=True)
 class Measured:
-    """One compiled part of a program, per device: HBM bytes, FLOPs, bytes accessed and
-    the compiler's time estimate (None where loops make them meaningless), compile time."""
+    """One compiled part of a program, per device: HBM bytes it needs, bytes a call must
+    move (arguments read + outputs written), compile time."""
 
     name: str
     hbm: float
-    flops: Optional[float]
-    bytes_accessed: Optional[float]
-    seconds: Optional[float]
+    io_bytes: float
     compile_seconds: float
 
 
@@ -342,36 +357,19 @@ def _compile(lowered):
         raise
 
 
-def _costs(compiled) -> tuple[float, float, float]:
-    c = compiled.cost_analysis()
-    c = c[0] if isinstance(c, (list, tuple)) else c
-    return (float(c.get("flops", 0.0)), float(c.get("bytes accessed", 0.0)),
-            float(c.get("optimal_seconds", 0.0)))
+def io_bytes(compiled) -> float:
+    """Bytes a call must move at least: its arguments read and its outputs written."""
+    m = compiled.memory_analysis()
+    return float(m.argument_size_in_bytes + m.output_size_in_bytes)
 
 
-def measure(program: Program, model_config: ModelConfig, mesh, costs: bool = True
-            ) -> list[Measured]:
-    """Compiles every part of ``program`` for ``mesh`` (its memory), and for programs
-    without data-dependent loops two shallow copies (1 and 2 unrolled layers) whose
-    costs extrapolate linearly to ``model_config.n_layers``."""
+def measure(program: Program, model_config: ModelConfig, mesh) -> list[Measured]:
+    """Compiles every part of ``program`` for ``mesh``: its memory per device."""
     start = time.time()
     compiled = {k: _compile(v) for k, v in program.lower(model_config, mesh).items()}
     seconds = time.time() - start
-    per_depth = {}
-    if costs and program.kind != "search":
-        for depth in (1, 2):
-            shallow = model_config.replace(n_layers=depth, scan_unroll=depth)
-            per_depth[depth] = {k: _costs(_compile(v))
-                                for k, v in program.lower(shallow, mesh).items()}
-    out = []
-    L = model_config.n_layers
-    for name, c in compiled.items():
-        flops = bytes_ = est = None
-        if per_depth:
-            one, two = np.array(per_depth[1][name]), np.array(per_depth[2][name])
-            flops, bytes_, est = (one + (L - 1) * (two - one)).tolist()
-        out.append(Measured(name, hbm_bytes(c), flops, bytes_, est, seconds))
-    return out
+    return [Measured(name, hbm_bytes(c), io_bytes(c), seconds)
+            for name, c in compiled.items()]
 
 
 def forward_flops(cfg: ModelConfig, tokens: float, context: float) -> float:
@@ -389,8 +387,9 @@ def model_flops(program: Program, cfg: ModelConfig) -> Optional[float]:
         tokens = program.rows * program.seq_len * program.sequences
         fwd = forward_flops(cfg, tokens, program.seq_len / 2)
         return fwd * (4 if program.ref else 3)
-    if program.kind == "prefill":
-        return forward_flops(cfg, program.rows * program.seq_len, program.seq_len / 2)
+    if program.kind == "prefill":  # logits of the last prompt token only
+        head = 2 * cfg.vocab_size * cfg.d_model * program.rows * (program.seq_len - 1)
+        return forward_flops(cfg, program.rows * program.seq_len, program.seq_len / 2) - head
     if program.kind == "decode":
         return forward_flops(cfg, program.rows, program.seq_len)
     return None
@@ -398,8 +397,9 @@ def model_flops(program: Program, cfg: ModelConfig) -> Optional[float]:
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    """A plan's line: program part, HBM per device used / available, FLOPs per device,
-    estimated seconds per call, MFU, tokens/s (whole slice), and whether it fits."""
+    """A plan's line: program part, HBM per device used / available, model FLOPs per
+    device, roofline seconds per call, MFU at that time, tokens/s (whole slice), and
+    whether it fits."""
 
     program: str
     hbm: float
@@ -415,19 +415,23 @@ class Row:
         return self.hbm <= self.hbm_available
 
 
-def rows_for(program: Program, model_config: ModelConfig, topo: Topology, mesh,
-             costs: bool = True) -> list[Row]:
+def roofline_seconds(flops: float, io: float, topo: Topology) -> float:
+    """max(FLOPs / peak, bytes / HBM bandwidth) on one of ``topo``'s devices."""
+    return max(flops / topo.peak_per_device, io / topo.hbm_bandwidth_per_device)
+
+
+def rows_for(program: Program, model_config: ModelConfig, topo: Topology, mesh) -> list[Row]:
     out = []
-    for m in measure(program, model_config, mesh, costs):
-        mf = model_flops(program, model_config)
-        mfu = tps = None
-        if m.seconds and mf:
-            mfu = mf / (m.seconds * topo.peak_per_device * len(topo.devices))
-        if m.seconds and program.kind in ("train", "prefill"):
-            tps = program.rows * program.seq_len / m.seconds
-        elif m.seconds and program.kind == "decode":
-            tps = program.rows / m.seconds
-        out.append(Row(m.name, m.hbm, topo.hbm_per_device, m.flops, m.seconds, mfu, tps,
+    mf = model_flops(program, model_config)
+    per_device = mf / len(topo.devices) if mf else None
+    for m in measure(program, model_config, mesh):
+        seconds = mfu = tps = None
+        if per_device:
+            seconds = roofline_seconds(per_device, m.io_bytes, topo)
+            mfu = per_device / (seconds * topo.peak_per_device)
+            tokens = program.rows * (program.seq_len if program.kind != "decode" else 1)
+            tps = tokens / seconds
+        out.append(Row(m.name, m.hbm, topo.hbm_per_device, per_device, seconds, mfu, tps,
                        m.compile_seconds))
     return out
 
@@ -496,16 +500,18 @@ def recipe_programs(module, cfg, model_config: ModelConfig, prompt_len: int) -> 
     calls = []  # rollout specs carry their own batch size
     for path, method in methods:
         key = f"{path}.batch_size" if hasattr(method, "batch_size") else "batch_size"
-        calls.append((path, method, getattr(method, "batch_size", cfg.batch_size), key))
-    for path, method, batch, key in calls:
+        chunk = f"{path}.chunk" if getattr(method, "chunk", 0) else ""
+        calls.append((path, method, getattr(method, "batch_size", cfg.batch_size), key, chunk))
+    for path, method, batch, key, chunk in calls:
         name = f"{type(method).__name__.removesuffix('Config').lower()} ({path})"
         programs.append(search_program(name, method, batch, prompt_len,
-                                       _rows_per_prompt(method), path=path, batch_key=key))
+                                       _rows_per_prompt(method), path, key, chunk))
     if calls:
-        path, method, batch, key = max(calls, key=lambda c: _rows_per_prompt(c[1]) * c[2])
+        path, method, batch, key, chunk = max(
+            calls, key=lambda c: _rows_per_prompt(c[1]) * c[2])
         programs += decode_programs(_rows_per_prompt(method) * batch, prompt_len,
                                     max(_new_tokens(m) for _, m in methods),
-                                    _rows_per_prompt(method), key)
+                                    _rows_per_prompt(method), key, chunk)
     return programs
 
 
@@ -560,6 +566,15 @@ def _variants(program: Program, model_config: ModelConfig, mesh_cfg):
         mesh_cfg = dataclasses.replace(mesh_cfg, data=1, fsdp=-1, tensor=1)
         changes.append("mesh.data=1 mesh.fsdp=-1 mesh.tensor=1")
         out.append((" ".join(changes), model_config, mesh_cfg, program))
+    if program.chunk_key:  # fewer samples per call, the same prompts
+        per = program.per_prompt
+        prompts = program.rows // per
+        while per > 1 and len(out) < 6:
+            per //= 2
+            out.append((" ".join(changes + [f"{program.chunk_key}={per}"]), model_config,
+                        mesh_cfg, dataclasses.replace(program, rows=prompts * per,
+                                                      per_prompt=per)))
+        return out
     rows = program.rows
     for _ in range(4):
         rows //= 2
@@ -583,7 +598,7 @@ def _fits(program: Program, model_config: ModelConfig, topo: Topology, mesh_cfg)
         parallel.validate_batch(program.rows // max(program.per_prompt, 1)
                                 if program.kind != "train" else program.rows, mesh)
         return all(m.hbm <= topo.hbm_per_device
-                   for m in measure(program, model_config, mesh, costs=False))
+                   for m in measure(program, model_config, mesh))
     except (DoesNotFit, ConfigError):
         return False
 
@@ -598,7 +613,7 @@ def advise(program: Program, model_config: ModelConfig, topo: Topology, mesh_cfg
 
 
 def plan(recipe: str, preset: str, overrides: Sequence[str], topology_name: str, *,
-         prompt_len: int = 512, costs: bool = True, only: Optional[Sequence[str]] = None,
+         prompt_len: int = 512, only: Optional[Sequence[str]] = None,
          log: Callable[[str], None] = lambda s: None) -> Plan:
     """Compiles every program of ``recipe`` at ``preset`` (+ ``overrides``) for the TPU
     slice ``topology_name`` (see the module doc). ``prompt_len``: prompt tokens per row
@@ -620,7 +635,7 @@ def plan(recipe: str, preset: str, overrides: Sequence[str], topology_name: str,
         batch = program.rows if program.kind == "train" else program.rows // program.per_prompt
         parallel.validate_batch(batch, mesh, what=f"{program.batch_key} ({program.name})")
         try:
-            got = rows_for(program, model_config, topo, mesh, costs)
+            got = rows_for(program, model_config, topo, mesh)
         except DoesNotFit:
             got = [Row(program.name, math.inf, topo.hbm_per_device, None, None, None, None,
                        0.0)]
@@ -660,9 +675,10 @@ def format_plan(p: Plan) -> str:
         lines.append(f"{r.program[:44]:<44} {_gib(r.hbm):>9} {flops:>8} {sec:>8} {mfu:>6} "
                      f"{tps:>10} {'yes' if r.fits else 'NO':>5}")
     lines.append("")
-    lines.append("HBM, TFLOP and est. s are per device and per call (est. s: the TPU "
-                 "compiler's estimate, a lower bound); searches loop a data-dependent number "
-                 "of times: their cost is the decode step's, per token.")
+    lines.append("Per device and per call: HBM needed; TFLOP: model FLOPs; est. s: max(TFLOP "
+                 "/ peak, bytes in + out / HBM bandwidth), a lower bound; MFU at that time. "
+                 "Searches loop a data-dependent number of times: their cost per token is "
+                 "the decode step's.")
     for name, text in p.advice.items():
         lines.append(f"{name} needs more than {p.topology.hbm_per_device / GIB:.0f} GiB: "
                      f"{text}")
