@@ -130,7 +130,7 @@ def test_plan_cli_exit_code_and_message(capsys):
 
 def test_override_into_free_form_dicts():
     cfg = load_config("coverage", "paper", ["model.overrides.remat=dots"])
-    assert cfg.model.overrides == {"remat": "dots"}
+    assert cfg.model.overrides == {"param_dtype": "bfloat16", "remat": "dots"}  # merged
     with pytest.raises(ConfigError, match="unknown key 'model.overide'"):
         load_config("coverage", "paper", ["model.overide.remat=dots"])
     assert dataclasses.is_dataclass(cfg)
