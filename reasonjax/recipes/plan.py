@@ -349,12 +349,18 @@ class DoesNotFit(Exception):
 
 
 def _compile(lowered):
+    """The TPU compile of ``lowered``, bypassing JAX's persistent compilation cache (a
+    compile-only TPU client can neither read nor safely write its entries)."""
+    cached = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
     try:
         return lowered.compile()
     except Exception as e:  # the TPU compiler reports OOM as an XlaRuntimeError
         if "RESOURCE_EXHAUSTED" in str(e) or "exceeds" in str(e).lower():
             raise DoesNotFit(str(e).strip().splitlines()[0]) from None
         raise
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cached)
 
 
 def io_bytes(compiled) -> float:
