@@ -218,10 +218,12 @@ def shard_batch(batch, mesh: Mesh):
 def to_host(x) -> np.ndarray:
     """A (global) array as numpy on every process: its own shards when it is fully
     addressable, else gathered from every process (multi-host runs)."""
-    if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
-        return np.asarray(jax.device_get(x) if isinstance(x, jax.Array) and
-                          x.is_fully_addressable else x if not isinstance(x, jax.Array)
-                          else x.addressable_data(0))
+    if not isinstance(x, jax.Array):
+        return np.asarray(x)
+    if x.is_fully_addressable:
+        return np.asarray(jax.device_get(x))
+    if x.is_fully_replicated:  # every process holds all of it
+        return np.asarray(x.addressable_data(0))
     from jax.experimental import multihost_utils
 
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))

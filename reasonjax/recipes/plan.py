@@ -178,6 +178,11 @@ class Program:
     def lower(self, model_config: ModelConfig, mesh) -> dict:
         return self.build(model_config, mesh, self.rows)
 
+    @property
+    def batch(self) -> int:
+        """What ``batch_key`` sets: rows of a train step, prompts of any other call."""
+        return self.rows if self.kind == "train" else self.rows // self.per_prompt
+
 
 def abstract(shapes, shardings):
     """``jax.ShapeDtypeStruct``s with shardings, from a tree of shapes and one of
@@ -205,7 +210,7 @@ def train_program(name: str, loss_for: Callable[[ModelConfig], Loss], rows: int,
     """The train step of ``loss_for(model_config)`` on ``rows`` x ``seq_len`` batches with
     ``optim`` (an OptimConfig), as :func:`reasonjax.train.fit.fit` builds it."""
     from reasonjax.train.fit import param_shapes
-    from reasonjax.train.state import TrainState, make_optimizer, state_shardings
+    from reasonjax.train.state import create_train_state, make_optimizer, state_shardings
     from reasonjax.train.step import step_program
 
     optim = optim.for_steps(max(optim.decay_steps or 1000, 1))
@@ -216,9 +221,7 @@ def train_program(name: str, loss_for: Callable[[ModelConfig], Loss], rows: int,
         pshard = parallel.param_shardings(model_config, mesh)
         optimizer = make_optimizer(optim, shapes)
         shardings = state_shardings(optimizer, shapes, pshard, mesh)
-        state = jax.eval_shape(lambda p: TrainState(
-            params=p, opt_state=optimizer.init(p), step=jnp.zeros((), jnp.int32),
-            rng=jax.random.key_data(jax.random.key(0))), shapes)
+        state = jax.eval_shape(lambda p: create_train_state(p, optimizer), shapes)
         batch = {k: _rows_struct(shape, dtype, mesh) for k, (shape, dtype) in batch_layout(
             loss.kind, rows, seq_len, tuple(extra_keys) + loss.extra_keys).items()}
         ref = abstract(shapes, pshard) if loss.needs_reference else None
@@ -601,8 +604,7 @@ def _fits(program: Program, model_config: ModelConfig, topo: Topology, mesh_cfg)
     try:
         mesh = parallel.make_mesh(mesh_cfg, topo.devices)
         parallel.validate_model_mesh(model_config, mesh)
-        parallel.validate_batch(program.rows // max(program.per_prompt, 1)
-                                if program.kind != "train" else program.rows, mesh)
+        parallel.validate_batch(program.batch, mesh)
         return all(m.hbm <= topo.hbm_per_device
                    for m in measure(program, model_config, mesh))
     except (DoesNotFit, ConfigError):
@@ -638,8 +640,8 @@ def plan(recipe: str, preset: str, overrides: Sequence[str], topology_name: str,
     rows, advice = [], {}
     for program in programs:
         log(f"compiling {program.name} ...")
-        batch = program.rows if program.kind == "train" else program.rows // program.per_prompt
-        parallel.validate_batch(batch, mesh, what=f"{program.batch_key} ({program.name})")
+        parallel.validate_batch(program.batch, mesh,
+                                what=f"{program.batch_key} ({program.name})")
         try:
             got = rows_for(program, model_config, topo, mesh)
         except DoesNotFit:
