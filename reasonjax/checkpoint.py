@@ -24,8 +24,9 @@ from typing import Any, Optional
 import jax
 import orbax.checkpoint as ocp
 
-from reasonjax.config import from_dict, to_dict
-from reasonjax.fileio import atomic_dir
+from reasonjax.config import ConfigError, from_dict, to_dict
+from reasonjax.errors import CheckpointError
+from reasonjax.fileio import atomic_dir, refuse_existing
 from reasonjax.models import hf
 from reasonjax.models.config import ModelConfig
 
@@ -53,8 +54,48 @@ def save_params(path: str | Path, params) -> Path:
 
 def _saved_tree(path: Path):
     """The pytree of ArrayMetadata (shape, dtype) of an orbax params directory."""
-    meta = ocp.StandardCheckpointer().metadata(path).item_metadata
+    try:
+        meta = ocp.StandardCheckpointer().metadata(path).item_metadata
+    except Exception as e:
+        raise CheckpointError(f"{path}: orbax metadata cannot be read ({_first_line(e)}); "
+                              "the checkpoint is truncated or corrupt") from None
     return getattr(meta, "tree", meta)
+
+
+def _first_line(e: BaseException, limit: int = 160) -> str:
+    text = str(e).strip().splitlines()
+    line = text[0] if text else type(e).__name__
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def _named_leaves(tree) -> dict[str, Any]:
+    return {jax.tree_util.keystr(k, simple=True, separator="/"): v
+            for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def check_shapes(saved, expected, where: str, fix: str) -> None:
+    """Raises CheckpointError naming the first tensor whose saved shape differs from the
+    expected one (or that only one side has); ``saved``/``expected``: pytrees of objects
+    with ``.shape``."""
+    a, b = _named_leaves(saved), _named_leaves(expected)
+    for name in sorted(set(a) | set(b)):
+        if name not in a or name not in b:
+            side = "the checkpoint lacks" if name not in a else "the model has no"
+            raise CheckpointError(f"{where}: {side} tensor {name}; {fix}")
+        if tuple(a[name].shape) != tuple(b[name].shape):
+            raise CheckpointError(f"{where}: tensor {name} is saved with shape "
+                                  f"{tuple(a[name].shape)} but the model needs "
+                                  f"{tuple(b[name].shape)}; {fix}")
+
+
+def check_finite(params, where: str) -> None:
+    """Raises CheckpointError naming the first float tensor holding NaN / Inf."""
+    import jax.numpy as jnp
+
+    for name, x in _named_leaves(params).items():
+        if jnp.issubdtype(x.dtype, jnp.floating) and not bool(jnp.isfinite(x).all()):
+            raise CheckpointError(f"{where}: tensor {name} holds NaN/Inf values; a model with "
+                                  "non-finite weights is refused (use an intact checkpoint)")
 
 
 def restore_params(path: str | Path, target=None):
@@ -73,18 +114,23 @@ def restore_params(path: str | Path, target=None):
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                               _saved_tree(path))
-    return ckptr.restore(path, target)
+    try:
+        return ckptr.restore(path, target)
+    except Exception as e:
+        raise CheckpointError(f"{path}: the params cannot be restored ({_first_line(e)}); "
+                              "the checkpoint is truncated or corrupt") from None
 
 
 def save_model(path: str | Path, config: ModelConfig, params,
-               tokenizer_dir: Optional[str | Path] = None) -> Path:
-    """Writes a reasonjax model directory (config + orbax params + tokenizer files)."""
-    with atomic_dir(path) as tmp:
+               tokenizer_dir: Optional[str | Path] = None, overwrite: bool = False) -> Path:
+    """Writes a reasonjax model directory (config + orbax params + tokenizer files); an
+    existing ``path`` is refused unless ``overwrite``."""
+    with atomic_dir(path, overwrite=overwrite) as tmp:
         save_params(tmp / "params", params)
         if jax.process_index() == 0:
             (tmp / MODEL_CONFIG).write_text(json.dumps(to_dict(config), indent=2))
             if tokenizer_dir is not None:
-                for name in hf.TOKENIZER_FILES + ("char_tokenizer.json",):
+                for name in hf.TOKENIZER_FILES:
                     src = Path(tokenizer_dir) / name
                     if src.is_file():
                         shutil.copy2(src, tmp / name)
@@ -94,19 +140,34 @@ def save_model(path: str | Path, config: ModelConfig, params,
 def read_model_config(path: str | Path) -> ModelConfig:
     f = Path(path) / MODEL_CONFIG
     if not f.is_file():
-        raise hf.CheckpointError(f"{path} has no {MODEL_CONFIG}; not a reasonjax model "
-                                 "directory (see `reasonjax convert`)")
-    return from_dict(ModelConfig, json.loads(f.read_text()))
+        raise CheckpointError(f"{path} has no {MODEL_CONFIG}; not a reasonjax model "
+                              "directory (see `reasonjax convert`)")
+    try:
+        return from_dict(ModelConfig, hf._read_json(f))
+    except ConfigError as e:
+        raise CheckpointError(f"{f}: {e}") from None
 
 
 def load_model(path: str | Path, shardings=None) -> tuple[ModelConfig, Any]:
-    """Reads a reasonjax model directory; ``shardings`` places params on a mesh."""
+    """Reads a reasonjax model directory; ``shardings`` places params on a mesh. Params
+    whose shapes do not match model_config.json, unreadable params and non-finite
+    weights raise :class:`CheckpointError` naming the directory and tensor."""
+    from reasonjax.models import transformer
+
     config = read_model_config(path)
+    params_dir = Path(path).absolute() / "params"
+    saved = _saved_tree(params_dir)
+    expected = jax.eval_shape(lambda: transformer.init_params(config, jax.random.key(0)))
+    check_shapes(saved, expected, str(params_dir),
+                 f"{MODEL_CONFIG} does not describe these params (rewrite the directory "
+                 "with `reasonjax convert`)")
     target = None
     if shardings is not None:
         target = jax.tree.map(lambda m, s: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=s),
-                              _saved_tree(Path(path).absolute() / "params"), shardings)
-    return config, restore_params(Path(path) / "params", target)
+                              saved, shardings)
+    params = restore_params(params_dir, target)
+    check_finite(params, str(params_dir))
+    return config, params
 
 
 def is_model_dir(path: str | Path) -> bool:
@@ -149,16 +210,23 @@ def load_model_and_tokenizer(path: str | Path, mesh=None, rules=None, **hf_kwarg
     return config, params, tokenizer
 
 
-def convert(src: str | Path, dst: str | Path, to: str) -> Path:
-    """``to='orbax'``: HF directory -> reasonjax model directory; ``to='hf'``: back."""
+def convert(src: str | Path, dst: str | Path, to: str, overwrite: bool = False) -> Path:
+    """``to='orbax'``: HF directory -> reasonjax model directory; ``to='hf'``: back. The
+    destination is written whole or not at all; an existing one is refused (before any
+    work) unless ``overwrite``."""
     src, dst = Path(src), Path(dst)
+    if to not in ("orbax", "hf"):
+        raise ValueError(f"convert: to must be 'orbax' or 'hf', got {to!r}")
+    refuse_existing(dst.absolute(), overwrite)
+    if dst.absolute() == src.absolute() or src.absolute() in dst.absolute().parents:
+        raise ValueError(f"convert: destination {dst} is (inside) the source {src}; choose "
+                         "another path")
     if to == "orbax":
         config, params = hf.from_pretrained(src)
-        return save_model(dst, config, params, tokenizer_dir=src)
-    if to == "hf":
-        config, params = load_model(src)
-        return hf.save_pretrained(config, params, dst, copy_tokenizer_from=src)
-    raise ValueError(f"convert: to must be 'orbax' or 'hf', got {to!r}")
+        return save_model(dst, config, params, tokenizer_dir=src, overwrite=overwrite)
+    config, params = load_model(src)
+    return hf.save_pretrained(config, params, dst, copy_tokenizer_from=src,
+                              overwrite=overwrite)
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,6 +248,42 @@ def save_state(manager: ocp.CheckpointManager, step: int, state,
     if data_state is not None:
         items["data"] = ocp.args.JsonSave(data_state)
     return manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+
+QUARANTINE = "corrupt"  # where unreadable train-state checkpoints are moved
+
+
+def restore_intact(manager: ocp.CheckpointManager, target, warn=print):
+    """(state, data_state, step) from the newest checkpoint of ``manager`` that restores,
+    or None when there is none. Each unreadable newer one is moved to
+    ``<directory>/../corrupt/<step>-<time>`` (so a resumed run can save that step again)
+    with ``warn(message)`` saying which and why. A checkpoint of another model (tensor
+    shapes differ from ``target``) is not corruption: it raises CheckpointError."""
+    import time
+
+    directory = Path(manager.directory)
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            saved = _saved_tree(directory / str(step) / "state")
+        except CheckpointError:
+            saved = None  # unreadable: the restore below fails and moves it aside
+        if saved is not None:
+            check_shapes(saved, target, f"{directory}/{step}",
+                         "the run directory holds a run of another model; use the same "
+                         "--model, or a new run directory")
+        try:
+            state, data_state = restore_state(manager, target, step)
+            return state, data_state, step
+        except CheckpointError:
+            raise
+        except Exception as e:
+            moved = directory.parent / QUARANTINE / f"{step}-{int(time.time())}"
+            moved.parent.mkdir(parents=True, exist_ok=True)
+            (directory / str(step)).rename(moved)
+            manager.reload()
+            warn(f"checkpoint step {step} in {directory} cannot be restored "
+                 f"({_first_line(e)}); moved it to {moved} and trying the one before")
+    return None
 
 
 def restore_state(manager: ocp.CheckpointManager, target, step: Optional[int] = None):

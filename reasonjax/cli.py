@@ -23,7 +23,7 @@ def _smoke(args) -> int:
 def _convert(args) -> int:
     from reasonjax.checkpoint import convert
 
-    path = convert(args.src, args.dst, to=args.to)
+    path = convert(args.src, args.dst, to=args.to, overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0
 
@@ -52,7 +52,11 @@ def _print_table(title: str, rows: dict) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="reasonjax", description="JAX stack for research on reasoning with LMs.")
+        prog="reasonjax", description="JAX stack for research on reasoning with LMs.",
+        epilog="Expected failures print one line naming the file / field and the fix, with "
+               "the exit code of its kind (see reasonjax.errors); --debug shows tracebacks.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (also REASONJAX_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("smoke", help="build a tiny model, round-trip HF/orbax, decode",
@@ -70,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="source directory")
     p.add_argument("dst", help="destination directory (written atomically)")
     p.add_argument("--to", choices=["orbax", "hf"], required=True, help="target format")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing destination")
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("models", help="list model presets",
@@ -106,17 +111,40 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(build_parser(), argv)
-    if os.environ.get("REASONJAX_DISTRIBUTED") == "1":  # set by tpu_scripts/run.sh
-        from reasonjax.parallel import initialize_distributed
+    """Runs one subcommand. Expected errors (:mod:`reasonjax.errors`: config, data,
+    checkpoint, run directory, file system, non-finite loss, Ctrl-C) print one line on
+    stderr and return their exit code; ``--debug`` re-raises them with the traceback."""
+    from reasonjax.errors import describe
 
-        initialize_distributed()
+    args = parse_args(build_parser(), argv)
+    debug = args.debug or os.environ.get("REASONJAX_DEBUG") == "1"
+    if not debug:
+        _quiet_libraries()
     try:
+        if os.environ.get("REASONJAX_DISTRIBUTED") == "1":  # set by tpu_scripts/run.sh
+            from reasonjax.parallel import initialize_distributed
+
+            initialize_distributed()
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        # Library errors carry the field/file and the fix; show them without a traceback.
-        print(f"reasonjax {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except Exception as e:  # noqa: BLE001 - sorted by describe(); unknown ones re-raise
+        code, message = describe(e)
+        if debug or not code:
+            raise
+    except KeyboardInterrupt as e:
+        code, message = describe(e)
+        if debug:
+            raise
+    print(f"reasonjax {args.command}: error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def _quiet_libraries() -> None:
+    """Library log lines (orbax's absl warnings, asyncio's shutdown noise after a failed
+    async save) would bury the one-line error; only their errors are shown."""
+    import logging
+
+    for name in ("absl", "asyncio", "orbax", "jax._src.xla_bridge"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 if __name__ == "__main__":

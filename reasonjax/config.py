@@ -13,6 +13,7 @@ compilation happens.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -20,11 +21,11 @@ from typing import Any, Sequence, TypeVar
 
 import yaml
 
+from reasonjax.errors import ConfigError  # noqa: F401  (re-exported)
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """A config value or key is wrong; the message names the field and the fix."""
 
 
 def _type_name(tp: Any) -> str:
@@ -111,9 +112,55 @@ def from_dict(cls: type[T], data: dict, *, _path: str = "") -> T:
         kwargs[name] = _coerce(value, hints[name], f"{_path}.{name}" if _path else name)
     try:
         obj = cls(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"{_path or cls.__name__}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(_prefixed(_path or cls.__name__, str(e), fields,
+                                    bare=not _path)) from None
     return obj
+
+
+def _prefixed(path: str, message: str, fields, bare: bool = False) -> str:
+    """A ``__post_init__`` message with the field path the user typed: its checks name
+    the field inside the class ("steps: must be >= 0"), so inside ``warmup`` it reads
+    "warmup.steps: must be >= 0"; parts naming no field get "path: " once."""
+    parts = message.split("; ")
+    named = [p.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0] in fields for p in parts]
+    if all(named):
+        return "; ".join(p if bare else f"{path}.{p}" for p in parts)
+    return f"{path}: {message}"
+
+
+_RULE = re.compile(r"^(>=|>|<=|<)\s*(-?[\d.e+-]+)$|^in ([\[(])\s*(-?[\d.e+-]+),\s*"
+                   r"(-?[\d.e+-]+|inf)\s*([\])])$")
+
+
+def check_fields(obj: Any, **rules: str) -> None:
+    """Validates numeric fields of a config in its ``__post_init__``: each rule is
+    ``">= 0"``, ``"> 0"``, ``"<= x"``, ``"< x"`` or an interval ``"in [0, 1]"`` /
+    ``"in (0, 1]"``; None passes (optional fields). Raises ConfigError listing every
+    failing field as ``field: must be ..., got value``."""
+    problems = []
+    for name, rule in rules.items():
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{name}: must be a number, got {value!r}")
+            continue
+        m = _RULE.match(rule)
+        if m is None:
+            raise ValueError(f"check_fields: cannot read rule {rule!r}")
+        if m.group(1):
+            op, bound = m.group(1), float(m.group(2))
+            ok = {">=": value >= bound, ">": value > bound, "<=": value <= bound,
+                  "<": value < bound}[op]
+        else:
+            lo, hi = float(m.group(4)), float(m.group(5))
+            ok = ((value >= lo if m.group(3) == "[" else value > lo)
+                  and (value <= hi if m.group(6) == "]" else value < hi))
+        if not ok or (isinstance(value, float) and value != value):
+            problems.append(f"{name}: must be {rule}, got {value!r}")
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def to_dict(cfg: Any) -> Any:
@@ -175,17 +222,47 @@ def override(cfg: T, items: Sequence[str]) -> T:
     return from_dict(type(cfg), data)
 
 
-def load_yaml(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> T:
-    """Reads a YAML file into dataclass ``cls`` and applies overrides."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the
+    last silently, so a second ``warmup:`` block would drop the first's fields)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML file's top-level mapping; bad YAML and duplicate keys raise ConfigError
+    naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file ({e})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise ConfigError(f"{path}: expected a mapping at the top level, got "
+                          f"{type(data).__name__}")
+    return data
+
+
+def load_yaml(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> T:
+    """Reads a YAML file into dataclass ``cls`` and applies overrides."""
+    path = Path(path)
+    data = read_yaml(path)
     try:
         cfg = from_dict(cls, data)
     except ConfigError as e:
@@ -194,12 +271,7 @@ def load_yaml(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> 
 
 
 def save_yaml(cfg: Any, path: str | Path) -> None:
-    """Writes ``cfg`` as YAML atomically (a temporary file beside it, then a rename)."""
-    import os
-    import tempfile
+    """Writes ``cfg`` as YAML atomically (see :mod:`reasonjax.fileio`)."""
+    from reasonjax.fileio import atomic_write_text
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

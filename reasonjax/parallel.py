@@ -74,6 +74,13 @@ class MeshConfig:
     # Logical-axis rule overrides, e.g. {"kv_heads": None} to replicate KV heads.
     rules: dict = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self):
+        bad = [f"{name}: must be an integer >= 1 or -1, got {d!r}"
+               for name, d in zip(MESH_AXES, (self.data, self.fsdp, self.tensor))
+               if isinstance(d, bool) or not isinstance(d, int) or d == 0 or d < -1]
+        if bad:
+            raise ConfigError("; ".join(bad))
+
     def shape(self, n_devices: int) -> tuple[int, int, int]:
         dims = [self.data, self.fsdp, self.tensor]
         for name, d in zip(MESH_AXES, dims):

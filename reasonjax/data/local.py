@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 from reasonjax.data.task import Problem, TaskError, get_task
+from reasonjax.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ _REQUIRED = {"gsm8k": ("question", "answer"), "math": ("question",),
              "mc": ("question", "answer")}
 
 
-class LocalDataError(ValueError):
+class LocalDataError(DataError):
     """A local data file cannot be used; the message names the file (and line)."""
 
 

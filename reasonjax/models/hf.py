@@ -24,7 +24,8 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from reasonjax.fileio import atomic_dir
+from reasonjax.errors import CheckpointError  # noqa: F401  (re-exported)
+from reasonjax.fileio import atomic_dir, refuse_existing
 from reasonjax.models.config import ModelConfig, RopeScaling
 
 ARCHITECTURES = {
@@ -39,11 +40,8 @@ _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 # Files copied alongside the weights so the directory stays a usable checkpoint.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
                    "special_tokens_map.json", "generation_config.json", "vocab.json",
-                   "merges.txt", "added_tokens.json", "chat_template.jinja")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read or written; the message names the file/tensor and fix."""
+                   "merges.txt", "added_tokens.json", "chat_template.jinja",
+                   "char_tokenizer.json")
 
 
 # ---------------------------------------------------------------------------------------
@@ -234,7 +232,7 @@ def _weight_files(path: Path) -> dict[str, Path]:
     """Maps every tensor name to the safetensors file holding it."""
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map")
+        weight_map = _read_json(index).get("weight_map")
         if not isinstance(weight_map, dict):
             raise CheckpointError(f"{index}: no 'weight_map' mapping")
         missing = sorted({f for f in weight_map.values() if not (path / f).is_file()})
@@ -249,10 +247,29 @@ def _weight_files(path: Path) -> dict[str, Path]:
         raise CheckpointError(f"{path}: no *.safetensors weights{hint}")
     out = {}
     for f in files:
-        with safe_open(f, "np") as sf:
+        with _open_safetensors(f) as sf:
             for name in sf.keys():
                 out[name] = f
     return out
+
+
+def _open_safetensors(f: Path):
+    try:
+        return safe_open(f, "np")
+    except Exception as e:  # safetensors raises its own SafetensorError on bad headers
+        raise CheckpointError(f"{f}: not a readable safetensors file ({e}); the file is "
+                              "truncated or corrupt, copy or convert it again") from None
+
+
+def _read_json(f: Path) -> dict:
+    try:
+        data = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{f}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{f}: expected a JSON object at the top level, got "
+                              f"{type(data).__name__}")
+    return data
 
 
 class _Reader:
@@ -262,17 +279,30 @@ class _Reader:
         self.files = files
         self._open = {}
 
-    def get(self, name: str) -> np.ndarray:
+    def _file(self, name: str):
         f = self.files[name]
         if f not in self._open:
-            self._open[f] = safe_open(f, "np")
-        return self._open[f].get_tensor(name)
+            self._open[f] = _open_safetensors(f)
+        return f, self._open[f]
+
+    def get(self, name: str) -> np.ndarray:
+        f, handle = self._file(name)
+        try:
+            w = handle.get_tensor(name)
+        except Exception as e:
+            raise CheckpointError(f"{f}: tensor {name!r} cannot be read ({e}); the file is "
+                                  "truncated or corrupt") from None
+        if w.dtype.kind == "f" or str(w.dtype) == "bfloat16":
+            finite = np.isfinite(w.astype(np.float32) if w.dtype.kind != "f" else w)
+            if not finite.all():
+                raise CheckpointError(
+                    f"{f}: tensor {name!r} holds {int((~finite).sum())} NaN/Inf value(s); "
+                    "a model with non-finite weights is refused (use an intact checkpoint)")
+        return w
 
     def shape(self, name: str) -> tuple:
-        f = self.files[name]
-        if f not in self._open:
-            self._open[f] = safe_open(f, "np")
-        return tuple(self._open[f].get_slice(name).get_shape())
+        _, handle = self._file(name)
+        return tuple(handle.get_slice(name).get_shape())
 
 
 def read_hf_config(path: str | Path) -> dict:
@@ -284,10 +314,7 @@ def read_hf_config(path: str | Path) -> dict:
     if not cfg_file.is_file():
         raise CheckpointError(f"{path} has no config.json; expected a HF model directory "
                               "(config.json + *.safetensors)")
-    try:
-        return json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cfg_file}: not valid JSON ({e})") from None
+    return _read_json(cfg_file)
 
 
 def from_pretrained(path: str | Path, *, dtype: Optional[str] = None,
@@ -380,15 +407,18 @@ def _to_host(x) -> np.ndarray:
 
 def save_pretrained(config: ModelConfig, params, path: str | Path, *,
                     dtype: Optional[str] = None, max_shard_bytes: int = 5 * 2**30,
-                    copy_tokenizer_from: Optional[str | Path] = None) -> Path:
+                    copy_tokenizer_from: Optional[str | Path] = None,
+                    overwrite: bool = False) -> Path:
     """Writes a HF checkpoint directory transformers can load.
 
     The directory is written beside ``path`` and moved into place at the end, so a crash
     never leaves a half-written checkpoint. ``dtype`` defaults to ``config.param_dtype``.
-    Tokenizer files are copied from ``copy_tokenizer_from`` when given. On multi-host runs
-    every process must call this (to gather shards); only process 0 writes.
+    Tokenizer files are copied from ``copy_tokenizer_from`` when given. An existing
+    ``path`` is refused unless ``overwrite``. On multi-host runs every process must call
+    this (to gather shards); only process 0 writes.
     """
     path = Path(path)
+    refuse_existing(path.absolute(), overwrite)
     dtype = dtype or config.param_dtype
     np_dtype = jnp.dtype(dtype)
     flat = _flatten(params)
@@ -408,7 +438,7 @@ def save_pretrained(config: ModelConfig, params, path: str | Path, *,
     if jax.process_index() != 0:
         return path
 
-    with atomic_dir(path) as tmp:
+    with atomic_dir(path, overwrite=overwrite) as tmp:
         shards: list[dict[str, np.ndarray]] = [{}]
         size = 0
         for name, arr in tensors.items():

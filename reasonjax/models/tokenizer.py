@@ -158,9 +158,10 @@ class CharTokenizer:
         if path.suffix != ".json":
             path.mkdir(parents=True, exist_ok=True)
             path = path / "char_tokenizer.json"
-        path.write_text(json.dumps({"type": "char", "alphabet": self.alphabet,
-                                    "unknown": self.unknown}))
-        return path
+        from reasonjax.fileio import atomic_write_text
+
+        return atomic_write_text(path, json.dumps({"type": "char", "alphabet": self.alphabet,
+                                                   "unknown": self.unknown}))
 
     @classmethod
     def load(cls, path: str | Path) -> "CharTokenizer":

@@ -43,6 +43,7 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
+from reasonjax.config import check_fields
 from reasonjax.data import formatting
 from reasonjax.data.task import Problem
 from reasonjax.driver import Method, accuracy
@@ -124,6 +125,11 @@ class Config(RecipeConfig):
     joint: JointConfig = JointConfig(value_coef=1.0)
     value_holdout: float = 0.1
     eval: EvalSpec = EvalSpec()
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_fields(self, rounds=">= 1", search_problems=">= 1", later_temperature=">= 0",
+                     value_holdout="in [0, 1)")
 
 
 def losses(cfg: Config) -> dict:

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from reasonjax import checkpoint, parallel
-from reasonjax.config import ConfigError
+from reasonjax.config import ConfigError, check_fields
 from reasonjax.data import formatting, prompting
 from reasonjax.data.prompting import PromptSpec
 from reasonjax.data.task import Problem, Task, get_task
@@ -38,7 +38,7 @@ from reasonjax.recipes.rundir import Run, run_phase
 from reasonjax.train.fit import FitConfig, make_fit_step
 from reasonjax.train.fit import fit as train_fit
 from reasonjax.train.loss import Loss
-from reasonjax.train.state import OptimConfig
+from reasonjax.train.state import OptimConfig, check_steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +57,9 @@ class TaskSpec:
     seed: int = 0
     data_file: Optional[str] = None
     eval_file: Optional[str] = None
+
+    def __post_init__(self):
+        check_fields(self, train_size=">= 0", eval_size=">= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +84,10 @@ class FitSpec:
     seq_len: int = 96
     optim: OptimConfig = OptimConfig(lr=1e-3, warmup_steps=20)
 
+    def __post_init__(self):
+        check_fields(self, steps=">= 0", batch_size=">= 1", seq_len=">= 2")
+        check_steps(self.steps, self.optim)
+
 
 @dataclasses.dataclass(frozen=True)
 class RecipeConfig:
@@ -100,6 +107,9 @@ class RecipeConfig:
     seed: int = 0
     batch_size: int = 64
     prompt: PromptSpec = PromptSpec()
+
+    def __post_init__(self):
+        check_fields(self, warmup_problems=">= 0", num_devices=">= 0", batch_size=">= 1")
 
 
 @dataclasses.dataclass(frozen=True)

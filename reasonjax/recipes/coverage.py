@@ -36,7 +36,7 @@ from typing import Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from reasonjax.config import ConfigError
+from reasonjax.config import ConfigError, check_fields
 from reasonjax.eval import stats
 from reasonjax.eval.passk import fit_power_law, log_linearity, pass_at_k
 from reasonjax.eval.plots import line_plot
@@ -59,6 +59,9 @@ class VerifierSpec:
     tpr: float = 1.0
     cost: float = 1.0
 
+    def __post_init__(self):
+        check_fields(self, fpr="in [0, 1]", tpr="in [0, 1]", cost=">= 0")
+
 
 @dataclasses.dataclass(frozen=True)
 class Config(RecipeConfig):
@@ -66,6 +69,10 @@ class Config(RecipeConfig):
     verifier: VerifierSpec = dataclasses.field(default_factory=VerifierSpec)
     vote_trials: int = 16
     log_linear_r2: float = 0.9
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_fields(self, vote_trials=">= 1", log_linear_r2="in [0, 1]")
 
 
 def losses(cfg: Config) -> dict:

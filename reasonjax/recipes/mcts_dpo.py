@@ -35,7 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
-from reasonjax.config import ConfigError
+from reasonjax.config import ConfigError, check_fields
 from reasonjax.data import formatting
 from reasonjax.data.task import Problem
 from reasonjax.driver import run as run_driver
@@ -67,6 +67,10 @@ class Config(RecipeConfig):
     visit_smoothing: bool = False
     greedy: SampleConfig = SampleConfig(n=1, max_new_tokens=64,
                                         sampling=SamplingConfig(temperature=0.0))
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_fields(self, rounds=">= 1", search_problems=">= 1")
 
 
 CLAIM = "on-policy rounds of MCTS + step-level DPO raise accuracy (GSM8K +5.9)"

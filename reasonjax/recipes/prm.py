@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from reasonjax.config import ConfigError
+from reasonjax.config import ConfigError, check_fields
 from reasonjax.data import formatting
 from reasonjax.data.task import Problem
 from reasonjax.eval.plots import line_plot
@@ -72,6 +72,10 @@ class Config(common.RecipeConfig):
     rollouts: process_labels.RolloutSpec = process_labels.RolloutSpec()
     targets: str = "hard"
     prm: common.FitSpec = common.FitSpec(steps=300)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_fields(self, label_problems=">= 1")
 
 
 def losses(cfg: Config) -> dict:

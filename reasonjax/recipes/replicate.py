@@ -29,9 +29,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import yaml
 
-from reasonjax.config import ConfigError, from_dict, load_yaml
+from reasonjax.config import ConfigError, from_dict, load_yaml, read_yaml
 from reasonjax.fileio import atomic_write_text
 from reasonjax.recipes.rundir import Result, Run, completed_phases, load_outcomes
 
@@ -132,7 +131,7 @@ def report(run_dir: str | Path) -> Result:
     """Regenerates the report of ``run_dir`` from its runs' outcomes (pooled over seeds)."""
     rep = read_run(run_dir)
     module = recipe_module(rep.recipe)
-    cfg = from_dict(module.Config, yaml.safe_load((rep.runs[0] / "config.yaml").read_text()))
+    cfg = from_dict(module.Config, read_yaml(rep.runs[0] / "config.yaml"))
     return module.report(rep.path, cfg, [load_outcomes(r) for r in rep.runs])
 
 

@@ -33,12 +33,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-import yaml
 from rich.console import Console
 
-from reasonjax import checkpoint, parallel
-from reasonjax.config import ConfigError, save_yaml, to_dict
-from reasonjax.fileio import atomic_dir, atomic_write_text, is_primary
+from reasonjax import checkpoint, parallel, provenance
+from reasonjax.config import ConfigError, read_yaml, save_yaml, to_dict
+from reasonjax.errors import RunDirError
+from reasonjax.fileio import atomic_dir, atomic_write_text, dumps, is_primary
 
 console = Console(stderr=True)
 T = TypeVar("T")
@@ -69,7 +69,7 @@ def write_outcomes(run_dir: Path, outcomes: dict) -> Path:
     """Writes the per-problem outcomes a recipe's report and effects are computed from
     (``outcomes.json``), so ``reasonjax report`` can recompute them and pool seeds."""
     path = Path(run_dir) / OUTCOMES
-    atomic_write_text(path, json.dumps(outcomes))
+    atomic_write_text(path, dumps(outcomes))
     return path
 
 
@@ -90,34 +90,44 @@ class Run:
     total_phases: int = 0
 
 
-def _diff(a, b, prefix="") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+INPUT_FIELDS = ("model.checkpoint", "task.data_file", "task.eval_file",
+                "prompt.few_shot_file")
+
+
+def input_fingerprints(config) -> dict:
+    """{field: fingerprint} of the files a recipe config reads (:data:`INPUT_FIELDS`)."""
+    out = {}
+    for field in INPUT_FIELDS:
+        obj = config
+        for name in field.split("."):
+            obj = getattr(obj, name, None)
+        if obj:
+            out[field] = provenance.fingerprint(obj)
+    return out
 
 
 def open_run(path: str | Path, config, total_phases: int = 0) -> Run:
-    """Creates ``path`` (or reopens it to resume) and records the resolved config.
+    """Creates ``path`` (or reopens it to resume) and records the resolved config and the
+    fingerprints of the files it reads (``inputs.json``).
 
-    Reopening with a different config is an error: results of completed phases would not
-    match it.
+    Reopening with a different config, or after an input file changed, is an error:
+    results of completed phases would not match it.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"run directory {path} is a file; give a directory path")
     path.mkdir(parents=True, exist_ok=True)
     cfg_file = path / "config.yaml"
     if cfg_file.exists():
-        saved = yaml.safe_load(cfg_file.read_text())
-        changes = _diff(saved, json.loads(json.dumps(to_dict(config))))
-        if changes:
-            raise ConfigError(
-                f"run directory {path} was started with a different config ("
-                + "; ".join(changes[:5]) + "); rerun with the same settings to resume, or "
-                "use a new run directory")
+        try:
+            saved = read_yaml(cfg_file)
+        except ConfigError as e:
+            raise RunDirError(f"{e}; it records the run's config, so the run cannot be "
+                              "resumed: use a new run directory") from None
+        provenance.refuse_changes(saved, to_dict(config), path)
     else:
         save_yaml(config, cfg_file)
+    provenance.check_or_record(path / "inputs.json", input_fingerprints(config))
     return Run(path=path, config=config, total_phases=total_phases)
 
 
@@ -162,13 +172,13 @@ def run_phase(run: Run, name: str, compute: Callable[[], T], kind: type = dict,
     console.rule(f"phase {index}: {name}")
     start = time.time()
     fields = _fields(compute())
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, overwrite=True) as tmp:
         rest = {k: v for k, v in fields.items() if k not in MODEL_FIELDS}
         if fields.get("params") is not None:
             if fields.get("model_config") is None:
                 raise ValueError(f"phase {name}: a result with params needs its model_config")
             checkpoint.save_model(tmp / "model", fields["model_config"], fields["params"])
-        text = json.dumps(rest, indent=1)
+        text = dumps(rest, indent=1)
         atomic_write_text(tmp / "result.json", text)
     console.print(f"[green]phase {name} finished in {time.time() - start:.1f}s[/green]")
     return load_phase(target, kind, mesh)
@@ -185,4 +195,4 @@ def log_metrics(run: Run, record: dict) -> None:
     if not is_primary():
         return
     with open(run.path / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(dumps(record) + "\n")

@@ -51,7 +51,7 @@ import jax
 import numpy as np
 
 from reasonjax import checkpoint
-from reasonjax.config import ConfigError
+from reasonjax.config import ConfigError, check_fields
 from reasonjax.data import formatting
 from reasonjax.driver import run as run_driver
 from reasonjax.driver import vote
@@ -86,6 +86,9 @@ class PRMSpec:
     problems: int = 0
     fit: FitSpec = FitSpec(steps=300)
 
+    def __post_init__(self):
+        check_fields(self, problems=">= 0")
+
 
 @dataclasses.dataclass(frozen=True)
 class DifficultySpec:
@@ -94,6 +97,9 @@ class DifficultySpec:
 
     sample: SampleConfig = SampleConfig(n=16, max_new_tokens=64)
     bins: int = 3
+
+    def __post_init__(self):
+        check_fields(self, bins=">= 1")
 
 
 @dataclasses.dataclass(frozen=True)

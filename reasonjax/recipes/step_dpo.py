@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from reasonjax.config import ConfigError
+from reasonjax.config import ConfigError, check_fields
 from reasonjax.data import formatting
 from reasonjax.driver import run as run_driver
 from reasonjax.driver.records import greedy_correct
@@ -59,6 +59,10 @@ class Config(common.RecipeConfig):
     dpo: common.FitSpec = common.FitSpec(steps=200, optim=OptimConfig(lr=1e-4,
                                                                      warmup_steps=20))
     preference: PreferenceConfig = PreferenceConfig(beta=0.1)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_fields(self, rounds=">= 1")
 
 
 def losses(cfg: Config) -> dict:

@@ -27,6 +27,7 @@ import numpy as np
 
 from reasonjax import checkpoint
 from reasonjax.data.task import Problem
+from reasonjax.errors import warn
 from reasonjax.driver.env import Env, longest_prompt
 from reasonjax.driver.records import greedy_accuracy
 from reasonjax.driver.rollouts import Rollouts, collect
@@ -77,18 +78,19 @@ def evaluate(learner: Learner, env: Env, params, problems: Sequence[Problem]) ->
 
 
 def resume(learner: Learner, run_dir: Optional[str]) -> tuple[RLState, int, Any]:
-    """(state, iterations done, checkpoint manager or None): the latest checkpoint under
-    ``run_dir/checkpoints`` restored onto the learner's shardings, else its start."""
+    """(state, iterations done, checkpoint manager or None): the newest intact checkpoint
+    under ``run_dir/checkpoints`` restored onto the learner's shardings (unreadable newer
+    ones moved aside with a warning), else its start."""
     if run_dir is None:
         return learner.state, 0, None
     path = Path(run_dir)
     path.mkdir(parents=True, exist_ok=True)
     manager = checkpoint.make_manager(path / CHECKPOINTS, async_save=False)
-    restored = checkpoint.restore_state(
-        manager, checkpoint.abstract_tree(learner.state, learner.shardings))
+    restored = checkpoint.restore_intact(
+        manager, checkpoint.abstract_tree(learner.state, learner.shardings), warn=warn)
     if restored is None:
         return learner.state, 0, manager
-    state, data_state = restored
+    state, data_state, _ = restored
     return state, int(data_state["iteration"]), manager
 
 

@@ -13,7 +13,6 @@ are known, coverage, compute) to ``<out stem>.summary.json``, and prints the sum
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 METHOD_NAMES = ("greedy", "sample", "best_of_n", "majority", "prm_vote", "beam", "dvts",
@@ -92,9 +91,14 @@ def _search(args) -> int:
 
     from reasonjax.checkpoint import load_checkpoint, load_model_and_tokenizer
     from reasonjax.driver import Env, run, summarize
-    from reasonjax.fileio import atomic_write_text
+    from reasonjax.fileio import atomic_write_text, check_writable, dumps, refuse_existing
 
     method = method_from_args(args)
+    out = Path(args.out)
+    summary_path = out.with_name(out.stem + ".summary.json")
+    for path in (out, summary_path):  # before the search, so its results are never lost
+        refuse_existing(path, args.overwrite, "--out")
+        check_writable(path)
     problems, task = _problems(args)
     config, params, tokenizer = load_model_and_tokenizer(args.checkpoint)
     scorer = load_checkpoint(args.scorer) if args.scorer is not None else None
@@ -111,13 +115,10 @@ def _search(args) -> int:
                       progress=lambda k: progress.advance(bar, k))
     summary = {"method": args.method, "checkpoint": str(args.checkpoint),
                "data": args.task or str(args.local), **summarize(records)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    lines = (json.dumps({"method": args.method, **r.to_json()}) + "\n" for r in records)
+    lines = (dumps({"method": args.method, **r.to_json()}) + "\n" for r in records)
     atomic_write_text(out, "".join(lines))
-    summary_path = out.with_name(out.stem + ".summary.json")
-    atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary))
+    atomic_write_text(summary_path, dumps(summary, indent=2) + "\n")
+    print(dumps(summary))
     console.print(f"wrote {len(records)} records to {out} and the summary to {summary_path}")
     return 0
 
@@ -181,5 +182,7 @@ def register(subparsers) -> None:
                      help="prompt tokens per row (default: the longest prompt)")
     run.add_argument("--seed", type=int, default=0, help="sampling seed")
     run.add_argument("--out", default="search.jsonl", help="records (JSONL) to write")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace --out (and its summary) when they exist")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_search)

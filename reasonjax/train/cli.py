@@ -33,6 +33,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from reasonjax.config import to_dict
 from reasonjax.rl.algorithms import ALGORITHMS
 from reasonjax.rl.config import RLConfig
 from reasonjax.search.sampler import SampleConfig
@@ -137,26 +138,36 @@ def _config(args, default, flags: dict):
 # Rows from the model's own samples (dpo family, value)
 
 
-def _samples(env, params, problems, spec: SelfSamples, run_dir: Path) -> list:
+def _samples(env, params, problems, spec: SelfSamples, run_dir: Path, made_from: dict
+              ) -> list:
     """[{problem, completion, correct}] of ``spec.sample.n`` samples per problem (through
-    the driver); read from run_dir/samples.jsonl when a previous run left it (resume)."""
+    the driver). They are cached in run_dir/samples.jsonl, whose first line stamps the
+    settings that drew them (``spec`` and ``made_from``: the run's model and task); a
+    resumed run reads them back, a file with another stamp is drawn again."""
     import jax
 
+    from reasonjax import provenance
     from reasonjax.data.task import decode_problem
     from reasonjax.driver import run as run_driver
-    from reasonjax.fileio import atomic_write_text
+    from reasonjax.errors import warn
+    from reasonjax.fileio import atomic_write_text, dumps
 
     path = run_dir / SAMPLES_FILE
+    settings = {"samples": to_dict(spec), **made_from}
     if path.is_file():
-        records = [json.loads(line) for line in path.read_text().splitlines() if line]
-        return [{**r, "problem": decode_problem(r["problem"])} for r in records]
+        head, *lines = path.read_text().splitlines()
+        if provenance.matches(head, settings):
+            return [{**r, "problem": decode_problem(r["problem"])}
+                    for r in map(json.loads, filter(None, lines))]
+        warn(f"{path} was drawn with other settings (or by an older version); drawing the "
+             "samples again")
     chosen = problems[:spec.num_problems]
     out = run_driver(env, params, chosen, spec.sample, jax.random.key(spec.seed),
                      batch_size=len(chosen))
     records = [{"problem": r.problem, "completion": c.completion, "correct": bool(c.correct)}
                for r in out for c in r.candidates]
-    atomic_write_text(path, "".join(json.dumps({**r, "problem": r["problem"].to_json()}) + "\n"
-                                    for r in records))
+    atomic_write_text(path, provenance.stamp(settings) + "".join(
+        dumps({**r, "problem": r["problem"].to_json()}) + "\n" for r in records))
     return records
 
 
@@ -231,7 +242,8 @@ def _run_config(args):
     return _config(args, default, flags)
 
 
-def _train_on_samples(args, env, params, problems, config, run_dir: Path, progress: bool):
+def _train_on_samples(args, env, params, problems, config, run_dir: Path, progress: bool,
+                      made_from: dict):
     """dpo / value: rows from the model's own samples, then one fit. Returns (params,
     metrics, summary entries)."""
     from reasonjax.train.fit import fit
@@ -240,7 +252,7 @@ def _train_on_samples(args, env, params, problems, config, run_dir: Path, progre
 
     cfg, tok, task = env.model_config, env.tokenizer, env.task
     train_problems = problems or task.generate(config.samples.num_problems, seed="train")
-    records = _samples(env, params, train_problems, config.samples, run_dir)
+    records = _samples(env, params, train_problems, config.samples, run_dir, made_from)
     summary = {"sample_accuracy": sum(r["correct"] for r in records) / len(records)}
     fit_cfg = dataclasses.replace(config.fit, progress=progress)
     if args.kind == "dpo":
@@ -258,13 +270,51 @@ def _train_on_samples(args, env, params, problems, config, run_dir: Path, progre
     return params, metrics, summary
 
 
+RUN_FILE = "run.json"  # what the run directory was made from (checked on resume)
+
+
+def _made_from(args, task, cfg, tok_dir) -> dict:
+    """The inputs a run depends on: model (preset or checkpoint fingerprint), tokenizer,
+    task and its knobs, or the data file's fingerprint."""
+    from reasonjax.provenance import fingerprint
+
+    model = ({"preset": args.model, "set": list(args.model_set)} if args.model_set
+             or not Path(args.model).is_dir() else
+             {"checkpoint": str(args.model), "fingerprint": fingerprint(args.model)})
+    data = ({"task": task.name, "knobs": task.knobs()} if args.data is None else
+            {"file": str(args.data), "format": args.format, "on_error": args.on_error,
+             "fingerprint": fingerprint(args.data)})
+    return {"model": model, "model_config": to_dict(cfg), "tokenizer": fingerprint(tok_dir),
+            "data": data, "eval": args.eval}
+
+
+def _open_run_dir(args, config, made_from: dict) -> Path:
+    """Creates (or reopens) the run directory; a rerun must have the run's settings (the
+    step count aside: a larger ``--steps`` continues a finished run)."""
+    from reasonjax import provenance
+    from reasonjax.errors import RunDirError
+    from reasonjax.fileio import check_writable
+
+    run_dir = Path(args.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"--run-dir {run_dir} is a file; give a directory")
+    check_writable(run_dir / RUN_FILE)
+    settings = to_dict(config)
+    settings.pop("iterations", None)
+    settings.get("fit", {}).pop("steps", None)
+    settings.get("fit", {}).pop("progress", None)
+    provenance.check_or_record(run_dir / RUN_FILE, {"kind": args.kind, **made_from,
+                                                    "config": settings})
+    return run_dir
+
+
 def _train(args) -> int:
     import jax
 
     from reasonjax import checkpoint
-    from reasonjax.config import to_dict
     from reasonjax.driver import Env
     from reasonjax.driver.records import greedy_accuracy
+    from reasonjax.fileio import dumps
     from reasonjax.models import transformer
     from reasonjax.models.tokenizer import check_vocab
 
@@ -276,8 +326,8 @@ def _train(args) -> int:
     cfg, params, tok, tok_dir = _model(args)
     check_vocab(cfg.vocab_size, tok)
     env = Env(task=task, tokenizer=tok, model_config=cfg)
-    run_dir = Path(args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    made_from = _made_from(args, task, cfg, tok_dir)
+    run_dir = _open_run_dir(args, config, made_from)
     resumed = _latest(run_dir)
     where = f"resuming after step {resumed}" if resumed else "from the start"
     print(f"train {kind}: {task.name}, {where} in {run_dir}", flush=True)
@@ -295,7 +345,7 @@ def _train(args) -> int:
         max_new = args.max_new_tokens or SelfSamples().sample.max_new_tokens
     elif kind in ("dpo", "value"):
         params, metrics, extra = _train_on_samples(args, env, params, problems, config,
-                                                   run_dir, progress)
+                                                   run_dir, progress, made_from)
         summary.update(extra)
         max_new = config.samples.sample.max_new_tokens
     else:
@@ -312,8 +362,9 @@ def _train(args) -> int:
         summary["greedy_accuracy"] = greedy_accuracy(env, params, eval_problems, max_new)
     if tok_dir is None:
         tok_dir = str(tok.save(run_dir / "tokenizer").parent)
-    summary["model"] = str(checkpoint.save_model(run_dir / "model", cfg, params, tok_dir))
-    print(json.dumps(summary), flush=True)
+    summary["model"] = str(checkpoint.save_model(run_dir / "model", cfg, params, tok_dir,
+                                                 overwrite=True))
+    print(dumps(summary), flush=True)
     return 0
 
 

@@ -26,6 +26,7 @@ import optax
 from jax.sharding import Mesh
 
 from reasonjax import parallel
+from reasonjax.config import check_fields
 from reasonjax.data import pipeline
 from reasonjax.data.formats import BatchError
 from reasonjax.data.task import Problem, Task
@@ -35,8 +36,8 @@ from reasonjax.train.loop import LoopConfig, train
 from reasonjax.train.loss import Loss
 from reasonjax.train.sft import SFTConfig, sft_loss
 from reasonjax.train.step import make_train_step
-from reasonjax.train.state import (OptimConfig, TrainState, create_train_state, make_optimizer,
-                                   make_schedule, state_shardings)
+from reasonjax.train.state import (OptimConfig, TrainState, check_steps, create_train_state,
+                                   make_optimizer, make_schedule, state_shardings)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,11 @@ class FitConfig:
     eval_every: int = 0
     progress: bool = True
 
+    def __post_init__(self):
+        check_fields(self, steps=">= 0", batch_size=">= 1", checkpoint_every=">= 1",
+                     eval_every=">= 0")
+        check_steps(self.steps, self.optim)
+
 
 @dataclasses.dataclass(frozen=True)
 class TaskSFTConfig:
@@ -66,6 +72,9 @@ class TaskSFTConfig:
     data_seed: str = "train"
     pack: bool = False
     sft: SFTConfig = SFTConfig()
+
+    def __post_init__(self):
+        check_fields(self, seq_len=">= 2", num_problems=">= 1")
 
 
 class Setup(NamedTuple):

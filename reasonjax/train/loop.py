@@ -24,7 +24,6 @@ with evaluation, checkpoints of the state AND the data iterator, metrics and a g
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -37,6 +36,9 @@ from jax.sharding import Mesh
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from reasonjax import checkpoint
+from reasonjax.config import check_fields
+from reasonjax.errors import NonFiniteLossError, warn  # noqa: F401  (re-exported)
+from reasonjax.fileio import atomic_write_text, dumps, read_jsonl
 from reasonjax.train.loss import Loss
 from reasonjax.train.state import TrainState
 from reasonjax.train.step import make_eval_step, make_train_step, tokens_in
@@ -45,9 +47,6 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN / Inf loss or gradient; the message names the step and the
-    last good checkpoint."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,14 +65,15 @@ class LoopConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if self.steps < 0 or self.checkpoint_every < 1 or self.eval_every < 0:
-            raise ValueError("loop: steps >= 0, checkpoint_every >= 1 and eval_every >= 0 "
-                             f"required, got {self.steps}, {self.checkpoint_every}, "
-                             f"{self.eval_every}")
+        check_fields(self, steps=">= 0", checkpoint_every=">= 1", keep_checkpoints=">= 1",
+                     eval_every=">= 0")
 
 
 class MetricsWriter:
-    """JSONL (+ TensorBoard when tensorboardX is installed) on process 0."""
+    """JSONL (+ TensorBoard when tensorboardX is installed) on process 0. Reopening a run
+    keeps the records whose ``step`` is at most ``resume_step`` (a torn last line left by
+    a kill is dropped with a warning); NaN / Inf values are written as null (see
+    :func:`reasonjax.fileio.dumps`)."""
 
     def __init__(self, run_dir: Optional[Path], resume_step: int):
         self.enabled = run_dir is not None and jax.process_index() == 0
@@ -83,9 +83,8 @@ class MetricsWriter:
             return
         path = run_dir / METRICS_FILE
         if path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            path.write_text("".join(f"{line}\n" for line in kept))
+            kept = [r for r in read_jsonl(path, warn=warn) if r.get("step", 0) <= resume_step]
+            atomic_write_text(path, "".join(dumps(r) + "\n" for r in kept))
         self.file = path.open("a")
         try:
             from tensorboardX import SummaryWriter
@@ -96,7 +95,7 @@ class MetricsWriter:
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         if not self.enabled:
             return
-        self.file.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.file.write(dumps({"step": step, **metrics}) + "\n")
         self.file.flush()
         if self.tb is not None:
             for k, v in metrics.items():
@@ -113,9 +112,7 @@ class MetricsWriter:
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The metrics JSONL of a run as a list of dicts."""
     path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path, warn=warn) if path.exists() else []
 
 
 def _data_state(data) -> dict:
@@ -140,15 +137,18 @@ def _host_metrics(metrics: Mapping) -> dict[str, float]:
 
 
 def restore_latest(run_dir: str | Path, state: TrainState, shardings: TrainState):
-    """(state, data_state, step) from the latest checkpoint of ``run_dir``, restored onto
-    ``shardings``; None when there is none."""
+    """(state, data_state, step) from the newest intact checkpoint of ``run_dir``,
+    restored onto ``shardings``, skipping (and moving aside, with a warning) unreadable
+    newer ones; None when there is none."""
     manager = checkpoint.make_manager(Path(run_dir) / CHECKPOINTS, async_save=False)
     target = checkpoint.abstract_tree(state, shardings)
-    restored = checkpoint.restore_state(manager, target)
-    manager.close()
+    try:
+        restored = checkpoint.restore_intact(manager, target, warn=warn)
+    finally:
+        manager.close()
     if restored is None:
         return None
-    new_state, data_state = restored
+    new_state, data_state, _ = restored
     return new_state, data_state, int(new_state.step)
 
 

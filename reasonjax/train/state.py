@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from reasonjax.config import ConfigError
+from reasonjax.config import ConfigError, check_fields
 
 
 @flax.struct.dataclass
@@ -63,20 +63,9 @@ class OptimConfig:
     trainable: str = "all"
 
     def __post_init__(self):
-        problems = []
-        if self.lr < 0:
-            problems.append(f"optim.lr must be >= 0, got {self.lr}")
-        if self.warmup_steps < 0 or (self.decay_steps is not None and self.decay_steps < 1):
-            problems.append("optim.warmup_steps must be >= 0 and optim.decay_steps >= 1, got "
-                            f"{self.warmup_steps}, {self.decay_steps}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            problems.append(f"optim.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
-        if self.accum_steps < 1:
-            problems.append(f"optim.accum_steps must be >= 1, got {self.accum_steps}")
-        if self.clip_norm is not None and self.clip_norm <= 0:
-            problems.append(f"optim.clip_norm must be positive or null, got {self.clip_norm}")
-        if problems:
-            raise ConfigError("; ".join(problems))
+        check_fields(self, lr=">= 0", warmup_steps=">= 0", decay_steps=">= 1",
+                     min_lr_ratio="in [0, 1]", b1="in [0, 1)", b2="in [0, 1)", eps="> 0",
+                     weight_decay=">= 0", clip_norm="> 0", accum_steps=">= 1")
 
 
     def for_steps(self, steps: int) -> "OptimConfig":
@@ -85,6 +74,14 @@ class OptimConfig:
         if self.decay_steps is not None:
             return self
         return dataclasses.replace(self, decay_steps=max(steps // self.accum_steps, 1))
+
+
+def check_steps(steps: int, optim) -> None:
+    """A run of ``steps`` micro-batches must make at least one optimizer update."""
+    if 0 < steps < optim.accum_steps:
+        raise ConfigError(f"steps: {steps} micro-batches make no optimizer update with "
+                          f"optim.accum_steps={optim.accum_steps} (the weights would not "
+                          f"change): raise steps to a multiple of {optim.accum_steps}")
 
 
 def make_schedule(cfg: OptimConfig):

@@ -195,6 +195,6 @@ def test_failed_export_leaves_no_partial_directory(hf_dirs, tmp_path, monkeypatc
 
     monkeypatch.setattr("reasonjax.models.hf.save_file", boom)
     with pytest.raises(OSError, match="disk full"):
-        save_pretrained(config, params, tmp_path / "out")
+        save_pretrained(config, params, tmp_path / "out", overwrite=True)
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from reasonjax.config import ConfigError
+from reasonjax.errors import RunDirError
 from reasonjax.models import ModelConfig, init_params
 from reasonjax.recipes.rundir import completed_phases, log_metrics, open_run, run_phase
 
@@ -68,5 +68,5 @@ def test_interrupted_recipe_resumes_from_last_completed_phase(tmp_path):
 
 def test_resuming_with_another_config_is_refused(tmp_path):
     open_run(tmp_path, Cfg())
-    with pytest.raises(ConfigError, match=r"different config \(lr: 0.1 -> 0.5\)"):
+    with pytest.raises(RunDirError, match=r"other settings \(lr: 0.1 -> 0.5\)"):
         open_run(tmp_path, Cfg(lr=0.5))

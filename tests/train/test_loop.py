@@ -134,7 +134,7 @@ def test_metrics_come_one_step_late_and_change_nothing(tmp_path, monkeypatch):
                      mesh=mesh, shardings=shardings, step_fn=dispatch)
     d, p = "dispatch", "pull"
     assert events == [d, d, p, d, p, p, d, d, p, d, p, p]
-    assert sorted(x.name for x in (tmp_path / "checkpoints").iterdir()) == ["3", "6"]
+    assert sorted(x.name for x in (tmp_path / "checkpoints").iterdir()) == ["2", "3", "6"]
     events.clear()
     losses = []
     in_step, _ = train(sft_loss(worker.CONFIG), worker.fresh_state(),
@@ -145,3 +145,33 @@ def test_metrics_come_one_step_late_and_change_nothing(tmp_path, monkeypatch):
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
                  ahead.params, in_step.params)
     assert [m["loss"] for m in read_metrics(tmp_path)] == losses
+
+
+def test_a_truncated_newest_checkpoint_is_skipped_and_the_run_resumes_from_the_one_before(
+        tmp_path, capfd):
+    straight = worker.run(str(tmp_path / "straight"), STEPS)
+    run_dir = tmp_path / "cut"
+    worker.run(str(run_dir), 3, checkpoint_every=1)        # checkpoints 1, 2, 3
+    newest = run_dir / "checkpoints" / "3"
+    for f in (newest / "state").rglob("*"):
+        if f.is_file() and f.stat().st_size > 1000:
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    resumed = worker.run(str(run_dir), STEPS)
+    err = capfd.readouterr().err
+    assert "checkpoint step 3" in err and "trying the one before" in err
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["2", "3", "6"]
+    assert [p.name.split("-")[0] for p in (run_dir / "corrupt").iterdir()] == ["3"]
+    assert worker.batches_seen(str(run_dir)) == worker.batches_seen(str(tmp_path / "straight"))
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+                 resumed.params, straight.params)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+                 resumed.opt_state, straight.opt_state)
+
+
+def test_metrics_with_a_torn_last_line_are_read_without_it(tmp_path, capsys):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
+    assert read_metrics(tmp_path) == [{"step": 1, "loss": 2.0}]
+    assert "metrics.jsonl:2: dropped a torn last line" in capsys.readouterr().err
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "lo\n{"step": 2, "loss": 1.0}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:1: not a JSON object"):
+        read_metrics(tmp_path)

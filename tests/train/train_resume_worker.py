@@ -95,7 +95,7 @@ class Recorder:
         self.it.set_state(state)
 
 
-def run(run_dir: str, steps: int, kill_at: int = 0):
+def run(run_dir: str, steps: int, kill_at: int = 0, checkpoint_every: int = 3):
     mesh, _, _, _, shardings, step = setup()
     data = Recorder(iter(dataset().to_iter_dataset()))
     os.makedirs(run_dir, exist_ok=True)
@@ -110,7 +110,7 @@ def run(run_dir: str, steps: int, kill_at: int = 0):
             os.kill(os.getpid(), signal.SIGKILL)
 
     final, _ = train(sft_loss(CONFIG), fresh_state(), data,
-                     LoopConfig(steps=steps, run_dir=run_dir, checkpoint_every=3,
+                     LoopConfig(steps=steps, run_dir=run_dir, checkpoint_every=checkpoint_every,
                                 async_checkpoint=False, progress=False),
                      mesh=mesh, shardings=shardings, step_fn=step, hooks=(record, kill))
     log.close()
