@@ -50,8 +50,16 @@ def _print_table(title: str, rows: dict) -> None:
     Console().print(table)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (the usage block would push the error past the
+    two lines every failure gets); subcommand parsers inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="reasonjax", description="JAX stack for research on reasoning with LMs.",
         epilog="Expected failures print one line naming the file / field and the fix, with "
                "the exit code of its kind (see reasonjax.errors); --debug shows tracebacks.")
@@ -64,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "KV-cache decoding on a tiny random model.")
     p.add_argument("--preset", default="tiny-1m", help="model preset (see `reasonjax models`)")
     p.add_argument("--out", default="runs/smoke", help="output directory")
-    p.add_argument("--tokens", type=int, default=16, help="tokens to decode")
+    p.add_argument("--tokens", type=at_least(1), default=16, help="tokens to decode")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_smoke)
 
@@ -92,6 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (argparse then names the flag)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 KEY_VALUE_DESTS = ("overrides", "knobs")
 
 
@@ -116,6 +140,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stderr and return their exit code; ``--debug`` re-raises them with the traceback."""
     from reasonjax.errors import describe
 
+    from reasonjax.parallel import libtpu_offline
+
+    libtpu_offline(force=False)
     args = parse_args(build_parser(), argv)
     debug = args.debug or os.environ.get("REASONJAX_DEBUG") == "1"
     if not debug:
@@ -139,12 +166,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _quiet_libraries() -> None:
-    """Library log lines (orbax's absl warnings, asyncio's shutdown noise after a failed
-    async save) would bury the one-line error; only their errors are shown."""
+    """Library noise would bury the one-line error: orbax's absl log lines and asyncio's
+    about a failed async save (the save's error reaches :func:`main` and is reported
+    there), and the "Event loop is closed" tracebacks tensorstore's callbacks print
+    as unraisable exceptions once orbax's loop has shut down after such a failure."""
     import logging
 
     for name in ("absl", "asyncio", "orbax", "jax._src.xla_bridge"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    default, default_unraisable = sys.excepthook, sys.unraisablehook
+
+    def closed_loop(value) -> bool:
+        return isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
+
+    def hook(kind, value, tb):
+        if not closed_loop(value):
+            default(kind, value, tb)
+
+    def unraisable(info):
+        if not closed_loop(info.exc_value):
+            default_unraisable(info)
+
+    sys.excepthook, sys.unraisablehook = hook, unraisable
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ code  meaning
 from __future__ import annotations
 
 import errno
+import re
 
 
 class ReasonjaxError(Exception):
@@ -91,6 +92,14 @@ def warn(message: str) -> None:
     print(f"warning: {one_line(message)}", file=sys.stderr, flush=True)
 
 
+def _disk_full(text: str):
+    if "No space left on device" not in text and "os_error_code='28'" not in text:
+        return None
+    m = re.search(r'local file "([^"]+)"', text) or re.search(r'writing: "([^"]+)"', text)
+    where = f"writing {m.group(1)}: " if m else ""
+    return where + _OS_HINTS[errno.ENOSPC]
+
+
 def one_line(text: str) -> str:
     """``text`` with its lines joined (messages go to one line of stderr)."""
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
@@ -108,6 +117,9 @@ def describe(e: BaseException) -> tuple[int, str]:
         if isinstance(e, FileNotFoundError) and e.filename is None:
             return 2, one_line(e)  # a library check ("--model X: not found ...")
         return 7, one_line(_os_message(e))
+    full = _disk_full(str(e))
+    if full is not None:  # tensorstore (orbax) reports ENOSPC inside a ValueError
+        return 7, full
     if isinstance(e, ValueError):
         return 2, one_line(e)
     return 0, ""

@@ -273,3 +273,23 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id)
+
+
+def _has_tpu() -> bool:
+    """Whether this host has TPU chips (v4 / v5p: /dev/accel*; v5e / v6e: /dev/vfio/N)."""
+    import glob
+
+    return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
+
+
+def libtpu_offline(force: bool = True) -> None:
+    """Lets libtpu load on a host without TPUs (``reasonjax plan`` compiles for a slice
+    described by it) without probing the cloud metadata server for one and printing five
+    lines of warnings, and lets several processes load it at once. ``force=False``: only
+    where the host has no TPU (the CLI calls this first; a TPU VM is left alone)."""
+    if not force and _has_tpu():
+        return
+    for var, value in (("ALLOW_MULTIPLE_LIBTPU_LOAD", "1"), ("TPU_SKIP_MDS_QUERY", "1"),
+                       ("TPU_ACCELERATOR_TYPE", "v5litepod-4"),
+                       ("TPU_WORKER_HOSTNAMES", "localhost"), ("TPU_WORKER_ID", "0")):
+        os.environ.setdefault(var, value)

@@ -84,6 +84,8 @@ def _validate(args) -> int:
 
 def register(subparsers) -> None:
     """Adds ``reasonjax data ...`` to the top-level parser's subparsers."""
+    from reasonjax.cli import at_least
+
     p = subparsers.add_parser("data", help="tasks, previews, TFDS datasets, file checks",
                               description="Built-in reasoning tasks and local datasets.")
     sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -94,7 +96,7 @@ def register(subparsers) -> None:
     q = sub.add_parser("preview", help="print generated problems with their solutions")
     q.add_argument("--task", required=True, help="task name (see `reasonjax data tasks`)")
     q.add_argument("--difficulty", default=None, help="difficulty preset")
-    q.add_argument("--n", type=int, default=5, help="number of problems")
+    q.add_argument("--n", type=at_least(1), default=5, help="number of problems")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("knobs", nargs="*", metavar="knob=value", help="knob overrides")
     q.set_defaults(func=_preview)
@@ -112,8 +114,8 @@ def register(subparsers) -> None:
     q.add_argument("--data-dir", required=True, help="TFDS data directory to write")
     q.add_argument("--difficulty", default=None, help="difficulty preset (default medium)")
     q.add_argument("--name", default=None, help="config name (needed for custom settings)")
-    q.add_argument("--train", type=int, default=None, help="train examples")
-    q.add_argument("--test", type=int, default=None, help="test examples")
+    q.add_argument("--train", type=at_least(1), default=None, help="train examples")
+    q.add_argument("--test", type=at_least(1), default=None, help="test examples")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("knobs", nargs="*", metavar="knob=value", help="knob overrides")
     q.set_defaults(func=_build)

@@ -85,24 +85,52 @@ def _files(path: Path) -> list[Path]:
     return [path]
 
 
-def read_records(path: str | Path) -> Iterator[tuple[str, Any]]:
+MAX_RECORD_BYTES = 2**20  # a JSONL line longer than this is skipped (or fatal), never parsed
+
+
+def read_records(path: str | Path, max_record_bytes: int = MAX_RECORD_BYTES
+                 ) -> Iterator[tuple[str, Any]]:
     """Yields (``file:line``, record dict) or (``file:line``, RecordError) for every record,
-    so callers can report bad lines without stopping."""
+    so callers can report bad lines without stopping. A JSONL line over
+    ``max_record_bytes`` is a RecordError, read past in bounded chunks."""
     for file in _files(Path(path)):
         if file.stat().st_size == 0:
             raise LocalDataError(f"{file}: the file is empty; expected {file.suffix} records")
         if file.suffix == ".jsonl":
-            yield from _jsonl(file)
+            yield from _jsonl(file, max_record_bytes)
         elif file.suffix == ".json":
             yield from _json(file)
         else:
             yield from _parquet(file)
 
 
-def _jsonl(file: Path) -> Iterator[tuple[str, Any]]:
+def _lines(f, limit: int) -> Iterator[tuple[bytes, int]]:
+    """(line, its length) of a binary file; a line over ``limit`` bytes comes back empty
+    with its true length, having been read past in chunks (memory stays bounded)."""
+    while True:
+        raw = f.readline(limit + 1)
+        if not raw:
+            return
+        if len(raw) <= limit or raw.endswith(b"\n"):
+            yield raw, len(raw)
+            continue
+        size = len(raw)
+        while not raw.endswith(b"\n"):
+            raw = f.readline(2**20)
+            if not raw:
+                break
+            size += len(raw)
+        yield b"", size
+
+
+def _jsonl(file: Path, limit: int = MAX_RECORD_BYTES) -> Iterator[tuple[str, Any]]:
     with open(file, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
+        for lineno, (raw, size) in enumerate(_lines(f, limit), start=1):
             where = f"{file}:{lineno}"
+            if size > limit:
+                yield where, RecordError(f"the record is {size:,} bytes, over the "
+                                         f"{limit:,}-byte limit (max_record_bytes)")
+                continue
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -158,7 +186,16 @@ def _parquet(file: Path) -> Iterator[tuple[str, Any]]:
     except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
         raise LocalDataError(f"{file}: not a readable Parquet file: {e}") from None
     row = 0
-    for batch in pf.iter_batches(batch_size=1024):
+    batches = pf.iter_batches(batch_size=1024)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as e:  # noqa: BLE001 - corrupt pages: OSError, ArrowInvalid, ...
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise LocalDataError(f"{file}: unreadable after row {row} ({first}); the file is "
+                                 "truncated or corrupt") from None
         for record in batch.to_pylist():
             yield f"{file}:row {row}", record
             row += 1
@@ -239,14 +276,16 @@ def _choices(choices: Any) -> tuple[list[str], Optional[list[str]]]:
 
 
 def load_local(path: str | Path, format: str, on_error: str = "skip",
-               fields: Optional[Mapping[str, str]] = None) -> LoadReport:
-    """Reads ``path`` into Problems of task ``format`` (see module docstring)."""
+               fields: Optional[Mapping[str, str]] = None,
+               max_record_bytes: int = MAX_RECORD_BYTES) -> LoadReport:
+    """Reads ``path`` into Problems of task ``format`` (see module docstring); JSONL
+    records over ``max_record_bytes`` are bad records (skipped and counted, or fatal)."""
     if format not in FORMATS:
         raise LocalDataError(f"format must be one of {FORMATS}, got {format!r}")
     if on_error not in ("skip", "fail"):
         raise LocalDataError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
     problems, errors, n = [], [], 0
-    for where, record in read_records(path):
+    for where, record in read_records(path, max_record_bytes):
         n += 1
         try:
             if isinstance(record, RecordError):

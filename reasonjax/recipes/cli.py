@@ -119,6 +119,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def register_plan(sub) -> None:
+    from reasonjax.cli import at_least
     from reasonjax.recipes.replicate import PRESETS, RECIPES
 
     p = sub.add_parser(
@@ -134,7 +135,7 @@ def register_plan(sub) -> None:
                    help="v5p-8, v4-32, v5e-16, v6e-8, ... (or libtpu's v5e:4x4)")
     p.add_argument("recipe", choices=RECIPES + ("replicate",), help="the recipe to plan")
     p.add_argument("--preset", choices=PRESETS, default="paper")
-    p.add_argument("--prompt-len", type=int, default=512,
+    p.add_argument("--prompt-len", type=at_least(1), default=512,
                    help="prompt tokens per row (default 512)")
     p.add_argument("--programs", default=None, metavar="NAME,...",
                    help="only the programs whose names contain one of these")

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
 import time
 from typing import Any, Callable, Optional, Sequence
@@ -125,12 +124,8 @@ def topology(name: str) -> Topology:
         layout = shapes[chips]
     else:
         layout = m.group(3)
-    # Describing a slice needs libtpu but no TPU: these keep it from probing for one (and
-    # from printing its warnings), and let several planning processes load it at once.
-    for var, value in (("ALLOW_MULTIPLE_LIBTPU_LOAD", "1"), ("TPU_SKIP_MDS_QUERY", "1"),
-                       ("TPU_ACCELERATOR_TYPE", "v5litepod-4"),
-                       ("TPU_WORKER_HOSTNAMES", "localhost"), ("TPU_WORKER_ID", "0")):
-        os.environ.setdefault(var, value)
+    # Describing a slice needs libtpu but no TPU.
+    parallel.libtpu_offline()
     try:
         from jax.experimental import topologies
         desc = topologies.get_topology_desc(platform="tpu",

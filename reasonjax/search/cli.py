@@ -125,6 +125,8 @@ def _search(args) -> int:
 
 def register(subparsers) -> None:
     """Adds ``reasonjax search`` to the top-level parser's subparsers."""
+    from reasonjax.cli import at_least
+
     from reasonjax.search.best_of_n import SELECT_BY
     from reasonjax.search.particles import RESAMPLING
     from reasonjax.search.scoring import AGGREGATIONS
@@ -147,7 +149,7 @@ def register(subparsers) -> None:
                            "'the answer is') answers with its last number")
     data.add_argument("--on-error", default="skip", choices=["skip", "fail"],
                       help="bad local records: skip (counted) or fail")
-    data.add_argument("--count", type=int, default=None,
+    data.add_argument("--count", type=at_least(1), default=None,
                       help="problems (task default 16; local default all)")
     data.add_argument("knobs", nargs="*", metavar="knob=value", help="task knob overrides")
     m = p.add_argument_group("method and budget")
@@ -177,8 +179,8 @@ def register(subparsers) -> None:
     m.add_argument("--scorer", default=None,
                    help="separate PRM checkpoint for step scores (default: the value head)")
     run = p.add_argument_group("run")
-    run.add_argument("--batch-size", type=int, default=8, help="problems per call")
-    run.add_argument("--prompt-len", type=int, default=None,
+    run.add_argument("--batch-size", type=at_least(1), default=8, help="problems per call")
+    run.add_argument("--prompt-len", type=at_least(1), default=None,
                      help="prompt tokens per row (default: the longest prompt)")
     run.add_argument("--seed", type=int, default=0, help="sampling seed")
     run.add_argument("--out", default="search.jsonl", help="records (JSONL) to write")

@@ -370,6 +370,8 @@ def _train(args) -> int:
 
 def register(subparsers) -> None:
     """Adds ``reasonjax train KIND ...`` to the top-level parser's subparsers."""
+    from reasonjax.cli import at_least
+
     p = subparsers.add_parser("train", help="SFT, the DPO family, value/PRM, RL",
                               description="Train a model on a task: SFT, the DPO family, "
                                           "value / PRM, RL. Reruns resume from the run dir.")
@@ -394,7 +396,7 @@ def register(subparsers) -> None:
                           help="format of --data")
         data.add_argument("--on-error", default="skip", choices=["skip", "fail"],
                           help="bad records in --data: skip or fail")
-        data.add_argument("--eval", type=int, default=0, metavar="N",
+        data.add_argument("--eval", type=at_least(0), default=0, metavar="N",
                           help="greedy accuracy on N held-out problems at the end (--data: "
                                "its last N records, not trained on)")
         model = q.add_argument_group("model")
