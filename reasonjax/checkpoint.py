@@ -80,8 +80,10 @@ def check_shapes(saved, expected, where: str, fix: str) -> None:
     a, b = _named_leaves(saved), _named_leaves(expected)
     for name in sorted(set(a) | set(b)):
         if name not in a or name not in b:
-            side = "the checkpoint lacks" if name not in a else "the model has no"
-            raise CheckpointError(f"{where}: {side} tensor {name}; {fix}")
+            if name not in a:
+                raise CheckpointError(f"{where}: the checkpoint lacks tensor {name} (it is "
+                                      f"truncated or corrupt, or of another model); {fix}")
+            raise CheckpointError(f"{where}: the model has no tensor {name}; {fix}")
         if tuple(a[name].shape) != tuple(b[name].shape):
             raise CheckpointError(f"{where}: tensor {name} is saved with shape "
                                   f"{tuple(a[name].shape)} but the model needs "
@@ -204,6 +206,9 @@ def load_model_and_tokenizer(path: str | Path, mesh=None, rules=None, **hf_kwarg
     """
     from reasonjax.models.tokenizer import check_vocab, load_tokenizer
 
+    if not Path(path).is_dir():
+        raise CheckpointError(f"checkpoint {path} is not a directory; give a HF or reasonjax "
+                              "model directory")
     tokenizer = load_tokenizer(path)
     config, params = load_checkpoint(path, mesh=mesh, rules=rules, **hf_kwargs)
     check_vocab(config.vocab_size, tokenizer, where=f"checkpoint {path}")

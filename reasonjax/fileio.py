@@ -111,17 +111,24 @@ def refuse_existing(path: Path, overwrite: bool, what: str = "destination") -> N
                           "--overwrite to replace it, or choose another path")
 
 
-def check_writable(path: str | Path) -> Path:
-    """Makes ``path``'s parent directory and checks a file can be created in it, so a
-    command fails before its work, not after (a parent that is a file, no permission)."""
-    path = Path(path).absolute()
-    parent = path.parent
+def make_parent(path: Path) -> None:
+    """Creates ``path``'s parent directories; a component that is a file raises
+    NotADirectoryError naming it (mkdir would blame the path with "exists")."""
+    parent = Path(path).absolute().parent
     for p in [parent, *parent.parents]:
         if p.exists():
             if not p.is_dir():
                 raise NotADirectoryError(20, "Not a directory", str(p))
             break
     parent.mkdir(parents=True, exist_ok=True)
+
+
+def check_writable(path: str | Path) -> Path:
+    """Makes ``path``'s parent directory and checks a file can be created in it, so a
+    command fails before its work, not after (a parent that is a file, no permission)."""
+    path = Path(path).absolute()
+    make_parent(path)
+    parent = path.parent
     if path.is_dir():
         raise IsADirectoryError(21, "Is a directory", str(path))
     fd, probe = tempfile.mkstemp(prefix=_tmp_prefix(path, "tmp"), dir=parent)
@@ -188,7 +195,7 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     In a multi-process run every process must enter it (see the module doc)."""
     path = Path(path).absolute()
     refuse_existing(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     if _processes() > 1:
         with _shared_dir(path) as tmp:
             yield tmp
@@ -209,7 +216,7 @@ def atomic_write_text(path: str | Path, text: str, overwrite: bool = True) -> Pa
     existing ``path`` is refused (:class:`RunDirError`) when ``overwrite`` is false."""
     path = Path(path)
     refuse_existing(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     clean_stale(path)
     fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), dir=path.parent)
     try:
@@ -220,6 +227,11 @@ def atomic_write_text(path: str | Path, text: str, overwrite: bool = True) -> Pa
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is None:  # a failed write names no file: name the destination
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -58,47 +58,69 @@ def fingerprint(path: Optional[str | Path]) -> Optional[str]:
     return h.hexdigest()[:16]
 
 
-def diff(saved: Any, now: Any, prefix: str = "") -> list[str]:
-    """``field: old -> new`` for every leaf that differs between two JSON-like trees."""
-    if isinstance(saved, dict) and isinstance(now, dict):
-        out = []
-        for k in sorted(set(saved) | set(now), key=str):
-            out += diff(saved.get(k), now.get(k), f"{prefix}{k}.")
-        return out
-    return [] if saved == now else [f"{prefix[:-1]}: {saved!r} -> {now!r}"]
+def diff(saved: Any, now: Any) -> list[str]:
+    """``field: old -> new`` for every leaf that differs between two JSON-like trees,
+    shallowest fields first (``data.task`` before ``data.knobs.n_ops``)."""
+    found: list[tuple[int, str, str]] = []
+
+    def walk(a, b, path):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b), key=str):
+                walk(a.get(k), b.get(k), path + (str(k),))
+        elif a != b:
+            found.append((len(path), ".".join(path), f"{'.'.join(path)}: {a!r} -> {b!r}"))
+
+    walk(saved, now, ())
+    return [line for _, _, line in sorted(found)]
 
 
 def _plain(settings: Any) -> Any:
     return json.loads(json.dumps(settings, default=str))
 
 
-def check_or_record(path: str | Path, settings: dict, what: str = "run directory") -> None:
+def check_or_record(path: str | Path, settings: dict, has_results: bool = True,
+                    what: str = "run directory") -> None:
     """Writes ``settings`` (JSON-like) to ``path`` on first use; later calls must pass
-    the same, else :class:`RunDirError` names the differing fields."""
+    the same, else :class:`RunDirError` names the differing fields. While the directory
+    holds no results yet (``has_results`` false: a first attempt failed before its first
+    checkpoint or phase) new settings replace the old, with a warning."""
     from reasonjax.fileio import atomic_write_text
 
     path = Path(path)
     now = _plain(settings)
-    if not path.exists():
-        atomic_write_text(path, json.dumps(now, indent=1) + "\n")
-        return
-    try:
-        saved = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise RunDirError(f"{path}: unreadable ({e}); it records what the {what} "
-                          f"{path.parent} was made from. Use a new run directory") from None
-    refuse_changes(saved, now, path.parent, what)
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            if has_results:
+                raise RunDirError(f"{path}: unreadable ({e}); it records what the {what} "
+                                  f"{path.parent} was made from. Use a new run "
+                                  "directory") from None
+            saved = None
+        if saved == now or refuse_changes(saved, now, path.parent, what, has_results):
+            return
+    atomic_write_text(path, json.dumps(now, indent=1) + "\n")
 
 
-def refuse_changes(saved: Any, now: Any, run_dir: Path, what: str = "run directory") -> None:
-    """Raises RunDirError listing up to five differing fields when ``saved != now``."""
+def refuse_changes(saved: Any, now: Any, run_dir: Path, what: str = "run directory",
+                   has_results: bool = True) -> bool:
+    """Raises RunDirError listing up to five differing fields when ``saved != now`` and
+    the directory ``has_results``; without results it warns that the new settings replace
+    the old. Returns whether they are equal."""
+    from reasonjax.errors import warn
+
     changes = diff(saved, _plain(now))
+    if changes and not has_results:
+        warn(f"{what} {run_dir} holds no results yet; its settings are replaced ("
+             + "; ".join(changes[:3]) + ("..." if len(changes) > 3 else "") + ")")
+        return False
     if changes:
         more = f" and {len(changes) - 5} more" if len(changes) > 5 else ""
         raise RunDirError(
             f"{what} {run_dir} was started with other settings (" + "; ".join(changes[:5])
             + f"{more}); rerun with the same settings to resume it, or use a new run "
             "directory")
+    return True
 
 
 STAMP = "_settings"

@@ -70,7 +70,7 @@ def test_convert_hf_orbax_hf_round_trips_identical_tensors(tmp_path, capsys):
 
 
 def test_convert_reports_missing_source(tmp_path, capsys):
-    assert main(["convert", str(tmp_path / "nope"), str(tmp_path / "x"), "--to", "orbax"]) == 2
+    assert main(["convert", str(tmp_path / "nope"), str(tmp_path / "x"), "--to", "orbax"]) == 5
     assert "is not a directory" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
@@ -93,3 +93,85 @@ def test_tokenizer_with_more_ids_than_the_model_is_refused(tmp_path):
     CharTokenizer().save(tmp_path / "ok")
     cfg, _, tok = checkpoint.load_model_and_tokenizer(tmp_path / "ok")
     assert cfg.vocab_size == 128 and tok.vocab_size == 100
+
+
+def test_convert_keeps_the_character_tokenizer_and_the_result_searches(tmp_path):
+    from reasonjax.models import CharTokenizer
+
+    tok = CharTokenizer()
+    cfg = ModelConfig(vocab_size=tok.vocab_size, d_model=16, n_layers=1, n_heads=2,
+                      n_kv_heads=1, d_ff=32, max_seq_len=64)
+    tok.save(tmp_path / "tok")
+    checkpoint.save_model(tmp_path / "m", cfg, init_params(cfg, jax.random.key(0)),
+                          tokenizer_dir=tmp_path / "tok")
+    assert main(["convert", str(tmp_path / "m"), str(tmp_path / "hf"), "--to", "hf"]) == 0
+    assert (tmp_path / "hf" / "char_tokenizer.json").is_file()
+    assert main(["search", str(tmp_path / "hf"), "--task", "arithmetic", "--count", "1",
+                 "--method", "greedy", "--max-steps", "1", "--step-tokens", "4",
+                 "--no-progress", "--out", str(tmp_path / "o.jsonl")]) == 0
+
+
+def test_written_model_directories_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        checkpoint.save_model(tmp_path / "m", CFG, init_params(CFG, jax.random.key(0)))
+        save_pretrained(CFG, init_params(CFG, jax.random.key(0)), tmp_path / "hf")
+    finally:
+        os.umask(old)
+    for root in (tmp_path / "m", tmp_path / "hf"):
+        for p in [root, *root.rglob("*")]:
+            mode = stat.S_IMODE(p.stat().st_mode)
+            assert mode == (0o755 if p.is_dir() else 0o644), (p, oct(mode))
+
+
+def test_load_model_refuses_non_finite_weights_by_tensor(tmp_path):
+    params = init_params(CFG, jax.random.key(0))
+    params["final_norm"]["scale"] = params["final_norm"]["scale"].at[3].set(jnp.inf)
+    checkpoint.save_model(tmp_path / "m", CFG, params)
+    with pytest.raises(checkpoint.CheckpointError, match=r"tensor final_norm/scale holds NaN"):
+        checkpoint.load_model(tmp_path / "m")
+
+
+def _convert_cmd(src, dst):
+    import os
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    return [sys.executable, "-m", "reasonjax.cli", "convert", str(src), str(dst), "--to",
+            "orbax"], env
+
+
+def test_a_convert_killed_mid_write_leaves_no_destination_and_the_rerun_completes(tmp_path):
+    """SIGKILL as soon as the temporary destination appears: the destination is absent
+    (never half-written); the rerun removes the dead process's temporary and writes it
+    whole."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    cfg = ModelConfig(vocab_size=256, d_model=512, n_layers=4, n_heads=8, n_kv_heads=4,
+                      d_ff=2048, max_seq_len=64)               # ~17M params: a slow write
+    params = init_params(cfg, jax.random.key(0))
+    save_pretrained(cfg, params, tmp_path / "hf")
+    dst = tmp_path / "out"
+    cmd, env = _convert_cmd(tmp_path / "hf", dst)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if any(n.startswith(".out.tmp-") for n in os.listdir(tmp_path)):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.001)
+    assert proc.wait(60) == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert not dst.exists()
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".out.tmp-")]
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=300)
+    assert sorted(os.listdir(tmp_path)) == ["hf", "out"]        # the stale temporary is gone
+    _, restored = checkpoint.load_model(dst)
+    _assert_same(restored, params)

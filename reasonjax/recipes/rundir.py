@@ -110,24 +110,30 @@ def open_run(path: str | Path, config, total_phases: int = 0) -> Run:
     """Creates ``path`` (or reopens it to resume) and records the resolved config and the
     fingerprints of the files it reads (``inputs.json``).
 
-    Reopening with a different config, or after an input file changed, is an error:
-    results of completed phases would not match it.
+    Reopening with a different config, or after an input file changed, is an error once
+    a phase has completed (its results would not match); before that, the new settings
+    replace the old with a warning (a first attempt that failed early locks nothing).
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run directory {path} is a file; give a directory path")
     path.mkdir(parents=True, exist_ok=True)
     cfg_file = path / "config.yaml"
+    has_results = bool(completed_phases(Run(path, config)))
+    same = False
     if cfg_file.exists():
         try:
             saved = read_yaml(cfg_file)
         except ConfigError as e:
-            raise RunDirError(f"{e}; it records the run's config, so the run cannot be "
-                              "resumed: use a new run directory") from None
-        provenance.refuse_changes(saved, to_dict(config), path)
-    else:
+            if has_results:
+                raise RunDirError(f"{e}; it records the run's config, so the run cannot be "
+                                  "resumed: use a new run directory") from None
+            saved = None
+        same = provenance.refuse_changes(saved, to_dict(config), path,
+                                         has_results=has_results)
+    if not same:
         save_yaml(config, cfg_file)
-    provenance.check_or_record(path / "inputs.json", input_fingerprints(config))
+    provenance.check_or_record(path / "inputs.json", input_fingerprints(config), has_results)
     return Run(path=path, config=config, total_phases=total_phases)
 
 

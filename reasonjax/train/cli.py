@@ -289,8 +289,9 @@ def _made_from(args, task, cfg, tok_dir) -> dict:
 
 
 def _open_run_dir(args, config, made_from: dict) -> Path:
-    """Creates (or reopens) the run directory; a rerun must have the run's settings (the
-    step count aside: a larger ``--steps`` continues a finished run)."""
+    """Creates (or reopens) the run directory; once it holds a checkpoint a rerun must
+    have the run's settings (the step count aside: a larger ``--steps`` continues a
+    finished run)."""
     from reasonjax import provenance
     from reasonjax.errors import RunDirError
     from reasonjax.fileio import check_writable
@@ -304,7 +305,8 @@ def _open_run_dir(args, config, made_from: dict) -> Path:
     settings.get("fit", {}).pop("steps", None)
     settings.get("fit", {}).pop("progress", None)
     provenance.check_or_record(run_dir / RUN_FILE, {"kind": args.kind, **made_from,
-                                                    "config": settings})
+                                                    "config": settings},
+                               has_results=_latest(run_dir) is not None)
     return run_dir
 
 

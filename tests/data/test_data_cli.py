@@ -49,7 +49,7 @@ def test_validate(tmp_path, capsys):
     assert out[0].startswith(f"{path}:2: ") and "boxed" in out[0]
     assert out[1].startswith(f"{path}:3: not valid UTF-8")
     assert json.loads(out[-1]) == {"records": 3, "usable": 1, "skipped": 2, "mean_steps": 1.0}
-    assert main(["data", "validate", str(path), "--format", "math", "--on-error", "fail"]) == 2
+    assert main(["data", "validate", str(path), "--format", "math", "--on-error", "fail"]) == 4
     assert f"{path}:2" in capsys.readouterr().err
     good = tmp_path / "good.jsonl"
     good.write_text('{"question": "q", "answer": "#### 3"}\n')

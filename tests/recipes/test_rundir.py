@@ -16,6 +16,18 @@ CFG = ModelConfig(vocab_size=32, d_model=16, n_layers=1, n_heads=2, n_kv_heads=1
 
 
 @dataclasses.dataclass(frozen=True)
+class _TaskFile:
+    data_file: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Files:
+    """A config with an input file (its fingerprint is checked on resume)."""
+
+    task: _TaskFile = _TaskFile()
+
+
+@dataclasses.dataclass(frozen=True)
 class Cfg:
     rounds: int = 2
     lr: float = 0.1
@@ -66,7 +78,22 @@ def test_interrupted_recipe_resumes_from_last_completed_phase(tmp_path):
     assert [json.loads(x)["final"] for x in lines] == [pytest.approx(0.6)] * 2
 
 
-def test_resuming_with_another_config_is_refused(tmp_path):
+def test_resuming_with_another_config_is_refused_once_a_phase_completed(tmp_path, capsys):
     open_run(tmp_path, Cfg())
-    with pytest.raises(RunDirError, match=r"other settings \(lr: 0.1 -> 0.5\)"):
+    open_run(tmp_path, Cfg(lr=0.2))   # nothing completed yet: the new config replaces it
+    assert "holds no results yet; its settings are replaced (lr: 0.1 -> 0.2)" in \
+        capsys.readouterr().err
+    run_phase(open_run(tmp_path, Cfg(lr=0.2)), "a", lambda: {"x": 1})
+    with pytest.raises(RunDirError, match=r"other settings \(lr: 0.2 -> 0.5\)"):
         open_run(tmp_path, Cfg(lr=0.5))
+
+
+def test_a_changed_input_file_is_refused_once_a_phase_completed(tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"question": "1+1", "answer": "2"}\n')
+    run = open_run(tmp_path / "run", Files(_TaskFile(str(data))))
+    run_phase(run, "a", lambda: {"x": 1})
+    open_run(tmp_path / "run", Files(_TaskFile(str(data))))           # unchanged: resumes
+    data.write_text('{"question": "1+1", "answer": "3"}\n')
+    with pytest.raises(RunDirError, match=r"task.data_file: '[0-9a-f]+' -> '[0-9a-f]+'"):
+        open_run(tmp_path / "run", Files(_TaskFile(str(data))))
