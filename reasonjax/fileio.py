@@ -238,33 +238,51 @@ def atomic_write_text(path: str | Path, text: str, overwrite: bool = True) -> Pa
     return path
 
 
-def json_safe(obj: Any) -> tuple[Any, list[str]]:
-    """``obj`` with every NaN / Inf float replaced by None, and the paths replaced
-    (``a.b[2]``): JSON has no NaN, and a bare ``NaN`` token breaks every other reader."""
-    bad: list[str] = []
+def json_safe(obj: Any) -> tuple[Any, list[dict]]:
+    """``obj`` with every NaN / Inf float replaced by None, and where each was:
+    ``{"path": [key or index, ...], "value": "NaN" | "Infinity" | "-Infinity"}`` (JSON
+    has no NaN, and a bare ``NaN`` token breaks every other reader)."""
+    bad: list[dict] = []
 
-    def walk(x, where):
+    def walk(x, path):
         if isinstance(x, float) and not math.isfinite(x):
-            bad.append(where or "value")
+            bad.append({"path": list(path), "value": json.dumps(x)})
             return None
         if isinstance(x, dict):
-            return {k: walk(v, f"{where}.{k}" if where else str(k)) for k, v in x.items()}
+            return {k: walk(v, path + (k,)) for k, v in x.items()}
         if isinstance(x, (list, tuple)):
-            return [walk(v, f"{where}[{i}]") for i, v in enumerate(x)]
+            return [walk(v, path + (i,)) for i, v in enumerate(x)]
         if hasattr(x, "item") and getattr(x, "shape", None) == ():
-            return walk(x.item(), where)
+            return walk(x.item(), path)
         return x
 
-    return walk(obj, ""), bad
+    return walk(obj, ()), bad
+
+
+NONFINITE = "nonfinite"
 
 
 def dumps(obj: Any, **kwargs) -> str:
     """``json.dumps`` that never writes NaN / Inf: they become null, and a mapping gets a
-    ``"nonfinite"`` list naming the fields that were replaced."""
+    ``"nonfinite"`` list saying where and what they were (:func:`loads` puts them back)."""
     clean, bad = json_safe(obj)
     if bad and isinstance(clean, dict):
-        clean = {**clean, "nonfinite": bad}
+        clean = {**clean, NONFINITE: bad}
     return json.dumps(clean, allow_nan=False, **kwargs)
+
+
+def loads(text: str) -> Any:
+    """The inverse of :func:`dumps`: NaN / Inf restored where ``"nonfinite"`` says."""
+    obj = json.loads(text)
+    if not isinstance(obj, dict) or not isinstance(obj.get(NONFINITE), list):
+        return obj
+    for entry in obj.pop(NONFINITE):
+        *parents, last = entry["path"]
+        node = obj
+        for key in parents:
+            node = node[key]
+        node[last] = float(entry["value"])
+    return obj
 
 
 def read_jsonl(path: str | Path, warn=None) -> list[dict]:

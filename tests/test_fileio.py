@@ -67,10 +67,14 @@ def test_a_failed_write_leaves_the_old_content_and_no_temporary(tmp_path, monkey
 
 
 def test_json_never_holds_nan_it_holds_null_and_names_the_field():
-    text = fileio.dumps({"score": np.float32("nan"), "xs": [1.0, math.inf], "ok": 2})
-    assert json.loads(text) == {"score": None, "xs": [1.0, None], "ok": 2,
-                                "nonfinite": ["score", "xs[1]"]}
-    assert "NaN" not in text and "Infinity" not in text
+    record = {"score": np.float32("nan"), "xs": [1.0, -math.inf], "ok": 2}
+    text = fileio.dumps(record)
+    assert json.loads(text) == {"score": None, "xs": [1.0, None], "ok": 2, "nonfinite": [
+        {"path": ["score"], "value": "NaN"}, {"path": ["xs", 1], "value": "-Infinity"}]}
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in {text}"))
+    back = fileio.loads(text)
+    assert math.isnan(back["score"]) and back["xs"] == [1.0, -math.inf] and back["ok"] == 2
+    assert set(back) == {"score", "xs", "ok"}
     assert fileio.dumps({"a": 1.5}) == '{"a": 1.5}'
 
 

@@ -28,7 +28,6 @@ one after it was saved.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -38,7 +37,7 @@ from rich.console import Console
 from reasonjax import checkpoint, parallel, provenance
 from reasonjax.config import ConfigError, read_yaml, save_yaml, to_dict
 from reasonjax.errors import RunDirError
-from reasonjax.fileio import atomic_dir, atomic_write_text, dumps, is_primary
+from reasonjax.fileio import atomic_dir, atomic_write_text, dumps, is_primary, loads
 
 console = Console(stderr=True)
 T = TypeVar("T")
@@ -78,7 +77,7 @@ def load_outcomes(run_dir: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the run in {run_dir} has not finished "
                                 "(rerun its `reasonjax replicate` command to resume it)")
-    return json.loads(path.read_text())
+    return loads(path.read_text())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +191,7 @@ def run_phase(run: Run, name: str, compute: Callable[[], T], kind: type = dict,
 
 def load_phase(path: Path, kind: type = dict, mesh=None) -> Any:
     """A saved phase result (see :func:`run_phase`)."""
-    return _build(kind, json.loads((path / "result.json").read_text()), path, mesh)
+    return _build(kind, loads((path / "result.json").read_text()), path, mesh)
 
 
 def log_metrics(run: Run, record: dict) -> None:

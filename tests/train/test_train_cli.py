@@ -89,9 +89,47 @@ def test_sample_based_kinds_keep_their_samples_for_resume(sft_dir, tmp_path, cap
             "--set", "samples.sample.n=2", *extra]
     code, out, _ = _run(capsys, argv)
     assert code == 0, out
-    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    head, *samples = (tmp_path / "samples.jsonl").read_text().splitlines()
+    assert "_settings" in json.loads(head)
     assert len(samples) == 4 and _summary(out)["rows"] == 4
     assert [m["step"] for m in read_metrics(tmp_path)] == [1]
+
+
+def test_cached_samples_drawn_with_other_settings_are_drawn_again(tmp_path, monkeypatch,
+                                                                  capsys):
+    """A failed dpo run left 1 sample per problem; a rerun asking for 4 must not regroup
+    those as 4 problems x 4 samples (pairs across problems): the stamp differs, so the
+    samples are drawn again."""
+    from types import SimpleNamespace
+
+    from reasonjax.data.task import get_task
+    from reasonjax.search.sampler import SampleConfig
+    from reasonjax.train import cli as train_cli
+
+    task = get_task("arithmetic")
+    problems = task.generate(8, seed=0)
+    calls = []
+
+    def fake_driver(env, params, chosen, sample, key, batch_size):
+        calls.append(sample.n)
+        return [SimpleNamespace(problem=p, candidates=[
+            SimpleNamespace(completion=f"{p.question} #{k}", correct=k == 0)
+            for k in range(sample.n)]) for p in chosen]
+
+    monkeypatch.setattr("reasonjax.driver.run", fake_driver)
+    made_from = {"model": {"preset": "tiny-1m"}, "data": {"task": "arithmetic"}}
+    one = train_cli.SelfSamples(sample=SampleConfig(n=1), num_problems=8)
+    four = train_cli.SelfSamples(sample=SampleConfig(n=4), num_problems=8)
+    assert len(train_cli._samples(None, None, problems, one, tmp_path, made_from)) == 8
+    assert len(train_cli._samples(None, None, problems, one, tmp_path, made_from)) == 8
+    assert calls == [1]                                   # the same settings: read back
+    records = train_cli._samples(None, None, problems, four, tmp_path, made_from)
+    assert calls == [1, 4] and "drawn with other settings" in capsys.readouterr().err
+    assert [r["problem"].question for r in records[::4]] == [p.question for p in problems]
+    assert all(r["completion"].startswith(r["problem"].question) for r in records)
+    assert len(train_cli._samples(None, None, problems, four, tmp_path,
+                                  {**made_from, "model": {"preset": "tiny-3m"}})) == 32
+    assert calls == [1, 4, 4]                             # another model: drawn again
 
 
 def test_bad_input_is_a_clear_error(tmp_path, capsys):
