@@ -26,7 +26,7 @@ import orbax.checkpoint as ocp
 
 from reasonjax.config import ConfigError, from_dict, to_dict
 from reasonjax.errors import CheckpointError
-from reasonjax.fileio import atomic_dir, refuse_existing
+from reasonjax.fileio import atomic_dir, read_json, refuse_existing
 from reasonjax.models import hf
 from reasonjax.models.config import ModelConfig
 
@@ -145,7 +145,7 @@ def read_model_config(path: str | Path) -> ModelConfig:
         raise CheckpointError(f"{path} has no {MODEL_CONFIG}; not a reasonjax model "
                               "directory (see `reasonjax convert`)")
     try:
-        return from_dict(ModelConfig, hf._read_json(f))
+        return from_dict(ModelConfig, read_json(f, CheckpointError))
     except ConfigError as e:
         raise CheckpointError(f"{f}: {e}") from None
 

@@ -285,6 +285,23 @@ def loads(text: str) -> Any:
     return obj
 
 
+def read_json(path: str | Path, error: type = None) -> dict:
+    """A JSON file holding one object; unreadable text, invalid JSON or another top-level
+    type raise ``error`` (default DataError) naming the file."""
+    from reasonjax.errors import DataError
+
+    error = error or DataError
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise error(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object at the top level, got "
+                    f"{type(data).__name__}")
+    return data
+
+
 def read_jsonl(path: str | Path, warn=None) -> list[dict]:
     """The JSON objects of a JSONL file the project appends to (metrics). A last line
     that does not parse is what a kill mid-append leaves: it is dropped, with

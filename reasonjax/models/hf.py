@@ -25,7 +25,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from reasonjax.errors import CheckpointError  # noqa: F401  (re-exported)
-from reasonjax.fileio import atomic_dir, refuse_existing
+from reasonjax.fileio import atomic_dir, read_json, refuse_existing
 from reasonjax.models.config import ModelConfig, RopeScaling
 
 ARCHITECTURES = {
@@ -232,7 +232,7 @@ def _weight_files(path: Path) -> dict[str, Path]:
     """Maps every tensor name to the safetensors file holding it."""
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = _read_json(index).get("weight_map")
+        weight_map = read_json(index, CheckpointError).get("weight_map")
         if not isinstance(weight_map, dict):
             raise CheckpointError(f"{index}: no 'weight_map' mapping")
         missing = sorted({f for f in weight_map.values() if not (path / f).is_file()})
@@ -259,17 +259,6 @@ def _open_safetensors(f: Path):
     except Exception as e:  # safetensors raises its own SafetensorError on bad headers
         raise CheckpointError(f"{f}: not a readable safetensors file ({e}); the file is "
                               "truncated or corrupt, copy or convert it again") from None
-
-
-def _read_json(f: Path) -> dict:
-    try:
-        data = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{f}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{f}: expected a JSON object at the top level, got "
-                              f"{type(data).__name__}")
-    return data
 
 
 class _Reader:
@@ -314,7 +303,7 @@ def read_hf_config(path: str | Path) -> dict:
     if not cfg_file.is_file():
         raise CheckpointError(f"{path} has no config.json; expected a HF model directory "
                               "(config.json + *.safetensors)")
-    return _read_json(cfg_file)
+    return read_json(cfg_file, CheckpointError)
 
 
 def from_pretrained(path: str | Path, *, dtype: Optional[str] = None,

@@ -26,8 +26,11 @@ from typing import Iterable, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from reasonjax.errors import CheckpointError
+from reasonjax.fileio import read_json
 
-class TokenizerError(ValueError):
+
+class TokenizerError(CheckpointError):
     """Tokenizer files or usage are wrong; the message names the file or field."""
 
 
@@ -165,7 +168,7 @@ class CharTokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> "CharTokenizer":
-        data = json.loads(Path(path).read_text())
+        data = read_json(path, TokenizerError)
         if data.get("type") != "char" or "alphabet" not in data:
             raise TokenizerError(f"{path}: not a char tokenizer file (needs type=char, alphabet)")
         return cls(data["alphabet"], data.get("unknown", "error"))
@@ -282,7 +285,7 @@ class HFTokenizer:
             raise TokenizerError(f"{self.path}: cannot read tokenizer: {e}") from None
         self.vocab_size = self.tk.get_vocab_size(with_added_tokens=True)
         cfg_file = self.path.parent / "tokenizer_config.json"
-        cfg = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+        cfg = read_json(cfg_file, TokenizerError) if cfg_file.is_file() else {}
         self.config = cfg
         template = cfg.get("chat_template")
         jinja_file = self.path.parent / "chat_template.jinja"
@@ -360,7 +363,8 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         raise TokenizerError(f"tokenizer {path} does not exist")
     if path.suffix == ".model":
         cfg = path.parent / "tokenizer_config.json"
-        template = json.loads(cfg.read_text()).get("chat_template") if cfg.is_file() else None
+        template = read_json(cfg, TokenizerError).get("chat_template") if cfg.is_file() \
+            else None
         return SentencePieceTokenizer(path, chat_template=template)
     if path.name == "char_tokenizer.json":
         return CharTokenizer.load(path)

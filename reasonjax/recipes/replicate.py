@@ -31,7 +31,8 @@ from typing import Any, Optional, Sequence
 
 
 from reasonjax.config import ConfigError, from_dict, load_yaml, read_yaml
-from reasonjax.fileio import atomic_write_text
+from reasonjax.errors import RunDirError
+from reasonjax.fileio import atomic_write_text, read_json
 from reasonjax.recipes.rundir import Result, Run, completed_phases, load_outcomes
 
 RUN_FILE = "run.json"
@@ -70,7 +71,7 @@ def _run_seed(name: str, preset: str, cfg, run_dir: Path) -> Result:
     (a resumed run records the time of the call that finished it, and says so)."""
     run_dir = Path(run_dir)
     info_path = run_dir / RUN_FILE
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info = read_json(info_path, RunDirError) if info_path.is_file() else {}
     resumed = bool(completed_phases(Run(run_dir, cfg)))
     start = time.time()
     result = recipe_module(name).run(cfg, run_dir)
@@ -120,9 +121,9 @@ def read_run(run_dir: str | Path) -> Replication:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: {run_dir} is not a finished "
                                 "`reasonjax replicate` run directory")
-    info = json.loads(path.read_text())
+    info = read_json(path, RunDirError)
     runs = [run_dir / r for r in info.get("runs", ["."])]
-    infos = [json.loads((r / RUN_FILE).read_text()) if (r / RUN_FILE).is_file() else {}
+    infos = [read_json(r / RUN_FILE, RunDirError) if (r / RUN_FILE).is_file() else {}
              for r in runs]
     return Replication(run_dir, info["recipe"], info["preset"], runs, infos)
 

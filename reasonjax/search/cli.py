@@ -83,6 +83,18 @@ def method_from_args(args):
                           resampling=args.resampling)
 
 
+def _made_from(args, method, task) -> dict:
+    """What the output was made from: the method's resolved config, the seed, and the
+    fingerprints of the checkpoint, scorer and data file (or the task and its knobs)."""
+    from reasonjax.config import to_dict
+    from reasonjax.provenance import fingerprint
+
+    return {"config": to_dict(method), "seed": args.seed,
+            "checkpoint": fingerprint(args.checkpoint), "scorer": fingerprint(args.scorer),
+            "data": {"file": fingerprint(args.local)} if args.local else
+            {"task": task.name, "knobs": task.knobs(), "seed": args.task_seed}}
+
+
 def _search(args) -> int:
     import jax
     from rich.console import Console
@@ -114,7 +126,8 @@ def _search(args) -> int:
                       batch_size=args.batch_size, scorer=scorer,
                       progress=lambda k: progress.advance(bar, k))
     summary = {"method": args.method, "checkpoint": str(args.checkpoint),
-               "data": args.task or str(args.local), **summarize(records)}
+               "data": args.task or str(args.local), **summarize(records),
+               "made_from": _made_from(args, method, task)}
     lines = (dumps({"method": args.method, **r.to_json()}) + "\n" for r in records)
     atomic_write_text(out, "".join(lines))
     atomic_write_text(summary_path, dumps(summary, indent=2) + "\n")
