@@ -34,10 +34,15 @@ from reasonjax.errors import RunDirError
 _HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once at import: os.umask can only be read by setting it, which races with threads
+# (orbax's) creating files.
+_UMASK = _read_umask()
 
 
 def _tmp_prefix(path: Path, kind: str = "tmp") -> str:
@@ -77,7 +82,7 @@ def clean_stale(path: Path) -> list[Path]:
 def _finish_tree(root: Path) -> None:
     """Gives everything under ``root`` ordinary permissions (writers such as safetensors
     create private 0600 files) and fsyncs its files and directories."""
-    mask = _umask()
+    mask = _UMASK
     for dirpath, _, files in os.walk(root):
         os.chmod(dirpath, 0o777 & ~mask)
         for name in files:
@@ -184,6 +189,7 @@ def _shared_dir(path: Path) -> Iterator[Path]:
     yield tmp
     sync(f"written {path}")
     if is_primary():
+        _finish_tree(tmp)
         replace_dir(tmp, path)
     sync(f"renamed {path}")
 
@@ -220,7 +226,7 @@ def atomic_write_text(path: str | Path, text: str, overwrite: bool = True) -> Pa
     clean_stale(path)
     fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

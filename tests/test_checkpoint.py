@@ -112,19 +112,17 @@ def test_convert_keeps_the_character_tokenizer_and_the_result_searches(tmp_path)
 
 
 def test_written_model_directories_get_ordinary_permissions(tmp_path):
-    import os
     import stat
 
-    old = os.umask(0o022)
-    try:
-        checkpoint.save_model(tmp_path / "m", CFG, init_params(CFG, jax.random.key(0)))
-        save_pretrained(CFG, init_params(CFG, jax.random.key(0)), tmp_path / "hf")
-    finally:
-        os.umask(old)
+    from reasonjax.fileio import _UMASK
+
+    checkpoint.save_model(tmp_path / "m", CFG, init_params(CFG, jax.random.key(0)))
+    save_pretrained(CFG, init_params(CFG, jax.random.key(0)), tmp_path / "hf")
     for root in (tmp_path / "m", tmp_path / "hf"):
         for p in [root, *root.rglob("*")]:
             mode = stat.S_IMODE(p.stat().st_mode)
-            assert mode == (0o755 if p.is_dir() else 0o644), (p, oct(mode))
+            want = (0o777 if p.is_dir() else 0o666) & ~_UMASK   # 0755 / 0644 under umask 022
+            assert mode == want, (p, oct(mode))
 
 
 def test_load_model_refuses_non_finite_weights_by_tensor(tmp_path):

@@ -384,3 +384,19 @@ def test_bad_input(case, shared, tmp_path, capsys, monkeypatch):
     if not case.creates:
         assert set(after) == set(before), f"left behind: {sorted(set(after) - set(before))}"
     assert _tree(shared) == shared_before
+
+
+def test_a_torn_metrics_line_is_dropped_and_the_run_resumes(shared, tmp_path, capsys):
+    """A kill mid-append leaves half a line in metrics.jsonl: the rerun warns, naming the
+    file and line, drops it and continues (it used to be an unresumable traceback)."""
+    shutil.copytree(shared / "sft", tmp_path / "sft")
+    with open(tmp_path / "sft" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "loss": 1.')
+    assert main(["train", "sft", "--task", "arithmetic", "--model", "tiny-100k",
+                 "--no-progress", "--run-dir", str(tmp_path / "sft"), "--steps", "3",
+                 "--batch-size", "4", "--seq-len", "48"]) == 0
+    err = capsys.readouterr().err
+    assert "metrics.jsonl:3: dropped a torn last line" in err and "Traceback" not in err
+    steps = [json.loads(line)["step"] for line in
+             (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]

@@ -155,12 +155,16 @@ def _samples(env, params, problems, spec: SelfSamples, run_dir: Path, made_from:
     path = run_dir / SAMPLES_FILE
     settings = {"samples": to_dict(spec), **made_from}
     if path.is_file():
-        head, *lines = path.read_text().splitlines()
+        head, *lines = path.read_text().splitlines() or [""]
         if provenance.matches(head, settings):
-            return [{**r, "problem": decode_problem(r["problem"])}
-                    for r in map(json.loads, filter(None, lines))]
-        warn(f"{path} was drawn with other settings (or by an older version); drawing the "
-             "samples again")
+            try:
+                return [{**r, "problem": decode_problem(r["problem"])}
+                        for r in map(json.loads, filter(None, lines))]
+            except (ValueError, KeyError, TypeError) as e:
+                warn(f"{path} is unreadable ({e}); drawing the samples again")
+        else:
+            warn(f"{path} was drawn with other settings (or by an older version); drawing "
+                 "the samples again")
     chosen = problems[:spec.num_problems]
     out = run_driver(env, params, chosen, spec.sample, jax.random.key(spec.seed),
                      batch_size=len(chosen))

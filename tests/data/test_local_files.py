@@ -146,3 +146,18 @@ def test_read_records_yields_errors_in_place(tmp_path):
     path = _jsonl(tmp_path / "r.jsonl", GSM[:1], extra_lines=[b"nope\n"])
     items = list(local.read_records(path))
     assert isinstance(items[0][1], dict) and isinstance(items[1][1], local.RecordError)
+
+
+def test_an_over_long_record_is_skipped_in_bounded_memory(tmp_path):
+    """A 20 MB line between two good records: skipped and counted with its size, the
+    records after it still read, and never held whole (read in chunks of the limit)."""
+    good = json.dumps({"question": "What is 1 + 1?", "answer": "#### 2"})
+    path = tmp_path / "big.jsonl"
+    with open(path, "w") as f:
+        f.write(good + "\n" + json.dumps({"question": "x" * 20_000_000, "answer": "#### 3"})
+                + "\n" + good + "\n")
+    report = load_local(path, "gsm8k", max_record_bytes=4096)
+    assert len(report.problems) == 2 and report.n_skipped == 1
+    assert report.errors == [f"{path}:2: the record is 20,000,037 bytes, over the 4,096-byte "
+                             "limit (max_record_bytes)"]
+    assert report.problems[1].meta["source"] == f"{path}:3"
