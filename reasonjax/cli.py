@@ -153,6 +153,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             initialize_distributed()
         return args.func(args)
+    except BrokenPipeError:  # `reasonjax data list | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # noqa: BLE001 - sorted by describe(); unknown ones re-raise
         code, message = describe(e)
         if debug or not code:

@@ -1,6 +1,7 @@
 """``reasonjax data``: list tasks, preview samples, build TFDS datasets, validate files.
 
-    reasonjax data tasks
+    reasonjax data list [-v]
+    reasonjax data preview --task gym:chain_sum --n 3 [max_terms=4 ...]
     reasonjax data preview --task arithmetic --n 5 [--difficulty hard] [n_ops=4 ...]
     reasonjax data build-tfds --task maze --data-dir DIR [--difficulty hard]
                               [--name my_maze --train 1000 --test 100 --seed 1 height=6]
@@ -13,15 +14,27 @@ from __future__ import annotations
 import json
 
 
-def _tasks(args) -> int:
+def _list(args) -> int:
     from reasonjax.data.task import get_task, task_names
+    from reasonjax.data.tasks import gym
 
     for name in task_names():
+        if name == gym.GymTask.name:
+            continue  # listed per dataset below
         task = get_task(name)
         kind = "exact steps" if task.exact_steps else "final answer only"
-        print(f"{name:12s} {kind:18s} knobs {task.knobs()}")
-        for preset, knobs in task.DIFFICULTIES.items():
-            print(f"{'':12s} {preset:18s} {knobs}")
+        doc = (type(task).__doc__ or "").strip().splitlines()[0]
+        print(f"{name:22s} {kind:18s} {doc}")
+        if args.verbose:
+            print(f"{'':22s} knobs {task.knobs()}")
+            for preset, knobs in task.DIFFICULTIES.items():
+                print(f"{'':22s} {preset:18s} {knobs}")
+    names = gym.dataset_names()
+    if not names:
+        print("gym:<dataset>          (reasoning-gym's 100+ datasets: pip install "
+              "'reasonjax[gym]')")
+    for name in names:
+        print(f"{gym.PREFIX + name:22s} {'final answer only':18s} {gym.describe(name)}")
     return 0
 
 
@@ -32,8 +45,11 @@ def _preview(args) -> int:
     print(f"# {task.name} {task.knobs()}")
     for p in task.generate(args.n, seed=args.seed):
         text = task.prompt(p) + task.solution(p)
-        ok = task.verify(p, task.solution(p)) and task.check_steps(p, list(p.steps)).solved
-        print(f"--- {len(p.steps)} steps, {len(text)} chars, checks {'pass' if ok else 'FAIL'}")
+        ok = task.verify(p, task.solution(p)) if p.steps else None
+        if ok and task.exact_steps:
+            ok = task.check_steps(p, list(p.steps)).solved
+        checks = {True: "pass", False: "FAIL", None: "no reference solution"}[ok]
+        print(f"--- {len(p.steps)} steps, {len(text)} chars, checks {checks}")
         print(text)
     return 0
 
@@ -90,11 +106,14 @@ def register(subparsers) -> None:
                               description="Built-in reasoning tasks and local datasets.")
     sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
 
-    q = sub.add_parser("tasks", help="list tasks, knobs and difficulty presets")
-    q.set_defaults(func=_tasks)
+    q = sub.add_parser("list", aliases=["tasks"],
+                       help="list every task (built-in and reasoning-gym's) in one line each")
+    q.add_argument("--verbose", "-v", action="store_true",
+                   help="built-in tasks' knobs and difficulty presets too")
+    q.set_defaults(func=_list)
 
     q = sub.add_parser("preview", help="print generated problems with their solutions")
-    q.add_argument("--task", required=True, help="task name (see `reasonjax data tasks`)")
+    q.add_argument("--task", required=True, help="task name (see `reasonjax data list`)")
     q.add_argument("--difficulty", default=None, help="difficulty preset")
     q.add_argument("--n", type=at_least(1), default=5, help="number of problems")
     q.add_argument("--seed", type=int, default=0)

@@ -119,6 +119,10 @@ class Task:
     step_delimiter: ClassVar[str] = "\n"
     exact_steps: ClassVar[bool] = True
     DIFFICULTIES: ClassVar[dict[str, dict[str, Any]]] = {}
+    # A task family (reasoning-gym): ``get_task("NAME:MEMBER")`` sets MEMBER_FIELD to
+    # MEMBER, and knobs that are not fields go into the dict field KNOB_FIELD.
+    MEMBER_FIELD: ClassVar[Optional[str]] = None
+    KNOB_FIELD: ClassVar[Optional[str]] = None
 
     # ---- generation --------------------------------------------------------------------
 
@@ -173,6 +177,11 @@ class Task:
         answer = self.extract_answer(completion)
         return answer is not None and self.answer_correct(problem, answer)
 
+    def score(self, problem: Problem, completion: str) -> float:
+        """The completion's reward in [0, 1]: 1 when it verifies, else 0 (tasks with
+        partial credit, such as reasoning-gym's, override this)."""
+        return float(self.verify(problem, completion))
+
     def judge_steps(self, problem: Problem, steps: Sequence[str]) -> list[tuple[bool, str]]:
         raise TaskError(f"task {self.name!r} has no exact step checker; label steps with "
                         "Monte Carlo rollouts instead")
@@ -212,10 +221,22 @@ def task_names() -> list[str]:
 
 
 def get_task(name: str, difficulty: Optional[str] = None, **knobs) -> Task:
-    """The task ``name`` with the knobs of preset ``difficulty`` and then ``knobs``."""
+    """The task ``name`` with the knobs of preset ``difficulty`` and then ``knobs``.
+    ``NAME:MEMBER`` names a member of a task family (``gym:chain_sum``); its knobs that
+    are not task fields go into the family's config dict."""
     _load_builtin()
+    family, _, member = name.partition(":")
+    if member and family in _REGISTRY and _REGISTRY[family].MEMBER_FIELD:
+        cls = _REGISTRY[family]
+        fields = {f.name for f in dataclasses.fields(cls)}
+        inner = {k: knobs.pop(k) for k in list(knobs) if k not in fields}
+        knobs = {**knobs, cls.MEMBER_FIELD: member}
+        if inner:
+            knobs[cls.KNOB_FIELD] = {**knobs.get(cls.KNOB_FIELD, {}), **inner}
+        name = family
     if name not in _REGISTRY:
-        raise TaskError(f"unknown task {name!r}; known tasks: {sorted(_REGISTRY)}")
+        raise TaskError(f"unknown task {name!r}; known tasks: {sorted(_REGISTRY)} (and "
+                        "gym:<dataset>, see `reasonjax data list`)")
     cls = _REGISTRY[name]
     settings: dict[str, Any] = {}
     if difficulty is not None:
@@ -234,6 +255,11 @@ def task_from_args(name: str, difficulty: Optional[str] = None,
                    assignments: Sequence[str] = ()) -> Task:
     """``get_task`` from command-line ``knob=value`` strings (typed by the knob fields)."""
     task = get_task(name, difficulty)
+    field = type(task).KNOB_FIELD
+    if field:  # a family's knobs are its config's keys
+        fields = {f.name for f in dataclasses.fields(task)}
+        assignments = [a if a.split("=", 1)[0].split(".")[0] in fields else f"{field}.{a}"
+                       for a in assignments]
     try:
         return override(task, list(assignments))
     except ConfigError as e:

@@ -137,8 +137,18 @@ class ReasonjaxMaze(_TaskBuilder):
     BUILDER_CONFIGS = _preset_configs("maze")
 
 
+class ReasonjaxGym(_TaskBuilder):
+    """A reasoning-gym dataset (``gym:<dataset>``): one config per dataset and generator
+    config, named by :func:`build_task_dataset`."""
+
+    TASK = "gym"
+    BUILDER_CONFIGS = [TaskConfig(name="chain_sum", description="gym:chain_sum",
+                                  knobs={"dataset": "chain_sum"})]
+    DEFAULT_CONFIG_NAME = "chain_sum"
+
+
 BUILDERS = {b.TASK: b for b in (ReasonjaxArithmetic, ReasonjaxCountdown, ReasonjaxProcbench,
-                                ReasonjaxMaze)}
+                                ReasonjaxMaze, ReasonjaxGym)}
 
 
 @dataclasses.dataclass
@@ -206,8 +216,26 @@ def build_task_dataset(task: str, data_dir: str | Path, difficulty: Optional[str
 
     Without knobs, sizes or seed the preset config ``difficulty`` (default medium) is
     built. Anything custom needs ``name``, a config name of your choosing, so a name
-    always identifies the same contents.
+    always identifies the same contents. ``gym:<dataset>`` builds a reasoning-gym
+    dataset (config name: the dataset's, or ``name`` when customised; ``knobs``: its
+    generator config).
     """
+    family, _, member = task.partition(":")
+    if member and family == ReasonjaxGym.TASK:
+        get_task(task, **knobs)  # validates the dataset and its config first
+        gym_knobs = {"dataset": member, "config": dict(knobs.pop("config", {}), **knobs)}
+        custom = bool(gym_knobs["config"]) or sizes is not None or seed != 0 \
+            or not exclude_overlap
+        if custom and name is None:
+            raise TaskError(f"custom knobs, sizes or seed need a config name: pass "
+                            f"name='my_{member}'")
+        config = TaskConfig(name=name or member, description=f"{task} {gym_knobs['config']}",
+                            knobs=gym_knobs, sizes=dict(sizes or DEFAULT_SIZES), seed=seed,
+                            exclude_overlap=exclude_overlap)
+        builder = ReasonjaxGym(config=config, data_dir=str(data_dir),
+                               file_format="array_record")
+        builder.download_and_prepare()
+        return f"{builder.name}/{builder.builder_config.name}"
     if task not in BUILDERS:
         raise TaskError(f"no TFDS builder for task {task!r}; built-in tasks: {sorted(BUILDERS)}")
     cls = BUILDERS[task]

@@ -53,11 +53,14 @@ class Rollouts:
 def outcome_rewards(task: Task, problems: Sequence[Problem], completions: Sequence[str],
                     partial: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(rewards [R] float32, correct [R] bool) for completions of ``problems`` (same
-    length; repeat each problem n times for n samples)."""
-    correct = np.asarray([task.verify(p, c) for p, c in zip(problems, completions)], bool)
+    length; repeat each problem n times for n samples). A reward is the task's score
+    (1 when correct; a task's partial credit, e.g. reasoning-gym's, is kept), at least
+    ``partial`` for a completion with a readable answer."""
+    scores = np.asarray([task.score(p, c) for p, c in zip(problems, completions)], np.float32)
+    correct = scores >= 1.0
     readable = np.asarray([task.extract_answer(c) is not None for c in completions], bool)
-    rewards = np.where(correct, 1.0, np.where(readable, partial, 0.0)).astype(np.float32)
-    return rewards, correct
+    rewards = np.where(correct, 1.0, np.maximum(scores, np.where(readable, partial, 0.0)))
+    return rewards.astype(np.float32), correct
 
 
 def sequence_rows(prompt_tokens_BP: np.ndarray, prompt_mask_BP: np.ndarray,

@@ -151,7 +151,7 @@ def register(subparsers) -> None:
                     "records (answers, scores, compute) plus an accuracy summary.")
     p.add_argument("checkpoint", help="model directory (HF or reasonjax) with its tokenizer")
     data = p.add_argument_group("problems")
-    data.add_argument("--task", default=None, help="built-in task (see `reasonjax data tasks`)")
+    data.add_argument("--task", default=None, help="task (see `reasonjax data list`)")
     data.add_argument("--difficulty", default=None, help="task difficulty preset")
     data.add_argument("--task-seed", type=int, default=0, help="problem stream of the task")
     data.add_argument("--local", default=None, help="local JSONL/JSON/Parquet file or folder")
