@@ -17,8 +17,16 @@ Accepted field names (override with ``fields={"question": "prompt", ...}``):
   answerKey (or answer: a label or a 0-based index).
 
 A path may be a ``.jsonl`` file (one object per line; blank lines are ignored), a
-``.json`` file (one object or a list), a ``.parquet`` file, or a directory of such files
-(read in sorted order, e.g. MATH's one-JSON-per-problem layout).
+``.json`` file (one object or a list), a ``.parquet`` file, an ``.arrow`` file, or a
+directory of such files (read in sorted order, e.g. MATH's one-JSON-per-problem layout).
+
+Hugging Face datasets on disk load without the ``datasets`` library, without network and
+without running a loading script: a ``save_to_disk`` directory of one split
+(``data-*.arrow`` + ``state.json``), one split's ``<builder>-<split>*.arrow`` files of the
+datasets cache (``~/.cache/huggingface/datasets/...``), or the hub cache's Parquet files
+(``~/.cache/huggingface/hub/datasets--<org>--<name>/snapshots/<rev>/...``). Their
+metadata JSON files are skipped; a directory holding several splits (a DatasetDict, a
+cache directory) is refused with the path of one split to give instead.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
@@ -35,7 +44,10 @@ from reasonjax.errors import DataError
 log = logging.getLogger(__name__)
 
 FORMATS = ("gsm8k", "math", "mc")
-SUFFIXES = (".jsonl", ".json", ".parquet")
+SUFFIXES = (".jsonl", ".json", ".parquet", ".arrow")
+# The metadata files of a Hugging Face datasets directory: never records.
+HF_METADATA = ("dataset_info.json", "state.json", "dataset_dict.json")
+_HF_SPLIT = re.compile(r"^.+?-([A-Za-z0-9_.]+?)(?:-\d{5}-of-\d{5})?\.arrow$")
 
 _ALIASES = {
     "gsm8k": {"question": ("question", "problem"), "answer": ("answer",),
@@ -73,7 +85,10 @@ class LoadReport:
 
 def _files(path: Path) -> list[Path]:
     if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+        _one_split(path)
+        found = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file()
+                       and p.name not in HF_METADATA
+                       and not any(s.startswith(".") for s in p.relative_to(path).parts))
         if not found:
             raise LocalDataError(f"{path}: directory holds no {', '.join(SUFFIXES)} files")
         return found
@@ -83,6 +98,29 @@ def _files(path: Path) -> list[Path]:
         raise LocalDataError(f"{path}: unknown file type {path.suffix!r}; expected one of "
                              f"{SUFFIXES}")
     return [path]
+
+
+def _one_split(path: Path) -> None:
+    """Refuses a Hugging Face datasets directory that holds several splits (their records
+    would be mixed): a ``save_to_disk`` DatasetDict, or a datasets cache directory with
+    one ``<builder>-<split>[-NNNNN-of-NNNNN].arrow`` set per split."""
+    if (path / "dataset_dict.json").is_file():
+        try:
+            splits = json.loads((path / "dataset_dict.json").read_text())["splits"]
+        except (ValueError, KeyError, TypeError):
+            splits = sorted(p.name for p in path.iterdir() if p.is_dir())
+        raise LocalDataError(f"{path} is a DatasetDict saved with save_to_disk (splits "
+                             f"{splits}); give one split's directory, e.g. {path / splits[0]}")
+    if (path / "dataset_info.json").is_file():
+        by_split: dict[str, list[str]] = {}
+        for f in sorted(path.glob("*.arrow")):
+            m = _HF_SPLIT.match(f.name)
+            if m:
+                by_split.setdefault(m.group(1), []).append(f.name)
+        if len(by_split) > 1:
+            raise LocalDataError(
+                f"{path} is a datasets cache directory with splits {sorted(by_split)}; give "
+                f"one split's file, e.g. {path / next(iter(by_split.values()))[0]}")
 
 
 MAX_RECORD_BYTES = 2**20  # a JSONL line longer than this is skipped (or fatal), never parsed
@@ -98,6 +136,8 @@ def read_records(path: str | Path, max_record_bytes: int = MAX_RECORD_BYTES
             raise LocalDataError(f"{file}: the file is empty; expected {file.suffix} records")
         if file.suffix == ".jsonl":
             yield from _jsonl(file, max_record_bytes)
+        elif file.suffix == ".arrow":
+            yield from _arrow(file)
         elif file.suffix == ".json":
             yield from _json(file)
         else:
@@ -173,6 +213,34 @@ def _json(file: Path) -> Iterator[tuple[str, Any]]:
             yield where, RecordError(f"expected a JSON object, got {type(record).__name__}")
         else:
             yield where, record
+
+
+def _arrow(file: Path) -> Iterator[tuple[str, Any]]:
+    """An Arrow IPC file: the stream format Hugging Face datasets writes (save_to_disk,
+    its cache), or the random-access file format; read with pyarrow, no datasets code."""
+    try:
+        import pyarrow as pa
+    except ImportError:
+        raise LocalDataError(f"{file}: reading Arrow needs pyarrow (pip install pyarrow)") \
+            from None
+    row = 0
+    with pa.memory_map(str(file)) as source:
+        try:
+            try:
+                reader = pa.ipc.open_stream(source)
+            except pa.ArrowInvalid:
+                source.seek(0)
+                reader = pa.ipc.open_file(source)
+            batches = (iter(reader) if isinstance(reader, pa.ipc.RecordBatchStreamReader)
+                       else (reader.get_batch(i) for i in range(reader.num_record_batches)))
+            for batch in batches:
+                for record in batch.to_pylist():
+                    yield f"{file}:row {row}", record
+                    row += 1
+        except (pa.ArrowException, OSError) as e:  # truncated data raises OSError
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise LocalDataError(f"{file}: not a readable Arrow file after row {row} "
+                                 f"({first}); the file is truncated or corrupt") from None
 
 
 def _parquet(file: Path) -> Iterator[tuple[str, Any]]:

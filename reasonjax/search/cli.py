@@ -154,7 +154,9 @@ def register(subparsers) -> None:
     data.add_argument("--task", default=None, help="task (see `reasonjax data list`)")
     data.add_argument("--difficulty", default=None, help="task difficulty preset")
     data.add_argument("--task-seed", type=int, default=0, help="problem stream of the task")
-    data.add_argument("--local", default=None, help="local JSONL/JSON/Parquet file or folder")
+    data.add_argument("--local", default=None,
+                      help="local JSONL / JSON / Parquet / Arrow file or folder (also a "
+                           "Hugging Face save_to_disk split or datasets cache directory)")
     data.add_argument("--format", default=None, choices=["gsm8k", "math", "mc"],
                       help="format of the local file")
     data.add_argument("--answer-fallback", action="store_true",

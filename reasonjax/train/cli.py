@@ -396,8 +396,9 @@ def register(subparsers) -> None:
         data.add_argument("--task", default=None, help="task: built-in or gym:<dataset> (`reasonjax data list`)")
         data.add_argument("--difficulty", default=None, help="the task's difficulty preset")
         data.add_argument("knobs", nargs="*", metavar="knob=value", help="task knob overrides")
-        data.add_argument("--data", default=None, help="local problems file (JSONL/JSON/"
-                                                       "Parquet) instead of --task")
+        data.add_argument("--data", default=None,
+                          help="local problems instead of --task: JSONL / JSON / Parquet / "
+                               "Arrow file or folder (or a HF datasets directory)")
         data.add_argument("--format", default=None, choices=["gsm8k", "math", "mc"],
                           help="format of --data")
         data.add_argument("--on-error", default="skip", choices=["skip", "fail"],

@@ -161,3 +161,54 @@ def test_an_over_long_record_is_skipped_in_bounded_memory(tmp_path):
     assert report.errors == [f"{path}:2: the record is 20,000,037 bytes, over the 4,096-byte "
                              "limit (max_record_bytes)"]
     assert report.problems[1].meta["source"] == f"{path}:3"
+
+
+def test_hugging_face_datasets_on_disk_load_without_the_datasets_library(tmp_path,
+                                                                           monkeypatch):
+    """save_to_disk directories and the datasets cache, written by the real `datasets`
+    library, read back through pyarrow alone (the library is hidden while loading)."""
+    import sys
+
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    rows = {"question": [r["question"] for r in GSM], "answer": [r["answer"] for r in GSM]}
+    train = datasets.Dataset.from_dict(rows)
+    test = datasets.Dataset.from_dict({k: v[:2] for k, v in rows.items()})
+    train.save_to_disk(str(tmp_path / "one"))
+    datasets.DatasetDict({"train": train, "test": test}).save_to_disk(str(tmp_path / "dict"))
+    _jsonl(tmp_path / "train.jsonl", GSM)
+    _jsonl(tmp_path / "test.jsonl", GSM[:2])
+    datasets.load_dataset("json", data_files={"train": str(tmp_path / "train.jsonl"),
+                                              "test": str(tmp_path / "test.jsonl")},
+                          cache_dir=str(tmp_path / "cache"))
+    cache = next(p.parent for p in (tmp_path / "cache").rglob("dataset_info.json"))
+    test_arrow = next(p for p in cache.glob("*-test*.arrow"))
+    monkeypatch.setitem(sys.modules, "datasets", None)          # no datasets code below
+    expected = [p.question for p in load_local(tmp_path / "train.jsonl", "gsm8k").problems]
+    assert [p.question for p in load_local(tmp_path / "one", "gsm8k").problems] == expected
+    split = load_local(tmp_path / "dict" / "test", "gsm8k").problems
+    assert [p.answer for p in split] == [p.answer for p in
+                                        load_local(tmp_path / "test.jsonl", "gsm8k").problems]
+    assert split[0].meta["source"].endswith("data-00000-of-00001.arrow:row 0")
+    assert len(load_local(test_arrow, "gsm8k").problems) == 2
+    with pytest.raises(LocalDataError, match=r"DatasetDict saved with save_to_disk \(splits "
+                                             r"\['train', 'test'\]\); give one split's"):
+        load_local(tmp_path / "dict", "gsm8k")
+    with pytest.raises(LocalDataError, match=r"datasets cache directory with splits "
+                                             r"\['test', 'train'\]"):
+        load_local(cache, "gsm8k")
+
+
+def test_a_truncated_arrow_file_names_the_file(tmp_path):
+    import pyarrow as pa
+
+    table = pa.table({"question": [f"q{i}" for i in range(500)],
+                      "answer": [f"#### {i}" for i in range(500)]})
+    with pa.OSFile(str(tmp_path / "d.arrow"), "wb") as sink:
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            for batch in table.to_batches(max_chunksize=100):
+                writer.write_batch(batch)
+    data = (tmp_path / "d.arrow").read_bytes()
+    (tmp_path / "d.arrow").write_bytes(data[:len(data) // 2])
+    with pytest.raises(LocalDataError, match=r"d.arrow: not a readable Arrow file after row"):
+        load_local(tmp_path / "d.arrow", "gsm8k")
