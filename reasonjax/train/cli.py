@@ -393,7 +393,8 @@ def register(subparsers) -> None:
             "Reruns resume from <run-dir>/checkpoints; the final model goes to "
             "<run-dir>/model."))
         data = q.add_argument_group("data")
-        data.add_argument("--task", default=None, help="task: built-in or gym:<dataset> (`reasonjax data list`)")
+        data.add_argument("--task", default=None,
+                          help="task: built-in or gym:<dataset> (`reasonjax data list`)")
         data.add_argument("--difficulty", default=None, help="the task's difficulty preset")
         data.add_argument("knobs", nargs="*", metavar="knob=value", help="task knob overrides")
         data.add_argument("--data", default=None,
