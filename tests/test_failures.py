@@ -198,6 +198,13 @@ CASES = [
          "--run-dir {ws}/run", 2, ("--format",)),
     Case("bad_loss_choice", "train dpo --task arithmetic --model tiny-100k --run-dir {ws}/r "
          "--loss bogus", 2, ("--loss",)),
+    Case("gym_bad_config_key", "data preview --task gym:chain_sum bogus=1", 2, ("bogus",)),
+    Case("gym_unknown_dataset", "data preview --task gym:nosuch", 2, ("nosuch", "data list")),
+    Case("gym_bad_config_value", "data preview --task gym:chain_sum min_terms=5 max_terms=2",
+         2, ("max_terms must be >= min_terms",)),
+    Case("local_datasetdict_root", L + " {ws}/dd", 4, ("DatasetDict", "dd/train"),
+         _both(_write("dd/dataset_dict.json", '{"splits": ["train", "test"]}'),
+               _write("dd/train/x.jsonl", json.dumps(GSM[0]) + "\n"))),
     Case("preview_negative_n", "data preview --task arithmetic --n -1", 2, ("--n", ">= 1")),
     Case("preview_text_n", "data preview --task arithmetic --n many", 2, ("--n",)),
     Case("search_zero_count", S + " --count 0", 2, ("--count",)),

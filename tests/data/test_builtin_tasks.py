@@ -3,6 +3,7 @@ wrong answers fail, generation is deterministic, knobs move step counts as docum
 
 import itertools
 import random
+import re
 from fractions import Fraction
 
 import pytest
@@ -20,9 +21,15 @@ N = 40  # problems per task and preset
 def _corrupt(task_name: str, step: str) -> str:
     """A wrong version of a (non-final) reference step."""
     if task_name == "arithmetic":
-        nums, ops = arithmetic.parse(step)
-        nums[-1] += 1  # operands are >= 1 and zeros only appear after the last *: value moves
-        return arithmetic.render(nums, ops)
+        # One operand one larger, the rightmost whose change moves the value (0*7 -> 0*8
+        # would not).
+        spans = [m.span() for m in re.finditer(r"\d+", step)]
+        for start, end in reversed(spans):
+            wrong = step[:start] + str(int(step[start:end]) + 1) + step[end:]
+            if arithmetic.value(arithmetic.parse(wrong)) != \
+                    arithmetic.value(arithmetic.parse(step)):
+                return wrong
+        raise AssertionError(f"no operand of {step!r} moves its value")
     if task_name == "countdown":
         lhs, rest = step.split("=", 1)
         value, left = rest.split(" left ", 1)
@@ -363,7 +370,7 @@ def test_maze_unreachable_and_bad_grids():
 # ---- registry ---------------------------------------------------------------------------
 
 def test_registry_and_knob_errors():
-    assert set(BUILTIN) | {"gsm8k", "math", "mc"} == set(task_names())
+    assert set(BUILTIN) | {"gsm8k", "math", "mc", "gym"} == set(task_names())
     with pytest.raises(TaskError, match="unknown task"):
         get_task("sudoku")
     with pytest.raises(TaskError, match="no difficulty"):

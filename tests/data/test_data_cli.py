@@ -8,7 +8,7 @@ from reasonjax.cli import main
 
 
 def test_tasks_and_preview(capsys):
-    assert main(["data", "tasks"]) == 0
+    assert main(["data", "list", "-v"]) == 0
     out = capsys.readouterr().out
     assert "arithmetic" in out and "game24" in out and "final answer only" in out
     assert main(["data", "preview", "--task", "arithmetic", "--n", "3", "n_ops=4"]) == 0
