@@ -21,7 +21,7 @@ def test_reference_answers_verify_and_wrong_ones_do_not(dataset):
     problems = task.generate(8, seed="test")
     for p in problems:
         reference = task.solution(p)
-        assert reference == f"answer: {p.answer}"
+        assert reference.split("\n")[-1] == f"answer: {p.answer}"
         assert task.verify(p, reference) and task.score(p, reference) == 1.0
         assert task.verify(p, f"thinking...\n<answer>{p.answer}</answer>")
         assert not task.verify(p, "answer: not-a-real-answer-42")
@@ -48,6 +48,20 @@ def test_a_dataset_without_reference_answers_is_judged_by_its_scorer():
     assert p.steps == () and p.meta["has_reference"] is False
     assert not task.verify(p, "answer: P")
     assert task.score(p, "nothing") == 0.0
+
+
+def test_expression_datasets_get_exact_steps_and_the_step_checker():
+    task = get_task("gym:chain_sum", allow_negation=True)
+    assert task.exact_steps and not get_task("gym:countdown").exact_steps
+    for p in task.generate(20, seed=1):
+        assert len(p.steps) == p.question.count(" + ") + p.question.count(" - ")
+        assert task.check_steps(p, list(p.steps)).solved
+        assert task.verify(p, task.solution(p))
+        if len(p.steps) > 1:
+            wrong = [p.steps[0] + "1", *p.steps[1:]]
+            assert task.check_steps(p, wrong).first_error == 0
+    with pytest.raises(TaskError, match="no exact step checker"):
+        get_task("gym:countdown").check_steps(get_task("gym:countdown").problem(0), ["x"])
 
 
 def test_knobs_reach_the_generator_config_and_bad_ones_are_refused():

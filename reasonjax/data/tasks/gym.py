@@ -19,8 +19,10 @@ and scores answers with each dataset's own ``score_answer``. Any of them is a ta
   reasoning-gym convention) or else the first ``answer:`` line.
 - Judging: ``score(problem, completion)`` is the dataset's ``score_answer`` on the entry
   rebuilt from the problem's instance (partial credit kept: RL rewards use it); a
-  completion is correct when it scores 1. No step checker: these tasks are final-answer
-  only (``exact_steps = False``).
+  completion is correct when it scores 1.
+- Steps: datasets whose entries carry an integer expression (:data:`EXPRESSION_DATASETS`:
+  ``chain_sum``) get the arithmetic task's exact solution, one operation per step, and its
+  exact step checker (``exact_steps`` is true for them); the others are final-answer only.
 """
 
 from __future__ import annotations
@@ -33,8 +35,12 @@ from typing import Any, ClassVar, Optional
 
 from reasonjax.data import answers
 from reasonjax.data.task import ANSWER_PREFIX, Problem, Task, TaskError, register_task
+from reasonjax.data.tasks.arithmetic import Arithmetic
 
 PREFIX = "gym:"
+# Datasets whose entries hold an integer expression (metadata field) that
+# :class:`~reasonjax.data.tasks.arithmetic.Arithmetic` solves and checks step by step.
+EXPRESSION_DATASETS = {"chain_sum": "expression"}
 CHUNK = 256  # items per generator instance (see the module docstring)
 
 
@@ -104,8 +110,10 @@ class GymTask(Task):
             raise TaskError(f"gym:{self.dataset}: {bad} are set by reasonjax (the problem "
                             "stream's seed and index), not in the config")
         self._entry(0, 0)  # the generator validates its config now, not mid-run
-        # The class is registered as "gym"; an instance is named for its dataset.
+        # The class is registered as "gym"; an instance is named for its dataset, and has
+        # exact steps when its dataset's entries are arithmetic expressions.
         object.__setattr__(self, "name", PREFIX + self.dataset)
+        object.__setattr__(self, "exact_steps", self.dataset in EXPRESSION_DATASETS)
 
     def _entry(self, seed: Any, index: int) -> dict:
         config = json.dumps(self.config, sort_keys=True)
@@ -126,19 +134,28 @@ class GymTask(Task):
         return self.from_instance(self.dataset, self.config, seed, index)
 
     def from_instance(self, dataset: str, config: Optional[dict] = None, seed: Any = 0,
-                      index: int = 0) -> Problem:
-        """Problem ``index`` of stream ``seed`` of ``dataset`` with generator ``config``."""
+                      index: int = 0, expression: Optional[str] = None) -> Problem:
+        """Problem ``index`` of stream ``seed`` of ``dataset`` with generator ``config``
+        (``expression`` is derived: the arithmetic instance of an expression dataset)."""
         task = self if (dataset, dict(config or {})) == (self.dataset, self.config) else \
             GymTask(dataset, dict(config or {}))
         entry = task._entry(seed, index)
         answer = entry.get("answer")
         steps = (ANSWER_PREFIX + str(answer),) if answer is not None else ()
+        instance = {"dataset": dataset, "config": dict(config or {}), "seed": seed,
+                    "index": index}
+        if task.exact_steps:
+            expression = str(entry["metadata"][EXPRESSION_DATASETS[dataset]]).replace(" ", "")
+            solved = Arithmetic().from_instance(expression)
+            if solved.answer != str(answer):
+                raise TaskError(f"gym:{dataset} item {index}: the expression {expression!r} "
+                                f"gives {solved.answer}, the dataset says {answer}")
+            steps, instance["expression"] = solved.steps, expression
         meta = {"seed": seed, "index": index, "knobs": task.knobs(),
                 "has_reference": answer is not None}
         return Problem(task=task.name, question=entry["question"], steps=steps,
-                       answer="" if answer is None else str(answer),
-                       instance={"dataset": dataset, "config": dict(config or {}),
-                                 "seed": seed, "index": index}, meta=meta)
+                       answer="" if answer is None else str(answer), instance=instance,
+                       meta=meta)
 
     # ---- text and judging --------------------------------------------------------------
 
@@ -156,3 +173,8 @@ class GymTask(Task):
 
     def answer_correct(self, problem: Problem, answer: str) -> bool:
         return self._score(problem, answer) >= 1.0
+
+    def judge_steps(self, problem: Problem, steps) -> list[tuple[bool, str]]:
+        if "expression" not in problem.instance:
+            return super().judge_steps(problem, steps)  # raises: no exact step checker
+        return Arithmetic().judge_steps(problem, steps)
