@@ -68,20 +68,21 @@ def parse(text: str) -> Optional[Expr]:
     return tree if end == len(tokens) else None
 
 
-def _expr(tokens: list[str], i: int) -> tuple[Expr, int]:
-    left, i = _term(tokens, i)
-    while i < len(tokens) and tokens[i] in "+-":
-        right, j = _term(tokens, i + 1)
+def _chain(tokens: list[str], i: int, ops: str, part) -> tuple[Expr, int]:
+    """``part (op part)*`` for ``op`` in ``ops``, grouped left to right."""
+    left, i = part(tokens, i)
+    while i < len(tokens) and tokens[i] in ops:
+        right, j = part(tokens, i + 1)
         left, i = (tokens[i], left, right), j
     return left, i
+
+
+def _expr(tokens: list[str], i: int) -> tuple[Expr, int]:
+    return _chain(tokens, i, "+-", _term)
 
 
 def _term(tokens: list[str], i: int) -> tuple[Expr, int]:
-    left, i = _operand(tokens, i)
-    while i < len(tokens) and tokens[i] in "*/":
-        right, j = _operand(tokens, i + 1)
-        left, i = (tokens[i], left, right), j
-    return left, i
+    return _chain(tokens, i, "*/", _operand)
 
 
 def _operand(tokens: list[str], i: int) -> tuple[Expr, int]:
