@@ -87,12 +87,16 @@ def _groups(x_B: jax.Array, group_size: int) -> jax.Array:
 
 def group_advantages(rewards_B: jax.Array, group_size: int, scale_by_std: bool = True,
                      eps: float = 1e-6) -> jax.Array:
-    """GRPO: (r - group mean) / (group std + eps); Dr. GRPO: scale_by_std=False. [B]"""
+    """GRPO: (r - group mean) / (group std + eps); Dr. GRPO: scale_by_std=False. [B]
+
+    A group whose rewards are all equal gets exactly 0 (in float32 its mean can be one
+    rounding step off every member: 0.1 x 16 would give each -7e-3 after scaling)."""
     r = _groups(rewards_B, group_size)
     adv = r - r.mean(axis=1, keepdims=True)
     if scale_by_std:
         adv = adv / (r.std(axis=1, keepdims=True) + eps)
-    return adv.reshape(-1)
+    tied = r.max(axis=1, keepdims=True) == r.min(axis=1, keepdims=True)
+    return jnp.where(tied, 0.0, adv).reshape(-1)
 
 
 def leave_one_out_mean(x_B: jax.Array, group_size: int) -> jax.Array:
@@ -189,18 +193,20 @@ def prime_process_rewards(phi_logps_BT: jax.Array, ref_logps_BT: jax.Array,
 def prime_advantages(process_rewards_BT: jax.Array, outcome_B: jax.Array, mask_BT: jax.Array,
                      group_size: int, process_coef: float = 1.0, outcome_coef: float = 1.0,
                      gamma: float = 1.0) -> jax.Array:
-    """PRIME's Monte Carlo advantages with leave-one-out baselines. [B, T]
+    """PRIME's Monte Carlo advantages with leave-one-out baselines (Cui et al., 2025,
+    eq. 5). [B, T]
 
     A_t = sum_{s >= t} gamma^(s-t) (r_s - b_proc) * process_coef
           + (r_o - b_out) * outcome_coef,
     where b_proc is the mean over the group's other samples of their mean token process
-    reward and b_out the mean of their outcome rewards.
+    reward and b_out the mean of their outcome rewards: only the process term is
+    discounted; the outcome term reaches every token whole.
     """
     per_row = masked_sum(process_rewards_BT, mask_BT) / jnp.maximum(jnp.sum(mask_BT, -1), 1)
     proc = (process_rewards_BT - leave_one_out_mean(per_row, group_size)[:, None]) * mask_BT
     out = leave_one_out_advantages(outcome_B, group_size)
-    token_rewards = process_coef * proc + outcome_coef * rewards_at_end(out, mask_BT)
-    return discounted_returns(token_rewards, mask_BT, gamma)
+    return (process_coef * discounted_returns(proc, mask_BT, gamma)
+            + outcome_coef * broadcast_to_tokens(out, mask_BT))
 
 
 def shape_prm_rewards(scores_BT: jax.Array, step_end_BT: jax.Array,

@@ -22,6 +22,18 @@ def test_group_advantages_grpo_and_dr_grpo():
                                [.5, -.5, -.5, .5, .25, .25, .25, -.75], rtol=1e-6)
 
 
+def test_a_group_of_equal_rewards_gets_exactly_zero_advantage():
+    """float32 rewards of 0.1 (ReFT's partial reward) x 16: the group mean is one rounding
+    step off, which scaling by a tiny std turned into -7.4e-3 for every member."""
+    for value, n in ((0.1, 16), (0.7, 16), (0.3, 3)):
+        rewards = jnp.concatenate([jnp.full(n, value, jnp.float32),
+                                   jnp.arange(n, dtype=jnp.float32)])
+        for scale in (True, False):
+            adv = np.asarray(rl.group_advantages(rewards, n, scale_by_std=scale))
+            assert (adv[:n] == 0.0).all(), (value, n, scale, adv[:n])
+            assert (adv[n:] != 0.0).any()
+
+
 def test_leave_one_out_advantages():
     np.testing.assert_allclose(rl.leave_one_out_advantages(R, 4),
                                [2 / 3, -2 / 3, -2 / 3, 2 / 3, 1 / 3, 1 / 3, 1 / 3, -1],
@@ -72,6 +84,11 @@ def test_prime_process_rewards_and_advantages():
     # process: row means .3 / -.1, leave-one-out baselines -.1 / .3 -> [.3, .5], [-.5, -.3];
     # outcome: [1, 0] -> leave-one-out [1, -1] on the last token; returns-to-go.
     np.testing.assert_allclose(adv, [[0, 1.8, 1.5], [0, -1.8, -1.3]], rtol=1e-5)
+    # gamma < 1 discounts the process term only; the outcome advantage reaches every
+    # token whole (PRIME eq. 5): row 0 process returns .3 + .9 * .5 = .75 and .5.
+    adv = rl.prime_advantages(proc, jnp.array([1.0, 0.0]), mask, group_size=2, gamma=0.9)
+    np.testing.assert_allclose(adv, [[0, .75 + 1, .5 + 1], [0, -.77 - 1, -.3 - 1]],
+                               rtol=1e-5)
 
 
 def test_prm_shaping_clip_and_delta():
