@@ -34,7 +34,7 @@ from reasonjax.models.config import ModelConfig
 from reasonjax.models.tokenizer import Tokenizer, check_vocab
 from reasonjax.train.loop import LoopConfig, train
 from reasonjax.train.loss import Loss
-from reasonjax.train.sft import SFTConfig, sft_loss
+from reasonjax.train.sft import SFTConfig, sft_loss, with_mask_token
 from reasonjax.train.step import make_train_step
 from reasonjax.train.state import (OptimConfig, TrainState, check_steps, create_train_state,
                                    make_optimizer, make_schedule, state_shardings)
@@ -207,6 +207,6 @@ def sft_on_task(model_config: ModelConfig, tok: Tokenizer, task: Task,
     given, else of the generated stream). Returns (params, last metrics). params=None
     trains from scratch (initialised from ``cfg.fit.seed``)."""
     check_vocab(model_config.vocab_size, tok)
-    return fit(sft_loss(model_config, cfg.sft), model_config, params,
+    return fit(sft_loss(model_config, with_mask_token(cfg.sft, tok)), model_config, params,
                task_sft_iterator(tok, task, cfg, problems), cfg.fit, mesh=mesh,
                run_dir=run_dir, eval_fn=eval_fn)

@@ -5,13 +5,16 @@ Reasoning Steps Can Improve Mathematical Reasoning Learning of Language Models")
 input token of the solution (``loss_mask > 0``) is replaced by ``mask_token_id`` with
 probability ``mask_prob``; the targets stay the original tokens, so the model learns to
 continue a reasoning chain from a partly hidden one. The paper masks with a special token;
-we default to the pad id (0 for the built-in character tokenizer), which the model sees as
-an ordinary input token because ``segment_ids`` keep it inside the sequence.
+runs that know their tokenizer (:func:`~reasonjax.train.fit.sft_on_task`, ``reasonjax
+train sft``) default to its pad id, which the model sees as an ordinary input token
+because ``segment_ids`` keep it inside the sequence. Id 0 is never assumed: in HF
+vocabularies it is a real token (``!`` for Llama 3 and Qwen2).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -24,10 +27,19 @@ from reasonjax.train.loss import Loss
 
 @dataclasses.dataclass(frozen=True)
 class SFTConfig:
-    """mask_prob: Masked Thought input-masking probability (0 = plain SFT)."""
+    """mask_prob: Masked Thought input-masking probability (0 = plain SFT);
+    mask_token_id: the id masked inputs get (None: the tokenizer's pad id, filled in by
+    :func:`with_mask_token`)."""
 
     mask_prob: float = 0.0
-    mask_token_id: int = 0
+    mask_token_id: Optional[int] = None
+
+
+def with_mask_token(config: SFTConfig, tokenizer) -> SFTConfig:
+    """``config`` with an unset ``mask_token_id`` set to ``tokenizer.pad_id``."""
+    if config.mask_token_id is not None:
+        return config
+    return dataclasses.replace(config, mask_token_id=tokenizer.pad_id)
 
 
 def sft_loss_from_logps(token_logps_BT: jax.Array, loss_mask_BT: jax.Array) -> jax.Array:
@@ -50,6 +62,10 @@ def sft_loss(model_config: ModelConfig, config: SFTConfig = SFTConfig()) -> Loss
     """The SFT :class:`Loss` on ``sft`` batches."""
     if not 0.0 <= config.mask_prob < 1.0:
         raise ValueError(f"sft.mask_prob must lie in [0, 1), got {config.mask_prob}")
+    if config.mask_prob > 0 and config.mask_token_id is None:
+        raise ValueError("sft.mask_token_id is unset: give the id masked inputs get (e.g. "
+                         "the tokenizer's pad id, see sft.with_mask_token); id 0 is a real "
+                         "token in HF vocabularies")
     model = Transformer(model_config)
 
     def fn(params, batch, rng, ref_params=None):

@@ -88,3 +88,20 @@ def test_masked_thought_masks_only_solution_inputs_and_keeps_targets(
     np.testing.assert_allclose(loss, np.mean(nll), rtol=1e-5)
     with pytest.raises(ValueError, match="mask_prob"):
         sft_loss(tiny_config, SFTConfig(mask_prob=1.0))
+    # No id is assumed: 0 is '!' in Llama 3 / Qwen2 vocabularies.
+    with pytest.raises(ValueError, match="mask_token_id is unset"):
+        sft_loss(tiny_config, SFTConfig(mask_prob=0.25))
+
+
+def test_masked_thought_masks_with_the_tokenizers_pad_id():
+    from reasonjax.models import CharTokenizer
+    from reasonjax.train.sft import with_mask_token
+
+    class Padded:
+        pad_id = 7
+
+    assert with_mask_token(SFTConfig(mask_prob=0.1), Padded()).mask_token_id == 7
+    assert with_mask_token(SFTConfig(mask_prob=0.1, mask_token_id=3), Padded()) \
+        .mask_token_id == 3
+    assert with_mask_token(SFTConfig(), CharTokenizer()).mask_token_id == \
+        CharTokenizer().pad_id
