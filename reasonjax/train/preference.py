@@ -49,7 +49,7 @@ precomputed log-probs in the batch (``ref_chosen_logps``, ``ref_rejected_logps``
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -68,16 +68,31 @@ REFERENCE_FREE = ("orpo", "simpo")
 @dataclasses.dataclass(frozen=True)
 class PreferenceConfig:
     """loss: which member of the family. beta: inverse temperature of the implicit reward
-    (SimPO: reward scale). label_smoothing: eps of cdpo / robust. orpo_lambda: weight of the
-    odds-ratio term. simpo_gamma: SimPO's target margin. nll_weight: weight of the mean
-    per-token NLL of the chosen response added to a reference-based loss (RPO; 0 = off)."""
+    (SimPO: reward scale). label_smoothing: eps, the assumed rate of flipped labels, of
+    cdpo / robust (None: :data:`DEFAULT_EPS`; with eps 0 both are exactly DPO).
+    orpo_lambda: weight of the odds-ratio term. simpo_gamma: SimPO's target margin.
+    nll_weight: weight of the mean per-token NLL of the chosen response added to a
+    reference-based loss (RPO; 0 = off)."""
 
     loss: PairedLoss = "dpo"
     beta: float = 0.1
-    label_smoothing: float = 0.0
+    label_smoothing: Optional[float] = None
     orpo_lambda: float = 0.1
     simpo_gamma: float = 0.5
     nll_weight: float = 0.0
+
+    @property
+    def eps(self) -> float:
+        """The label smoothing in effect: the set one, else DEFAULT_EPS for cdpo / robust
+        (0 for the losses that have none)."""
+        if self.label_smoothing is not None:
+            return self.label_smoothing
+        return DEFAULT_EPS if self.loss in ("cdpo", "robust") else 0.0
+
+
+# cdpo / robust's eps when unset: a 10% flip rate (cDPO's example setting, Mitchell 2023;
+# the low end of rDPO's, Chowdhury et al. 2024). 0 would make both exactly DPO.
+DEFAULT_EPS = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +167,7 @@ def paired_loss(config: PreferenceConfig, pi_c, pi_r, ref_c, ref_r, len_c, len_r
     len_* are the loss-masked token counts [B] (used by orpo and simpo). eps: per-pair
     label smoothing [B] of cdpo / robust (default: ``config.label_smoothing``)."""
     b = config.beta
-    eps = config.label_smoothing if eps is None else eps
+    eps = config.eps if eps is None else eps
     if config.loss in REFERENCE_FREE:
         avg_c, avg_r = pi_c / jnp.maximum(len_c, 1), pi_r / jnp.maximum(len_r, 1)
         if config.loss == "orpo":
@@ -175,17 +190,17 @@ def paired_loss(config: PreferenceConfig, pi_c, pi_r, ref_c, ref_r, len_c, len_r
 def _validate(config: PreferenceConfig) -> None:
     if config.beta <= 0:
         raise ValueError(f"preference.beta must be positive, got {config.beta}")
-    if config.loss == "robust" and not 0 <= config.label_smoothing < 0.5:
+    if config.loss == "robust" and not 0 <= config.eps < 0.5:
         raise ValueError("preference.label_smoothing must lie in [0, 0.5) for the robust "
-                         f"loss, got {config.label_smoothing}")
+                         f"loss, got {config.eps}")
     if config.nll_weight < 0:
         raise ValueError(f"preference.nll_weight must be >= 0, got {config.nll_weight}")
     if config.nll_weight and config.loss in REFERENCE_FREE:
         raise ValueError(f"preference.nll_weight applies to reference-based losses; "
                          f"{config.loss} has its own terms (orpo already adds the NLL)")
-    if config.loss == "cdpo" and not 0 <= config.label_smoothing <= 0.5:
+    if config.loss == "cdpo" and not 0 <= config.eps <= 0.5:
         raise ValueError("preference.label_smoothing must lie in [0, 0.5] for cdpo, got "
-                         f"{config.label_smoothing}")
+                         f"{config.eps}")
 
 
 def pair_logprobs(model_config: ModelConfig, params, batch: Mapping) -> tuple:

@@ -44,6 +44,21 @@ def test_reference_losses_match_hand_values(name, cfg, expected):
     np.testing.assert_allclose([rc[0], rr[0]], [cfg.beta * 1.0, cfg.beta * -0.5], rtol=1e-6)
 
 
+def test_cdpo_and_robust_smooth_by_default_and_differ_from_dpo():
+    """Unset, eps is 0.1 for cdpo / robust: by default they are not plain DPO."""
+    args = [jnp.array([x]) for x in (PI_C, PI_R, REF_C, REF_R, 3.0, 5.0)]
+    dpo, _, _ = pref.paired_loss(pref.PreferenceConfig("dpo", beta=0.1), *args)
+    cdpo, _, _ = pref.paired_loss(pref.PreferenceConfig("cdpo", beta=0.1), *args)
+    robust, _, _ = pref.paired_loss(pref.PreferenceConfig("robust", beta=0.1), *args)
+    np.testing.assert_allclose(cdpo, [-0.9 * _log_sigmoid(0.15) - 0.1 * _log_sigmoid(-0.15)],
+                               rtol=1e-6)
+    np.testing.assert_allclose(
+        robust, [(-0.9 * _log_sigmoid(0.15) + 0.1 * _log_sigmoid(-0.15)) / 0.8], rtol=1e-6)
+    assert abs(float(cdpo[0] - dpo[0])) > 1e-3 and abs(float(robust[0] - dpo[0])) > 1e-3
+    assert pref.PreferenceConfig("cdpo", label_smoothing=0.0).eps == 0.0   # explicit: kept
+    assert pref.PreferenceConfig("ipo").eps == 0.0
+
+
 def test_per_pair_label_smoothing_replaces_the_configs():
     """cdpo with a batch's label_smoothing [B]: each pair's own eps (MCTS-DPO's visit
     confidence); eps 0 is plain DPO, eps 0.5 gives no gradient direction (log 2)."""
