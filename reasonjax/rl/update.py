@@ -157,6 +157,8 @@ def make_update(model_config: ModelConfig, cfg: RLConfig, policy: Setup,
             ref_logps = stats(ref_params, placed)[0] if ref_params is not None else None
             shaped = step_rewards(ro.batch, placed) if step_rewards is not None else None
         metrics, prm_state, process = {}, state.prm, None
+        if shaped is not None:  # the PRM's shaped step rewards, summed per sample
+            metrics["prm/step_reward"] = float(jnp.mean(jnp.sum(shaped, axis=-1)))
         if prm_update is not None:
             prm_state, process, metrics = prm_update(state.prm, ro, placed, ref_logps)
         s = RolloutStats(jnp.asarray(ro.rewards), placed["loss_mask"], logps, values,

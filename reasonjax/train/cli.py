@@ -15,7 +15,8 @@
   :func:`~reasonjax.driver.rollouts.process_labels` (exact prefix labels, or the outcome);
 - grpo / dr_grpo / rloo / ppo / prime: :func:`~reasonjax.rl.loop.rl_train` with the kind's
   algorithm config (:mod:`reasonjax.rl.algorithms`) as ``algorithm``; its own knobs are
-  ``--set algorithm.KEY=VALUE`` (e.g. ``algorithm.kl_coef=0.04``).
+  ``--set algorithm.KEY=VALUE`` (e.g. ``algorithm.kl_coef=0.04``); ``--prm CHECKPOINT``
+  with ``--set prm_shaping=clip|delta|clip_delta`` adds a PRM's shaped step rewards.
 
 Every run writes ``<run-dir>/metrics.jsonl`` and checkpoints under
 ``<run-dir>/checkpoints``; rerunning the same command resumes from the latest (a larger
@@ -289,7 +290,31 @@ def _made_from(args, task, cfg, tok_dir) -> dict:
             {"file": str(args.data), "format": args.format, "on_error": args.on_error,
              "fingerprint": fingerprint(args.data)})
     return {"model": model, "model_config": to_dict(cfg), "tokenizer": fingerprint(tok_dir),
-            "data": data, "eval": args.eval}
+            "data": data, "eval": args.eval,
+            "prm": fingerprint(getattr(args, "prm", None))}
+
+
+def _step_rewards(args, config, tok, task):
+    """RL kinds: the PRM step-reward function of ``--prm`` with ``prm_shaping`` (None
+    when neither is given); one without the other is refused before any work."""
+    from reasonjax import checkpoint
+    from reasonjax.config import ConfigError
+    from reasonjax.models.tokenizer import check_vocab
+    from reasonjax.rl.shaping import make_step_rewards, value_head_scorer
+
+    prm = getattr(args, "prm", None)
+    if config.prm_shaping is None and prm is None:
+        return None
+    if config.prm_shaping is None:
+        raise ConfigError(f"--prm {prm}: PRM step rewards need a shaping: add --set "
+                          "prm_shaping=clip (or delta, clip_delta)")
+    if prm is None:
+        raise ConfigError(f"prm_shaping={config.prm_shaping}: give the PRM that scores the "
+                          "steps with --prm CHECKPOINT (a `train value` model)")
+    prm_cfg, prm_params = checkpoint.load_checkpoint(prm)
+    check_vocab(prm_cfg.vocab_size, tok, where=f"--prm {prm}")
+    return make_step_rewards(value_head_scorer(prm_cfg, prm_params, args.prm_transform),
+                             tok, task.step_delimiter, config)
 
 
 def _open_run_dir(args, config, made_from: dict) -> Path:
@@ -332,6 +357,7 @@ def _train(args) -> int:
     cfg, params, tok, tok_dir = _model(args)
     check_vocab(cfg.vocab_size, tok)
     env = Env(task=task, tokenizer=tok, model_config=cfg)
+    step_rewards = _step_rewards(args, config, tok, task) if kind in ALGORITHMS else None
     made_from = _made_from(args, task, cfg, tok_dir)
     run_dir = _open_run_dir(args, config, made_from)
     resumed = _latest(run_dir)
@@ -359,8 +385,9 @@ def _train(args) -> int:
         from reasonjax.rl.update import make_learner
 
         train_problems = problems or task.generate(4096, seed="train")
-        params, history = rl_train(make_learner(cfg, params, config), env, train_problems,
-                                   run_dir=str(run_dir), progress=progress)
+        learner = make_learner(cfg, params, config, step_rewards=step_rewards)
+        params, history = rl_train(learner, env, train_problems, run_dir=str(run_dir),
+                                   progress=progress)
         metrics = dict(history[-1]) if history else {}
         max_new = config.max_new_tokens
     summary["metrics"] = {k: round(float(v), 6) for k, v in metrics.items()}
@@ -427,6 +454,13 @@ def register(subparsers) -> None:
             run.add_argument("--seq-len", type=int, default=None, help="row length in tokens")
         run.add_argument("--max-new-tokens", type=int, default=None,
                          help="sampling length (dpo / value / RL)")
+        if kind in ALGORITHMS:
+            run.add_argument("--prm", default=None, metavar="CHECKPOINT",
+                             help="PRM (a `train value` model) whose shaped step scores join "
+                                  "the reward; with --set prm_shaping=clip|delta|clip_delta")
+            run.add_argument("--prm-transform", default="sigmoid",
+                             choices=["sigmoid", "tanh", "identity"],
+                             help="PRM value head -> step score")
         if kind == "dpo":
             run.add_argument("--loss", default="dpo", choices=PAIRED_LOSSES,
                              help="member of the DPO family (kto: unpaired samples)")

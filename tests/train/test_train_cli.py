@@ -64,6 +64,27 @@ def test_grpo_from_the_sft_model_resumes_by_iteration(sft_dir, tmp_path, capsys)
     assert _summary(out)["metrics"]["iteration"] == 2
 
 
+def test_rl_with_prm_step_rewards_from_the_cli(sft_dir, tmp_path, capsys):
+    """--prm with prm_shaping: the PRM's shaped step scores reach the reward (they were
+    unreachable from the CLI); either one alone is refused before any work."""
+    argv = ["train", "rloo", *TASK, "--model", str(sft_dir / "model"), "--batch-size", "2",
+            "--max-new-tokens", "8", "--set", "samples_per_prompt=2", "--steps", "1"]
+    code, _, err = _run(capsys, argv + ["--run-dir", str(tmp_path / "a"),
+                                        "--set", "prm_shaping=clip"])
+    assert code == 2 and "--prm CHECKPOINT" in err and not (tmp_path / "a").exists()
+    code, _, err = _run(capsys, argv + ["--run-dir", str(tmp_path / "b"),
+                                        "--prm", str(sft_dir / "model")])
+    assert code == 2 and "prm_shaping=clip" in err and not (tmp_path / "b").exists()
+    code, out, err = _run(capsys, argv + ["--run-dir", str(tmp_path / "c"), "--prm",
+                                          str(sft_dir / "model"), "--set", "prm_shaping=clip",
+                                          "--set", "prm_eta=0.9", "--set", "prm_coef=1.0"])
+    assert code == 0, err
+    # Clipped scores min(sigmoid(v) - 0.9, 0) are negative at every step end (an untrained
+    # value head gives sigmoid(v) near 0.5).
+    m = _summary(out)["metrics"]
+    assert m["prm/step_reward"] < -0.1
+
+
 def test_rl_kinds_pick_their_algorithm_config_and_reach_its_knobs(tmp_path, capsys):
     for kind, name in (("dr_grpo", "dr_grpo"), ("ppo", "ppo")):
         code, out, _ = _run(capsys, ["train", kind, *TASK, *MODEL, "--run-dir", str(tmp_path),
