@@ -25,7 +25,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from reasonjax.config import ConfigError, from_dict, to_dict
-from reasonjax.errors import CheckpointError
+from reasonjax.errors import CheckpointError, first_line, warn
 from reasonjax.fileio import atomic_dir, read_json, refuse_existing
 from reasonjax.models import hf
 from reasonjax.models.config import ModelConfig
@@ -57,15 +57,9 @@ def _saved_tree(path: Path):
     try:
         meta = ocp.StandardCheckpointer().metadata(path).item_metadata
     except Exception as e:
-        raise CheckpointError(f"{path}: orbax metadata cannot be read ({_first_line(e)}); "
+        raise CheckpointError(f"{path}: orbax metadata cannot be read ({first_line(e, 160)}); "
                               "the checkpoint is truncated or corrupt") from None
     return getattr(meta, "tree", meta)
-
-
-def _first_line(e: BaseException, limit: int = 160) -> str:
-    text = str(e).strip().splitlines()
-    line = text[0] if text else type(e).__name__
-    return line if len(line) <= limit else line[:limit] + "..."
 
 
 def _named_leaves(tree) -> dict[str, Any]:
@@ -119,7 +113,7 @@ def restore_params(path: str | Path, target=None):
     try:
         return ckptr.restore(path, target)
     except Exception as e:
-        raise CheckpointError(f"{path}: the params cannot be restored ({_first_line(e)}); "
+        raise CheckpointError(f"{path}: the params cannot be restored ({first_line(e, 160)}); "
                               "the checkpoint is truncated or corrupt") from None
 
 
@@ -258,7 +252,7 @@ def save_state(manager: ocp.CheckpointManager, step: int, state,
 QUARANTINE = "corrupt"  # where unreadable train-state checkpoints are moved
 
 
-def restore_intact(manager: ocp.CheckpointManager, target, warn=print):
+def restore_intact(manager: ocp.CheckpointManager, target, warn=warn):
     """(state, data_state, step) from the newest checkpoint of ``manager`` that restores,
     or None when there is none. Each unreadable newer one is moved to
     ``<directory>/../corrupt/<step>-<time>`` (so a resumed run can save that step again)
@@ -287,7 +281,7 @@ def restore_intact(manager: ocp.CheckpointManager, target, warn=print):
             (directory / str(step)).rename(moved)
             manager.reload()
             warn(f"checkpoint step {step} in {directory} cannot be restored "
-                 f"({_first_line(e)}); moved it to {moved} and trying the one before")
+                 f"({first_line(e, 160)}); moved it to {moved} and trying the one before")
     return None
 
 

@@ -26,8 +26,6 @@ from reasonjax.errors import ConfigError  # noqa: F401  (re-exported)
 T = TypeVar("T")
 
 
-
-
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 

@@ -100,6 +100,14 @@ def _disk_full(text: str):
     return where + _OS_HINTS[errno.ENOSPC]
 
 
+def first_line(e: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message (its type's name when empty), cut to
+    ``limit`` characters when given: library errors can run to pages."""
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    return line if limit is None or len(line) <= limit else line[:limit] + "..."
+
+
 def one_line(text: str) -> str:
     """``text`` with its lines joined (messages go to one line of stderr)."""
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from reasonjax.errors import RunDirError
+from reasonjax.errors import DataError, RunDirError, warn
 
 _HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
 
@@ -291,12 +291,9 @@ def loads(text: str) -> Any:
     return obj
 
 
-def read_json(path: str | Path, error: type = None) -> dict:
+def read_json(path: str | Path, error: type = DataError) -> dict:
     """A JSON file holding one object; unreadable text, invalid JSON or another top-level
-    type raise ``error`` (default DataError) naming the file."""
-    from reasonjax.errors import DataError
-
-    error = error or DataError
+    type raise ``error`` naming the file."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -308,12 +305,10 @@ def read_json(path: str | Path, error: type = None) -> dict:
     return data
 
 
-def read_jsonl(path: str | Path, warn=None) -> list[dict]:
+def read_jsonl(path: str | Path, warn=warn) -> list[dict]:
     """The JSON objects of a JSONL file the project appends to (metrics). A last line
     that does not parse is what a kill mid-append leaves: it is dropped, with
     ``warn(message)``; a bad line before it raises DataError naming file and line."""
-    from reasonjax.errors import DataError
-
     path = Path(path)
     lines = path.read_text(errors="replace").split("\n")
     records = []
@@ -326,9 +321,8 @@ def read_jsonl(path: str | Path, warn=None) -> list[dict]:
                 raise ValueError(f"expected a JSON object, got {type(record).__name__}")
         except ValueError as e:
             if all(not rest.strip() for rest in lines[i:]):
-                if warn is not None:
-                    warn(f"{path}:{i}: dropped a torn last line ({e}); a kill mid-write "
-                         "leaves one")
+                warn(f"{path}:{i}: dropped a torn last line ({e}); a kill mid-write "
+                     "leaves one")
                 break
             raise DataError(f"{path}:{i}: not a JSON object ({e}); fix or delete the "
                             "line") from None

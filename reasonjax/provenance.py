@@ -78,19 +78,28 @@ def _plain(settings: Any) -> Any:
     return json.loads(json.dumps(settings, default=str))
 
 
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _write(path: Path, settings: Any) -> None:
+    from reasonjax.fileio import atomic_write_text
+
+    atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
+
+
 def check_or_record(path: str | Path, settings: dict, has_results: bool = True,
-                    what: str = "run directory") -> None:
+                    what: str = "run directory", read=_read, write=_write) -> None:
     """Writes ``settings`` (JSON-like) to ``path`` on first use; later calls must pass
     the same, else :class:`RunDirError` names the differing fields. While the directory
     holds no results yet (``has_results`` false: a first attempt failed before its first
-    checkpoint or phase) new settings replace the old, with a warning."""
-    from reasonjax.fileio import atomic_write_text
-
+    checkpoint or phase) new settings replace the old, with a warning. ``read(path)`` /
+    ``write(path, settings)``: the file's format (JSON; a recipe's config.yaml is YAML)."""
     path = Path(path)
     now = _plain(settings)
     if path.exists():
         try:
-            saved = json.loads(path.read_text())
+            saved = read(path)
         except (ValueError, UnicodeDecodeError) as e:
             if has_results:
                 raise RunDirError(f"{path}: unreadable ({e}); it records what the {what} "
@@ -99,7 +108,7 @@ def check_or_record(path: str | Path, settings: dict, has_results: bool = True,
             saved = None
         if saved == now or refuse_changes(saved, now, path.parent, what, has_results):
             return
-    atomic_write_text(path, json.dumps(now, indent=1) + "\n")
+    write(path, now)
 
 
 def refuse_changes(saved: Any, now: Any, run_dir: Path, what: str = "run directory",

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 from reasonjax.data.task import Problem, TaskError, get_task
-from reasonjax.errors import DataError
+from reasonjax.errors import DataError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -238,9 +238,8 @@ def _arrow(file: Path) -> Iterator[tuple[str, Any]]:
                     yield f"{file}:row {row}", record
                     row += 1
         except (pa.ArrowException, OSError) as e:  # truncated data raises OSError
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise LocalDataError(f"{file}: not a readable Arrow file after row {row} "
-                                 f"({first}); the file is truncated or corrupt") from None
+                                 f"({first_line(e)}); the file is truncated or corrupt") from None
 
 
 def _parquet(file: Path) -> Iterator[tuple[str, Any]]:
@@ -261,9 +260,8 @@ def _parquet(file: Path) -> Iterator[tuple[str, Any]]:
         except StopIteration:
             return
         except Exception as e:  # noqa: BLE001 - corrupt pages: OSError, ArrowInvalid, ...
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise LocalDataError(f"{file}: unreadable after row {row} ({first}); the file is "
-                                 "truncated or corrupt") from None
+            raise LocalDataError(f"{file}: unreadable after row {row} ({first_line(e)}); "
+                                 "the file is truncated or corrupt") from None
         for record in batch.to_pylist():
             yield f"{file}:row {row}", record
             row += 1

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 
 from reasonjax import parallel
 from reasonjax.config import ConfigError
+from reasonjax.errors import first_line
 from reasonjax.data.formats import batch_layout
 from reasonjax.models.config import ModelConfig
 from reasonjax.train.loss import Loss
@@ -131,9 +132,8 @@ def topology(name: str) -> Topology:
         desc = topologies.get_topology_desc(platform="tpu",
                                             topology_name=f"{chip.kind}:{layout}")
     except (ImportError, RuntimeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"--topology {name}: libtpu could not describe {chip.kind}:{layout} "
-                          f"({first}); install it with pip install 'jax[tpu]=="
+                          f"({first_line(e)}); install it with pip install 'jax[tpu]=="
                           f"{jax.__version__}'") from None
     return Topology(name=name, chip=chip, layout=layout, devices=tuple(desc.devices))
 

@@ -35,7 +35,7 @@ from typing import Any, Callable, TypeVar
 from rich.console import Console
 
 from reasonjax import checkpoint, parallel, provenance
-from reasonjax.config import ConfigError, read_yaml, save_yaml, to_dict
+from reasonjax.config import read_yaml, save_yaml, to_dict
 from reasonjax.errors import RunDirError
 from reasonjax.fileio import atomic_dir, atomic_write_text, dumps, is_primary, loads
 
@@ -117,21 +117,9 @@ def open_run(path: str | Path, config, total_phases: int = 0) -> Run:
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run directory {path} is a file; give a directory path")
     path.mkdir(parents=True, exist_ok=True)
-    cfg_file = path / "config.yaml"
     has_results = bool(completed_phases(Run(path, config)))
-    same = False
-    if cfg_file.exists():
-        try:
-            saved = read_yaml(cfg_file)
-        except ConfigError as e:
-            if has_results:
-                raise RunDirError(f"{e}; it records the run's config, so the run cannot be "
-                                  "resumed: use a new run directory") from None
-            saved = None
-        same = provenance.refuse_changes(saved, to_dict(config), path,
-                                         has_results=has_results)
-    if not same:
-        save_yaml(config, cfg_file)
+    provenance.check_or_record(path / "config.yaml", to_dict(config), has_results,
+                               read=read_yaml, write=lambda p, saved: save_yaml(saved, p))
     provenance.check_or_record(path / "inputs.json", input_fingerprints(config), has_results)
     return Run(path=path, config=config, total_phases=total_phases)
 

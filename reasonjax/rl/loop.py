@@ -27,7 +27,6 @@ import numpy as np
 
 from reasonjax import checkpoint
 from reasonjax.data.task import Problem
-from reasonjax.errors import warn
 from reasonjax.driver.env import Env, longest_prompt
 from reasonjax.driver.records import greedy_accuracy
 from reasonjax.driver.rollouts import Rollouts, collect
@@ -87,7 +86,7 @@ def resume(learner: Learner, run_dir: Optional[str]) -> tuple[RLState, int, Any]
     path.mkdir(parents=True, exist_ok=True)
     manager = checkpoint.make_manager(path / CHECKPOINTS, async_save=False)
     restored = checkpoint.restore_intact(
-        manager, checkpoint.abstract_tree(learner.state, learner.shardings), warn=warn)
+        manager, checkpoint.abstract_tree(learner.state, learner.shardings))
     if restored is None:
         return learner.state, 0, manager
     state, data_state, _ = restored

@@ -37,7 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from reasonjax import checkpoint
 from reasonjax.config import check_fields
-from reasonjax.errors import NonFiniteLossError, warn  # noqa: F401  (re-exported)
+from reasonjax.errors import NonFiniteLossError  # noqa: F401  (re-exported)
 from reasonjax.fileio import atomic_write_text, dumps, read_jsonl
 from reasonjax.train.loss import Loss
 from reasonjax.train.state import TrainState
@@ -45,8 +45,6 @@ from reasonjax.train.step import make_eval_step, make_train_step, tokens_in
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
-
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +81,7 @@ class MetricsWriter:
             return
         path = run_dir / METRICS_FILE
         if path.exists():
-            kept = [r for r in read_jsonl(path, warn=warn) if r.get("step", 0) <= resume_step]
+            kept = [r for r in read_jsonl(path) if r.get("step", 0) <= resume_step]
             atomic_write_text(path, "".join(dumps(r) + "\n" for r in kept))
         self.file = path.open("a")
         try:
@@ -112,7 +110,7 @@ class MetricsWriter:
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The metrics JSONL of a run as a list of dicts."""
     path = Path(run_dir) / METRICS_FILE
-    return read_jsonl(path, warn=warn) if path.exists() else []
+    return read_jsonl(path) if path.exists() else []
 
 
 def _data_state(data) -> dict:
@@ -143,7 +141,7 @@ def restore_latest(run_dir: str | Path, state: TrainState, shardings: TrainState
     manager = checkpoint.make_manager(Path(run_dir) / CHECKPOINTS, async_save=False)
     target = checkpoint.abstract_tree(state, shardings)
     try:
-        restored = checkpoint.restore_intact(manager, target, warn=warn)
+        restored = checkpoint.restore_intact(manager, target)
     finally:
         manager.close()
     if restored is None:
