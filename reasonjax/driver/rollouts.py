@@ -6,7 +6,8 @@
   (prompt + completion, right-padded, ``loss_mask`` 1 on the sampled tokens including the
   EOS);
 - :func:`preference_pairs` / :func:`process_labels`: DPO pairs and per-step targets from
-  judged samples.
+  judged samples;
+- :func:`concat` / :func:`take`: rows of several draws joined, or some rows kept.
 
 Rewards follow ReFT (Luong et al., 2024): 1 for a correct final answer, ``partial`` for an
 extractable but wrong answer (the paper uses 0.1), 0 when no answer can be read.
@@ -48,6 +49,24 @@ class Rollouts:
     rewards: np.ndarray
     correct: np.ndarray
     lengths: np.ndarray
+
+
+def concat(parts: Sequence[Rollouts]) -> Rollouts:
+    """The rows of ``parts`` one after another (same row width)."""
+    return Rollouts(batch={k: np.concatenate([r.batch[k] for r in parts])
+                           for k in parts[0].batch},
+                    completions=[c for r in parts for c in r.completions],
+                    rewards=np.concatenate([r.rewards for r in parts]),
+                    correct=np.concatenate([r.correct for r in parts]),
+                    lengths=np.concatenate([r.lengths for r in parts]))
+
+
+def take(ro: Rollouts, rows: Sequence[int]) -> Rollouts:
+    """The rollouts ``rows`` of ``ro``, in that order."""
+    idx = np.asarray(rows, np.int64)
+    return Rollouts(batch={k: v[idx] for k, v in ro.batch.items()},
+                    completions=[ro.completions[i] for i in idx], rewards=ro.rewards[idx],
+                    correct=ro.correct[idx], lengths=ro.lengths[idx])
 
 
 def outcome_rewards(task: Task, problems: Sequence[Problem], completions: Sequence[str],

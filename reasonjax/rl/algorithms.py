@@ -1,12 +1,36 @@
-"""One frozen config per RL algorithm: its own knobs, the extra keys it puts in the policy
+"""One frozen config per RL algorithm: its knobs, the extra keys it puts in the policy
 batch (``advantages`` and what its loss reads) and its :class:`~reasonjax.train.rl.
-PolicyLossConfig`. The math is in :mod:`reasonjax.train.rl`; papers:
+PolicyLossConfig`. The math is in :mod:`reasonjax.train.rl`.
 
-- :class:`GRPO` (Shao et al., 2024, "DeepSeekMath"): group-normalised outcome rewards,
-  the loss averaged per sequence, k3 KL to the reference in the loss;
-- :class:`DrGRPO` (Liu et al., 2025, "Understanding R1-Zero-Like Training"): mean-centred
-  only, the loss summed over tokens and divided by a constant (B x max_new_tokens);
-- :class:`RLOO` (Ahmadian et al., 2024, "Back to Basics"): leave-one-out baseline;
+Every algorithm has the policy-loss and sampling knobs of :class:`PolicyGradient`
+(objective, clip range, KL in the loss or in the reward, aggregation, DAPO's overlong
+penalty and dynamic sampling); the outcome-reward algorithms add a baseline and a scale
+(:class:`OutcomeAlgorithm`). The named algorithms are those knobs' defaults as the papers
+set them, and every knob can be changed (``algorithm.clip_high=0.28``):
+
+=====================  =============  =====  =========  ==========  =======================
+name                   baseline       scale  objective  clip        aggregation; extras
+=====================  =============  =====  =========  ==========  =======================
+grpo                   mean           group  ppo        0.2, 0.2    seq-mean-token-mean
+dr_grpo                mean           none   ppo        0.2, 0.2    seq-mean-token-sum-norm
+rloo                   leave_one_out  none   ppo        0.2, 0.2    seq-mean-token-mean
+dapo                   mean           group  ppo        0.2, 0.28   token-mean; overlong
+                                                                    0.2; dynamic sampling
+gspo                   mean           group  gspo       3e-4, 4e-4  seq-mean-token-mean
+cispo                  mean           group  cispo      1.0, 0.28   token-mean
+reinforce_pp           none           batch  ppo        0.2, 0.2    token-mean; k1 KL 0.01
+                                                                    in the reward
+reinforce_pp_baseline  mean           batch  ppo        0.2, 0.2    token-mean
+=====================  =============  =====  =========  ==========  =======================
+
+Papers: GRPO (Shao et al., 2024, "DeepSeekMath"); Dr. GRPO (Liu et al., 2025,
+"Understanding R1-Zero-Like Training"); RLOO (Ahmadian et al., 2024, "Back to Basics");
+DAPO (Yu et al., 2025); GSPO (Zheng et al., 2025, "Group Sequence Policy Optimization":
+the sequence-ratio clip range is theirs); CISPO (MiniMax, 2025, "MiniMax-M1": no lower
+bound on the weight, clip_low = 1; they tune only the upper bound and do not publish it,
+our 0.28 is DAPO's); REINFORCE++ (Hu et al., 2025: the KL in the reward for the plain
+variant, none for -baseline, as OpenRLHF runs them).
+
 - :class:`PPO` as in ReFT (Luong et al., 2024): the outcome reward on the last token minus
   kl_coef x k1 per token, GAE with the value head as critic, whitened advantages, clipped
   critic loss;
@@ -14,8 +38,9 @@ PolicyLossConfig`. The math is in :mod:`reasonjax.train.rl`; papers:
   implicit process rewards from an online implicit PRM plus leave-one-out outcome
   advantages (the PRM's own step is :func:`reasonjax.rl.update.make_prime_prm_update`).
 
-PRM step rewards (``RLConfig.prm_shaping``) enter as token rewards before GAE for PPO and
-as their return-to-go added to the advantages otherwise.
+Token rewards (the KL penalty when ``kl_in="reward"``, PRM step rewards from
+``RLConfig.prm_shaping``) enter before GAE for PPO and as their return-to-go added to the
+advantages otherwise; ``scale="batch"`` then whitens the token advantages over the batch.
 
 Every config has a ``name`` field: ``RLConfig.algorithm`` holds any of them, and when a
 config is rebuilt from YAML or ``key=value`` overrides (:mod:`reasonjax.config` tries the
@@ -55,35 +80,33 @@ class RolloutStats:
     process_RL: Optional[jax.Array] = None
 
 
-def _kl_in_loss(clip_eps: float, kl_coef: float, aggregation: rl.Aggregation = "sequence",
-                max_tokens: Optional[int] = None) -> rl.PolicyLossConfig:
-    return rl.PolicyLossConfig(clip_eps=clip_eps, kl_coef=kl_coef, kl_estimator="k3",
-                               aggregation=aggregation, max_tokens=max_tokens)
-
-
-def _with_step_returns(advantages_RL: jax.Array, s: RolloutStats, kl_coef: float,
-                       gamma: float) -> dict:
-    """Batch keys of the algorithms with the KL in the loss: advantages plus the PRM step
-    rewards' return-to-go, and the reference log-probs when the KL term is on."""
-    if s.step_rewards_RL is not None:
-        advantages_RL = advantages_RL + rl.discounted_returns(s.step_rewards_RL, s.mask_RL,
-                                                              gamma)
-    out = {"advantages": advantages_RL}
-    if kl_coef > 0:
-        out["ref_logps"] = s.ref_logps_RL
-    return out
-
-
 @dataclasses.dataclass(frozen=True)
-class _GroupBaseline:
-    """What GRPO, Dr. GRPO, RLOO and PRIME share: the PPO ratio clip ``clip_eps``, the k3
-    KL to the reference in the loss (``kl_coef``; 0: no reference needed), advantages from
-    the group of samples of one prompt (:meth:`advantages`), plus the PRM step rewards'
-    return-to-go."""
+class PolicyGradient:
+    """The knobs every algorithm shares.
+
+    objective: ``ppo`` / ``gspo`` / ``cispo`` (:mod:`reasonjax.train.rl`); clip_low /
+    clip_high: its ratio range [1 - clip_low, 1 + clip_high]. kl_coef: weight of the KL to
+    the reference (0: no reference needed), estimated per token by kl_estimator (k1 / k2 /
+    k3) and either added to the loss (``kl_in="loss"``) or subtracted from the token
+    rewards (``"reward"``). aggregation: how the per-token loss becomes a scalar.
+    overlong_buffer: DAPO's soft overlong penalty over the last ``overlong_buffer`` x
+    max_new_tokens tokens of the budget, reaching -overlong_penalty at the budget (0: off).
+    dynamic_sampling: DAPO's filter: groups whose rewards are all equal are dropped and
+    the batch refilled from up to ``max_resamples`` further draws of prompts
+    (:mod:`reasonjax.rl.loop`)."""
 
     name: str = ""
-    clip_eps: float = 0.2
+    objective: rl.Objective = "ppo"
+    clip_low: float = 0.2
+    clip_high: float = 0.2
     kl_coef: float = 0.0
+    kl_estimator: rl.KLEstimator = "k3"
+    kl_in: Literal["loss", "reward"] = "loss"
+    aggregation: rl.Aggregation = "seq-mean-token-mean"
+    overlong_buffer: float = 0.0
+    overlong_penalty: float = 1.0
+    dynamic_sampling: bool = False
+    max_resamples: int = 3
 
     group_baseline: ClassVar[bool] = True
 
@@ -91,63 +114,156 @@ class _GroupBaseline:
     def needs_reference(self) -> bool:
         return self.kl_coef > 0
 
-    def loss_config(self, max_new_tokens: int) -> rl.PolicyLossConfig:
-        return _kl_in_loss(self.clip_eps, self.kl_coef)
+    def loss_config(self, max_new_tokens: int, value_coef: float = 0.0,
+                    value_clip: float = 0.2) -> rl.PolicyLossConfig:
+        return rl.PolicyLossConfig(
+            objective=self.objective, clip_low=self.clip_low, clip_high=self.clip_high,
+            kl_coef=self.kl_coef if self.kl_in == "loss" else 0.0,
+            kl_estimator=self.kl_estimator, aggregation=self.aggregation,
+            max_tokens=max_new_tokens, value_coef=value_coef, value_clip=value_clip)
 
-    def advantages(self, s: RolloutStats, group_size: int, gamma: float) -> jax.Array:
-        raise NotImplementedError
+    def token_rewards(self, s: RolloutStats) -> Optional[jax.Array]:
+        """[R, L] per-token rewards besides the outcome: minus kl_coef x KL when the KL is
+        in the reward, plus the PRM step rewards; None when there are none."""
+        out = None
+        if self.kl_coef > 0 and self.kl_in == "reward":
+            out = -self.kl_coef * rl.kl_penalty(s.logps_RL, s.ref_logps_RL,
+                                                self.kl_estimator) * s.mask_RL
+        if s.step_rewards_RL is not None:
+            out = s.step_rewards_RL if out is None else out + s.step_rewards_RL
+        return out
+
+    def reference_inputs(self, s: RolloutStats) -> dict:
+        """The reference log-probs the loss reads (KL in the loss), else nothing."""
+        return {"ref_logps": s.ref_logps_RL} if self.kl_coef > 0 and self.kl_in == "loss" else {}
+
+    def with_token_returns(self, advantages_RL: jax.Array, s: RolloutStats,
+                           gamma: float) -> jax.Array:
+        """advantages + the return-to-go of :meth:`token_rewards`."""
+        extra = self.token_rewards(s)
+        if extra is None:
+            return advantages_RL
+        return advantages_RL + rl.discounted_returns(extra, s.mask_RL, gamma)
 
     def loss_inputs(self, s: RolloutStats, group_size: int, gamma: float) -> dict:
-        return _with_step_returns(self.advantages(s, group_size, gamma), s, self.kl_coef,
-                                  gamma)
+        raise NotImplementedError
 
 
 @dataclasses.dataclass(frozen=True)
-class GRPO(_GroupBaseline):
+class OutcomeAlgorithm(PolicyGradient):
+    """Advantages from the group's outcome rewards (:func:`reasonjax.train.rl.
+    outcome_advantages`): baseline ``mean`` / ``leave_one_out`` / ``none``, scale
+    ``group`` (by the group's std) / ``batch`` (whiten the token advantages over the
+    batch) / ``none``; broadcast to every completion token, plus the token rewards'
+    return-to-go."""
+
+    baseline: rl.Baseline = "mean"
+    scale: rl.Scale = "group"
+
+    def loss_inputs(self, s: RolloutStats, group_size: int, gamma: float) -> dict:
+        adv = rl.outcome_advantages(s.rewards_R, group_size, self.baseline, self.scale)
+        adv_RL = self.with_token_returns(rl.broadcast_to_tokens(adv, s.mask_RL), s, gamma)
+        if self.scale == "batch":
+            adv_RL = rl.whiten(adv_RL, s.mask_RL)
+        return {"advantages": adv_RL, **self.reference_inputs(s)}
+
+
+@dataclasses.dataclass(frozen=True)
+class GRPO(OutcomeAlgorithm):
     """GRPO: (r - group mean) / (group std + eps) on every completion token."""
 
     name: Literal["grpo"] = "grpo"
 
-    def advantages(self, s: RolloutStats, group_size: int, gamma: float) -> jax.Array:
-        adv = rl.group_advantages(s.rewards_R, group_size, scale_by_std=True)
-        return rl.broadcast_to_tokens(adv, s.mask_RL)
-
 
 @dataclasses.dataclass(frozen=True)
-class DrGRPO(_GroupBaseline):
+class DrGRPO(OutcomeAlgorithm):
     """Dr. GRPO: r - group mean on every completion token; the loss summed over tokens
-    and divided by a constant."""
+    and divided by a constant (max_new_tokens)."""
 
     name: Literal["dr_grpo"] = "dr_grpo"
-
-    def loss_config(self, max_new_tokens: int) -> rl.PolicyLossConfig:
-        return _kl_in_loss(self.clip_eps, self.kl_coef, "constant", max_new_tokens)
-
-    def advantages(self, s: RolloutStats, group_size: int, gamma: float) -> jax.Array:
-        adv = rl.group_advantages(s.rewards_R, group_size, scale_by_std=False)
-        return rl.broadcast_to_tokens(adv, s.mask_RL)
+    scale: rl.Scale = "none"
+    aggregation: rl.Aggregation = "seq-mean-token-sum-norm"
 
 
 @dataclasses.dataclass(frozen=True)
-class RLOO(_GroupBaseline):
+class RLOO(OutcomeAlgorithm):
     """RLOO: r_i - mean of the group's other rewards, on every completion token."""
 
     name: Literal["rloo"] = "rloo"
-
-    def advantages(self, s: RolloutStats, group_size: int, gamma: float) -> jax.Array:
-        return rl.broadcast_to_tokens(rl.leave_one_out_advantages(s.rewards_R, group_size),
-                                      s.mask_RL)
+    baseline: rl.Baseline = "leave_one_out"
+    scale: rl.Scale = "none"
 
 
 @dataclasses.dataclass(frozen=True)
-class PPO:
-    """PPO with a critic (ReFT). clip_eps: ratio clip. kl_coef: k1 KL to the reference
-    subtracted from the token rewards. value_coef / value_clip: the clipped critic loss on
-    the value head. lam: GAE's lambda. whiten: normalise the advantages over the batch."""
+class DAPO(OutcomeAlgorithm):
+    """DAPO: GRPO's advantages with clip-higher (0.2 / 0.28), the token-mean loss, no KL,
+    the soft overlong penalty over the last 20% of the budget (4096 of 20480 tokens in the
+    paper) and dynamic sampling."""
+
+    name: Literal["dapo"] = "dapo"
+    clip_high: float = 0.28
+    aggregation: rl.Aggregation = "token-mean"
+    overlong_buffer: float = 0.2
+    dynamic_sampling: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class GSPO(OutcomeAlgorithm):
+    """GSPO: GRPO's advantages, the clip on the sequence's length-normalised ratio with
+    the paper's range (3e-4, 4e-4)."""
+
+    name: Literal["gspo"] = "gspo"
+    objective: rl.Objective = "gspo"
+    clip_low: float = 3e-4
+    clip_high: float = 4e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class CISPO(OutcomeAlgorithm):
+    """CISPO: GRPO's advantages, clipped stop-gradient importance weights on log pi (no
+    lower bound), the token-mean loss."""
+
+    name: Literal["cispo"] = "cispo"
+    objective: rl.Objective = "cispo"
+    clip_low: float = 1.0
+    clip_high: float = 0.28
+    aggregation: rl.Aggregation = "token-mean"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReinforcePP(OutcomeAlgorithm):
+    """REINFORCE++: no per-prompt baseline; token returns of the outcome and a k1 KL
+    penalty in the reward, whitened over the batch; the clipped token-mean loss."""
+
+    name: Literal["reinforce_pp"] = "reinforce_pp"
+    baseline: rl.Baseline = "none"
+    scale: rl.Scale = "batch"
+    kl_coef: float = 0.01
+    kl_estimator: rl.KLEstimator = "k1"
+    kl_in: Literal["loss", "reward"] = "reward"
+    aggregation: rl.Aggregation = "token-mean"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReinforcePPBaseline(OutcomeAlgorithm):
+    """REINFORCE++-baseline: r - group mean, then whitened over the batch; the clipped
+    token-mean loss."""
+
+    name: Literal["reinforce_pp_baseline"] = "reinforce_pp_baseline"
+    scale: rl.Scale = "batch"
+    aggregation: rl.Aggregation = "token-mean"
+
+
+@dataclasses.dataclass(frozen=True)
+class PPO(PolicyGradient):
+    """PPO with a critic (ReFT): the KL (k1) subtracted from the token rewards by default.
+    value_coef / value_clip: the clipped critic loss on the value head. lam: GAE's lambda.
+    whiten: normalise the advantages over the batch."""
 
     name: Literal["ppo"] = "ppo"
-    clip_eps: float = 0.2
-    kl_coef: float = 0.0
+    kl_estimator: rl.KLEstimator = "k1"
+    kl_in: Literal["loss", "reward"] = "reward"
+    aggregation: rl.Aggregation = "token-mean"
     value_coef: float = 0.5
     value_clip: float = 0.2
     lam: float = 0.95
@@ -155,30 +271,25 @@ class PPO:
 
     group_baseline: ClassVar[bool] = False
 
-    @property
-    def needs_reference(self) -> bool:
-        return self.kl_coef > 0
-
-    def loss_config(self, max_new_tokens: int) -> rl.PolicyLossConfig:
-        return rl.PolicyLossConfig(clip_eps=self.clip_eps, aggregation="token",
-                                   value_coef=self.value_coef, value_clip=self.value_clip)
+    def loss_config(self, max_new_tokens: int, value_coef: float = 0.0,
+                    value_clip: float = 0.2) -> rl.PolicyLossConfig:
+        return super().loss_config(max_new_tokens, self.value_coef, self.value_clip)
 
     def loss_inputs(self, s: RolloutStats, group_size: int, gamma: float) -> dict:
         """GAE advantages and returns of the token rewards, and the critic's old values."""
         token_rewards = rl.rewards_at_end(s.rewards_R, s.mask_RL)
-        if self.kl_coef > 0:
-            token_rewards -= self.kl_coef * rl.kl_penalty(s.logps_RL, s.ref_logps_RL,
-                                                          "k1") * s.mask_RL
-        if s.step_rewards_RL is not None:
-            token_rewards += s.step_rewards_RL
+        extra = self.token_rewards(s)
+        if extra is not None:
+            token_rewards = token_rewards + extra
         adv, returns = rl.gae(token_rewards, s.values_RL, s.mask_RL, gamma, self.lam)
         if self.whiten:
             adv = rl.whiten(adv, s.mask_RL)
-        return {"advantages": adv, "returns": returns, "old_values": s.values_RL}
+        return {"advantages": adv, "returns": returns, "old_values": s.values_RL,
+                **self.reference_inputs(s)}
 
 
 @dataclasses.dataclass(frozen=True)
-class PRIME(_GroupBaseline):
+class PRIME(PolicyGradient):
     """PRIME: discounted leave-one-out implicit process returns plus leave-one-out outcome
     advantages. beta: the implicit PRM's reward scale (its loss and the process rewards).
     process_coef: weight of the process advantages next to the outcome ones. Always needs
@@ -192,19 +303,23 @@ class PRIME(_GroupBaseline):
     def needs_reference(self) -> bool:
         return True
 
-    def advantages(self, s: RolloutStats, group_size: int, gamma: float) -> jax.Array:
-        return rl.prime_advantages(s.process_RL, s.rewards_R, s.mask_RL, group_size,
-                                   process_coef=self.process_coef, gamma=gamma)
+    def loss_inputs(self, s: RolloutStats, group_size: int, gamma: float) -> dict:
+        adv = rl.prime_advantages(s.process_RL, s.rewards_R, s.mask_RL, group_size,
+                                  process_coef=self.process_coef, gamma=gamma)
+        return {"advantages": self.with_token_returns(adv, s, gamma),
+                **self.reference_inputs(s)}
 
 
-Algorithm = Union[GRPO, DrGRPO, RLOO, PPO, PRIME]
+Algorithm = Union[GRPO, DrGRPO, RLOO, DAPO, GSPO, CISPO, ReinforcePP, ReinforcePPBaseline,
+                  PPO, PRIME]
 
 # The ``reasonjax train KIND`` names.
-ALGORITHMS: dict[str, type] = {"grpo": GRPO, "dr_grpo": DrGRPO, "rloo": RLOO, "ppo": PPO,
-                               "prime": PRIME}
+ALGORITHMS: dict[str, type] = {c.name: c for c in (
+    GRPO, DrGRPO, RLOO, DAPO, GSPO, CISPO, ReinforcePP, ReinforcePPBaseline, PPO, PRIME)}
 
-_POSITIVE = ("clip_eps", "beta")
-_NON_NEGATIVE = ("kl_coef", "value_coef", "value_clip", "process_coef")
+_POSITIVE = ("clip_high", "beta")
+_NON_NEGATIVE = ("kl_coef", "value_coef", "value_clip", "process_coef", "overlong_penalty",
+                 "max_resamples")
 _UNIT_INTERVAL = ("lam",)
 
 
@@ -223,4 +338,10 @@ def algorithm_problems(algorithm: Algorithm) -> list[str]:
             out.append(f"{where} must be >= 0, got {value}")
         if field.name in _UNIT_INTERVAL and not 0 <= value <= 1:
             out.append(f"{where} must lie in [0, 1], got {value}")
+    if not 0 < algorithm.clip_low <= 1:
+        out.append(f"rl.algorithm.clip_low must lie in (0, 1] (the ratio's floor is "
+                   f"1 - clip_low), got {algorithm.clip_low}")
+    if not 0 <= algorithm.overlong_buffer < 1:
+        out.append(f"rl.algorithm.overlong_buffer is a fraction of max_new_tokens in [0, 1), "
+                   f"got {algorithm.overlong_buffer}")
     return out

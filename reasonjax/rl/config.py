@@ -21,10 +21,10 @@ Shaping = Literal["clip", "delta", "clip_delta"]
 
 @dataclasses.dataclass(frozen=True)
 class RLConfig:
-    """algorithm: one of :mod:`reasonjax.rl.algorithms`' configs (GRPO, DrGRPO, RLOO, PPO,
-    PRIME). iterations: sample-and-update rounds. prompts_per_iteration x
-    samples_per_prompt rollouts per round, up to max_new_tokens each, drawn with
-    ``sampling``; epochs passes over them in minibatches of ``minibatch_size`` rows (None:
+    """algorithm: one of :mod:`reasonjax.rl.algorithms`' configs (``ALGORITHMS``: GRPO,
+    Dr. GRPO, RLOO, DAPO, GSPO, CISPO, REINFORCE++(-baseline), PPO, PRIME). iterations:
+    sample-and-update rounds. prompts_per_iteration x samples_per_prompt rollouts per
+    round, up to max_new_tokens each, drawn with ``sampling``; epochs passes over them in minibatches of ``minibatch_size`` rows (None:
     all rows in one step; must divide the rollouts and the data axes). partial_reward:
     ReFT's reward for a readable but wrong answer. gamma: discount of token-level returns
     (PPO's GAE, PRIME's process returns, PRM step rewards). prm_shaping / prm_eta /
@@ -64,9 +64,17 @@ class RLConfig:
                      "max_new_tokens", "epochs", "checkpoint_every"):
             if getattr(self, name) < 1:
                 problems.append(f"rl.{name} must be >= 1, got {getattr(self, name)}")
-        if getattr(self.algorithm, "group_baseline", False) and self.samples_per_prompt < 2:
-            problems.append(f"rl.samples_per_prompt must be >= 2 for {self.algorithm.name} "
+        alg = self.algorithm
+        if getattr(alg, "group_baseline", False) and getattr(alg, "baseline", "") != "none" \
+                and self.samples_per_prompt < 2:
+            problems.append(f"rl.samples_per_prompt must be >= 2 for {alg.name} "
                             f"(group baselines), got {self.samples_per_prompt}")
+        if getattr(alg, "dynamic_sampling", False) and self.samples_per_prompt < 2:
+            problems.append("rl.samples_per_prompt must be >= 2 with "
+                            "rl.algorithm.dynamic_sampling (a group of one is always tied)")
+        if getattr(alg, "overlong_buffer", 0) > 0 and self.overlong_tokens < 1:
+            problems.append(f"rl.algorithm.overlong_buffer={alg.overlong_buffer} x "
+                            f"max_new_tokens={self.max_new_tokens} is under one token")
         rows = self.rows
         if self.minibatch_size is not None and (self.minibatch_size < 1
                                                 or rows % self.minibatch_size):
@@ -77,6 +85,11 @@ class RLConfig:
             problems.append(f"rl.gamma must lie in [0, 1], got {self.gamma}")
         if problems:
             raise ConfigError("; ".join(problems))
+
+    @property
+    def overlong_tokens(self) -> int:
+        """DAPO's soft overlong buffer in tokens (0: no overlong penalty)."""
+        return int(round(getattr(self.algorithm, "overlong_buffer", 0.0) * self.max_new_tokens))
 
     @property
     def rows(self) -> int:

@@ -13,6 +13,13 @@ completions each through the driver (:func:`iteration_rollouts`), with the key
 ``fold_in(key(seed), i)`` that the update then shuffles minibatches with. So iteration i
 depends only on (seed, i) and the state, and a run resumed from a checkpoint continues
 exactly as an uninterrupted one would.
+
+Two of DAPO's pieces act here, on the sampled rollouts before the update (Yu et al., 2025):
+the soft overlong penalty is added to the rewards (:func:`overlong_shaped`), and with
+dynamic sampling the groups whose rewards are all equal are dropped and the batch refilled
+from further draws (:func:`dynamic_sample`). Draw k >= 1 of iteration i takes its prompts
+from the k-th extra stream of permutations and its key from ``fold_in(key_i, 2**20 + k)``,
+so it too depends only on (seed, i).
 """
 
 from __future__ import annotations
@@ -29,23 +36,27 @@ from reasonjax import checkpoint
 from reasonjax.data.task import Problem
 from reasonjax.driver.env import Env, longest_prompt
 from reasonjax.driver.records import greedy_accuracy
-from reasonjax.driver.rollouts import Rollouts, collect
+from reasonjax.driver.rollouts import Rollouts, collect, concat, take
 from reasonjax.models.tokenizer import check_vocab
 from reasonjax.search.sampler import SampleConfig
 from reasonjax.rl.update import Learner, RLState
+from reasonjax.train import rl
 from reasonjax.train.loop import CHECKPOINTS, MetricsWriter, check_finite, progress_bar
 
 # Shown per iteration on the console (everything goes to metrics.jsonl).
 SHOWN = ("iteration", "reward", "accuracy", "loss", "kl_ref", "eval/greedy_accuracy")
 
 
-def problem_order(n_problems: int, iteration: int, per_iteration: int, seed: int) -> list[int]:
+def problem_order(n_problems: int, iteration: int, per_iteration: int, seed: int,
+                  stream: int = 0) -> list[int]:
     """Indices of the problems of ``iteration``: consecutive slices of a stream of seeded
-    permutations (a fresh one every pass), so iteration i's problems depend only on i."""
+    permutations (a fresh one every pass), so iteration i's problems depend only on i.
+    ``stream`` k >= 1: another such stream (dynamic sampling's k-th refill)."""
     out = []
     for k in range(iteration * per_iteration, (iteration + 1) * per_iteration):
         epoch, pos = divmod(k, n_problems)
-        out.append(int(np.random.default_rng([seed, epoch]).permutation(n_problems)[pos]))
+        rng_seed = [seed, epoch] if stream == 0 else [seed, epoch, stream]
+        out.append(int(np.random.default_rng(rng_seed).permutation(n_problems)[pos]))
     return out
 
 
@@ -57,17 +68,72 @@ def run_env(learner: Learner, env: Env, problems: Sequence[Problem]) -> Env:
     return dataclasses.replace(env, prompt_len=longest_prompt(env, list(problems)))
 
 
+# Keys of dynamic sampling's extra draws: fold_in(iteration key, RESAMPLE_KEYS + k), far
+# from the update's fold_in(key, 1 + epoch).
+RESAMPLE_KEYS = 2 ** 20
+
+
+def overlong_shaped(learner: Learner, ro: Rollouts) -> Rollouts:
+    """``ro`` with DAPO's soft overlong penalty added to its rewards (unchanged when the
+    algorithm's ``overlong_buffer`` is 0)."""
+    cfg = learner.config
+    if cfg.overlong_tokens == 0:
+        return ro
+    penalty = np.asarray(rl.overlong_penalty(ro.lengths, cfg.max_new_tokens,
+                                             cfg.overlong_tokens,
+                                             cfg.algorithm.overlong_penalty))
+    return dataclasses.replace(ro, rewards=(ro.rewards + penalty).astype(np.float32))
+
+
+def dynamic_sample(draw, n: int, groups: int, max_resamples: int
+                   ) -> tuple[Rollouts, dict]:
+    """DAPO's dynamic sampling: ``draw(k)`` (k = 0, 1, ...) gives rollouts of ``groups``
+    prompts x ``n`` samples; groups whose rewards are all equal are dropped and draws
+    continue until ``groups`` informative ones are found or ``max_resamples`` extra draws
+    are spent. Returns (the first ``groups`` informative groups, in draw order, topped up
+    with tied ones when too few were found so the batch keeps its shape (their baselined
+    advantages are 0); metrics ``dynamic/informative_fraction`` (of the groups kept) and
+    ``dynamic/draws``)."""
+    parts, informative, tied = [], [], []
+    for k in range(max_resamples + 1):
+        ro = draw(k)
+        offset = sum(len(p.rewards) for p in parts)
+        parts.append(ro)
+        keep = np.asarray(rl.informative_groups(ro.rewards, n))
+        for g, ok in enumerate(keep):
+            (informative if ok else tied).append(offset + g * n)
+        if len(informative) >= groups:
+            break
+    starts = (informative + tied)[:groups]
+    rows = [s + j for s in starts for j in range(n)]
+    return take(concat(parts), rows), {
+        "dynamic/informative_fraction": min(len(informative), groups) / groups,
+        "dynamic/draws": float(len(parts))}
+
+
 def iteration_rollouts(learner: Learner, env: Env, params, problems: Sequence[Problem],
-                       iteration: int) -> tuple[Rollouts, jax.Array]:
-    """(rollouts of ``iteration`` from the policy ``params``, the iteration's key): the
-    loop's only call of the driver's sampling."""
+                       iteration: int) -> tuple[Rollouts, jax.Array, dict]:
+    """(rollouts of ``iteration`` from the policy ``params``, the iteration's key, sampling
+    metrics): the loop's only call of the driver's sampling, with the algorithm's overlong
+    penalty and dynamic sampling (module docstring)."""
     cfg = learner.config
     key = jax.random.fold_in(jax.random.key(cfg.seed), iteration)
-    chosen = [problems[i] for i in problem_order(len(problems), iteration,
-                                                  cfg.prompts_per_iteration, cfg.seed)]
     sample = SampleConfig(n=cfg.samples_per_prompt, max_new_tokens=cfg.max_new_tokens,
                           sampling=cfg.sampling)
-    return collect(env, params, chosen, sample, key, cfg.partial_reward), key
+
+    def draw(k: int) -> Rollouts:
+        chosen = [problems[i] for i in problem_order(len(problems), iteration,
+                                                      cfg.prompts_per_iteration, cfg.seed,
+                                                      stream=k)]
+        draw_key = key if k == 0 else jax.random.fold_in(key, RESAMPLE_KEYS + k)
+        return overlong_shaped(learner, collect(env, params, chosen, sample, draw_key,
+                                                cfg.partial_reward))
+
+    if not getattr(cfg.algorithm, "dynamic_sampling", False):
+        return draw(0), key, {}
+    ro, metrics = dynamic_sample(draw, cfg.samples_per_prompt, cfg.prompts_per_iteration,
+                                 cfg.algorithm.max_resamples)
+    return ro, key, metrics
 
 
 def evaluate(learner: Learner, env: Env, params, problems: Sequence[Problem]) -> float:
@@ -130,8 +196,10 @@ def rl_train(learner: Learner, env: Env, problems: Sequence[Problem], *,
                     learner, env, state.policy.params, eval_problems)})
             for it in range(start, cfg.iterations):
                 t0 = time.perf_counter()
-                ro, key = iteration_rollouts(learner, env, state.policy.params, problems, it)
+                ro, key, sampled = iteration_rollouts(learner, env, state.policy.params,
+                                                      problems, it)
                 state, metrics = learner.update(state, ro, key)
+                metrics = {**metrics, **sampled}
                 check_finite(metrics, it + 1, manager, unit="iteration")
                 record = {"iteration": it + 1, **metrics, "seconds": time.perf_counter() - t0}
                 done = it + 1 == cfg.iterations

@@ -11,21 +11,42 @@ Advantages
   al., 2024, "ReFT: Reasoning with Reinforced Fine-Tuning"): :func:`gae`.
 - GRPO (Shao et al., 2024, "DeepSeekMath"): (r - mean_group) / (std_group + eps);
   Dr. GRPO (Liu et al., 2025, "Understanding R1-Zero-Like Training"): r - mean_group, and
-  the loss summed over tokens divided by a constant (``aggregation="constant"``) instead
+  the loss summed over tokens divided by a constant (``seq-mean-token-sum-norm``) instead
   of each sequence's length: :func:`group_advantages`.
 - RLOO (Ahmadian et al., 2024, "Back to Basics"; Kool et al., 2019): r minus the mean of
   the other n - 1 samples: :func:`leave_one_out_advantages`.
+- REINFORCE++ (Hu et al., 2025, "REINFORCE++: Stabilizing Critic-Free Policy
+  Optimization"): no per-prompt baseline, the token returns whitened over the whole batch;
+  REINFORCE++-baseline: the group mean subtracted first (:func:`outcome_advantages`
+  with ``scale="batch"`` and :func:`whiten`).
+- DAPO (Yu et al., 2025, "DAPO: an Open-Source LLM Reinforcement Learning System at
+  Scale"): GRPO's advantages with an overlong length penalty added to the reward
+  (:func:`overlong_penalty`) and groups whose rewards are all equal dropped and refilled
+  (:func:`informative_groups`, used by :mod:`reasonjax.rl.loop`).
 - PRIME (Cui et al., 2025, "Process Reinforcement through Implicit Rewards"): token
   rewards r_t = beta * (log pi_phi(y_t) - log pi_ref(y_t)) from an implicit PRM phi
   (:func:`prime_process_rewards`), with leave-one-out baselines on both the process and the
   outcome rewards (:func:`prime_advantages`); phi is trained online on outcome labels with
   :func:`prime_prm_loss`.
 
+Policy objectives (per token, to minimise; rho_t = pi / pi_old on the token):
+- ``ppo``: max(-A rho, -A clip(rho, 1 - clip_low, 1 + clip_high)) (Schulman et al.,
+  2017); clip_high > clip_low is DAPO's "clip-higher": :func:`clipped_policy_loss`;
+- ``gspo`` (Zheng et al., 2025, "Group Sequence Policy Optimization"): the same clip on
+  the sequence ratio s = exp(mean_t log rho_t), with GSPO-token's gradient
+  sg(s) rho_t / sg(rho_t): :func:`gspo_policy_loss`;
+- ``cispo`` (MiniMax, 2025, "MiniMax-M1"): -sg(clip(rho, 1 - clip_low, 1 + clip_high)) A
+  log pi, so clipped tokens still get a gradient: :func:`cispo_policy_loss`.
+Aggregation over tokens (verl's names): ``token-mean`` (all tokens of the batch alike:
+DAPO), ``seq-mean-token-mean`` (each row's mean, then over rows: GRPO),
+``seq-mean-token-sum`` (each row's sum, then over rows), ``seq-mean-token-sum-norm``
+(each row's sum / max_tokens, then over rows: Dr. GRPO): :func:`aggregate`.
+
 KL to a reference (Schulman, 2020, "Approximating KL divergence"), with the log ratio
 lr = log pi_ref - log pi on tokens sampled from pi: k1 = -lr, k2 = lr^2 / 2,
 k3 = exp(lr) - 1 - lr (unbiased, non-negative; GRPO's choice). Either added to the loss
-(``PolicyLossConfig.kl_coef``, GRPO) or subtracted from the token rewards before GAE (PPO /
-ReFT, see :mod:`reasonjax.rl.algorithms`).
+(``PolicyLossConfig.kl_coef``, GRPO) or subtracted from the token rewards (PPO / ReFT,
+REINFORCE++; see :mod:`reasonjax.rl.algorithms`).
 
 PRM reward shaping (Gao et al., 2024, "On Designing Effective RL Reward at Training Time
 for LLM Reasoning"): raw PRM bonuses get hacked by repeating good steps, so the step
@@ -50,25 +71,35 @@ from reasonjax.train.logprobs import (forward, masked_mean, masked_sum,
 from reasonjax.train.loss import Loss
 
 KLEstimator = Literal["k1", "k2", "k3"]
-Aggregation = Literal["token", "sequence", "constant"]
+Aggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
+                      "seq-mean-token-sum-norm"]
+Objective = Literal["ppo", "gspo", "cispo"]
+Baseline = Literal["mean", "leave_one_out", "none"]
+Scale = Literal["group", "batch", "none"]
+AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
+                "seq-mean-token-sum-norm")
+OBJECTIVES = ("ppo", "gspo", "cispo")
 
 
 @dataclasses.dataclass(frozen=True)
 class PolicyLossConfig:
-    """The clipped policy-gradient objective on ``rollout`` batches.
+    """The policy-gradient objective on ``rollout`` batches (module docstring).
 
-    clip_eps: PPO ratio clip. kl_coef / kl_estimator: KL-to-reference term added per
-    token (0 disables it and the need for a reference). aggregation: ``sequence`` (mean
-    over each row's tokens, then over rows: GRPO), ``token`` (mean over all tokens), or
-    ``constant`` (sum over tokens / (B * max_tokens): Dr. GRPO; max_tokens defaults to T).
-    value_coef > 0 adds the PPO critic loss on the value head (needs ``returns`` and
-    ``old_values``), clipped to value_clip around the old values.
+    objective: ``ppo``, ``gspo`` or ``cispo``; clip_low / clip_high: its ratio range
+    [1 - clip_low, 1 + clip_high]. kl_coef / kl_estimator: KL-to-reference term added per
+    token (0 disables it and the need for a reference). aggregation: how per-token terms
+    become a scalar (:data:`AGGREGATIONS`); max_tokens: the normaliser of
+    ``seq-mean-token-sum-norm`` (default T). value_coef > 0 adds the PPO critic loss on
+    the value head (needs ``returns`` and ``old_values``), clipped to value_clip around the
+    old values.
     """
 
-    clip_eps: float = 0.2
+    objective: Objective = "ppo"
+    clip_low: float = 0.2
+    clip_high: float = 0.2
     kl_coef: float = 0.0
     kl_estimator: KLEstimator = "k3"
-    aggregation: Aggregation = "sequence"
+    aggregation: Aggregation = "seq-mean-token-mean"
     max_tokens: Optional[int] = None
     value_coef: float = 0.0
     value_clip: float = 0.2
@@ -91,12 +122,8 @@ def group_advantages(rewards_B: jax.Array, group_size: int, scale_by_std: bool =
 
     A group whose rewards are all equal gets exactly 0 (in float32 its mean can be one
     rounding step off every member: 0.1 x 16 would give each -7e-3 after scaling)."""
-    r = _groups(rewards_B, group_size)
-    adv = r - r.mean(axis=1, keepdims=True)
-    if scale_by_std:
-        adv = adv / (r.std(axis=1, keepdims=True) + eps)
-    tied = r.max(axis=1, keepdims=True) == r.min(axis=1, keepdims=True)
-    return jnp.where(tied, 0.0, adv).reshape(-1)
+    return outcome_advantages(rewards_B, group_size, "mean",
+                              "group" if scale_by_std else "none", eps)
 
 
 def leave_one_out_mean(x_B: jax.Array, group_size: int) -> jax.Array:
@@ -108,8 +135,57 @@ def leave_one_out_mean(x_B: jax.Array, group_size: int) -> jax.Array:
 
 
 def leave_one_out_advantages(rewards_B: jax.Array, group_size: int) -> jax.Array:
-    """RLOO: r_i - mean_{j != i} r_j within each group. [B]"""
-    return rewards_B - leave_one_out_mean(rewards_B, group_size)
+    """RLOO: r_i - mean_{j != i} r_j within each group (exactly 0 in a tied group). [B]"""
+    return outcome_advantages(rewards_B, group_size, "leave_one_out", "none")
+
+
+def outcome_advantages(rewards_B: jax.Array, group_size: int, baseline: Baseline = "mean",
+                       scale: Scale = "group", eps: float = 1e-6) -> jax.Array:
+    """Per-sample advantages from outcome rewards. [B]
+
+    baseline: ``mean`` (the group's mean: GRPO, Dr. GRPO, DAPO, REINFORCE++-baseline),
+    ``leave_one_out`` (the mean of the group's other samples: RLOO) or ``none`` (r itself:
+    REINFORCE++). scale: ``group`` divides by the group's std + eps (GRPO); ``batch`` and
+    ``none`` leave it (``batch`` whitens the token advantages later, :func:`whiten`).
+    With a baseline, a group whose rewards are all equal gets exactly 0."""
+    if baseline not in ("mean", "leave_one_out", "none"):
+        raise ValueError(f"baseline must be mean, leave_one_out or none, got {baseline!r}")
+    if scale not in ("group", "batch", "none"):
+        raise ValueError(f"scale must be group, batch or none, got {scale!r}")
+    r = _groups(rewards_B, group_size)
+    if baseline == "mean":
+        adv = r - r.mean(axis=1, keepdims=True)
+    elif baseline == "leave_one_out":
+        adv = r - leave_one_out_mean(rewards_B, group_size).reshape(r.shape)
+    else:
+        adv = r
+    if scale == "group":
+        adv = adv / (r.std(axis=1, keepdims=True) + eps)
+    if baseline != "none":
+        tied = r.max(axis=1, keepdims=True) == r.min(axis=1, keepdims=True)
+        adv = jnp.where(tied, 0.0, adv)
+    return adv.reshape(-1)
+
+
+def informative_groups(rewards_B: jax.Array, group_size: int) -> jax.Array:
+    """DAPO's dynamic-sampling filter: [G] bool, True for groups whose rewards are not all
+    equal (a tied group's baselined advantages are 0: it adds nothing to the gradient)."""
+    r = _groups(rewards_B, group_size)
+    return r.max(axis=1) > r.min(axis=1)
+
+
+def overlong_penalty(lengths_B: jax.Array, max_len: int, buffer: int,
+                     penalty: float = 1.0) -> jax.Array:
+    """DAPO's soft overlong punishment (eq. 13), added to the outcome reward. [B]
+
+    0 for |y| <= max_len - buffer, falling linearly to -penalty at |y| = max_len (a
+    completion cut at the budget), -penalty beyond. buffer 0 disables it."""
+    if buffer <= 0:
+        return jnp.zeros(lengths_B.shape, jnp.float32)
+    if buffer > max_len:
+        raise ValueError(f"overlong buffer {buffer} exceeds the length budget {max_len}")
+    over = (jnp.asarray(lengths_B, jnp.float32) - (max_len - buffer)) / buffer
+    return -penalty * jnp.clip(over, 0.0, 1.0)
 
 
 def broadcast_to_tokens(x_B: jax.Array, mask_BT: jax.Array) -> jax.Array:
@@ -239,25 +315,74 @@ def shape_prm_rewards(scores_BT: jax.Array, step_end_BT: jax.Array,
 
 def aggregate(x_BT: jax.Array, mask_BT: jax.Array, aggregation: Aggregation,
               max_tokens: Optional[int] = None) -> jax.Array:
-    """Scalar mean of per-token terms by the rule named in :class:`PolicyLossConfig`."""
-    if aggregation == "token":
+    """Scalar of per-token terms by the rule named in :class:`PolicyLossConfig`. Rows
+    with no masked token do not count in the sequence means."""
+    if aggregation == "token-mean":
         return masked_mean(x_BT, mask_BT)
-    if aggregation == "sequence":
-        n_B = jnp.sum(mask_BT, -1)
-        per_row = masked_sum(x_BT, mask_BT) / jnp.maximum(n_B, 1)
-        return jnp.sum(per_row) / jnp.maximum(jnp.sum(n_B > 0), 1)
-    if aggregation == "constant":
-        return jnp.sum(x_BT * mask_BT) / (x_BT.shape[0] * (max_tokens or x_BT.shape[1]))
-    raise ValueError(f"aggregation must be token, sequence or constant, got {aggregation!r}")
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, "
+                         f"got {aggregation!r}")
+    n_B = jnp.sum(mask_BT, -1)
+    per_row = masked_sum(x_BT, mask_BT)
+    if aggregation == "seq-mean-token-mean":
+        per_row = per_row / jnp.maximum(n_B, 1)
+    elif aggregation == "seq-mean-token-sum-norm":
+        per_row = per_row / (max_tokens or x_BT.shape[1])
+    return jnp.sum(per_row) / jnp.maximum(jnp.sum(n_B > 0), 1)
 
 
-def clipped_policy_loss(logps_BT, old_logps_BT, advantages_BT, clip_eps):
-    """Per-token PPO objective (to minimise): max(-A rho, -A clip(rho, 1 - eps, 1 + eps)),
-    rho = exp(logp - old_logp). Returns (loss [B, T], clipped [B, T] 0/1)."""
+def clipped_policy_loss(logps_BT, old_logps_BT, advantages_BT, clip_low, clip_high=None):
+    """Per-token PPO objective (to minimise): max(-A rho, -A clip(rho, 1 - clip_low,
+    1 + clip_high)), rho = exp(logp - old_logp); clip_high defaults to clip_low. Returns
+    (loss [B, T], clipped [B, T] 0/1: where the clipped term is the one taken)."""
+    clip_high = clip_low if clip_high is None else clip_high
     ratio = jnp.exp(logps_BT - old_logps_BT)
     unclipped = -advantages_BT * ratio
-    clipped = -advantages_BT * jnp.clip(ratio, 1 - clip_eps, 1 + clip_eps)
+    clipped = -advantages_BT * jnp.clip(ratio, 1 - clip_low, 1 + clip_high)
     return jnp.maximum(unclipped, clipped), (clipped > unclipped).astype(jnp.float32)
+
+
+def sequence_ratio(logps_BT, old_logps_BT, mask_BT) -> jax.Array:
+    """GSPO's per-token importance ratio [B, T]: its value is the sequence ratio
+    s = exp(mean over the row's tokens of log(pi / pi_old)), its gradient that of
+    sg(s) * pi_t / sg(pi_t) (GSPO-token: each token carries s times its own score)."""
+    log_s = masked_sum(logps_BT - old_logps_BT, mask_BT) / jnp.maximum(jnp.sum(mask_BT, -1), 1)
+    s = jax.lax.stop_gradient(jnp.exp(log_s))[:, None]
+    return s * jnp.exp(logps_BT - jax.lax.stop_gradient(logps_BT))
+
+
+def gspo_policy_loss(logps_BT, old_logps_BT, advantages_BT, mask_BT, clip_low, clip_high):
+    """GSPO (Zheng et al., 2025) per token: max(-A s_t, -A clip(s_t, 1 - clip_low,
+    1 + clip_high)) with s_t from :func:`sequence_ratio`, so a whole sequence is clipped
+    or not. Returns (loss [B, T], clipped [B, T] 0/1)."""
+    s = sequence_ratio(logps_BT, old_logps_BT, mask_BT)
+    unclipped = -advantages_BT * s
+    clipped = -advantages_BT * jnp.clip(s, 1 - clip_low, 1 + clip_high)
+    return jnp.maximum(unclipped, clipped), (clipped > unclipped).astype(jnp.float32)
+
+
+def cispo_policy_loss(logps_BT, old_logps_BT, advantages_BT, clip_low, clip_high):
+    """CISPO (MiniMax-M1, 2025) per token: -sg(clip(rho, 1 - clip_low, 1 + clip_high)) A
+    log pi. The gradient is the clipped weight times A grad log pi at every token, clipped
+    or not. Returns (loss [B, T], clipped [B, T] 0/1: where the weight was clipped)."""
+    ratio = jnp.exp(logps_BT - old_logps_BT)
+    weight = jax.lax.stop_gradient(jnp.clip(ratio, 1 - clip_low, 1 + clip_high))
+    outside = (ratio < 1 - clip_low) | (ratio > 1 + clip_high)
+    return -weight * advantages_BT * logps_BT, outside.astype(jnp.float32)
+
+
+def policy_objective(config: PolicyLossConfig, logps_BT, old_logps_BT, advantages_BT,
+                     mask_BT) -> tuple[jax.Array, jax.Array]:
+    """(per-token loss [B, T], clipped [B, T]) of ``config.objective``."""
+    lo, hi = config.clip_low, config.clip_high
+    if config.objective == "ppo":
+        return clipped_policy_loss(logps_BT, old_logps_BT, advantages_BT, lo, hi)
+    if config.objective == "gspo":
+        return gspo_policy_loss(logps_BT, old_logps_BT, advantages_BT, mask_BT, lo, hi)
+    if config.objective == "cispo":
+        return cispo_policy_loss(logps_BT, old_logps_BT, advantages_BT, lo, hi)
+    raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, "
+                     f"got {config.objective!r}")
 
 
 def clipped_value_loss(values_BT, old_values_BT, returns_BT, mask_BT, clip):
@@ -270,10 +395,12 @@ def clipped_value_loss(values_BT, old_values_BT, returns_BT, mask_BT, clip):
 
 def policy_gradient_loss(model_config: ModelConfig,
                          config: PolicyLossConfig = PolicyLossConfig()) -> Loss:
-    """The clipped policy-gradient :class:`Loss` on ``rollout`` batches (PPO, GRPO, Dr.
-    GRPO, RLOO and PRIME differ in the advantages put in the batch and in this config)."""
-    if config.clip_eps <= 0:
-        raise ValueError(f"clip_eps must be positive, got {config.clip_eps}")
+    """The policy-gradient :class:`Loss` on ``rollout`` batches (the algorithms of
+    :mod:`reasonjax.rl.algorithms` differ in the advantages put in the batch and in this
+    config)."""
+    if not (0 < config.clip_low <= 1 and config.clip_high > 0):
+        raise ValueError(f"clip_low must lie in (0, 1] and clip_high be > 0, got "
+                         f"{config.clip_low}, {config.clip_high}")
     needs_ref = config.kl_coef > 0
     critic = config.value_coef > 0
 
@@ -281,8 +408,8 @@ def policy_gradient_loss(model_config: ModelConfig,
         out = forward(model_config, params, batch)
         tokens, mask = batch["tokens"], batch["loss_mask"]
         logps = token_logprobs(out.logits, tokens)
-        pg, clipped = clipped_policy_loss(logps, batch["old_logps"], batch["advantages"],
-                                          config.clip_eps)
+        pg, clipped = policy_objective(config, logps, batch["old_logps"],
+                                       batch["advantages"], mask)
         per_token = pg
         metrics = {"clip_fraction": masked_mean(clipped, mask),
                    "approx_kl_old": masked_mean(0.5 * (logps - batch["old_logps"]) ** 2, mask)}

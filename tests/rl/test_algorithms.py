@@ -2,12 +2,15 @@
 hand-computed advantages), and RLConfig through YAML-style dicts and key=value overrides
 (the algorithm's class survives, errors name the field)."""
 
+import math
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from reasonjax.config import ConfigError, from_dict, override, to_dict
-from reasonjax.rl.algorithms import ALGORITHMS, PPO, PRIME, RLOO, DrGRPO, GRPO, RolloutStats
+from reasonjax.rl.algorithms import (ALGORITHMS, CISPO, DAPO, GSPO, PPO, PRIME, RLOO, DrGRPO,
+                                     GRPO, ReinforcePP, ReinforcePPBaseline, RolloutStats)
 from reasonjax.rl.config import RLConfig
 
 # Two groups of two rollouts, two completion tokens each (after a one-token prompt).
@@ -38,13 +41,28 @@ def test_group_baselines_broadcast_their_advantages_to_the_completion(algorithm,
 
 
 def test_loss_configs_follow_the_papers():
-    assert GRPO(kl_coef=0.1).loss_config(8).aggregation == "sequence"
-    assert GRPO(kl_coef=0.1).loss_config(8).kl_estimator == "k3"
+    grpo = GRPO(kl_coef=0.1).loss_config(8)
+    assert (grpo.objective, grpo.aggregation, grpo.kl_estimator, grpo.kl_coef) == (
+        "ppo", "seq-mean-token-mean", "k3", 0.1)
     dr = DrGRPO().loss_config(8)
-    assert (dr.aggregation, dr.max_tokens) == ("constant", 8)
-    ppo = PPO(value_coef=0.3).loss_config(8)
-    assert (ppo.aggregation, ppo.kl_coef, ppo.value_coef) == ("token", 0.0, 0.3)
+    assert (dr.aggregation, dr.max_tokens) == ("seq-mean-token-sum-norm", 8)
+    ppo = PPO(value_coef=0.3, kl_coef=0.1).loss_config(8)
+    assert (ppo.aggregation, ppo.kl_coef, ppo.value_coef) == ("token-mean", 0.0, 0.3)
+    assert PPO(kl_coef=0.1, kl_in="loss").loss_config(8).kl_coef == 0.1
     assert PRIME().needs_reference and PRIME().loss_config(8).kl_coef == 0.0
+    dapo = DAPO().loss_config(8)
+    assert (dapo.clip_low, dapo.clip_high, dapo.aggregation, dapo.kl_coef) == (
+        0.2, 0.28, "token-mean", 0.0)
+    assert DAPO().dynamic_sampling and DAPO().overlong_buffer == 0.2
+    gspo = GSPO().loss_config(8)
+    assert (gspo.objective, gspo.clip_low, gspo.clip_high) == ("gspo", 3e-4, 4e-4)
+    cispo = CISPO().loss_config(8)
+    assert (cispo.objective, cispo.clip_low, cispo.aggregation) == ("cispo", 1.0,
+                                                                     "token-mean")
+    # REINFORCE++ keeps its KL in the reward: none in the loss, but a reference is needed.
+    rpp = ReinforcePP()
+    assert rpp.needs_reference and rpp.loss_config(8).kl_coef == 0.0
+    assert not ReinforcePPBaseline().needs_reference
 
 
 def test_ppo_puts_k1_and_step_rewards_into_the_token_rewards_before_gae():
@@ -76,6 +94,37 @@ def test_prime_uses_the_process_rewards_and_leave_one_out_outcomes():
     np.testing.assert_allclose(out["advantages"][2], [0, 0.0, 0.0], atol=1e-6)
 
 
+def test_reinforce_pp_whitens_outcome_and_kl_returns_over_the_batch():
+    out = ReinforcePP(kl_coef=0.01).loss_inputs(_stats(), group_size=2, gamma=1.0)
+    assert sorted(out) == ["advantages"]  # the KL is in the reward, not the loss
+    # k1 = log pi - log pi_ref = 0.5 on the first completion token: reward -0.005 there.
+    # Token returns before whitening: [r - 0.005, r] per row, r = 1, 0, 1, 1.
+    raw = np.array([[.995, 1], [-.005, 0], [.995, 1], [.995, 1]])
+    want = (raw - raw.mean()) / raw.std()
+    np.testing.assert_allclose(out["advantages"][:, 1:], want, rtol=1e-4)
+    np.testing.assert_array_equal(out["advantages"][:, 0], 0)
+
+
+def test_reinforce_pp_baseline_centres_by_group_then_whitens():
+    out = ReinforcePPBaseline().loss_inputs(_stats(), group_size=2, gamma=1.0)
+    # Group means 0.5 and 1: [.5, -.5, 0, 0] on both tokens; the batch mean is 0 and the
+    # std over the 8 tokens sqrt(4 x 0.25 / 8).
+    want = np.array([.5, -.5, 0, 0]) / math.sqrt(0.125)
+    np.testing.assert_allclose(out["advantages"][:, 1:], np.stack([want, want], 1),
+                               rtol=1e-4)
+
+
+def test_kl_in_the_reward_or_in_the_loss():
+    in_reward = GRPO(kl_coef=0.2, kl_in="reward", kl_estimator="k1").loss_inputs(
+        _stats(), 2, 1.0)
+    assert sorted(in_reward) == ["advantages"]
+    # GRPO advantages [1, -1, 0, 0] plus the return-to-go of -0.2 x 0.5 on token 1.
+    want = np.asarray([1, -1, 0, 0])[:, None] * MASK + np.array([0, -0.1, 0])
+    np.testing.assert_allclose(in_reward["advantages"], want, atol=1e-5)  # std + 1e-6
+    in_loss = PPO(kl_coef=0.2, kl_in="loss", whiten=False).loss_inputs(_stats(), 2, 1.0)
+    np.testing.assert_array_equal(in_loss["ref_logps"], REF)
+
+
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_overrides_keep_the_algorithm_and_reach_its_knobs(name):
     cfg = RLConfig(algorithm=ALGORITHMS[name]())
@@ -97,4 +146,15 @@ def test_yaml_dicts_pick_the_algorithm_by_name_and_errors_name_the_field():
         RLConfig(algorithm=PPO(lam=1.5))
     with pytest.raises(ConfigError, match="unknown key 'algorithm.value_coef'"):
         override(RLConfig(algorithm=GRPO()), ["algorithm.value_coef=1"])
+    with pytest.raises(ConfigError, match="rl.algorithm.clip_low must lie in"):
+        override(RLConfig(algorithm=DAPO()), ["algorithm.clip_low=1.5"])
+    with pytest.raises(ConfigError, match="overlong_buffer"):
+        RLConfig(algorithm=DAPO(overlong_buffer=0.01), max_new_tokens=8)
+    with pytest.raises(ConfigError, match="dynamic_sampling"):
+        RLConfig(algorithm=PPO(dynamic_sampling=True), samples_per_prompt=1)
+    got = override(RLConfig(algorithm=GRPO()), ["algorithm.aggregation=token-mean",
+                                                 "algorithm.clip_high=0.28"])
+    assert (got.algorithm.aggregation, got.algorithm.clip_high) == ("token-mean", 0.28)
+    with pytest.raises(ConfigError, match="aggregation"):
+        override(RLConfig(algorithm=GRPO()), ["algorithm.aggregation=sequence"])
     assert RLConfig(algorithm=PPO(), samples_per_prompt=1).samples_per_prompt == 1

@@ -1,6 +1,7 @@
-"""The RL loop on the toy task of rl_helpers (expected reward exact): GRPO (with a KL
-term), PPO (critic) and PRIME must raise it; plus the rollout layout, step ends and config
-errors."""
+"""The RL loop on the toy task of rl_helpers (expected reward exact): every algorithm must
+raise it (GRPO and PPO with a KL term, PPO with its critic, PRIME with its PRM, DAPO with
+dynamic sampling); DAPO's group refill on scripted draws; plus the rollout layout, step
+ends and config errors."""
 
 import dataclasses
 
@@ -11,14 +12,18 @@ import pytest
 from reasonjax.config import ConfigError
 from reasonjax.rl.algorithms import ALGORITHMS, GRPO, PRIME
 from reasonjax.rl.config import RLConfig
-from reasonjax.rl.loop import rl_train
+from reasonjax.driver.rollouts import Rollouts
+from reasonjax.rl.loop import dynamic_sample, rl_train
 from reasonjax.rl.shaping import step_end_mask
 from reasonjax.rl.update import make_learner
 from reasonjax.train.state import OptimConfig
 from rl_helpers import CFG, ENV, GOOD, PROBLEMS, TASK, TOK, expected_reward, rollouts
 
 
-@pytest.mark.parametrize("algorithm,kl", [("grpo", 0.05), ("ppo", 0.05), ("prime", 0.0)])
+@pytest.mark.parametrize("algorithm,kl", [
+    ("grpo", 0.05), ("ppo", 0.05), ("prime", 0.0), ("dr_grpo", 0.0), ("rloo", 0.0),
+    ("dapo", 0.0), ("gspo", 0.0), ("cispo", 0.0), ("reinforce_pp", 0.01),
+    ("reinforce_pp_baseline", 0.0)])
 def test_rl_raises_the_exact_expected_reward(init_params, algorithm, kl):
     cfg = RLConfig(algorithm=ALGORITHMS[algorithm](kl_coef=kl), iterations=4,
                    prompts_per_iteration=4, samples_per_prompt=8, max_new_tokens=3, epochs=2,
@@ -37,6 +42,31 @@ def test_rl_raises_the_exact_expected_reward(init_params, algorithm, kl):
         assert "value_loss" in history[-1]
     if algorithm == "prime":
         assert "prm/prm_accuracy" in history[-1]
+    if algorithm == "dapo":
+        assert all(1 <= h["dynamic/draws"] <= 4 for h in history)
+
+
+def _scripted(rewards_per_draw, n):
+    """draw(k) -> Rollouts whose rows are numbered k * 100 + row, with the given rewards."""
+    def draw(k):
+        r = np.asarray(rewards_per_draw[k], np.float32)
+        ids = np.arange(len(r))[:, None] + 100 * k
+        return Rollouts(batch={"tokens": ids}, completions=[str(i) for i in ids[:, 0]],
+                        rewards=r, correct=r >= 1, lengths=np.ones(len(r), np.int32))
+    return draw
+
+
+def test_dynamic_sampling_keeps_informative_groups_and_refills():
+    draws = [[1, 1, 0, 1], [0, 0, 1, 0], [1, 0, 0, 1]]
+    ro, m = dynamic_sample(_scripted(draws, 2), n=2, groups=2, max_resamples=3)
+    # Draw 0: group 0 tied, group 1 kept; draw 1: group 0 tied, group 1 kept -> done.
+    assert ro.batch["tokens"][:, 0].tolist() == [2, 3, 102, 103]
+    assert ro.rewards.tolist() == [0, 1, 1, 0]
+    assert m == {"dynamic/informative_fraction": 1.0, "dynamic/draws": 2.0}
+    # No extra draws allowed: the batch is topped up with the tied group, same shape.
+    ro, m = dynamic_sample(_scripted(draws, 2), n=2, groups=2, max_resamples=0)
+    assert ro.batch["tokens"][:, 0].tolist() == [2, 3, 0, 1]
+    assert m == {"dynamic/informative_fraction": 0.5, "dynamic/draws": 1.0}
 
 
 def test_rollout_rows_hold_prompt_then_completion(init_params):

@@ -26,8 +26,8 @@ def test_update_is_pure_and_one_loop_iteration_is_one_update(init_params, algori
                    samples_per_prompt=4, max_new_tokens=3, epochs=2, minibatch_size=4,
                    optim=OptimConfig(lr=3e-2, schedule="constant"), seed=5)
     learner = make_learner(CFG, init_params, cfg)
-    ro, key = iteration_rollouts(learner, run_env(learner, ENV, PROBLEMS),
-                                 learner.state.policy.params, PROBLEMS, 0)
+    ro, key, _ = iteration_rollouts(learner, run_env(learner, ENV, PROBLEMS),
+                                    learner.state.policy.params, PROBLEMS, 0)
 
     def fresh():  # the update donates the state it is given
         return jax.tree.map(jnp.copy, learner.state)

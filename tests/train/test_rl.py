@@ -1,12 +1,14 @@
-"""RL pieces against hand-computed values: advantages (GRPO, Dr. GRPO, RLOO, GAE,
-PRIME), KL estimators, PRM shaping, aggregation, the clipped objective and its gradient,
-and the policy-gradient loss on the model."""
+"""RL pieces against hand-computed values: advantages (GRPO, Dr. GRPO, RLOO, every
+baseline x scale, GAE, PRIME), DAPO's overlong penalty and group filter, KL estimators,
+PRM shaping, the four aggregations, the PPO (clip-higher), GSPO and CISPO objectives and
+their gradients, and the policy-gradient loss on the model."""
 
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from reasonjax.train import rl
 from reasonjax.train.logprobs import sequence_logprobs, shift_values, token_logprobs
@@ -32,6 +34,44 @@ def test_a_group_of_equal_rewards_gets_exactly_zero_advantage():
             adv = np.asarray(rl.group_advantages(rewards, n, scale_by_std=scale))
             assert (adv[:n] == 0.0).all(), (value, n, scale, adv[:n])
             assert (adv[n:] != 0.0).any()
+
+
+def test_tied_groups_get_exactly_zero_under_every_baseline_and_scale():
+    for value in (0.1, 0.7):
+        rewards = jnp.full(16, value, jnp.float32)
+        for baseline in ("mean", "leave_one_out"):
+            for scale in ("group", "batch", "none"):
+                adv = np.asarray(rl.outcome_advantages(rewards, 16, baseline, scale))
+                assert (adv == 0.0).all(), (value, baseline, scale, adv)
+
+
+def test_outcome_advantages_every_baseline_and_scale():
+    r = jnp.array([1.0, 0, 0, 0, 1, 1, 0, 1])
+    s = math.sqrt(0.1875)  # the population std of both groups
+    mean = [.75, -.25, -.25, -.25, .25, .25, -.75, .25]
+    loo = [1, -1 / 3, -1 / 3, -1 / 3, 1 / 3, 1 / 3, -1, 1 / 3]
+    for baseline, centred in (("mean", mean), ("leave_one_out", loo)):
+        for scale, div in (("none", 1.0), ("batch", 1.0), ("group", s)):
+            np.testing.assert_allclose(rl.outcome_advantages(r, 4, baseline, scale),
+                                       np.asarray(centred) / div, rtol=1e-5)
+    np.testing.assert_allclose(rl.outcome_advantages(r, 4, "none", "group"), r / s,
+                               rtol=1e-5)
+    np.testing.assert_array_equal(rl.outcome_advantages(r, 4, "none", "none"), r)
+    with pytest.raises(ValueError, match="baseline must be"):
+        rl.outcome_advantages(r, 4, "median")
+
+
+def test_dapo_overlong_penalty_and_informative_groups():
+    lengths = jnp.array([3, 6, 7, 9, 10])
+    # Budget 10, buffer 4: free up to 6 tokens, then -1/4 per token down to -1 at 10.
+    np.testing.assert_allclose(rl.overlong_penalty(lengths, 10, 4),
+                               [0, 0, -.25, -.75, -1.0], atol=1e-7)
+    np.testing.assert_allclose(rl.overlong_penalty(lengths, 10, 4, penalty=0.5),
+                               [0, 0, -.125, -.375, -.5], atol=1e-7)
+    np.testing.assert_array_equal(rl.overlong_penalty(lengths, 10, 0), np.zeros(5))
+    rewards = jnp.array([1, 1, 0, 1, 0, 0, .1, .1], jnp.float32)
+    np.testing.assert_array_equal(rl.informative_groups(rewards, 2),
+                                  [False, True, False, False])
 
 
 def test_leave_one_out_advantages():
@@ -108,10 +148,17 @@ def test_prm_shaping_clip_and_delta():
 def test_aggregations():
     x = jnp.array([[1.0, 2, 3, 0], [4, 0, 0, 0]])
     m = jnp.array([[1.0, 1, 1, 0], [1, 0, 0, 0]])
-    np.testing.assert_allclose(rl.aggregate(x, m, "token"), 2.5)
-    np.testing.assert_allclose(rl.aggregate(x, m, "sequence"), 3.0)
-    np.testing.assert_allclose(rl.aggregate(x, m, "constant"), 1.25)
-    np.testing.assert_allclose(rl.aggregate(x, m, "constant", max_tokens=10), 0.5)
+    np.testing.assert_allclose(rl.aggregate(x, m, "token-mean"), 2.5)       # 10 / 4
+    np.testing.assert_allclose(rl.aggregate(x, m, "seq-mean-token-mean"), 3.0)  # (2 + 4) / 2
+    np.testing.assert_allclose(rl.aggregate(x, m, "seq-mean-token-sum"), 5.0)   # (6 + 4) / 2
+    np.testing.assert_allclose(rl.aggregate(x, m, "seq-mean-token-sum-norm"), 1.25)
+    np.testing.assert_allclose(rl.aggregate(x, m, "seq-mean-token-sum-norm", max_tokens=10),
+                               0.5)
+    # An empty row counts in none of the sequence means.
+    x3, m3 = jnp.concatenate([x, x[:1]]), jnp.concatenate([m, jnp.zeros((1, 4))])
+    np.testing.assert_allclose(rl.aggregate(x3, m3, "seq-mean-token-sum"), 5.0)
+    with pytest.raises(ValueError, match="aggregation must be one of"):
+        rl.aggregate(x, m, "sequence")
 
 
 def test_clipped_objective_values_and_gradients():
@@ -128,6 +175,64 @@ def test_clipped_objective_values_and_gradients():
     v = rl.clipped_value_loss(jnp.array([[1.0, 0.0]]), jnp.array([[0.0, 0.0]]),
                               jnp.array([[0.5, 1.0]]), jnp.array([[1.0, 1.0]]), 0.2)
     np.testing.assert_allclose(v, 0.5 * (max(0.25, 0.09) + max(1.0, 1.0)) / 2, rtol=1e-6)
+
+
+def test_clip_higher_raises_only_the_upper_bound():
+    old = jnp.zeros(3)
+    logp = jnp.log(jnp.array([1.5, 0.5, 1.25]))
+    adv = jnp.array([1.0, -1.0, 1.0])
+    loss, clipped = rl.clipped_policy_loss(logp, old, adv, 0.2, 0.28)
+    # 1.5 > 1.28: -1.28 (clipped); 0.5 < 0.8 with A < 0: 0.8 (clipped); 1.25 inside.
+    np.testing.assert_allclose(loss, [-1.28, 0.8, -1.25], rtol=1e-6)
+    np.testing.assert_array_equal(clipped, [1, 1, 0])
+    g = jax.grad(lambda lp: rl.clipped_policy_loss(lp, old, adv, 0.2, 0.28)[0].sum())(logp)
+    np.testing.assert_allclose(g, [0, 0, -1.25], rtol=1e-6)
+    # Symmetric 0.2 clips the third token too.
+    np.testing.assert_allclose(rl.clipped_policy_loss(logp, old, adv, 0.2)[0][2], -1.2,
+                               rtol=1e-6)
+
+
+def test_gspo_clips_whole_sequences_and_has_the_sequence_gradient():
+    old = jnp.zeros((3, 3))
+    log_ratio = jnp.array([[0.2, 0.0, 0], [0.5, 0.3, 0.1], [-0.5, 0, 0]])
+    mask = jnp.array([[1.0, 1, 0], [1, 1, 1], [1, 0, 0]])
+    adv = jnp.array([1.0, 1.0, -1.0])[:, None] * mask
+    loss, clipped = rl.gspo_policy_loss(log_ratio, old, adv, mask, 0.2, 0.2)
+    # Row 0: s = exp(0.1) inside [0.8, 1.2]; row 1: s = exp(0.3) = 1.35 -> 1.2 with A > 0;
+    # row 2: s = exp(-0.5) = 0.61 -> 0.8 with A < 0. Every token carries its row's value.
+    want = np.array([-math.exp(0.1), -1.2, 0.8])[:, None] * np.ones(3)
+    np.testing.assert_allclose(loss * mask, want * mask, rtol=1e-6)
+    np.testing.assert_array_equal(clipped * mask, [[0, 0, 0], [1, 1, 1], [1, 0, 0]])
+
+    def token_form(lp):
+        return rl.aggregate(rl.gspo_policy_loss(lp, old, adv, mask, 0.2, 0.2)[0], mask,
+                            "seq-mean-token-mean")
+
+    def sequence_form(lp):  # GSPO's objective written on whole sequences (rows 0 only:
+        s0 = jnp.exp(jnp.sum(lp[0] * mask[0]) / 2)  # rows 1-2 are clipped: no gradient)
+        return -s0 / 3
+
+    np.testing.assert_allclose(jax.grad(token_form)(log_ratio),
+                               jax.grad(sequence_form)(log_ratio) * mask, rtol=1e-6)
+    # d/dlogp_t of -s0 / 3 on row 0's two tokens: -exp(0.1) / 2 / 3.
+    np.testing.assert_allclose(jax.grad(token_form)(log_ratio)[0, :2],
+                               [-math.exp(0.1) / 6] * 2, rtol=1e-6)
+
+
+def test_cispo_keeps_a_gradient_on_clipped_tokens():
+    old = jnp.zeros(3)
+    logp = jnp.log(jnp.array([1.5, 0.5, 3.0]))
+    adv = jnp.array([1.0, -1.0, 1.0])
+    loss, clipped = rl.cispo_policy_loss(logp, old, adv, 1.0, 0.28)
+    # Weights clip(rho, 0, 1.28) = [1.28, 0.5, 1.28]; loss -w A log pi.
+    np.testing.assert_allclose(loss, [-1.28 * math.log(1.5), 0.5 * math.log(0.5),
+                                      -1.28 * math.log(3.0)], rtol=1e-6)
+    np.testing.assert_array_equal(clipped, [1, 0, 1])
+    g = jax.grad(lambda lp: rl.cispo_policy_loss(lp, old, adv, 1.0, 0.28)[0].sum())(logp)
+    np.testing.assert_allclose(g, [-1.28, 0.5, -1.28], rtol=1e-6)
+    # A lower bound of 0.2 lifts the second weight to 0.8.
+    g2 = jax.grad(lambda lp: rl.cispo_policy_loss(lp, old, adv, 0.2, 0.28)[0].sum())(logp)
+    np.testing.assert_allclose(g2, [-1.28, 0.8, -1.28], rtol=1e-6)
 
 
 def test_policy_gradient_loss_on_model(tiny_config, tiny_params, ref_params, rows, apply_fn):
