@@ -193,10 +193,28 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def _unset_section(parent: Any, name: str) -> Any:
+    """The defaults of field ``name`` of dataclass ``parent`` when it is an unset
+    ``Optional[SomeConfig]`` (so ``fit.lora.rank=8`` turns LoRA on with its other defaults);
+    None otherwise."""
+    if not dataclasses.is_dataclass(parent):
+        return None
+    tp = typing.get_type_hints(type(parent)).get(name)
+    for arg in typing.get_args(tp) if typing.get_origin(tp) in (typing.Union,
+                                                                 types.UnionType) else ():
+        if dataclasses.is_dataclass(arg):
+            try:
+                return arg()
+            except TypeError:
+                return None
+    return None
+
+
 def override(cfg: T, items: Sequence[str]) -> T:
     """Returns ``cfg`` with ``key=value`` overrides applied (nested keys with dots). Keys
     of free-form dict fields (``model.overrides.remat=full``, ``task.knobs.x=1``) may be
-    new; every other key must exist."""
+    new; every other key must exist. A key inside an unset optional section
+    (``fit.lora.rank=8`` while ``fit.lora`` is null) sets it up from its defaults."""
     data = to_dict(cfg)
     for item in items:
         keys, value = parse_override(item)
@@ -214,9 +232,12 @@ def override(cfg: T, items: Sequence[str]) -> T:
             if node.get(k) is None:
                 node[k] = {}
             node = node[k]
+            parent = obj
             obj = obj.get(k) if isinstance(obj, dict) else getattr(obj, k, None)
             if obj is None:
-                obj = {} if free else None
+                obj = {} if free else _unset_section(parent, k)
+                if dataclasses.is_dataclass(obj) and not node:
+                    node.update(to_dict(obj))
     return from_dict(type(cfg), data)
 
 

@@ -14,6 +14,7 @@ from typing import Literal, Optional
 from reasonjax.config import ConfigError
 from reasonjax.rl.algorithms import ALGORITHMS, GRPO, Algorithm, algorithm_problems
 from reasonjax.search.sampler import SamplingConfig
+from reasonjax.train.lora import LoRAConfig
 from reasonjax.train.state import OptimConfig
 
 Shaping = Literal["clip", "delta", "clip_delta"]
@@ -32,7 +33,8 @@ class RLConfig:
     optim: the policy's (and PRIME's PRM's) optimizer. eval_every: greedy accuracy on the
     eval problems every k iterations (and at the start and end). checkpoint_every: with a
     run dir, save the state every k iterations and at the end. seed: problem order,
-    sampling, minibatch order and init."""
+    sampling, minibatch order and init. lora: train LoRA adapters on the frozen start
+    params, which are also the reference (None: full fine-tuning)."""
 
     algorithm: Algorithm = GRPO()
     iterations: int = 20
@@ -51,6 +53,7 @@ class RLConfig:
     eval_every: int = 0
     checkpoint_every: int = 10
     seed: int = 0
+    lora: Optional[LoRAConfig] = None
 
     def __post_init__(self):
         problems = []

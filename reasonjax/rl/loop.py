@@ -40,7 +40,7 @@ from reasonjax.driver.rollouts import Rollouts, collect, concat, take
 from reasonjax.models.tokenizer import check_vocab
 from reasonjax.search.sampler import SampleConfig
 from reasonjax.rl.update import Learner, RLState
-from reasonjax.train import rl
+from reasonjax.train import lora, rl
 from reasonjax.train.loop import CHECKPOINTS, MetricsWriter, check_finite, progress_bar
 
 # Shown per iteration on the console (everything goes to metrics.jsonl).
@@ -171,7 +171,8 @@ def rl_train(learner: Learner, env: Env, problems: Sequence[Problem], *,
     averaged over the last epoch, PRIME's ``prm/`` metrics, ``seconds``, and
     ``eval/greedy_accuracy`` when evaluated); also written to ``run_dir/metrics.jsonl``.
     With ``run_dir`` the state is checkpointed every ``checkpoint_every`` iterations and at
-    the end, and a rerun resumes after the latest saved iteration (history then holds the
+    the end (under LoRA the adapters alone, also written to ``run_dir/adapters``), and a
+    rerun resumes after the latest saved iteration (history then holds the
     iterations run by this call). A non-finite loss stops the run before its state is saved.
     """
     check_vocab(learner.model_config.vocab_size, env.tokenizer)
@@ -193,11 +194,11 @@ def rl_train(learner: Learner, env: Env, problems: Sequence[Problem], *,
                                    info="")
             if eval_problems and cfg.eval_every and start == 0:
                 log({"iteration": 0, "eval/greedy_accuracy": evaluate(
-                    learner, env, state.policy.params, eval_problems)})
+                    learner, env, learner.model_params(state), eval_problems)})
             for it in range(start, cfg.iterations):
                 t0 = time.perf_counter()
-                ro, key, sampled = iteration_rollouts(learner, env, state.policy.params,
-                                                      problems, it)
+                ro, key, sampled = iteration_rollouts(learner, env,
+                                                      learner.model_params(state), problems, it)
                 state, metrics = learner.update(state, ro, key)
                 metrics = {**metrics, **sampled}
                 check_finite(metrics, it + 1, manager, unit="iteration")
@@ -205,7 +206,7 @@ def rl_train(learner: Learner, env: Env, problems: Sequence[Problem], *,
                 done = it + 1 == cfg.iterations
                 if eval_problems and cfg.eval_every and ((it + 1) % cfg.eval_every == 0 or done):
                     record["eval/greedy_accuracy"] = evaluate(
-                        learner, env, state.policy.params, eval_problems)
+                        learner, env, learner.model_params(state), eval_problems)
                 log(record)
                 if manager is not None and ((it + 1) % cfg.checkpoint_every == 0 or done):
                     checkpoint.save_state(manager, it + 1, state, {"iteration": it + 1})
@@ -214,7 +215,9 @@ def rl_train(learner: Learner, env: Env, problems: Sequence[Problem], *,
         writer.close()
         if manager is not None:
             manager.close()
-    return state.policy.params, history
+    if cfg.lora is not None and run_dir is not None:
+        lora.save_adapters(Path(run_dir) / lora.ADAPTERS_DIR, state.policy.params, cfg.lora)
+    return learner.model_params(state), history
 
 
 def _report(bar, task_id, name: str, record: dict, enabled: bool) -> None:

@@ -68,7 +68,9 @@ class Learner(NamedTuple):
 
     model_config / config: the model and the RL settings. mesh: where everything runs.
     state: the starting :class:`RLState`. shardings: an RLState of its shardings (to
-    restore checkpoints onto). update: the per-iteration :data:`Update`."""
+    restore checkpoints onto). update: the per-iteration :data:`Update`. model_params:
+    state -> the policy's params as the model runs them (under LoRA the base with the
+    adapters merged; else the state's own)."""
 
     model_config: ModelConfig
     config: RLConfig
@@ -76,6 +78,7 @@ class Learner(NamedTuple):
     state: RLState
     shardings: RLState
     update: Update
+    model_params: Callable[[RLState], Any]
 
 
 def make_stats_fn(model_config: ModelConfig) -> Callable:
@@ -136,24 +139,41 @@ def rollout_metrics(ro: Rollouts) -> dict:
             "length": float(ro.lengths.mean())}
 
 
+def trained_to_model_params(policy: Setup) -> Callable[[Any], Any]:
+    """The policy's trained params -> the params the model runs with: identity, or under
+    LoRA the jitted merge of the adapters into the frozen base."""
+    if policy.lora is None:
+        return lambda trained: trained
+    return jax.jit(policy.model_params)
+
+
 def make_update(model_config: ModelConfig, cfg: RLConfig, policy: Setup,
                 prm: Optional[Setup] = None, ref_params: Any = None,
-                step_rewards: Optional[StepRewardFn] = None) -> Update:
+                step_rewards: Optional[StepRewardFn] = None,
+                model_params: Optional[Callable[[Any], Any]] = None) -> Update:
     """The :data:`Update` of ``cfg`` (module docstring). policy / prm: the policy's and
-    PRIME's PRM's setups (optimizer, mesh, shardings). ref_params: the frozen reference on
-    the mesh (None when the algorithm needs none). step_rewards: PRM shaping or None."""
+    PRIME's PRM's setups (optimizer, mesh, shardings; under LoRA the policy's frozen base).
+    ref_params: the frozen reference on the mesh (None when the algorithm needs none).
+    step_rewards: PRM shaping or None. model_params: :func:`trained_to_model_params` of
+    ``policy`` (built when None)."""
     alg, mesh = cfg.algorithm, policy.mesh
     loss = rl.policy_gradient_loss(model_config, alg.loss_config(cfg.max_new_tokens))
-    step_fn = make_train_step(loss, policy.optimizer, mesh, policy.shardings,
-                              lr_schedule=make_schedule(cfg.optim))
+    train_step = make_train_step(policy.loss(loss), policy.optimizer, mesh, policy.shardings,
+                                 ref_shardings=policy.param_shardings,
+                                 lr_schedule=make_schedule(cfg.optim))
+
+    def step_fn(state, batch):  # under LoRA the base goes in as the reference params
+        return train_step(state, batch, policy.frozen)
+
     stats = make_stats_fn(model_config)
+    model_params = model_params or trained_to_model_params(policy)
     prm_update = (make_prime_prm_update(model_config, alg, prm, stats) if prm is not None
                   else None)
 
     def update(state: RLState, ro: Rollouts, key: jax.Array) -> tuple[RLState, dict]:
         placed = place_batch(ro.batch, mesh)
         with parallel.activate(mesh):
-            logps, values = stats(state.policy.params, placed)
+            logps, values = stats(model_params(state.policy.params), placed)
             ref_logps = stats(ref_params, placed)[0] if ref_params is not None else None
             shaped = step_rewards(ro.batch, placed) if step_rewards is not None else None
         metrics, prm_state, process = {}, state.prm, None
@@ -180,7 +200,8 @@ def make_learner(model_config: ModelConfig, params, cfg: RLConfig, *, ref_params
     ``cfg.seed``) under ``cfg``.
 
     ref_params: the frozen reference for the KL term and PRIME (default: a copy of
-    ``params``, i.e. the SFT model). step_rewards: PRM shaping
+    ``params``, i.e. the SFT model; under ``cfg.lora`` the frozen base itself, no copy).
+    step_rewards: PRM shaping
     (:func:`reasonjax.rl.shaping.make_step_rewards`), required with ``cfg.prm_shaping``.
     PRIME's PRM starts as a copy of the reference. mesh: default one device. An unset
     ``optim.decay_steps`` spans the run: the policy's steps (held in the learner's config)
@@ -189,14 +210,19 @@ def make_learner(model_config: ModelConfig, params, cfg: RLConfig, *, ref_params
         raise ConfigError("rl.prm_shaping and step_rewards go together: set rl.prm_shaping "
                           "(clip / delta / clip_delta) and pass step_rewards "
                           "(reasonjax.rl.shaping.make_step_rewards), or neither")
+    if cfg.lora is not None and isinstance(cfg.algorithm, PRIME):
+        raise ConfigError("rl.lora with prime: PRIME's implicit PRM is a second full model; "
+                          "train it without lora")
     prm_optim = cfg.optim.for_steps(cfg.iterations)
     cfg = dataclasses.replace(cfg, optim=cfg.optim.for_steps(cfg.policy_steps))
-    policy = setup(model_config, params, cfg.optim, seed=cfg.seed, mesh=mesh)
+    policy = setup(model_config, params, cfg.optim, seed=cfg.seed, mesh=mesh, lora=cfg.lora)
     parallel.validate_batch(cfg.prompts_per_iteration, policy.mesh,
                             what="rl.prompts_per_iteration")
     parallel.validate_batch(cfg.minibatch, policy.mesh, what="rl.minibatch_size")
     ref = None
-    if cfg.algorithm.needs_reference:
+    if policy.lora is not None:
+        ref = policy.reference(None if ref_params is params else ref_params)
+    elif cfg.algorithm.needs_reference:
         ref = (parallel.shard_params(ref_params, model_config, policy.mesh)
                if ref_params is not None else jax.tree.map(jnp.copy, policy.state.params))
     prm = None
@@ -204,7 +230,11 @@ def make_learner(model_config: ModelConfig, params, cfg: RLConfig, *, ref_params
         # A copy: the PRM's step donates its params, the reference must stay.
         prm = setup(model_config, jax.tree.map(jnp.copy, ref), prm_optim, seed=cfg.seed + 1,
                     mesh=policy.mesh)
-    update = make_update(model_config, cfg, policy, prm, ref, step_rewards)
+    model_params = trained_to_model_params(policy)
+    update = make_update(model_config, cfg, policy, prm,
+                         ref if cfg.algorithm.needs_reference else None, step_rewards,
+                         model_params)
     return Learner(model_config, cfg, policy.mesh,
                    RLState(policy.state, prm.state if prm else None),
-                   RLState(policy.shardings, prm.shardings if prm else None), update)
+                   RLState(policy.shardings, prm.shardings if prm else None), update,
+                   lambda state: model_params(state.policy.params))

@@ -18,6 +18,10 @@
   ``--set algorithm.KEY=VALUE`` (e.g. ``algorithm.kl_coef=0.04``); ``--prm CHECKPOINT``
   with ``--set prm_shaping=clip|delta|clip_delta`` adds a PRM's shaped step rewards.
 
+``--lora RANK`` trains LoRA adapters on the frozen model for any kind (the frozen model is
+also the reference of dpo and RL); checkpoints and ``<run-dir>/adapters`` hold the
+adapters alone, ``<run-dir>/model`` the merged model.
+
 Every run writes ``<run-dir>/metrics.jsonl`` and checkpoints under
 ``<run-dir>/checkpoints``; rerunning the same command resumes from the latest (a larger
 ``--steps`` continues a finished run). Samples labelled for dpo / value are kept in
@@ -234,12 +238,14 @@ def _run_config(args):
     if kind in ALGORITHMS:
         return _config(args, RLConfig(algorithm=ALGORITHMS[kind]()), {
             "iterations": args.steps, "prompts_per_iteration": args.batch_size,
-            "optim.lr": args.lr, "seed": args.seed, "max_new_tokens": args.max_new_tokens})
+            "optim.lr": args.lr, "seed": args.seed, "max_new_tokens": args.max_new_tokens,
+            "lora.rank": args.lora})
     default = {"sft": TaskSFTConfig(), "dpo": PreferenceRunConfig(),
                "value": ValueRunConfig()}[kind]
     seq = "seq_len" if kind == "sft" else "samples.seq_len"
     flags = {"fit.steps": args.steps, "fit.batch_size": args.batch_size,
-             "fit.optim.lr": args.lr, "fit.seed": args.seed, seq: args.seq_len}
+             "fit.optim.lr": args.lr, "fit.seed": args.seed, seq: args.seq_len,
+             "fit.lora.rank": args.lora}
     if kind == "dpo" and args.loss != "kto":
         flags["preference.loss"] = args.loss
     if kind != "sft":
@@ -450,6 +456,10 @@ def register(subparsers) -> None:
                          help="RL: prompts per iteration; else rows per step")
         run.add_argument("--lr", type=float, default=None, help="peak learning rate")
         run.add_argument("--seed", type=int, default=None)
+        run.add_argument("--lora", type=at_least(1), default=None, metavar="RANK",
+                         help="train LoRA adapters of this rank on the frozen model (its "
+                              "other settings: --set [fit.]lora.KEY=VALUE); the adapters "
+                              "go to <run-dir>/adapters, the merged model to <run-dir>/model")
         if kind not in ALGORITHMS:
             run.add_argument("--seq-len", type=int, default=None, help="row length in tokens")
         run.add_argument("--max-new-tokens", type=int, default=None,

@@ -11,12 +11,15 @@ These are what recipes and the ``reasonjax train`` command call:
 - :func:`setup`: the mesh, sharded params, optimizer and TrainState every run starts with;
 - :func:`make_fit_step`: :func:`fit`'s jitted step alone, from param shapes.
 
-With no ``mesh`` a run uses one device; pass ``parallel.make_mesh(...)`` to shard.
+With no ``mesh`` a run uses one device; pass ``parallel.make_mesh(...)`` to shard. With
+``FitConfig.lora`` (or ``setup(..., lora=...)``) the state trains LoRA adapters on the
+frozen base (:mod:`reasonjax.train.lora`), which the step gets as its reference params.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 import grain
@@ -26,12 +29,14 @@ import optax
 from jax.sharding import Mesh
 
 from reasonjax import parallel
-from reasonjax.config import check_fields
+from reasonjax.config import ConfigError, check_fields
 from reasonjax.data import pipeline
 from reasonjax.data.formats import BatchError
 from reasonjax.data.task import Problem, Task
 from reasonjax.models.config import ModelConfig
 from reasonjax.models.tokenizer import Tokenizer, check_vocab
+from reasonjax.train import lora as lora_lib
+from reasonjax.train.lora import LoRAConfig
 from reasonjax.train.loop import LoopConfig, train
 from reasonjax.train.loss import Loss
 from reasonjax.train.sft import SFTConfig, sft_loss, with_mask_token
@@ -44,7 +49,8 @@ from reasonjax.train.state import (OptimConfig, TrainState, check_steps, create_
 class FitConfig:
     """steps: train steps (optimizer updates x accum_steps). batch_size: global rows per
     step. seed: data order and the step rng. checkpoint_every / eval_every / progress: see
-    :class:`~reasonjax.train.loop.LoopConfig`."""
+    :class:`~reasonjax.train.loop.LoopConfig`. lora: train LoRA adapters on the frozen
+    params instead of the params (None: full fine-tuning)."""
 
     steps: int = 100
     batch_size: int = 16
@@ -53,6 +59,7 @@ class FitConfig:
     checkpoint_every: int = 100
     eval_every: int = 0
     progress: bool = True
+    lora: Optional[LoRAConfig] = None
 
     def __post_init__(self):
         check_fields(self, steps=">= 0", batch_size=">= 1", checkpoint_every=">= 1",
@@ -79,13 +86,36 @@ class TaskSFTConfig:
 
 class Setup(NamedTuple):
     """What a run starts from: the mesh, the TrainState on it, the state's shardings, the
-    optimizer and the params' shardings."""
+    optimizer and the params' shardings. With LoRA the state trains the adapter tree;
+    ``frozen`` is the base on the mesh (the step's reference params) and ``lora`` its
+    config; both None otherwise."""
 
     mesh: Mesh
     state: TrainState
     shardings: TrainState
     optimizer: optax.GradientTransformation
     param_shardings: Any
+    frozen: Any = None
+    lora: Optional[LoRAConfig] = None
+
+    def model_params(self, trained):
+        """The params the model runs with, from the state's ``trained`` params."""
+        return trained if self.lora is None else lora_lib.merge(self.frozen, trained,
+                                                                self.lora)
+
+    def loss(self, loss: Loss) -> Loss:
+        """``loss`` as the step trains it (on the adapters, with the base, under LoRA)."""
+        return loss if self.lora is None else lora_lib.wrap_loss(loss, self.lora)
+
+    def reference(self, ref_params):
+        """The step's reference params: the frozen base under LoRA (a LoRA run's reference
+        *is* its base; another one is refused), else ``ref_params``."""
+        if self.lora is None:
+            return ref_params
+        if ref_params is not None and ref_params is not self.frozen:
+            raise ConfigError("lora: the reference of a LoRA run is its frozen base; drop "
+                              "the separate reference params (or train without lora)")
+        return self.frozen
 
 
 def single_device_mesh() -> Mesh:
@@ -101,27 +131,45 @@ def param_shapes(model_config: ModelConfig, params=None):
 
 
 def _optimizer_and_shardings(model_config: ModelConfig, shapes, optim: OptimConfig,
-                             mesh: Mesh):
-    """(optimizer, param shardings, TrainState shardings) from param shapes alone."""
+                             mesh: Mesh, lora: Optional[LoRAConfig] = None):
+    """(optimizer, param shardings, TrainState shardings) from param shapes alone (under
+    LoRA the TrainState's params are the adapter tree of those shapes)."""
     parallel.validate_model_mesh(model_config, mesh)
     param_shardings = parallel.param_shardings(model_config, mesh)
-    optimizer = make_optimizer(optim, shapes)
-    return optimizer, param_shardings, state_shardings(optimizer, shapes, param_shardings, mesh)
+    trained, trained_shardings = shapes, param_shardings
+    if lora is not None:
+        if optim.trainable != "all":
+            raise ConfigError(f"optim.trainable={optim.trainable!r} with lora: LoRA trains its "
+                              "adapters and lora.full modules; leave optim.trainable at all")
+        trained = jax.eval_shape(lambda b: lora_lib.init(b, lora), shapes)
+        trained_shardings = lora_lib.shardings(trained, param_shardings, mesh)
+    optimizer = make_optimizer(optim, trained)
+    return optimizer, param_shardings, state_shardings(optimizer, trained, trained_shardings,
+                                                       mesh)
 
 
 def setup(model_config: ModelConfig, params, optim: OptimConfig, *, seed: int = 0,
-          mesh: Optional[Mesh] = None) -> Setup:
+          mesh: Optional[Mesh] = None, lora: Optional[LoRAConfig] = None) -> Setup:
     """Mesh (default: one device), params placed on their shardings (or initialised from
     ``seed`` when ``params`` is None), optimizer, TrainState and its shardings. The
-    shardings come from shapes; the state is built once, directly on them."""
+    shardings come from shapes; the state is built once, directly on them. With ``lora``
+    the params become the frozen base (in ``lora.base_dtype``) and the state trains the
+    adapters."""
     mesh = mesh or single_device_mesh()
     if params is None:
         params = parallel.init_params(model_config, jax.random.key(seed), mesh)
     optimizer, param_shardings, shardings = _optimizer_and_shardings(
-        model_config, param_shapes(model_config, params), optim, mesh)
+        model_config, param_shapes(model_config, params), optim, mesh, lora)
     params = jax.device_put(params, param_shardings)
-    state = create_train_state(params, optimizer, seed=seed, shardings=shardings)
-    return Setup(mesh, state, shardings, optimizer, param_shardings)
+    if lora is None:
+        state = create_train_state(params, optimizer, seed=seed, shardings=shardings)
+        return Setup(mesh, state, shardings, optimizer, param_shardings)
+    frozen = params if lora.base_dtype is None else jax.jit(
+        lambda p: lora_lib.cast_base(p, lora), out_shardings=param_shardings)(params)
+    trained = jax.jit(lambda p: lora_lib.init(p, lora), out_shardings=shardings.params)(
+        frozen)
+    state = create_train_state(trained, optimizer, seed=seed, shardings=shardings)
+    return Setup(mesh, state, shardings, optimizer, param_shardings, frozen, lora)
 
 
 def rows_iterator(rows: Mapping[str, np.ndarray], batch_size: int, seed: int = 0):
@@ -161,29 +209,43 @@ def fit(loss: Loss, model_config: ModelConfig, params, data: Union[Mapping, Any]
     between several fits."""
     cfg = dataclasses.replace(cfg, optim=cfg.optim.for_steps(cfg.steps))
     if isinstance(data, Mapping):
-        loss.check(data, ref_params is not None)
+        loss.check(data, ref_params is not None or cfg.lora is not None)
         data = rows_iterator(data, cfg.batch_size, cfg.seed)
-    s = setup(model_config, params, cfg.optim, seed=cfg.seed, mesh=mesh)
-    if ref_params is not None:
+    s = setup(model_config, params, cfg.optim, seed=cfg.seed, mesh=mesh, lora=cfg.lora)
+    if s.lora is not None:
+        ref_params = s.reference(None if ref_params is params else ref_params)
+    elif ref_params is not None:
         ref_params = parallel.shard_params(ref_params, model_config, s.mesh)
     loop = LoopConfig(steps=cfg.steps, run_dir=run_dir, checkpoint_every=cfg.checkpoint_every,
                       eval_every=cfg.eval_every, progress=cfg.progress)
-    state, metrics = train(loss, s.state, data, loop, mesh=s.mesh, shardings=s.shardings,
-                           optimizer=None if step_fn else s.optimizer, step_fn=step_fn,
-                           ref_params=ref_params, eval_fn=eval_fn,
-                           lr_schedule=None if step_fn else make_schedule(cfg.optim))
-    return state.params, metrics
+    if step_fn is None:
+        step_fn = make_train_step(
+            s.loss(loss), s.optimizer, s.mesh, s.shardings,
+            ref_shardings=s.param_shardings if s.lora is not None else None,
+            lr_schedule=make_schedule(cfg.optim))
+    state, metrics = train(s.loss(loss), s.state, data, loop, mesh=s.mesh,
+                           shardings=s.shardings, step_fn=step_fn, ref_params=ref_params,
+                           eval_fn=None if eval_fn is None else (
+                               lambda trained: eval_fn(s.model_params(trained))))
+    if s.lora is not None and run_dir is not None:
+        lora_lib.save_adapters(Path(run_dir) / lora_lib.ADAPTERS_DIR, state.params, s.lora)
+    return s.model_params(state.params), metrics
 
 
 def make_fit_step(loss: Loss, model_config: ModelConfig, params, optim: OptimConfig, *,
-                  mesh: Optional[Mesh] = None) -> Callable:
+                  mesh: Optional[Mesh] = None, lora: Optional[LoRAConfig] = None
+                  ) -> Callable:
     """The jitted train step :func:`fit` would build, to pass as ``fit(..., step_fn=...)``
-    to several fits of the same loss, optimizer config, param shapes and mesh. Only the
-    shapes of ``params`` are read (None: the shapes of a fresh init); no state is built."""
+    to several fits of the same loss, optimizer config, param shapes, mesh and ``lora``
+    (the fits' ``FitConfig.lora``). Only the shapes of ``params`` are read (None: the
+    shapes of a fresh init); no state is built."""
     mesh = mesh or single_device_mesh()
-    optimizer, _, shardings = _optimizer_and_shardings(
-        model_config, param_shapes(model_config, params), optim, mesh)
-    return make_train_step(loss, optimizer, mesh, shardings, lr_schedule=make_schedule(optim))
+    optimizer, param_shardings, shardings = _optimizer_and_shardings(
+        model_config, param_shapes(model_config, params), optim, mesh, lora)
+    if lora is not None:
+        loss = lora_lib.wrap_loss(loss, lora)
+    return make_train_step(loss, optimizer, mesh, shardings, ref_shardings=param_shardings,
+                           lr_schedule=make_schedule(optim))
 
 
 def task_sft_iterator(tok: Tokenizer, task: Task, cfg: TaskSFTConfig,

@@ -16,6 +16,7 @@ from reasonjax.driver.rollouts import Rollouts
 from reasonjax.rl.loop import dynamic_sample, rl_train
 from reasonjax.rl.shaping import step_end_mask
 from reasonjax.rl.update import make_learner
+from reasonjax.train.lora import LoRAConfig
 from reasonjax.train.state import OptimConfig
 from rl_helpers import CFG, ENV, GOOD, PROBLEMS, TASK, TOK, expected_reward, rollouts
 
@@ -44,6 +45,28 @@ def test_rl_raises_the_exact_expected_reward(init_params, algorithm, kl):
         assert "prm/prm_accuracy" in history[-1]
     if algorithm == "dapo":
         assert all(1 <= h["dynamic/draws"] <= 4 for h in history)
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
+def test_lora_rl_raises_the_expected_reward_with_the_base_as_reference(init_params, algorithm):
+    cfg = RLConfig(algorithm=ALGORITHMS[algorithm](kl_coef=0.05), iterations=4,
+                   prompts_per_iteration=4, samples_per_prompt=8, max_new_tokens=3, epochs=2,
+                   minibatch_size=16, optim=OptimConfig(lr=3e-2, schedule="constant"), seed=1,
+                   # The toy reward is the LM head's mass on 26 letters: adapt the head too.
+                   lora=LoRAConfig(rank=4, targets=("q", "k", "v", "o", "gate", "up",
+                                                    "down", "lm_head")))
+    learner = make_learner(CFG, init_params, cfg)
+    assert set(learner.state.policy.params) == {"lora", "full"}
+    before = expected_reward(init_params)
+    params, history = rl_train(learner, ENV, PROBLEMS, progress=False)
+    assert expected_reward(params) > before + 0.1, history
+    if algorithm == "grpo":  # the KL to the frozen base grows from 0
+        assert history[-1]["kl_ref"] > 0
+    # Only the adapted kernels (and the value head) moved; the embedding did not.
+    np.testing.assert_array_equal(params["embed"]["embedding"],
+                                  init_params["embed"]["embedding"])
+    with pytest.raises(ConfigError, match="PRIME's implicit PRM"):
+        make_learner(CFG, init_params, dataclasses.replace(cfg, algorithm=PRIME()))
 
 
 def _scripted(rewards_per_draw, n):
