@@ -25,8 +25,9 @@ class RLConfig:
     """algorithm: one of :mod:`reasonjax.rl.algorithms`' configs (``ALGORITHMS``: GRPO,
     Dr. GRPO, RLOO, DAPO, GSPO, CISPO, REINFORCE++(-baseline), PPO, PRIME). iterations:
     sample-and-update rounds. prompts_per_iteration x samples_per_prompt rollouts per
-    round, up to max_new_tokens each, drawn with ``sampling``; epochs passes over them in minibatches of ``minibatch_size`` rows (None:
-    all rows in one step; must divide the rollouts and the data axes). partial_reward:
+    round, up to max_new_tokens each, drawn with ``sampling``; epochs passes over them in
+    minibatches of ``minibatch_size`` rows (None: all rows in one step; must divide the
+    rollouts and the data axes). partial_reward:
     ReFT's reward for a readable but wrong answer. gamma: discount of token-level returns
     (PPO's GAE, PRIME's process returns, PRM step rewards). prm_shaping / prm_eta /
     prm_coef: PRM step rewards (needs a step-reward function, :mod:`reasonjax.rl.shaping`).

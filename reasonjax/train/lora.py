@@ -61,9 +61,10 @@ ADAPTERS_FILE = "lora.json"
 @dataclasses.dataclass(frozen=True)
 class LoRAConfig:
     """rank / alpha: the update's rank and scale (alpha / rank). targets: the projections
-    adapted (``TARGETS``: q k v o gate up down, HF's q_proj ... down_proj; and lm_head). full: top-level
-    param modules trained whole (``value_head``, ``lm_head``, ``embed``, ...). base_dtype:
-    ``bfloat16`` keeps the frozen base in bf16; None keeps its dtype. seed: A's init."""
+    adapted (``TARGETS``: q k v o gate up down, HF's q_proj ... down_proj; and lm_head).
+    full: top-level param modules trained whole (``value_head``, ``lm_head``, ``embed``,
+    ...). base_dtype: ``bfloat16`` keeps the frozen base in bf16; None keeps its dtype.
+    seed: A's init."""
 
     rank: int = 8
     alpha: float = 16.0
