@@ -30,6 +30,19 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _member_named(errors: dict, value: Any) -> Any:
+    """The error of the union member whose ``name`` field (a Literal) is ``value['name']``
+    (e.g. an algorithm config), else None."""
+    if not isinstance(value, dict) or "name" not in value:
+        return None
+    for member, error in errors.items():
+        if dataclasses.is_dataclass(member):
+            hint = typing.get_type_hints(member).get("name")
+            if typing.get_origin(hint) is typing.Literal and value["name"] in typing.get_args(hint):
+                return error
+    return None
+
+
 def _coerce(value: Any, tp: Any, path: str) -> Any:
     """Converts ``value`` to type ``tp`` (a dataclass, builtin, Optional, tuple, dict...)."""
     origin = typing.get_origin(tp)
@@ -39,14 +52,18 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
+        errors = {}
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, path)
             except ConfigError as e:
-                errors.append(str(e))
+                errors[arg] = str(e)
+        named = _member_named(errors, value)
+        if named is not None:  # a mapping whose ``name`` picks a member: that member's error
+            raise ConfigError(f"{named} (to switch to {value['name']}, give the whole "
+                              f"section: {path}={{name: {value['name']}}})")
         raise ConfigError(f"{path}: {value!r} matches none of {_type_name(tp)}")
     if origin is typing.Literal:
         if value not in args:

@@ -169,7 +169,9 @@ def test_paper_presets_name_the_paths_to_set_and_build_from_local_files(name,
     ckpt, data = local_paper_inputs
     # the tiny checkpoint's character tokenizer has no chat template
     chat = ["prompt.chat=false", "prompt.system=null"] if cfg.prompt.chat else []
-    cfg = load_config(name, "paper", [f"model.checkpoint={ckpt}", f"task.data_file={data}",
+    generated = cfg.task.name in ("countdown", "arithmetic", "maze", "procbench")
+    files = ["task.train_size=8"] if generated else [f"task.data_file={data}"]
+    cfg = load_config(name, "paper", [f"model.checkpoint={ckpt}", *files,
                                       "task.eval_size=4", *chat])
     env = common.make_env(cfg.task, cfg.model, cfg.mesh, num_devices=1, prompt=cfg.prompt)
     assert env.init_params is not None and env.model_config.n_layers == 1
