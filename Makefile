@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: demo test bench
 
@@ -17,5 +18,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -n 2 -q --durations=15 tests
 
-bench: $(STAMP)
+# The benchmarks also need the bench extra (TRL, for benchmarks/rl_step.py).
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(VENV)/bin/python -m pip install -q -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	for f in benchmarks/*.py; do $(VENV)/bin/python $$f || exit 1; done
