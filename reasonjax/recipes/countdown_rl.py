@@ -76,8 +76,13 @@ class Config(common.RecipeConfig):
 
 
 def losses(cfg: Config) -> dict:
-    """No FitSpec phases besides the warm-up (the RL steps are the arms')."""
+    """{FitSpec path: loss factory} of the run's fit phases besides the warm-up: none."""
     return {}
+
+
+def rl_runs(cfg: Config) -> list:
+    """[(config path, RLConfig)] of the arms (what :mod:`.plan` compiles)."""
+    return [("rl", arm_config(cfg, arm)) for arm in cfg.arms]
 
 
 CLAIM = ("RL with verifier rewards on Countdown from a small model raises reward and "

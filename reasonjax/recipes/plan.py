@@ -475,11 +475,31 @@ def _new_tokens(method) -> int:
     return method.max_steps * method.step_tokens
 
 
+def rl_train_program(path: str, rl, prompt_len: int) -> Program:
+    """The policy update of an RL run (:class:`reasonjax.rl.config.RLConfig` ``rl`` at
+    ``path``): the algorithm's policy-gradient loss on ``rl.minibatch`` rollout rows of
+    prompt + ``max_new_tokens`` tokens, with the reference's log-probs in the batch and
+    the reference params held beside the state when the algorithm needs one (they are
+    resident during the update). A LoRA run is planned as full fine-tuning (its state is
+    smaller)."""
+    from reasonjax.train.rl import policy_gradient_loss
+
+    loss_config = rl.algorithm.loss_config(rl.max_new_tokens)
+    extra = ("ref_logps",) if loss_config.kl_coef > 0 else ()
+    program = train_program(f"train: rollout ({path}, {rl.algorithm.name})",
+                            lambda mc: policy_gradient_loss(mc, loss_config),
+                            rl.minibatch, prompt_len + rl.max_new_tokens, rl.optim,
+                            extra_keys=extra, path=path)
+    return dataclasses.replace(program, ref=rl.algorithm.needs_reference,
+                               batch_key=f"{path}.minibatch_size")
+
+
 def recipe_programs(module, cfg, model_config: ModelConfig, prompt_len: int) -> list[Program]:
     """Every program a recipe run compiles: its train steps (the warm-up SFT when it has
-    steps, then ``module.losses(cfg)``: {FitSpec path: loss factory}), each distinct
-    search / sampling method at ``cfg.batch_size`` prompts, and the prefill and decode step
-    of its largest sampling call."""
+    steps, then ``module.losses(cfg)``: {FitSpec path: loss factory}, then the policy
+    update of each distinct RL run in ``module.rl_runs(cfg)``: [(path, RLConfig)]), each
+    distinct search / sampling method at ``cfg.batch_size`` prompts, and the prefill and
+    decode step of its largest sampling call (RL rollouts included)."""
     from reasonjax.train.sft import sft_loss
 
     fits = {}
@@ -496,6 +516,14 @@ def recipe_programs(module, cfg, model_config: ModelConfig, prompt_len: int) -> 
                                 spec.seq_len, spec.optim, path=path)
         programs.append(dataclasses.replace(program, ref=loss.needs_reference,
                                             sequences=2 if loss.kind == "preference" else 1))
+    rl_runs, seen_losses = [], set()
+    for path, rl in getattr(module, "rl_runs", lambda c: [])(cfg):
+        key = (rl.algorithm.loss_config(rl.max_new_tokens), rl.minibatch, rl.max_new_tokens,
+               rl.optim)
+        if key not in seen_losses:
+            seen_losses.add(key)
+            programs.append(rl_train_program(path, rl, prompt_len))
+        rl_runs.append((path, rl))
     seen, methods = set(), []
     for path, method in _methods(cfg):
         if method not in seen:
@@ -510,12 +538,15 @@ def recipe_programs(module, cfg, model_config: ModelConfig, prompt_len: int) -> 
         name = f"{type(method).__name__.removesuffix('Config').lower()} ({path})"
         programs.append(search_program(name, method, batch, prompt_len,
                                        _rows_per_prompt(method), path, key, chunk))
-    if calls:
-        path, method, batch, key, chunk = max(
-            calls, key=lambda c: _rows_per_prompt(c[1]) * c[2])
-        programs += decode_programs(_rows_per_prompt(method) * batch, prompt_len,
-                                    max(_new_tokens(m) for _, m in methods),
-                                    _rows_per_prompt(method), key, chunk)
+    # (rows, new tokens, rows per prompt, batch key, chunk key) of every sampling call
+    sampling = [(_rows_per_prompt(method) * batch, max(_new_tokens(m) for _, m in methods),
+                 _rows_per_prompt(method), key, chunk)
+                for path, method, batch, key, chunk in calls]
+    sampling += [(rl.rows, rl.max_new_tokens, rl.samples_per_prompt,
+                  f"{path}.prompts_per_iteration", "") for path, rl in rl_runs]
+    if sampling:
+        rows, new_tokens, per_prompt, key, chunk = max(sampling, key=lambda c: c[0] * c[1])
+        programs += decode_programs(rows, prompt_len, new_tokens, per_prompt, key, chunk)
     return programs
 
 

@@ -54,9 +54,13 @@ class Config(common.RecipeConfig):
 
 
 def losses(cfg: Config) -> dict:
-    """{FitSpec path: loss factory} of the run's fit phases (the warm-up is compiled by
-    :mod:`reasonjax.recipes.plan` itself; PPO's step is not a FitSpec phase)."""
+    """{FitSpec path: loss factory} of the run's fit phases besides the warm-up: none."""
     return {}
+
+
+def rl_runs(cfg: Config) -> list:
+    """[(config path, RLConfig)] of the run's RL phases (what :mod:`.plan` compiles)."""
+    return [("rl", cfg.rl)]
 
 
 CLAIM = ("ReFT's PPO stage (partial reward 0.1, KL to the SFT model, value head on the "

@@ -22,6 +22,8 @@ from reasonjax.train.state import OptimConfig  # noqa: E402
 # The slice each paper preset is sized for (named in the preset file's header).
 PAPER_SLICES = {"alphamath": "v5p-8", "mcts_dpo": "v5p-8", "step_dpo": "v5p-8",
                 "prm": "v5p-8", "scaling": "v5e-8", "coverage": "v5e-16"}
+# The RL recipes' policy updates take minutes to compile: checked with `-m slow` only.
+SLOW_PAPER_SLICES = {**PAPER_SLICES, "reft": "v5p-8", "countdown_rl": "v5p-8"}
 
 
 def test_slice_names_follow_cloud_tpu_naming():
@@ -94,6 +96,30 @@ def test_recipe_programs_cover_training_search_and_decoding():
     assert decode.rows == 32 * 5 and decode.seq_len == 512 + 10 * 128
 
 
+def test_rl_recipes_plan_their_policy_updates_and_rollouts():
+    cfg = load_config("reft", "paper")
+    mc = plan.plan_model_config(cfg)
+    programs = plan.recipe_programs(recipe_module("reft"), cfg, mc, 300)
+    assert [p.name for p in programs] == ["train: rollout (rl, ppo)", "prefill",
+                                          "decode step"]
+    train, _, decode = programs
+    # 32 rollouts per update of a 300-token prompt + 700 sampled tokens; the reference
+    # (KL in the reward) is resident beside the state.
+    assert (train.rows, train.seq_len, train.ref) == (32, 1000, True)
+    assert train.batch_key == "rl.minibatch_size"
+    assert (decode.rows, decode.seq_len, decode.per_prompt) == (32, 1000, 1)
+    cfg = load_config("countdown_rl", "paper")
+    programs = plan.recipe_programs(recipe_module("countdown_rl"), cfg,
+                                    plan.plan_model_config(cfg), 32)
+    train = [p for p in programs if p.kind == "train"]
+    # One update per distinct loss: RLOO's is GRPO's (they differ in advantages only).
+    assert [p.name.split(", ")[1][:-1] for p in train] == ["grpo", "dr_grpo", "dapo",
+                                                           "gspo", "reinforce_pp"]
+    assert {p.rows for p in train} == {320}
+    decode = programs[-1]
+    assert (decode.rows, decode.per_prompt) == (128 * 5, 5)
+
+
 @pytest.mark.parametrize("recipe", sorted(PAPER_SLICES))
 def test_paper_preset_training_fits_its_slice(recipe):
     """Every paper preset's train steps (coverage: its sampling call) compile for the
@@ -137,9 +163,10 @@ def test_override_into_free_form_dicts():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", sorted(PAPER_SLICES))
+@pytest.mark.parametrize("recipe", sorted(SLOW_PAPER_SLICES))
 def test_every_paper_program_fits_its_slice(recipe):
-    """All programs of every paper preset (train steps, searches, prefill, decode step)
-    compile for the preset's slice and fit its HBM (minutes per preset: `-m slow`)."""
-    p = plan.plan(recipe, "paper", [], PAPER_SLICES[recipe])
+    """All programs of every paper preset (train steps and RL policy updates, searches,
+    prefill, decode step) compile for the preset's slice and fit its HBM (minutes per
+    preset: `-m slow`)."""
+    p = plan.plan(recipe, "paper", [], SLOW_PAPER_SLICES[recipe])
     assert p.fits, plan.format_plan(p)
