@@ -37,6 +37,7 @@ from reasonjax.models.tokenizer import CharTokenizer
 from reasonjax.recipes.rundir import Run, run_phase
 from reasonjax.train.fit import FitConfig, make_fit_step
 from reasonjax.train.fit import fit as train_fit
+from reasonjax.train.lora import LoRAConfig
 from reasonjax.train.loss import Loss
 from reasonjax.train.state import OptimConfig, check_steps
 
@@ -246,19 +247,22 @@ def fit_step(env: RecipeEnv, params, loss: Loss, spec: FitSpec) -> Callable:
 
 
 def fit_examples(env: RecipeEnv, params, loss: Loss, examples: Sequence[Mapping[str, np.ndarray]],
-                 spec: FitSpec, seed: int = 0, ref_params=None, step: Optional[Callable] = None):
+                 spec: FitSpec, seed: int = 0, ref_params=None, step: Optional[Callable] = None,
+                 lora: Optional[LoRAConfig] = None):
     """Trains ``params`` with ``loss`` on ``examples`` (``formatting.encode_*`` outputs of
     the loss's batch kind), reshuffled every epoch, for ``spec.steps`` steps
     (:func:`reasonjax.train.fit.fit` on the stacked rows). Returns (params, last metrics).
     Resumability comes from the recipe's phases, so nothing is saved here. ``step``: a
-    :func:`fit_step` to reuse."""
+    :func:`fit_step` to reuse. ``lora``: train LoRA adapters on the frozen ``params`` (the
+    returned params are merged)."""
     if spec.steps == 0:
         return params, {}
     if not examples:
         raise ValueError(f"fit_examples: no {loss.kind} examples to train {loss.name} on")
     parallel.validate_batch(spec.batch_size, env.mesh, what="batch_size")
     rows = examples_to_rows(examples, loss.kind, spec.seq_len)
-    cfg = FitConfig(steps=spec.steps, batch_size=spec.batch_size, seed=seed, optim=spec.optim)
+    cfg = FitConfig(steps=spec.steps, batch_size=spec.batch_size, seed=seed, optim=spec.optim,
+                    lora=lora)
     return train_fit(loss, env.model_config, params, rows, cfg, ref_params=ref_params,
                      mesh=env.mesh, step_fn=step)
 

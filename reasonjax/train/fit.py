@@ -148,6 +148,18 @@ def _optimizer_and_shardings(model_config: ModelConfig, shapes, optim: OptimConf
                                                        mesh)
 
 
+def optimizer_state_bytes(model_config: ModelConfig, optim: OptimConfig,
+                          lora: Optional[LoRAConfig] = None) -> int:
+    """Bytes of the optimizer state a run of ``model_config`` with ``optim`` (and ``lora``)
+    holds, from shapes alone (nothing is allocated): Adam's moments of what it trains."""
+    shapes = param_shapes(model_config)
+    trained = shapes if lora is None else jax.eval_shape(
+        lambda b: lora_lib.init(b, lora), shapes)
+    # (the schedule's length changes no shape)
+    state = jax.eval_shape(make_optimizer(optim.for_steps(1), trained).init, trained)
+    return int(sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(state)))
+
+
 def setup(model_config: ModelConfig, params, optim: OptimConfig, *, seed: int = 0,
           mesh: Optional[Mesh] = None, lora: Optional[LoRAConfig] = None) -> Setup:
     """Mesh (default: one device), params placed on their shardings (or initialised from

@@ -1,6 +1,6 @@
-"""The RL recipes (ReFT, Countdown RL) at a micro size end to end: phases, the report's
-tables and effect checks, per-arm settings, resumption inside the RL phase, and config
-errors."""
+"""The RL recipes (ReFT, Countdown RL) and LoRA vs full fine-tuning at a micro size end to
+end: phases, the report's tables and effect checks, per-arm settings, resumption inside
+the RL phase, and config errors."""
 
 import numpy as np
 import pytest
@@ -73,3 +73,18 @@ def test_countdown_rl_micro_end_to_end(tmp_path):
     assert "grpo raises greedy accuracy over the SFT model" in result.checks
     assert "dapo raises greedy accuracy over the SFT model" in result.checks
     assert (tmp_path / "rl" / "rl-grpo+lora" / "adapters").is_dir()
+
+
+def test_lora_recipe_micro_end_to_end(tmp_path):
+    overrides = MICRO + ["sft.steps=2", "sft.batch_size=4", "sft.seq_len=32",
+                         "lora.rank=2", "rl.checkpoint_every=2"]
+    result = replicate("lora", "tiny", overrides, tmp_path)
+    rows = {r["run"]: r for r in result.rows}
+    assert list(rows) == ["base", "sft-full", "sft-lora", "grpo-full", "grpo-lora"]
+    assert rows["sft-lora"]["trainable parameters"] < rows["sft-full"]["trainable parameters"]
+    assert rows["sft-lora"]["optimizer state MiB"] < 0.5 * rows["sft-full"]["optimizer state MiB"]
+    assert set(result.checks) == {"LoRA SFT is within 0.03 of full fine-tuning",
+                                  "full SFT raises greedy accuracy over its start",
+                                  "LoRA GRPO is within 0.03 of full fine-tuning",
+                                  "full GRPO raises greedy accuracy over its start"}
+    assert (tmp_path / "rl" / "grpo-lora" / "adapters").is_dir()

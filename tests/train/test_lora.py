@@ -13,7 +13,7 @@ import pytest
 from reasonjax.config import ConfigError, override
 from reasonjax.models import Transformer, save_pretrained
 from reasonjax.train import lora
-from reasonjax.train.fit import FitConfig, fit, setup
+from reasonjax.train.fit import FitConfig, fit, optimizer_state_bytes, setup
 from reasonjax.train.preference import PreferenceConfig, preference_loss
 from reasonjax.train.sft import SFTConfig, sft_loss
 from reasonjax.train.state import OptimConfig
@@ -103,6 +103,9 @@ def test_lora_sft_trains_only_the_adapters(tiny_config, tiny_params):
     # Adam's two moments of the adapters and the value head only.
     assert lora_bytes == 2 * 4 * lora.count(s.state.params) + 8  # + two step counters
     assert lora_bytes < 0.5 * full_bytes
+    # The shapes-only count is what the states hold.
+    assert optimizer_state_bytes(tiny_config, OPTIM, cfg) == lora_bytes
+    assert optimizer_state_bytes(tiny_config, OPTIM) == full_bytes
     rows = _rows()
     loss = sft_loss(tiny_config, SFTConfig())
     before = float(jax.jit(loss.fn)(tiny_params, rows, jax.random.key(0), None)[0])
