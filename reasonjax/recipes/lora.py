@@ -4,12 +4,12 @@ parameters and of the optimizer state.
 
 Pipeline as implemented (each stage a resumable phase):
 
-1. ``warmup``: a short SFT from scratch on the first ``warmup_problems`` training problems
-   (the base to adapt: partly trained, so that adaptation has room to help), then
-   ``eval-base``.
-2. ``sft-full`` / ``sft-lora``: SFT continued on the other training problems for
-   ``sft.steps`` steps on the same batches, the whole model (``sft.optim``) or LoRA
-   adapters (``lora``, at ``sft_lora_lr``); greedy accuracy after each.
+1. ``warmup``: SFT on ``task``'s first ``warmup_problems`` training problems: the base
+   (or ``model.checkpoint``), then ``eval-base`` on the problems it is adapted to.
+2. ``sft-full`` / ``sft-lora``: SFT on the ``adapt`` task's training problems (None: the
+   rest of ``task``'s) for ``sft.steps`` steps on the same batches, the whole model
+   (``sft.optim``) or LoRA adapters (``lora``, at ``sft_lora_lr``); greedy accuracy on
+   its eval problems after each.
 3. ``grpo-full`` / ``grpo-lora``: GRPO (``rl``) from the full-SFT model, the whole model or
    LoRA adapters (at ``rl_lora_lr``), the frozen start being the LoRA run's reference;
    greedy accuracy after each (:mod:`.rl_phase`).
@@ -45,11 +45,13 @@ from reasonjax.train.sft import sft_loss
 
 @dataclasses.dataclass(frozen=True)
 class Config(common.RecipeConfig):
-    """``sft``: the continued SFT (full fine-tuning's optimizer; LoRA's lr is
-    ``sft_lora_lr``). ``rl``: the GRPO stage (LoRA's lr ``rl_lora_lr``). ``lora``: the
-    adapters of both LoRA runs. ``margin``: how far below full fine-tuning LoRA may fall
-    for the claim to hold."""
+    """``adapt``: the problems SFT and GRPO adapt the base to (train and eval; None: the
+    rest of ``task``'s training problems and its eval problems). ``sft``: the adaptation
+    SFT (full fine-tuning's optimizer; LoRA's lr is ``sft_lora_lr``). ``rl``: the GRPO
+    stage (LoRA's lr ``rl_lora_lr``). ``lora``: the adapters of both LoRA runs.
+    ``margin``: how far below full fine-tuning LoRA may fall for the claim to hold."""
 
+    adapt: Optional[common.TaskSpec] = None
     sft: common.FitSpec = common.FitSpec()
     sft_lora_lr: float = 1e-2
     rl: RLConfig = RLConfig(algorithm=GRPO())
@@ -100,6 +102,9 @@ def sizes(cfg: Config, model_config) -> dict:
 def run(cfg: Config, run_dir) -> Result:
     run = open_run(run_dir, cfg, total_phases=7)
     env, base, own = common.warm_start(run, cfg)
+    if cfg.adapt is not None:  # the base is adapted to another task's problems
+        env = common.make_env(cfg.adapt, cfg.model, cfg.mesh, cfg.num_devices, cfg.prompt)
+        own = env.train
     max_new = cfg.rl.max_new_tokens
 
     def evaluate(params) -> list:
@@ -175,6 +180,10 @@ def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
     ratio = {s: size[f"{s}-lora"][1] / size[f"{s}-full"][1] for s in ("sft", "grpo")}
     P = len(outcomes[0]["correct"]["base"])
     title = common.title("LoRA vs full fine-tuning", cfg)
+    if cfg.adapt is not None:
+        task = cfg.adapt
+        title += (f", adapted to {task.data_file or task.name} "
+                  f"{task.difficulty or task.knobs or ''}").rstrip()
     path = write_report(run_dir / "report.md", title, [
         ("Results", markdown_table(rows) + f"\n\n{P} eval problems x {len(outcomes)} "
          f"seed(s); LoRA rank {cfg.lora.rank} on {', '.join(cfg.lora.targets)} "

@@ -129,7 +129,7 @@ def iteration_rollouts(learner: Learner, env: Env, params, problems: Sequence[Pr
         return overlong_shaped(learner, collect(env, params, chosen, sample, draw_key,
                                                 cfg.partial_reward))
 
-    if not getattr(cfg.algorithm, "dynamic_sampling", False):
+    if not cfg.algorithm.dynamic_sampling:
         return draw(0), key, {}
     ro, metrics = dynamic_sample(draw, cfg.samples_per_prompt, cfg.prompts_per_iteration,
                                  cfg.algorithm.max_resamples)

@@ -77,7 +77,8 @@ def test_countdown_rl_micro_end_to_end(tmp_path):
 
 def test_lora_recipe_micro_end_to_end(tmp_path):
     overrides = MICRO + ["sft.steps=2", "sft.batch_size=4", "sft.seq_len=32",
-                         "lora.rank=2", "rl.checkpoint_every=2"]
+                         "lora.rank=2", "rl.checkpoint_every=2", "adapt.train_size=6",
+                         "adapt.eval_size=8"]
     result = replicate("lora", "tiny", overrides, tmp_path)
     rows = {r["run"]: r for r in result.rows}
     assert list(rows) == ["base", "sft-full", "sft-lora", "grpo-full", "grpo-lora"]
@@ -88,3 +89,4 @@ def test_lora_recipe_micro_end_to_end(tmp_path):
                                   "LoRA GRPO is within 0.03 of full fine-tuning",
                                   "full GRPO raises greedy accuracy over its start"}
     assert (tmp_path / "rl" / "grpo-lora" / "adapters").is_dir()
+    assert "adapted to arithmetic" in result.report.read_text()
