@@ -27,7 +27,7 @@ from reasonjax.rl.update import make_learner
 
 # metrics.jsonl keys kept per iteration in the phase result (the rest stays in the file).
 HISTORY_KEYS = ("iteration", "reward", "accuracy", "length", "kl_ref", "clip_fraction",
-                "dynamic/informative_fraction", "seconds")
+                "dynamic/informative_fraction", "dynamic/draws", "seconds")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,8 +27,8 @@ Papers: GRPO (Shao et al., 2024, "DeepSeekMath"); Dr. GRPO (Liu et al., 2025,
 "Understanding R1-Zero-Like Training"); RLOO (Ahmadian et al., 2024, "Back to Basics");
 DAPO (Yu et al., 2025); GSPO (Zheng et al., 2025, "Group Sequence Policy Optimization":
 the sequence-ratio clip range is theirs); CISPO (MiniMax, 2025, "MiniMax-M1": no lower
-bound on the weight, clip_low = 1; they tune only the upper bound and do not publish it,
-our 0.28 is DAPO's); REINFORCE++ (Hu et al., 2025: the KL in the reward for the plain
+bound on the weight, clip_low = 1; the paper tunes only the upper bound, and our default
+0.28 is DAPO's clip-higher); REINFORCE++ (Hu et al., 2025: the KL in the reward for the plain
 variant, none for -baseline, as OpenRLHF runs them).
 
 - :class:`PPO` as in ReFT (Luong et al., 2024): the outcome reward on the last token minus
