@@ -227,6 +227,19 @@ def _unset_section(parent: Any, name: str) -> Any:
     return None
 
 
+def _refuse_member_switch(obj: Any, key: str, value: Any, path: str) -> None:
+    """A ``name`` that picks a union member (``algorithm.name=dapo``) cannot be changed
+    alone: the other fields would keep the old member's values, not the new one's
+    defaults. Raises ConfigError saying to give the whole section."""
+    if key != "name" or not dataclasses.is_dataclass(obj) or getattr(obj, "name", value) == value:
+        return
+    hint = typing.get_type_hints(type(obj)).get("name")
+    if typing.get_origin(hint) is typing.Literal:
+        raise ConfigError(f"override {path}.name={value}: the name picks the config's class "
+                          f"and its defaults; give the whole section instead: "
+                          f"{path}={{name: {value}}}")
+
+
 def override(cfg: T, items: Sequence[str]) -> T:
     """Returns ``cfg`` with ``key=value`` overrides applied (nested keys with dots). Keys
     of free-form dict fields (``model.overrides.remat=full``, ``task.knobs.x=1``) may be
@@ -244,6 +257,7 @@ def override(cfg: T, items: Sequence[str]) -> T:
                                   + (f"; valid keys here: {valid}" if i == len(keys) - 1
                                      else ""))
             if i == len(keys) - 1:
+                _refuse_member_switch(obj, k, value, ".".join(keys[:-1]))
                 node[k] = value
                 break
             if node.get(k) is None:

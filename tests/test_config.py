@@ -59,3 +59,19 @@ def test_yaml_round_trip_and_unknown_keys(tmp_path):
 def test_model_config_round_trips_through_dict():
     cfg = get_config("llama-3.1-8b")
     assert from_dict(ModelConfig, to_dict(cfg)) == cfg
+
+
+def test_a_union_member_is_switched_by_its_whole_section():
+    """``algorithm.name=dapo`` alone would keep GRPO's values under DAPO's name; a YAML
+    section naming a member with another member's keys gets that member's own error."""
+    from reasonjax.rl.algorithms import DAPO, GRPO
+    from reasonjax.rl.config import RLConfig
+
+    with pytest.raises(ConfigError, match=r"algorithm.name=dapo: the name picks.*"
+                                          r"algorithm=\{name: dapo\}"):
+        override(RLConfig(algorithm=GRPO()), ["algorithm.name=dapo"])
+    assert override(RLConfig(algorithm=GRPO()), ["algorithm={name: dapo}"]).algorithm == DAPO()
+    assert override(RLConfig(algorithm=GRPO()), ["algorithm.name=grpo"]).algorithm == GRPO()
+    with pytest.raises(ConfigError, match=r"^algorithm: unknown key\(s\) \['lam'\].*"
+                                          r"give the whole section"):
+        from_dict(RLConfig, {"algorithm": {"name": "grpo", "lam": 0.9}})
