@@ -59,7 +59,7 @@ step's score in the trajectory, so the return from every step equals its own sco
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 import jax
 import jax.numpy as jnp
@@ -76,9 +76,8 @@ Aggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
 Objective = Literal["ppo", "gspo", "cispo"]
 Baseline = Literal["mean", "leave_one_out", "none"]
 Scale = Literal["group", "batch", "none"]
-AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
-                "seq-mean-token-sum-norm")
-OBJECTIVES = ("ppo", "gspo", "cispo")
+AGGREGATIONS = get_args(Aggregation)
+OBJECTIVES = get_args(Objective)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,9 +147,9 @@ def outcome_advantages(rewards_B: jax.Array, group_size: int, baseline: Baseline
     REINFORCE++). scale: ``group`` divides by the group's std + eps (GRPO); ``batch`` and
     ``none`` leave it (``batch`` whitens the token advantages later, :func:`whiten`).
     With a baseline, a group whose rewards are all equal gets exactly 0."""
-    if baseline not in ("mean", "leave_one_out", "none"):
+    if baseline not in get_args(Baseline):
         raise ValueError(f"baseline must be mean, leave_one_out or none, got {baseline!r}")
-    if scale not in ("group", "batch", "none"):
+    if scale not in get_args(Scale):
         raise ValueError(f"scale must be group, batch or none, got {scale!r}")
     r = _groups(rewards_B, group_size)
     if baseline == "mean":
@@ -162,8 +161,7 @@ def outcome_advantages(rewards_B: jax.Array, group_size: int, baseline: Baseline
     if scale == "group":
         adv = adv / (r.std(axis=1, keepdims=True) + eps)
     if baseline != "none":
-        tied = r.max(axis=1, keepdims=True) == r.min(axis=1, keepdims=True)
-        adv = jnp.where(tied, 0.0, adv)
+        adv = jnp.where(informative_groups(rewards_B, group_size)[:, None], adv, 0.0)
     return adv.reshape(-1)
 
 
