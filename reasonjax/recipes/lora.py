@@ -25,7 +25,6 @@ import dataclasses
 from pathlib import Path
 from typing import Optional, Sequence
 
-import jax
 import numpy as np
 
 from reasonjax.config import check_fields
@@ -39,7 +38,7 @@ from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase, w
 from reasonjax.rl.algorithms import GRPO
 from reasonjax.rl.config import RLConfig
 from reasonjax.train.fit import optimizer_state_bytes, param_shapes
-from reasonjax.train.lora import LoRAConfig, count, init
+from reasonjax.train.lora import LoRAConfig, count, init_shapes
 from reasonjax.train.sft import sft_loss
 
 
@@ -88,7 +87,7 @@ def _lora_rl(cfg: Config) -> RLConfig:
 def sizes(cfg: Config, model_config) -> dict:
     """{run: (trainable parameters, optimizer-state bytes)} from shapes."""
     shapes = param_shapes(model_config)
-    lora_params = count(jax.eval_shape(lambda b: init(b, cfg.lora), shapes))
+    lora_params = count(init_shapes(shapes, cfg.lora))
     full_params = count(shapes)
     rl_lora = _lora_rl(cfg)
     return {"sft-full": (full_params, optimizer_state_bytes(model_config, cfg.sft.optim)),

@@ -149,13 +149,13 @@ def trained_to_model_params(policy: Setup) -> Callable[[Any], Any]:
 
 def make_update(model_config: ModelConfig, cfg: RLConfig, policy: Setup,
                 prm: Optional[Setup] = None, ref_params: Any = None,
-                step_rewards: Optional[StepRewardFn] = None,
-                model_params: Optional[Callable[[Any], Any]] = None) -> Update:
+                step_rewards: Optional[StepRewardFn] = None, *,
+                model_params: Callable[[Any], Any]) -> Update:
     """The :data:`Update` of ``cfg`` (module docstring). policy / prm: the policy's and
     PRIME's PRM's setups (optimizer, mesh, shardings; under LoRA the policy's frozen base).
     ref_params: the frozen reference on the mesh (None when the algorithm needs none).
     step_rewards: PRM shaping or None. model_params: :func:`trained_to_model_params` of
-    ``policy`` (built when None)."""
+    ``policy`` (the learner's own, so the merge compiles once)."""
     alg, mesh = cfg.algorithm, policy.mesh
     loss = rl.policy_gradient_loss(model_config, alg.loss_config(cfg.max_new_tokens))
     train_step = make_train_step(policy.loss(loss), policy.optimizer, mesh, policy.shardings,
@@ -166,7 +166,6 @@ def make_update(model_config: ModelConfig, cfg: RLConfig, policy: Setup,
         return train_step(state, batch, policy.frozen)
 
     stats = make_stats_fn(model_config)
-    model_params = model_params or trained_to_model_params(policy)
     prm_update = (make_prime_prm_update(model_config, alg, prm, stats) if prm is not None
                   else None)
 
@@ -233,7 +232,7 @@ def make_learner(model_config: ModelConfig, params, cfg: RLConfig, *, ref_params
     model_params = trained_to_model_params(policy)
     update = make_update(model_config, cfg, policy, prm,
                          ref if cfg.algorithm.needs_reference else None, step_rewards,
-                         model_params)
+                         model_params=model_params)
     return Learner(model_config, cfg, policy.mesh,
                    RLState(policy.state, prm.state if prm else None),
                    RLState(policy.shardings, prm.shardings if prm else None), update,

@@ -141,7 +141,7 @@ def _optimizer_and_shardings(model_config: ModelConfig, shapes, optim: OptimConf
         if optim.trainable != "all":
             raise ConfigError(f"optim.trainable={optim.trainable!r} with lora: LoRA trains its "
                               "adapters and lora.full modules; leave optim.trainable at all")
-        trained = jax.eval_shape(lambda b: lora_lib.init(b, lora), shapes)
+        trained = lora_lib.init_shapes(shapes, lora)
         trained_shardings = lora_lib.shardings(trained, param_shardings, mesh)
     optimizer = make_optimizer(optim, trained)
     return optimizer, param_shardings, state_shardings(optimizer, trained, trained_shardings,
@@ -153,8 +153,7 @@ def optimizer_state_bytes(model_config: ModelConfig, optim: OptimConfig,
     """Bytes of the optimizer state a run of ``model_config`` with ``optim`` (and ``lora``)
     holds, from shapes alone (nothing is allocated): Adam's moments of what it trains."""
     shapes = param_shapes(model_config)
-    trained = shapes if lora is None else jax.eval_shape(
-        lambda b: lora_lib.init(b, lora), shapes)
+    trained = shapes if lora is None else lora_lib.init_shapes(shapes, lora)
     # (the schedule's length changes no shape)
     state = jax.eval_shape(make_optimizer(optim.for_steps(1), trained).init, trained)
     return int(sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(state)))

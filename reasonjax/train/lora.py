@@ -104,8 +104,8 @@ def _kernel_2d(kernel_shape: tuple, n_in: int, stacked: bool) -> tuple[int, int,
 
 
 def init(base, cfg: LoRAConfig):
-    """The trainable tree for ``base`` (arrays or ShapeDtypeStructs: only shapes are read
-    for the adapters; the ``full`` modules are copied from it)."""
+    """The trainable tree for the params ``base`` (the adapters read only its shapes; the
+    ``full`` modules are copied from it). From shapes alone: :func:`init_shapes`."""
     key = jax.random.key(cfg.seed)
     lora = {}
     for i, name in enumerate(cfg.targets):
@@ -125,6 +125,12 @@ def init(base, cfg: LoRAConfig):
                             if jnp.issubdtype(x.dtype, jnp.floating) else jnp.asarray(x),
                             base[m]) for m in cfg.full}
     return {"lora": lora, "full": full}
+
+
+def init_shapes(base_shapes, cfg: LoRAConfig):
+    """``jax.ShapeDtypeStruct``s of :func:`init`'s tree for params of ``base_shapes``
+    (arrays or ShapeDtypeStructs); nothing is computed or allocated."""
+    return jax.eval_shape(lambda b: init(b, cfg), base_shapes)
 
 
 def delta(a, b, kernel_shape: tuple, scale: float) -> jax.Array:
