@@ -34,7 +34,7 @@ from reasonjax.data.task import Problem, Task, get_task
 from reasonjax.driver import Env, longest_prompt
 from reasonjax.models.config import get_config
 from reasonjax.models.tokenizer import CharTokenizer
-from reasonjax.recipes.rundir import Run, run_phase
+from reasonjax.recipes.rundir import Run, log_metrics, run_phase
 from reasonjax.train.fit import FitConfig, make_fit_step
 from reasonjax.train.fit import fit as train_fit
 from reasonjax.train.lora import LoRAConfig
@@ -323,6 +323,19 @@ def warmup(run: Run, env: RecipeEnv, spec: FitSpec, seed: int = 0,
                        {"final_loss": None if loss is None else float(loss)})
 
     return run_phase(run, name, compute, Trained, mesh=env.mesh).params
+
+
+def eval_phase(run: Run, env: RecipeEnv, params, name: str, max_new_tokens: int,
+               batch_size: int) -> list:
+    """Phase ``name``: each eval problem's greedy correctness under ``params`` (up to
+    ``max_new_tokens``, ``batch_size`` problems per driver call), logged with its accuracy
+    to metrics.jsonl. Returns the list."""
+    from reasonjax.driver.records import greedy_correct
+
+    done = run_phase(run, name, lambda: {"correct": greedy_correct(
+        env, params, env.eval, max_new_tokens, batch_size)})
+    log_metrics(run, {"phase": name, "accuracy": float(np.mean(done["correct"]))})
+    return done["correct"]
 
 
 def split_train(env: RecipeEnv, warmup_problems: int) -> tuple[RecipeEnv, list[Problem]]:

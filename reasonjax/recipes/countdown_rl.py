@@ -31,13 +31,12 @@ from typing import Optional, Sequence
 import numpy as np
 
 from reasonjax.config import ConfigError
-from reasonjax.driver.records import greedy_correct
 from reasonjax.eval import stats
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.recipes import common
 from reasonjax.recipes.rl_phase import reward_rise, rl_phase
-from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase, write_outcomes
+from reasonjax.recipes.rundir import Result, log_metrics, open_run, write_outcomes
 from reasonjax.rl.algorithms import ALGORITHMS, PRIME
 from reasonjax.rl.config import RLConfig
 from reasonjax.train.lora import LoRAConfig
@@ -108,10 +107,8 @@ def arm_config(cfg: Config, arm: str) -> RLConfig:
 def run(cfg: Config, run_dir) -> Result:
     run = open_run(run_dir, cfg, total_phases=2 + len(cfg.arms))
     env, sft, own = common.warm_start(run, cfg)
-    max_new = cfg.rl.max_new_tokens
-    start = run_phase(run, "eval-sft", lambda: {"correct": greedy_correct(
-        env, sft, env.eval, max_new, cfg.batch_size)})
-    log_metrics(run, {"phase": "eval-sft", "accuracy": float(np.mean(start["correct"]))})
+    start = common.eval_phase(run, env, sft, "eval-sft", cfg.rl.max_new_tokens,
+                              cfg.batch_size)
     arms = {}
     for arm in cfg.arms:
         done = rl_phase(run, env, sft, own, arm_config(cfg, arm), f"rl-{arm}",
@@ -120,7 +117,7 @@ def run(cfg: Config, run_dir) -> Result:
                           "seconds": done.seconds})
         arms[arm] = {"correct": done.correct, "history": done.history,
                      "seconds": done.seconds}
-    outcomes = {"sft": start["correct"], "arms": arms}
+    outcomes = {"sft": start, "arms": arms}
     write_outcomes(Path(run_dir), outcomes)
     return report(run_dir, cfg, [outcomes])
 

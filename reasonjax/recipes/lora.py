@@ -109,11 +109,10 @@ def run(cfg: Config, run_dir) -> Result:
     def evaluate(params) -> list:
         return greedy_correct(env, params, env.eval, max_new, cfg.batch_size)
 
-    start = run_phase(run, "eval-base", lambda: {"correct": evaluate(base)})
-    log_metrics(run, {"phase": "eval-base", "accuracy": float(np.mean(start["correct"]))})
+    start = common.eval_phase(run, env, base, "eval-base", max_new, cfg.batch_size)
     examples = common.sft_examples(env, [env.task.prompt(p) for p in own],
                                    [env.task.solution(p) for p in own])
-    correct = {"base": start["correct"]}
+    correct = {"base": start}
 
     def sft(lora: Optional[LoRAConfig]) -> Trained:
         spec = cfg.sft if lora is None else dataclasses.replace(

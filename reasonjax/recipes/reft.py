@@ -28,13 +28,12 @@ from typing import Sequence
 import numpy as np
 
 from reasonjax.config import ConfigError
-from reasonjax.driver.records import greedy_correct
 from reasonjax.eval import stats
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.recipes import common
 from reasonjax.recipes.rl_phase import reward_rise, rl_phase
-from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase, write_outcomes
+from reasonjax.recipes.rundir import Result, log_metrics, open_run, write_outcomes
 from reasonjax.rl.algorithms import PPO
 from reasonjax.rl.config import RLConfig
 
@@ -71,15 +70,13 @@ CLAIM = ("ReFT's PPO stage (partial reward 0.1, KL to the SFT model, value head 
 def run(cfg: Config, run_dir) -> Result:
     run = open_run(run_dir, cfg, total_phases=3)
     env, sft, own = common.warm_start(run, cfg)
-    max_new = cfg.rl.max_new_tokens
-    start = run_phase(run, "eval-sft", lambda: {"correct": greedy_correct(
-        env, sft, env.eval, max_new, cfg.batch_size)})
-    log_metrics(run, {"phase": "eval-sft", "accuracy": float(np.mean(start["correct"]))})
+    start = common.eval_phase(run, env, sft, "eval-sft", cfg.rl.max_new_tokens,
+                              cfg.batch_size)
     rl = dataclasses.replace(cfg.rl, seed=cfg.seed)
     done = rl_phase(run, env, sft, own, rl, "ppo", cfg.batch_size)
     log_metrics(run, {"phase": "ppo", "accuracy": float(np.mean(done.correct)),
                       "seconds": done.seconds})
-    outcomes = {"correct": {"sft": start["correct"], "reft": done.correct},
+    outcomes = {"correct": {"sft": start, "reft": done.correct},
                 "history": done.history}
     write_outcomes(Path(run_dir), outcomes)
     return report(run_dir, cfg, [outcomes])

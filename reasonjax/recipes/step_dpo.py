@@ -206,10 +206,9 @@ def run(cfg: Config, run_dir) -> Result:
         raise ConfigError(f"locate=exact: task {env.task.name!r} has no exact step checker; "
                           "set locate=monte_carlo")
     env, ref, own = common.warm_start(run, cfg, env)
-    start = run_phase(run, "eval-0", lambda: {"correct": greedy_correct(
-        env, ref, env.eval, cfg.sampling.max_new_tokens, cfg.batch_size)})
-    log_metrics(run, {"phase": "eval-0", "accuracy": float(np.mean(start["correct"]))})
-    correct, rounds, params = [start["correct"]], [], ref
+    start = common.eval_phase(run, env, ref, "eval-0", cfg.sampling.max_new_tokens,
+                              cfg.batch_size)
+    correct, rounds, params = [start], [], ref
     for r in range(1, cfg.rounds + 1):
         data = run_phase(run, f"pairs-{r}", lambda: collect_pairs(env, params, own, cfg, r),
                          PairsRound)
