@@ -220,7 +220,7 @@ def make_learner(model_config: ModelConfig, params, cfg: RLConfig, *, ref_params
     parallel.validate_batch(cfg.minibatch, policy.mesh, what="rl.minibatch_size")
     ref = None
     if policy.lora is not None:
-        ref = policy.reference(None if ref_params is params else ref_params)
+        ref = policy.reference(ref_params, params)
     elif cfg.algorithm.needs_reference:
         ref = (parallel.shard_params(ref_params, model_config, policy.mesh)
                if ref_params is not None else jax.tree.map(jnp.copy, policy.state.params))

@@ -107,12 +107,14 @@ class Setup(NamedTuple):
         """``loss`` as the step trains it (on the adapters, with the base, under LoRA)."""
         return loss if self.lora is None else lora_lib.wrap_loss(loss, self.lora)
 
-    def reference(self, ref_params):
+    def reference(self, ref_params, start_params=None):
         """The step's reference params: the frozen base under LoRA (a LoRA run's reference
-        *is* its base; another one is refused), else ``ref_params``."""
+        *is* its base: None or the run's own ``start_params`` mean it, another one is
+        refused), else ``ref_params``."""
         if self.lora is None:
             return ref_params
-        if ref_params is not None and ref_params is not self.frozen:
+        if ref_params is not None and ref_params is not self.frozen \
+                and ref_params is not start_params:
             raise ConfigError("lora: the reference of a LoRA run is its frozen base; drop "
                               "the separate reference params (or train without lora)")
         return self.frozen
@@ -224,7 +226,7 @@ def fit(loss: Loss, model_config: ModelConfig, params, data: Union[Mapping, Any]
         data = rows_iterator(data, cfg.batch_size, cfg.seed)
     s = setup(model_config, params, cfg.optim, seed=cfg.seed, mesh=mesh, lora=cfg.lora)
     if s.lora is not None:
-        ref_params = s.reference(None if ref_params is params else ref_params)
+        ref_params = s.reference(ref_params, params)
     elif ref_params is not None:
         ref_params = parallel.shard_params(ref_params, model_config, s.mesh)
     loop = LoopConfig(steps=cfg.steps, run_dir=run_dir, checkpoint_every=cfg.checkpoint_every,
