@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
                "the exit code of its kind (see reasonjax.errors); --debug shows tracebacks.")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error (also REASONJAX_DEBUG=1)")
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--compile-cache", metavar="DIR", default=None,
+                       help="JAX's persistent compilation cache: a rerun or resumed run loads "
+                            "compiled programs instead of recompiling (default: "
+                            "$REASONJAX_COMPILE_CACHE, else ~/.cache/reasonjax/jax)")
+    cache.add_argument("--no-compile-cache", action="store_true",
+                       help="compile every program anew (no persistent cache)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("smoke", help="build a tiny model, round-trip HF/orbax, decode",
@@ -140,10 +147,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stderr and return their exit code; ``--debug`` re-raises them with the traceback."""
     from reasonjax.errors import describe
 
-    from reasonjax.parallel import libtpu_offline
+    from reasonjax.parallel import compilation_cache, default_compilation_cache, libtpu_offline
 
     libtpu_offline(force=False)
     args = parse_args(build_parser(), argv)
+    compilation_cache(None if args.no_compile_cache
+                      else args.compile_cache or default_compilation_cache())
     debug = args.debug or os.environ.get("REASONJAX_DEBUG") == "1"
     if not debug:
         _quiet_libraries()

@@ -275,6 +275,31 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
                                num_processes=num_processes, process_id=process_id)
 
 
+def default_compilation_cache() -> str:
+    """Where the CLI keeps JAX's persistent compilation cache: ``$REASONJAX_COMPILE_CACHE``,
+    else a directory already set (``JAX_COMPILATION_CACHE_DIR``, or by the embedding
+    process), else ``$XDG_CACHE_HOME/reasonjax/jax`` (``~/.cache/reasonjax/jax``)."""
+    if os.environ.get("REASONJAX_COMPILE_CACHE"):
+        return os.environ["REASONJAX_COMPILE_CACHE"]
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "reasonjax", "jax")
+
+
+def compilation_cache(directory: Optional[str]) -> None:
+    """Turns on JAX's persistent compilation cache in ``directory`` for every program,
+    however fast it compiles (a recipe compiles dozens of small programs, most under JAX's
+    1 s default threshold; rerun or resumed, it loads them instead of compiling). Entries
+    are keyed on the program, backend, JAX version and flags, so a stale entry is never
+    used. ``None``: off. Call it before the first compile: JAX opens its cache once."""
+    jax.config.update("jax_enable_compilation_cache", directory is not None)
+    if directory is not None:
+        jax.config.update("jax_compilation_cache_dir", directory)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def _has_tpu() -> bool:
     """Whether this host has TPU chips (v4 / v5p: /dev/accel*; v5e / v6e: /dev/vfio/N)."""
     import glob
