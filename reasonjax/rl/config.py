@@ -13,6 +13,7 @@ from typing import Literal, Optional
 
 from reasonjax.config import ConfigError
 from reasonjax.rl.algorithms import ALGORITHMS, GRPO, Algorithm, algorithm_problems
+from reasonjax.rl.curriculum import CurriculumConfig
 from reasonjax.search.sampler import SamplingConfig
 from reasonjax.train.lora import LoRAConfig
 from reasonjax.train.state import OptimConfig
@@ -35,7 +36,9 @@ class RLConfig:
     eval problems every k iterations (and at the start and end). checkpoint_every: with a
     run dir, save the state every k iterations and at the end. seed: problem order,
     sampling, minibatch order and init. lora: train LoRA adapters on the frozen start
-    params, which are also the reference (None: full fine-tuning)."""
+    params, which are also the reference (None: full fine-tuning). curriculum: choose
+    each iteration's problems by the self-evolving curriculum's bandit over problem
+    categories (:mod:`reasonjax.rl.curriculum`; None: the seeded permutation stream)."""
 
     algorithm: Algorithm = GRPO()
     iterations: int = 20
@@ -55,6 +58,7 @@ class RLConfig:
     checkpoint_every: int = 10
     seed: int = 0
     lora: Optional[LoRAConfig] = None
+    curriculum: Optional[CurriculumConfig] = None
 
     def __post_init__(self):
         problems = []
@@ -76,6 +80,9 @@ class RLConfig:
         if getattr(alg, "dynamic_sampling", False) and self.samples_per_prompt < 2:
             problems.append("rl.samples_per_prompt must be >= 2 with "
                             "rl.algorithm.dynamic_sampling (a group of one is always tied)")
+        if self.curriculum is not None and getattr(alg, "dynamic_sampling", False):
+            problems.append("rl.curriculum and rl.algorithm.dynamic_sampling both choose "
+                            "an iteration's problems; set one of them")
         if getattr(alg, "overlong_buffer", 0) > 0 and self.overlong_tokens < 1:
             problems.append(f"rl.algorithm.overlong_buffer={alg.overlong_buffer} x "
                             f"max_new_tokens={self.max_new_tokens} is under one token")

@@ -20,6 +20,11 @@ dynamic sampling the groups whose rewards are all equal are dropped and the batc
 from further draws (:func:`dynamic_sample`). Draw k >= 1 of iteration i takes its prompts
 from the k-th extra stream of permutations and its key from ``fold_in(key_i, 2**20 + k)``,
 so it too depends only on (seed, i).
+
+With ``RLConfig.curriculum`` the self-evolving curriculum's bandit picks iteration i's
+problems instead (:mod:`reasonjax.rl.curriculum`): from (seed, i) and the categories'
+values, which are updated from each iteration's advantages and saved with every
+checkpoint, so a resumed run still continues exactly.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from reasonjax.driver.records import greedy_accuracy
 from reasonjax.driver.rollouts import Rollouts, collect, concat, take
 from reasonjax.models.tokenizer import check_vocab
 from reasonjax.search.sampler import SampleConfig
+from reasonjax.rl import curriculum
 from reasonjax.rl.update import Learner, RLState
 from reasonjax.train import lora, rl
 from reasonjax.train.loop import CHECKPOINTS, MetricsWriter, check_finite, progress_bar
@@ -112,19 +118,22 @@ def dynamic_sample(draw, n: int, groups: int, max_resamples: int
 
 
 def iteration_rollouts(learner: Learner, env: Env, params, problems: Sequence[Problem],
-                       iteration: int) -> tuple[Rollouts, jax.Array, dict]:
+                       iteration: int, order: Optional[Sequence[int]] = None
+                       ) -> tuple[Rollouts, jax.Array, dict]:
     """(rollouts of ``iteration`` from the policy ``params``, the iteration's key, sampling
     metrics): the loop's only call of the driver's sampling, with the algorithm's overlong
-    penalty and dynamic sampling (module docstring)."""
+    penalty and dynamic sampling (module docstring). ``order``: the indices of the
+    problems to sample (the curriculum's draw; None: :func:`problem_order`'s)."""
     cfg = learner.config
     key = jax.random.fold_in(jax.random.key(cfg.seed), iteration)
     sample = SampleConfig(n=cfg.samples_per_prompt, max_new_tokens=cfg.max_new_tokens,
                           sampling=cfg.sampling)
 
     def draw(k: int) -> Rollouts:
-        chosen = [problems[i] for i in problem_order(len(problems), iteration,
+        chosen = [problems[i] for i in (order if order is not None and k == 0 else
+                                        problem_order(len(problems), iteration,
                                                       cfg.prompts_per_iteration, cfg.seed,
-                                                      stream=k)]
+                                                      stream=k))]
         draw_key = key if k == 0 else jax.random.fold_in(key, RESAMPLE_KEYS + k)
         return overlong_shaped(learner, collect(env, params, chosen, sample, draw_key,
                                                 cfg.partial_reward))
@@ -142,21 +151,60 @@ def evaluate(learner: Learner, env: Env, params, problems: Sequence[Problem]) ->
     return greedy_accuracy(env, params, problems, cfg.max_new_tokens, batch_size=cfg.rows)
 
 
-def resume(learner: Learner, run_dir: Optional[str]) -> tuple[RLState, int, Any]:
-    """(state, iterations done, checkpoint manager or None): the newest intact checkpoint
-    under ``run_dir/checkpoints`` restored onto the learner's shardings (unreadable newer
-    ones moved aside with a warning), else its start."""
+def resume(learner: Learner, run_dir: Optional[str]) -> tuple[RLState, dict, Any]:
+    """(state, the loop's saved host state (``iteration``: iterations done; with a
+    curriculum, ``curriculum_q``: the categories' values), checkpoint manager or None): the
+    newest intact checkpoint under ``run_dir/checkpoints`` restored onto the learner's
+    shardings (unreadable newer ones moved aside with a warning), else its start."""
     if run_dir is None:
-        return learner.state, 0, None
+        return learner.state, {"iteration": 0}, None
     path = Path(run_dir)
     path.mkdir(parents=True, exist_ok=True)
     manager = checkpoint.make_manager(path / CHECKPOINTS, async_save=False)
     restored = checkpoint.restore_intact(
         manager, checkpoint.abstract_tree(learner.state, learner.shardings))
     if restored is None:
-        return learner.state, 0, manager
+        return learner.state, {"iteration": 0}, manager
     state, data_state, _ = restored
-    return state, int(data_state["iteration"]), manager
+    return state, dict(data_state), manager
+
+
+@dataclasses.dataclass
+class Curriculum:
+    """The loop's self-evolving curriculum: the config, each problem's category [N], the
+    categories' labels and values q [C] (host state, saved in checkpoints)."""
+
+    config: curriculum.CurriculumConfig
+    category: np.ndarray
+    labels: list
+    q: np.ndarray
+
+    @classmethod
+    def start(cls, config: curriculum.CurriculumConfig, problems: Sequence[Problem],
+              saved: dict) -> "Curriculum":
+        category, labels = curriculum.categories(problems, config.key)
+        q = np.asarray(saved.get("curriculum_q", np.zeros(len(labels))), np.float64)
+        if q.shape != (len(labels),):
+            raise ValueError(f"the checkpoint's curriculum has {q.shape[0]} categories, the "
+                             f"problems have {len(labels)}; resume with the same problems")
+        return cls(config, category, labels, q)
+
+    def draw(self, n: int, seed: int, iteration: int) -> list[int]:
+        return curriculum.draw(self.category, self.q, self.config.temperature, n, seed,
+                               iteration)
+
+    def learn(self, learner: Learner, ro: Rollouts, order: Sequence[int]) -> dict:
+        """Updates q from the iteration's rollouts of problems ``order``; its metrics."""
+        alg = learner.config.algorithm
+        adv = curriculum.group_abs_advantages(
+            ro.rewards, learner.config.samples_per_prompt, getattr(alg, "baseline", "mean"),
+            getattr(alg, "scale", "group"))
+        reward, drawn = curriculum.rewards(adv, self.category[np.asarray(order)],
+                                           len(self.labels))
+        self.q = curriculum.update(self.q, reward, drawn, self.config.lr)
+        p = curriculum.probabilities(self.q, self.config.temperature)
+        return {**{f"curriculum/q{c}": float(v) for c, v in enumerate(self.q)},
+                **{f"curriculum/p{c}": float(v) for c, v in enumerate(p)}}
 
 
 def rl_train(learner: Learner, env: Env, problems: Sequence[Problem], *,
@@ -180,7 +228,10 @@ def rl_train(learner: Learner, env: Env, problems: Sequence[Problem], *,
         raise ValueError("rl_train: no problems")
     cfg = learner.config
     env = run_env(learner, env, list(problems) + list(eval_problems or []))
-    state, start, manager = resume(learner, run_dir)
+    state, saved, manager = resume(learner, run_dir)
+    start = int(saved["iteration"])
+    bandit = None if cfg.curriculum is None else Curriculum.start(cfg.curriculum, problems,
+                                                                    saved)
     writer = MetricsWriter(None if run_dir is None else Path(run_dir), start)
     history: list[dict] = []
 
@@ -197,9 +248,13 @@ def rl_train(learner: Learner, env: Env, problems: Sequence[Problem], *,
                     learner, env, learner.model_params(state), eval_problems)})
             for it in range(start, cfg.iterations):
                 t0 = time.perf_counter()
-                ro, key, sampled = iteration_rollouts(learner, env,
-                                                      learner.model_params(state), problems, it)
+                order = None if bandit is None else bandit.draw(cfg.prompts_per_iteration,
+                                                                cfg.seed, it)
+                ro, key, sampled = iteration_rollouts(learner, env, learner.model_params(state),
+                                                      problems, it, order)
                 state, metrics = learner.update(state, ro, key)
+                if bandit is not None:
+                    sampled = {**sampled, **bandit.learn(learner, ro, order)}
                 metrics = {**metrics, **sampled}
                 check_finite(metrics, it + 1, manager, unit="iteration")
                 record = {"iteration": it + 1, **metrics, "seconds": time.perf_counter() - t0}
@@ -209,7 +264,10 @@ def rl_train(learner: Learner, env: Env, problems: Sequence[Problem], *,
                         learner, env, learner.model_params(state), eval_problems)
                 log(record)
                 if manager is not None and ((it + 1) % cfg.checkpoint_every == 0 or done):
-                    checkpoint.save_state(manager, it + 1, state, {"iteration": it + 1})
+                    saved = {"iteration": it + 1}
+                    if bandit is not None:
+                        saved["curriculum_q"] = [float(v) for v in bandit.q]
+                    checkpoint.save_state(manager, it + 1, state, saved)
                 _report(bar, task_id, cfg.algorithm.name, record, progress)
     finally:
         writer.close()

@@ -13,10 +13,14 @@
   kto uses every sample, desirable = correct), reference = the starting model;
 - value: a PRM / value head on the model's own samples, per-step targets from
   :func:`~reasonjax.driver.rollouts.process_labels` (exact prefix labels, or the outcome);
-- grpo / dr_grpo / rloo / ppo / prime: :func:`~reasonjax.rl.loop.rl_train` with the kind's
+- the RL kinds (grpo, dr_grpo, rloo, dapo, gspo, cispo, reinforce_pp(_baseline), ppo,
+  prime): :func:`~reasonjax.rl.loop.rl_train` with the kind's
   algorithm config (:mod:`reasonjax.rl.algorithms`) as ``algorithm``; its own knobs are
   ``--set algorithm.KEY=VALUE`` (e.g. ``algorithm.kl_coef=0.04``); ``--prm CHECKPOINT``
-  with ``--set prm_shaping=clip|delta|clip_delta`` adds a PRM's shaped step rewards.
+  with ``--set prm_shaping=clip|delta|clip_delta`` adds a PRM's shaped step rewards;
+  ``--set curriculum.lr=0.5`` (or any ``curriculum.KEY``) picks each iteration's problems
+  by the self-evolving curriculum's bandit over problem categories
+  (:mod:`reasonjax.rl.curriculum`).
 
 ``--lora RANK`` trains LoRA adapters on the frozen model for any kind (the frozen model is
 also the reference of dpo and RL); checkpoints and ``<run-dir>/adapters`` hold the
