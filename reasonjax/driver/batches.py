@@ -49,13 +49,15 @@ Scorer = tuple
 class Candidates:
     """A batch's candidates on the host (B rows, N candidates, L tokens).
 
-    tokens [B, N, L] int32 (read up to ``lengths``); lengths [B, N]; logprobs [B, N]
+    tokens [B, N, L] int32 (read up to ``lengths``); lengths [B, N]; n_steps [B, N] steps
+    of each candidate (a plain sample, never split into steps, is one); logprobs [B, N]
     summed token log-probs; scores [B, N] (the method's: step score, node value, or mean
     log-prob for plain samples); finished [B, N] ended with EOS; valid [B, N] a real
     candidate (searches may empty slots); chosen [B] the method's pick."""
 
     tokens: np.ndarray
     lengths: np.ndarray
+    n_steps: np.ndarray
     logprobs: np.ndarray
     scores: np.ndarray
     finished: np.ndarray
@@ -86,7 +88,8 @@ def _host(x) -> np.ndarray:
 def _sample_candidates(out) -> Candidates:
     lengths = _host(out.lengths)
     logprobs = _host(out.logprobs).sum(-1)
-    return Candidates(tokens=_host(out.tokens), lengths=lengths, logprobs=logprobs,
+    return Candidates(tokens=_host(out.tokens), lengths=lengths,
+                      n_steps=(lengths > 0).astype(np.int32), logprobs=logprobs,
                       scores=logprobs / np.maximum(lengths, 1),
                       finished=_host(out.stop_reason) == STOP_EOS,
                       valid=np.ones(lengths.shape, bool),
@@ -95,7 +98,8 @@ def _sample_candidates(out) -> Candidates:
 
 def _search_candidates(out) -> Candidates:
     return Candidates(tokens=_host(out.tokens), lengths=_host(out.lengths),
-                      logprobs=_host(out.logprobs).sum(-1), scores=_host(out.scores),
+                      n_steps=_host(out.n_steps), logprobs=_host(out.logprobs).sum(-1),
+                      scores=_host(out.scores),
                       finished=_host(out.finished), valid=_host(out.valid),
                       chosen=_host(out.chosen))
 
@@ -103,6 +107,7 @@ def _search_candidates(out) -> Candidates:
 def _mcts_candidates(out) -> Candidates:
     B = out.length.shape[0]
     return Candidates(tokens=_host(out.path)[:, None], lengths=_host(out.length)[:, None],
+                      n_steps=_host(out.n_steps)[:, None],
                       logprobs=np.zeros((B, 1), np.float32),
                       scores=_host(out.value)[:, None], finished=_host(out.finished)[:, None],
                       valid=np.ones((B, 1), bool), chosen=np.zeros(B, np.int64))

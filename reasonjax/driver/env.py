@@ -18,6 +18,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from reasonjax.data.task import Problem, Task
+from reasonjax.errors import ConfigError
 from reasonjax.models.config import ModelConfig
 from reasonjax.models.tokenizer import Tokenizer
 from reasonjax.search.sampler import StopTokens, stop_tokens_for
@@ -47,6 +48,21 @@ class Env:
     def verifier(self) -> "TaskVerifier":
         """The MCTS terminal verifier of this env (one object, so searches compile once)."""
         return TaskVerifier(self)
+
+
+def single_token_ids(tokenizer: Tokenizer, texts: Sequence[str]) -> tuple[int, ...]:
+    """The token id of each of ``texts`` (each must encode to exactly one token, without
+    BOS), e.g. the reflection tokens of
+    :class:`~reasonjax.search.sampler.CyclicReflex`: ``(" Wait", " But")`` -> ids."""
+    out = []
+    for text in texts:
+        ids = tokenizer.encode(text)
+        if len(ids) != 1:
+            raise ConfigError(f"token {text!r} encodes to {len(ids)} tokens {ids}, not one; "
+                              "give a string the tokenizer keeps whole (mind a leading "
+                              "space) or its id")
+        out.append(int(ids[0]))
+    return tuple(out)
 
 
 def longest_prompt(env: Env, problems: Sequence[Problem]) -> int:

@@ -34,14 +34,16 @@ TOKEN_FIELDS = ("tokens_generated", "tokens_prefilled", "tokens_scored")
 @dataclasses.dataclass(frozen=True)
 class Candidate:
     """One candidate solution: its text (no EOS), extracted answer (None: none), score
-    (the method's), summed token log-prob and token count, whether it ended with EOS, and
-    whether it verifies (None when the task cannot judge the problem)."""
+    (the method's), summed token log-prob, token and step counts (a plain sample is one
+    step), whether it ended with EOS, and whether it verifies (None when the task cannot
+    judge the problem)."""
 
     completion: str
     answer: Optional[str]
     score: float
     logprob: float
     tokens: int
+    steps: int
     finished: bool
     correct: Optional[bool]
 
@@ -84,14 +86,20 @@ def _judge(fn: Callable[[], bool]) -> Optional[bool]:
         return None
 
 
-def vote(task: Task, record: Record, weighting: str) -> tuple[Optional[str], Optional[bool],
-                                                            float]:
+def vote(task: Task, record: Record, weighting: str, complexity_top_k: Optional[int] = None
+         ) -> tuple[Optional[str], Optional[bool], float]:
     """(answer, correct, total weight) of a vote over ``record``'s candidates: answers
     compared after :func:`reasonjax.data.answers.normalize`; weights 1 (``majority``),
     the candidate's score (``prm``, must be >= 0) or exp(mean token log-prob)
-    (``perplexity``). No answer at all: (None, False, 0)."""
+    (``perplexity``); with ``complexity_top_k``, only the K candidates with the most steps
+    vote (:func:`reasonjax.search.voting.most_steps`). No answer at all: (None, False, 0)."""
     cands = record.candidates
     keys = [[None if c.answer is None else answers.normalize(c.answer) for c in cands]]
+    if complexity_top_k is not None and cands:
+        steps = np.asarray([[c.steps for c in cands]], np.int32)
+        keep = np.asarray(voting.most_steps(steps, np.ones(steps.shape, bool),
+                                            complexity_top_k))[0]
+        keys = [[k if kept else None for k, kept in zip(keys[0], keep)]]
     if weighting == "majority":
         w = [1.0] * len(cands)
     elif weighting == "prm":
@@ -132,14 +140,16 @@ def records_of(env: Env, batch: Batch, problems: Sequence[Problem],
             cands.append(Candidate(
                 completion=text, answer=task.extract_answer(text),
                 score=float(c.scores[b, k]), logprob=float(c.logprobs[b, k]),
-                tokens=int(c.lengths[b, k]), finished=bool(c.finished[b, k]),
+                tokens=int(c.lengths[b, k]), steps=int(c.n_steps[b, k]),
+                finished=bool(c.finished[b, k]),
                 correct=_judge(lambda: task.verify(problem, text))))
         best = cands[pick if pick is not None else 0]
         record = Record(index=i, problem=problem, answer=best.answer, correct=best.correct,
                         completion=best.completion, score=best.score,
                         candidates=tuple(cands), compute=dict(share))
         if isinstance(method, VotingConfig):
-            answer, correct, total = vote(task, record, method.weighting)
+            answer, correct, total = vote(task, record, method.weighting,
+                                          method.complexity_top_k)
             winner = next((x for x in cands if x.answer == answer), None)
             record = dataclasses.replace(record, answer=answer, correct=correct, score=total,
                                          completion=winner and winner.completion)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-METHOD_NAMES = ("greedy", "sample", "best_of_n", "majority", "prm_vote", "beam", "dvts",
-                "particles", "mcts")
+# Each vote method and the VotingConfig weighting it runs.
+VOTES = {"majority": "majority", "prm_vote": "prm", "perplexity_vote": "perplexity"}
+METHOD_NAMES = ("greedy", "sample", "best_of_n", *VOTES, "beam", "dvts", "particles", "mcts")
 
 
 def _problems(args):
@@ -42,10 +43,26 @@ def _problems(args):
     return task.generate(args.count or 16, seed=args.task_seed), task
 
 
-def method_from_args(args):
+def _reflection(args, tokenizer):
+    """The CyclicReflex schedule of ``--reflection-*`` (ids from ``--reflection-ids`` and
+    the tokenizer's ids of ``--reflection-tokens``, duplicates dropped)."""
+    from reasonjax.driver.env import single_token_ids
+    from reasonjax.search.sampler import CyclicReflex, SearchError
+
+    texts = args.reflection_tokens or ()
+    if texts and tokenizer is None:
+        raise SearchError("--reflection-tokens needs the checkpoint's tokenizer; give "
+                          "--reflection-ids instead")
+    ids = [*(args.reflection_ids or ()), *single_token_ids(tokenizer, texts)]
+    return CyclicReflex(token_ids=tuple(dict.fromkeys(ids)),
+                        amplitude=args.reflection_amplitude, period=args.reflection_period)
+
+
+def method_from_args(args, tokenizer=None):
     """The method's own config (SampleConfig, BestOfNConfig, VotingConfig, BeamConfig,
     DVTSConfig, ParticleConfig or MCTSConfig) from the command line; bad settings raise
-    SearchError here, before anything is loaded."""
+    SearchError / ConfigError here, before the model is loaded. ``tokenizer`` maps
+    ``--reflection-tokens`` to ids."""
     from reasonjax.search.beam import BeamConfig, DVTSConfig
     from reasonjax.search.best_of_n import BestOfNConfig
     from reasonjax.search.mcts import MCTSConfig
@@ -57,8 +74,13 @@ def method_from_args(args):
     if args.method not in METHOD_NAMES:
         raise SearchError(f"unknown method {args.method!r}; choose one of "
                           f"{', '.join(METHOD_NAMES)}")
+    top_k_votes = args.complexity_top_k
+    if top_k_votes is not None and args.method not in VOTES:
+        raise SearchError(f"--complexity-top-k applies to the vote methods "
+                          f"({', '.join(VOTES)}), not {args.method}; drop it")
     sampling = SamplingConfig(temperature=0.0 if args.method == "greedy" else args.temperature,
-                              top_k=args.top_k, top_p=args.top_p, min_p=args.min_p)
+                              top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                              reflection=_reflection(args, tokenizer))
     if args.method in ("greedy", "sample"):
         return SampleConfig(n=1 if args.method == "greedy" else args.n,
                             max_new_tokens=args.max_new_tokens or
@@ -71,9 +93,9 @@ def method_from_args(args):
     step = dict(n=args.n, max_steps=args.max_steps, step_tokens=args.step_tokens,
                 sampling=sampling,
                 scorer=StepScorer(transform=args.transform, aggregate=args.aggregate))
-    if args.method in ("majority", "prm_vote"):
-        return VotingConfig(**step, weighting="majority" if args.method == "majority"
-                            else "prm")
+    if args.method in VOTES:
+        return VotingConfig(**step, weighting=VOTES[args.method],
+                            complexity_top_k=top_k_votes)
     if args.method == "best_of_n":
         return BestOfNConfig(**step, select_by=args.select_by)
     if args.method in ("beam", "dvts"):
@@ -104,8 +126,10 @@ def _search(args) -> int:
     from reasonjax.checkpoint import load_checkpoint, load_model_and_tokenizer
     from reasonjax.driver import Env, run, summarize
     from reasonjax.fileio import atomic_write_text, check_writable, dumps, refuse_existing
+    from reasonjax.models.tokenizer import load_tokenizer
 
-    method = method_from_args(args)
+    method = method_from_args(args, load_tokenizer(args.checkpoint)
+                              if args.reflection_tokens else None)
     out = Path(args.out)
     summary_path = out.with_name(out.stem + ".summary.json")
     for path in (out, summary_path):  # before the search, so its results are never lost
@@ -146,7 +170,9 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "search", help="run a search method over a task or local file",
-        description="Runs greedy decoding, sampling, best-of-N, voting, step beam search, "
+        description="Runs greedy decoding, sampling, best-of-N, voting (majority, "
+                    "PRM-weighted, perplexity-weighted; optionally among the most complex "
+                    "candidates), step beam search, "
                     "DVTS, particle filtering or MCTS over problems and writes JSONL "
                     "records (answers, scores, compute) plus an accuracy summary.")
     p.add_argument("checkpoint", help="model directory (HF or reasonjax) with its tokenizer")
@@ -193,6 +219,22 @@ def register(subparsers) -> None:
     m.add_argument("--mcts-policy", default="muzero", choices=["muzero", "gumbel_muzero"])
     m.add_argument("--scorer", default=None,
                    help="separate PRM checkpoint for step scores (default: the value head)")
+    m.add_argument("--complexity-top-k", type=at_least(1), default=None, metavar="K",
+                   help="majority/prm_vote/perplexity_vote: only the K candidates with the "
+                        "most steps vote (complexity-based consistency, Fu et al. 2023; "
+                        "ties to the earlier sample)")
+    r = p.add_argument_group("CyclicReflex", "Fan et al. 2025: a triangular-wave bias "
+                             "A*tri(t/T) on the reflection tokens' logits at decode position t "
+                             "(any method)")
+    r.add_argument("--reflection-amplitude", type=float, default=0.0, metavar="A",
+                   help="A, the bias's peak (0 = off)")
+    r.add_argument("--reflection-period", type=float, default=600.0, metavar="T",
+                   help="T, tokens per cycle (+A at T/4, -A at 3T/4)")
+    r.add_argument("--reflection-ids", type=int, nargs="+", default=None, metavar="ID",
+                   help="reflection token ids")
+    r.add_argument("--reflection-tokens", nargs="+", default=None, metavar="TEXT",
+                   help="reflection tokens as text, each one token of the checkpoint's "
+                        "tokenizer (e.g. ' Wait' ' But')")
     run = p.add_argument_group("run")
     run.add_argument("--batch-size", type=at_least(1), default=8, help="problems per call")
     run.add_argument("--prompt-len", type=at_least(1), default=None,

@@ -41,7 +41,8 @@ from reasonjax.models.config import ModelConfig
 from reasonjax.models.transformer import Transformer, unstack_layers
 from reasonjax.search.compute import Compute
 from reasonjax.search.sampler import (STOP_EOS, SamplingConfig, SearchError, StopTokens,
-                                      check_positive, check_prompts, expand, generate, prefill)
+                                      check_positive, check_prompts, check_sampling, expand,
+                                      generate, prefill)
 from reasonjax.search.scoring import StepScorer, transform_value
 
 # verifier(problem_ids [B], paths [B, L] int32, lengths [B] int32) -> rewards [B] float32,
@@ -318,6 +319,7 @@ def mcts(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Array
                           + ("needs a verifier" if verifier is None else
                              "takes no verifier; set terminal_reward='verifier' to use it"))
     check_prompts(config, prompt_tokens, prompt_mask, cfg.max_steps * cfg.step_tokens)
+    check_sampling(config, cfg.sampling)
     if stop.completes.shape[-1] != config.vocab_size:
         raise SearchError(f"stop tables cover {stop.completes.shape[-1]} ids, the model has "
                           f"{config.vocab_size}; build them with stop_tokens(vocab_size)")

@@ -17,8 +17,9 @@ Step delimiters come as tables (:class:`StopTokens`) built from
 when it is part of a larger BPE token or split across tokens.
 
 Log-probs are those of the model's own distribution (log-softmax of the raw logits), not
-of the temperature / top-k / top-p filtered sampling distribution: they are what scoring,
-perplexity-weighted voting and preference losses need.
+of the temperature / top-k / top-p filtered sampling distribution nor of the CyclicReflex
+bias (:class:`CyclicReflex`): they are what scoring, perplexity-weighted voting and
+preference losses need.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from reasonjax.config import check_fields
+from reasonjax.errors import ConfigError
 from reasonjax.models.config import ModelConfig
 from reasonjax.models.tokenizer import DelimiterAutomaton, Tokenizer, delimiter_automaton
 from reasonjax.models.transformer import (KVCache, Transformer, init_cache, take_rows,
@@ -54,14 +57,55 @@ class SearchError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class CyclicReflex:
+    """Cyclical reflection-token scheduling (Fan et al., 2025, "CyclicReflex: Improving
+    Large Reasoning Models via Cyclical Reflection Token Scheduling", arXiv 2506.11077).
+
+    Before a token is drawn, ``amplitude * tri(position / period)`` is added to the logit
+    of every id in ``token_ids`` ("wait", "but", "alternatively"...), where ``position``
+    is the number of tokens the row has generated so far (0 for the first) and ``tri`` is
+    the unit triangular wave of period 1 that starts at 0 and rises first: tri(0) = 0,
+    tri(1/4) = 1, tri(1/2) = 0, tri(3/4) = -1, tri(1) = 0, linear in between. Reflection
+    is thus encouraged and discouraged in turn, which is the paper's bidirectional,
+    position-dependent schedule (its code counts positions from the first generated token
+    as well; its optional phase shift, position windows and stop at ``</think>`` are not
+    modelled here). Off when ``amplitude`` is 0 (the default): nothing is traced then.
+    The paper's settings for 7B distilled R1 models are amplitudes 2.5-6.5 and periods
+    600-2000 tokens."""
+
+    token_ids: tuple[int, ...] = ()
+    amplitude: float = 0.0
+    period: float = 600.0
+
+    def __post_init__(self):
+        check_fields(self, amplitude=">= 0", period="> 0")
+        ids = list(self.token_ids)
+        if any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 0
+               for i in ids):
+            raise ConfigError(f"token_ids: must be non-negative token ids, got {ids}")
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"token_ids: {ids} lists an id twice; give each id once")
+        object.__setattr__(self, "token_ids", tuple(int(i) for i in ids))  # hashable: jit key
+        if self.amplitude > 0 and not ids:
+            raise ConfigError("token_ids: amplitude > 0 needs the reflection token ids; "
+                              "give them or set amplitude to 0")
+
+    @property
+    def active(self) -> bool:
+        return self.amplitude > 0
+
+
+@dataclasses.dataclass(frozen=True)
 class SamplingConfig:
     """Token sampling. ``temperature=0`` is greedy; 0 / 1.0 / 0.0 switch top-k / top-p /
-    min-p off. Filters apply in HF's order: temperature, top-k, top-p, min-p."""
+    min-p off. Filters apply in HF's order: temperature, top-k, top-p, min-p, after the
+    ``reflection`` bias (:class:`CyclicReflex`, off by default)."""
 
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
     min_p: float = 0.0
+    reflection: CyclicReflex = CyclicReflex()
 
     def __post_init__(self):
         problems = []
@@ -243,6 +287,14 @@ def check_prompts(config: ModelConfig, prompt_tokens, prompt_mask, budget: int) 
                               "(prompt_mask all 0)")
 
 
+def check_sampling(config: ModelConfig, sampling: SamplingConfig) -> None:
+    """Host-side check that the reflection token ids are in the model's vocabulary."""
+    bad = [i for i in sampling.reflection.token_ids if i >= config.vocab_size]
+    if bad:
+        raise SearchError(f"reflection token ids {bad} are outside the model's vocabulary "
+                          f"[0, {config.vocab_size}); use ids of the model's tokenizer")
+
+
 def check_positive(n: int, what: str = "n") -> None:
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise SearchError(f"{what} must be a positive integer, got {n!r}")
@@ -292,14 +344,38 @@ def filter_logits(logits_RV: jax.Array, sampling: SamplingConfig) -> jax.Array:
     return x
 
 
-def sample_tokens(logits_RV: jax.Array, rng: jax.Array, sampling: SamplingConfig):
+def reflection_bias(position_R: jax.Array, reflection: CyclicReflex) -> jax.Array:
+    """[R] float32 the CyclicReflex bias at decode positions ``position_R`` [R] (tokens
+    each row generated before this one): amplitude * tri(position / period)."""
+    phase = position_R.astype(jnp.float32) / reflection.period
+    # 4 * phase + 1 wrapped to [0, 4): 1 at the cycle start, |. - 2| makes the triangle.
+    tri = 1.0 - jnp.abs(jnp.mod(4.0 * phase + 1.0, 4.0) - 2.0)
+    return reflection.amplitude * tri
+
+
+def reflect_logits(logits_RV: jax.Array, position_R: jax.Array,
+                   reflection: CyclicReflex) -> jax.Array:
+    """``logits_RV`` [R, V] with :func:`reflection_bias` added to the reflection tokens'
+    columns."""
+    ids = jnp.asarray(reflection.token_ids, jnp.int32)
+    bias_R = reflection_bias(position_R, reflection).astype(logits_RV.dtype)
+    return logits_RV.at[:, ids].add(bias_R[:, None])
+
+
+def sample_tokens(logits_RV: jax.Array, rng: jax.Array, sampling: SamplingConfig,
+                  position_R: Optional[jax.Array] = None):
     """One token per row: argmax when greedy, else inverse-CDF sampling of the filtered
     distribution with one uniform number per row (cheaper than Gumbel noise over V).
-    Returns (tokens [R] int32, model log-probs [R])."""
+    With ``sampling.reflection`` on, the reflection tokens' logits are first biased for
+    decode positions ``position_R`` [R]. Returns (tokens [R] int32, model log-probs [R]
+    of the unbiased logits)."""
+    x = logits_RV
+    if sampling.reflection.active:
+        x = reflect_logits(x, position_R, sampling.reflection)
     if sampling.greedy:
-        tokens = jnp.argmax(logits_RV, axis=-1).astype(jnp.int32)
+        tokens = jnp.argmax(x, axis=-1).astype(jnp.int32)
     else:
-        probs = jax.nn.softmax(filter_logits(logits_RV, sampling), axis=-1)
+        probs = jax.nn.softmax(filter_logits(x, sampling), axis=-1)
         cdf = jnp.cumsum(probs, axis=-1)
         u = jax.random.uniform(rng, logits_RV.shape[:1], jnp.float32)
         # First index whose cdf exceeds u * total: never a zero-probability token.
@@ -333,7 +409,8 @@ def generate(model: Transformer, params, state: DecodeState, rng: jax.Array,
     def body(carry):
         t, st, toks, logps, vals, lengths, reason = carry
         active = reason == STOP_NONE
-        tok, logp = sample_tokens(st.logits, jax.random.fold_in(rng, t), sampling)
+        tok, logp = sample_tokens(st.logits, jax.random.fold_in(rng, t), sampling,
+                                  st.n_tokens)
         tok = jnp.where(active, tok, pad_id)
         out = model.apply({"params": params}, tok[:, None], positions=st.next_pos[:, None],
                           attention_mask=active[:, None], cache=st.cache)
@@ -423,6 +500,7 @@ def sample(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Arr
     inside ``parallel.activate(mesh)``: the B * n rows stay split over the data axes.
     """
     check_prompts(config, prompt_tokens, prompt_mask, max_new_tokens)
+    check_sampling(config, sampling)
     check_positive(n)
     if stop is None:
         stop = stop_tokens(config.vocab_size)

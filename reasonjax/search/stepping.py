@@ -32,7 +32,7 @@ from reasonjax.models.transformer import Transformer, unstack_layers
 from reasonjax.search.compute import Compute
 from reasonjax.search.sampler import (STOP_EOS, Chunk, DecodeState, SamplingConfig,
                                       SearchError, StopTokens, check_positive, check_prompts,
-                                      expand, generate, prefill, take)
+                                      check_sampling, expand, generate, prefill, take)
 from reasonjax.search.scoring import (ScorerState, StepScorer, aggregate_init,
                                       aggregate_update, init_scorer, score_step)
 
@@ -128,6 +128,7 @@ def check_search(config: ModelConfig, cfg: SearchConfig, prompt_tokens, prompt_m
     """Host-side validation before any compile."""
     check_prompts(config, prompt_tokens, prompt_mask,
                   cfg.max_steps * cfg.step_tokens + len(cfg.scorer.template))
+    check_sampling(config, cfg.sampling)
     if stop.completes.shape[-1] != config.vocab_size:
         raise SearchError(f"stop tables cover {stop.completes.shape[-1]} ids, the model has "
                           f"{config.vocab_size}; build them with stop_tokens(vocab_size)")

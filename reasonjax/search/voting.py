@@ -1,6 +1,15 @@
-"""Voting over final answers: majority (self-consistency), PRM-weighted, and
-perplexity-weighted (RPC-style: a candidate's vote is its inverse perplexity,
-exp(mean token log-prob)).
+"""Voting over final answers: majority (self-consistency, Wang et al., 2023), PRM-weighted,
+and perplexity-weighted, optionally among the most complex candidates only.
+
+- ``perplexity``: a candidate's vote is its inverse perplexity, exp(mean token log-prob),
+  the length-normalised probability of its path, so an answer's total is the summed
+  internal probability of the paths reaching it: the Perplexity Consistency of RPC
+  (Zhou et al., 2025, "Bridging Internal Probability and Self-Consistency for Effective
+  and Efficient LLM Reasoning", arXiv 2502.00511). RPC's Reasoning Pruning (dropping
+  low-probability paths first) is not applied, and duplicate paths each vote.
+- ``complexity_top_k``: complexity-based consistency (Fu et al., 2023, "Complexity-Based
+  Prompting for Multi-Step Reasoning"): only the K candidates with the most reasoning
+  steps vote (:func:`most_steps`).
 
 Answers are strings found on the host (an extractor over each candidate's tokens), turned
 into per-problem integer ids (:func:`answer_ids`); the vote itself is a jit-able array
@@ -10,6 +19,7 @@ function (:func:`vote`). :func:`voting` runs best-of-N sampling and votes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Literal, Optional, Sequence
 
 import flax
@@ -17,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from reasonjax.config import check_fields
+from reasonjax.errors import ConfigError
 from reasonjax.models.config import ModelConfig
 from reasonjax.search.best_of_n import BestOfNConfig, best_of_n, sequence_logprob
 from reasonjax.search.sampler import SearchError, StopTokens
@@ -51,6 +63,22 @@ def vote(ids_BN: jax.Array, weights_BN: jax.Array) -> tuple[jax.Array, jax.Array
     return jnp.where(jnp.any(has, axis=-1), winner, -1), totals
 
 
+@functools.partial(jax.jit, static_argnames="k")
+def most_steps(n_steps_BN: jax.Array, valid_BN: jax.Array, k: int) -> jax.Array:
+    """[B, N] bool: the ``k`` valid candidates of each problem with the most steps
+    (``n_steps_BN`` [B, N]; all valid ones when fewer than ``k``). Ties go to the lower
+    index: j outranks i when it has more steps, or as many and j < i; a valid candidate
+    is kept when fewer than ``k`` valid candidates outrank it."""
+    N = n_steps_BN.shape[1]
+    idx = jnp.arange(N)
+    mine_BN1 = n_steps_BN[:, :, None]
+    other_B1N = n_steps_BN[:, None, :]
+    outranks_BNN = (other_B1N > mine_BN1) | ((other_B1N == mine_BN1) &
+                                             (idx[None, None, :] < idx[None, :, None]))
+    rank_BN = jnp.sum(outranks_BNN & valid_BN[:, None, :], axis=-1)
+    return valid_BN & (rank_BN < k)
+
+
 def vote_weights(result: SearchResult, weighting: str) -> jax.Array:
     """[B, N] each candidate's vote weight (0 for emptied slots)."""
     if weighting == "majority":
@@ -80,13 +108,18 @@ class VoteResult:
 
 
 def tally(result: SearchResult, answers: Sequence[Sequence[Optional[str]]],
-          weighting: str = "majority") -> VoteResult:
-    """Votes over a search's candidates given their extracted answers."""
+          weighting: str = "majority", complexity_top_k: Optional[int] = None) -> VoteResult:
+    """Votes over a search's candidates given their extracted answers; with
+    ``complexity_top_k``, only the candidates :func:`most_steps` keeps vote."""
     ids = answer_ids(answers)
     if ids.shape != result.scores.shape:
         raise SearchError(f"answers have shape {ids.shape}, the candidates "
                           f"{tuple(result.scores.shape)}; give one answer (or None) each")
-    winner, totals = vote(jnp.asarray(ids), vote_weights(result, weighting))
+    ids = jnp.asarray(ids)
+    if complexity_top_k is not None:
+        keep = most_steps(result.n_steps, result.valid, complexity_top_k)
+        ids = jnp.where(keep, ids, -1)
+    winner, totals = vote(ids, vote_weights(result, weighting))
     winner = np.asarray(winner)
     winners = [answers[b][w] if w >= 0 else None for b, w in enumerate(winner)]
     chosen = jnp.asarray(np.maximum(winner, 0), jnp.int32)
@@ -107,12 +140,19 @@ def extract_answers(result: SearchResult,
 
 @dataclasses.dataclass(frozen=True)
 class VotingConfig(BestOfNConfig):
-    """BestOfNConfig plus the vote ``weighting``: majority / prm / perplexity."""
+    """BestOfNConfig plus the vote ``weighting`` (majority / prm / perplexity) and
+    ``complexity_top_k``: only the K candidates with the most steps vote (Fu et al.,
+    2023; ties to the lower index, see :func:`most_steps`); None = every candidate."""
 
     weighting: Literal["majority", "prm", "perplexity"] = "majority"
+    complexity_top_k: Optional[int] = None
 
     def __post_init__(self):
         super().__post_init__()
+        check_fields(self, complexity_top_k=">= 1")
+        if self.complexity_top_k is not None and self.complexity_top_k > self.n:
+            raise ConfigError(f"complexity_top_k: must be <= n ({self.n}), got "
+                              f"{self.complexity_top_k}; lower it or raise n")
         if self.weighting not in WEIGHTINGS:
             raise SearchError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         if self.weighting == "prm" and self.scorer.kind == "value" and \
@@ -128,7 +168,9 @@ def voting(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Arr
            scorer_config: Optional[ModelConfig] = None, scorer_params=None) -> VoteResult:
     """Self-consistency / weighted voting over N samples per problem: samples with
     :func:`best_of_n` (steps scored when the weighting needs them), extracts each
-    candidate's answer with ``extract`` and votes."""
+    candidate's answer with ``extract`` and votes (among the ``cfg.complexity_top_k``
+    candidates with the most steps when set)."""
     result = best_of_n(config, params, prompt_tokens, prompt_mask, rng, cfg, stop,
                        scorer_config, scorer_params)
-    return tally(result, extract_answers(result, extract), cfg.weighting)
+    return tally(result, extract_answers(result, extract), cfg.weighting,
+                 cfg.complexity_top_k)

@@ -7,9 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from reasonjax.errors import ConfigError
 from reasonjax.search.best_of_n import BestOfNConfig, best_of_n
+from reasonjax.search.compute import Compute
 from reasonjax.search.sampler import SearchError, stop_tokens
-from reasonjax.search.voting import VotingConfig, answer_ids, tally, vote, voting
+from reasonjax.search.stepping import SearchResult
+from reasonjax.search.voting import (VotingConfig, answer_ids, most_steps, tally, vote,
+                                     voting)
 
 from search_helpers import CFG, TOK
 
@@ -68,3 +72,43 @@ def test_voting_end_to_end_matches_counter(params, prompts):
         assert totals[ppl.winners[b]] == pytest.approx(max(totals.values()), rel=1e-5)
     with pytest.raises(SearchError, match="weighting"):
         VotingConfig(weighting="borda")
+
+
+def test_most_steps_keeps_the_k_most_complex_by_hand():
+    n_steps = jnp.asarray([[3, 5, 5, 1, 4, 9], [2, 2, 2, 2, 0, 7]])
+    valid = jnp.asarray([[True] * 5 + [False], [True] * 6])
+    keep = most_steps(n_steps, valid, 3)
+    # Row 0: 5, 5, 4 steps (the emptied slot with 9 never counts); row 1: 7, then the
+    # first two of the four tied at 2.
+    np.testing.assert_array_equal(keep, [[False, True, True, False, True, False],
+                                         [True, True, False, False, False, True]])
+    np.testing.assert_array_equal(most_steps(n_steps, valid, 6), valid)
+
+
+def _result(n_steps):
+    """A SearchResult with only what a majority vote reads: step counts, all valid."""
+    B, N = len(n_steps), len(n_steps[0])
+    zeros = jnp.zeros((B, N, 1))
+    return SearchResult(
+        tokens=zeros.astype(jnp.int32), logprobs=zeros, lengths=jnp.ones((B, N), jnp.int32),
+        n_steps=jnp.asarray(n_steps, jnp.int32), step_scores=zeros,
+        step_ends=zeros.astype(jnp.int32), scores=jnp.zeros((B, N)),
+        finished=jnp.ones((B, N), bool), valid=jnp.ones((B, N), bool),
+        chosen=jnp.zeros(B, jnp.int32), compute=Compute.zero())
+
+
+def test_complexity_vote_counts_by_hand():
+    answers = [["4", "5", "4", "4", "5", "4"], ["8", "7", "7", "8", None, "7"]]
+    result = _result([[1, 5, 2, 1, 4, 3], [2, 2, 2, 2, 9, 1]])
+    assert tally(result, answers).winners == ["4", "7"]  # every candidate: 4 x4, 7 x3
+    top3 = tally(result, answers, complexity_top_k=3)
+    # Row 0 keeps candidates 1, 4, 5: "5" x2 beats "4" x1. Row 1 keeps 4 (no answer), 0 and
+    # 1 (lower index among the tied 2-step ones): "8" and "7" tie, the first holder wins.
+    assert top3.winners == ["5", "8"]
+    assert top3.search.chosen.tolist() == [1, 0]
+    np.testing.assert_allclose(top3.totals[0, [1, 4, 5]], [2, 2, 1])
+    assert np.isneginf(np.asarray(top3.totals[0, [0, 2, 3]])).all()
+    with pytest.raises(ConfigError, match="complexity_top_k: must be >= 1"):
+        VotingConfig(complexity_top_k=0)
+    with pytest.raises(ConfigError, match=r"complexity_top_k: must be <= n \(4\), got 5"):
+        VotingConfig(n=4, complexity_top_k=5)

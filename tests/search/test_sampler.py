@@ -13,9 +13,12 @@ from reasonjax.search.beam import BeamConfig, beam_search, dvts
 from reasonjax.search.best_of_n import BestOfNConfig, best_of_n
 from reasonjax.search.mcts import MCTSConfig, mcts
 from reasonjax.search.particles import ParticleConfig, particle_filter
-from reasonjax.search.sampler import (STOP_DELIMITER, STOP_EOS, STOP_LENGTH, DecodeState,
-                                      SamplingConfig, SearchError, filter_logits, generate, sample,
-                                      sample_tokens, stop_tokens, stop_tokens_for)
+from reasonjax.config import from_dict
+from reasonjax.errors import ConfigError
+from reasonjax.search.sampler import (STOP_DELIMITER, STOP_EOS, STOP_LENGTH, CyclicReflex,
+                                      DecodeState, SamplingConfig, SearchError, filter_logits,
+                                      generate, reflect_logits, sample, sample_tokens,
+                                      stop_tokens, stop_tokens_for)
 
 from search_helpers import CFG, TOK
 
@@ -24,21 +27,23 @@ KEY = jax.random.key(0)
 
 def full_forward_greedy(params, tokens, mask, n):
     """Greedy continuation by re-running the whole sequence each token (no cache); the
-    sequence is right-padded to a fixed length so the forward compiles once."""
+    sequence is right-padded to a fixed length so the forward compiles once. Returns
+    (tokens [B, n], their log-probs [B, n], the logits each was picked from [B, n, V])."""
     model = Transformer(CFG)
     fwd = jax.jit(lambda p, t, m: model.apply({"params": p}, t, attention_mask=m).logits)
     B, P = tokens.shape
     toks = np.zeros((B, P + n), np.int32)
     m = np.zeros((B, P + n), np.int32)
     toks[:, :P], m[:, :P] = tokens, mask
-    out_tok, out_lp = [], []
+    out_tok, out_lp, out_logits = [], [], []
     for t in range(n):
         logits = np.asarray(fwd(params, jnp.asarray(toks), jnp.asarray(m)))[:, P + t - 1]
         nxt = logits.argmax(-1)
         out_tok.append(nxt)
         out_lp.append(np.asarray(jax.nn.log_softmax(jnp.asarray(logits), -1))[np.arange(B), nxt])
+        out_logits.append(logits)
         toks[:, P + t], m[:, P + t] = nxt, 1
-    return np.stack(out_tok, 1), np.stack(out_lp, 1)
+    return np.stack(out_tok, 1), np.stack(out_lp, 1), np.stack(out_logits, 1)
 
 
 NO_STOP = stop_tokens(CFG.vocab_size)
@@ -48,7 +53,7 @@ def test_greedy_with_cache_equals_full_forward_argmax(params, prompts):
     tokens, mask = prompts
     out = sample(CFG, params, tokens, mask, jax.random.key(0), max_new_tokens=12,
                  sampling=SamplingConfig(temperature=0.0), stop=NO_STOP)
-    ref_tok, ref_lp = full_forward_greedy(params, tokens, mask, 12)
+    ref_tok, ref_lp, _ = full_forward_greedy(params, tokens, mask, 12)
     np.testing.assert_array_equal(out.tokens[:, 0], ref_tok)
     np.testing.assert_allclose(out.logprobs[:, 0], ref_lp, atol=1e-5)
     np.testing.assert_array_equal(out.stop_reason, STOP_LENGTH)
@@ -243,3 +248,83 @@ def test_prompt_longer_than_context_fails_in_every_method(params, method):
     with pytest.raises(SearchError, match=r"prompt length 100 \+ token budget 2 = 102 exceeds "
                                           r"the model's max_seq_len 96; shorten the prompts"):
         run()
+
+
+def test_cyclic_reflex_bias_by_hand():
+    """A = 2, T = 8: the wave is 0 at t = 0, +A at T/4, 0 at T/2, -A at 3T/4, and repeats;
+    only the reflection tokens' columns move."""
+    cycle = CyclicReflex(token_ids=(3, 7), amplitude=2.0, period=8.0)
+    position = np.asarray([0, 1, 2, 3, 4, 6, 7, 8, 10, 22])
+    bias = np.asarray([0.0, 1.0, 2.0, 1.0, 0.0, -2.0, -1.0, 0.0, 2.0, -2.0])
+    logits = np.asarray(jax.random.normal(KEY, (len(position), 12)))
+    want = logits.copy()
+    want[:, 3] += bias
+    want[:, 7] += bias
+    got = reflect_logits(jnp.asarray(logits), jnp.asarray(position), cycle)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    # Greedy picks the argmax of the biased logits; the log-prob stays the model's.
+    greedy = SamplingConfig(temperature=0.0, reflection=cycle)
+    tok, logp = sample_tokens(jnp.asarray(logits), KEY, greedy, jnp.asarray(position))
+    np.testing.assert_array_equal(tok, want.argmax(-1))
+    model_logp = np.asarray(jax.nn.log_softmax(jnp.asarray(logits), -1))
+    np.testing.assert_allclose(logp, model_logp[np.arange(len(position)), tok], atol=1e-6)
+
+
+def test_cyclic_reflex_off_changes_nothing(params, prompts):
+    """Amplitude 0 traces no bias (the same program as no schedule) and draws the same
+    tokens as the plain sampler."""
+    tokens, mask = prompts
+    plain = SamplingConfig(temperature=1.0, top_p=0.9)
+    off = SamplingConfig(temperature=1.0, top_p=0.9,
+                         reflection=CyclicReflex(token_ids=(5, 9), amplitude=0.0))
+    trace = lambda s: str(jax.make_jaxpr(lambda x, k, t: sample_tokens(x, k, s, t))(
+        jnp.zeros((2, CFG.vocab_size)), KEY, jnp.zeros(2, jnp.int32)))
+    assert trace(off) == trace(plain)
+    a = sample(CFG, params, tokens, mask, KEY, max_new_tokens=10, n=2, sampling=plain,
+               stop=NO_STOP)
+    b = sample(CFG, params, tokens, mask, KEY, max_new_tokens=10, n=2, sampling=off,
+               stop=NO_STOP)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_array_equal(a.logprobs, b.logprobs)
+
+
+def test_cyclic_reflex_flips_greedy_exactly_past_the_margin(params, prompts):
+    """Period 8: the bias on token r is 0, A/2, A at positions 0, 1, 2. With A just above
+    r's margin below the greedy token at position 2 (and A/2 below its margin at 1), greedy
+    decoding follows the unbiased path for two tokens and emits r third; just below the
+    margin nothing changes."""
+    tokens, mask = prompts[0][:1], prompts[1][:1]
+    ref_tok, _, logits = full_forward_greedy(params, tokens, mask, 3)
+    g, L = ref_tok[0], logits[0]  # [3], [3, V]
+    margin = L[np.arange(3), g][:, None] - L  # [3, V] how far each token is below greedy
+    ok = (margin[1] > margin[2] / 2 + 0.1) & ~np.isin(np.arange(CFG.vocab_size), g)
+    r = int(np.flatnonzero(ok)[np.argmin(margin[2][ok])])
+
+    def run(amplitude):
+        cycle = CyclicReflex(token_ids=(r,), amplitude=float(amplitude), period=8.0)
+        return sample(CFG, params, tokens, mask, KEY, max_new_tokens=3,
+                      sampling=SamplingConfig(temperature=0.0, reflection=cycle), stop=NO_STOP)
+
+    above = run(margin[2, r] + 0.05)
+    np.testing.assert_array_equal(above.tokens[0, 0], [g[0], g[1], r])
+    log_softmax = np.asarray(jax.nn.log_softmax(jnp.asarray(L[2])))
+    assert float(above.logprobs[0, 0, 2]) == pytest.approx(float(log_softmax[r]), abs=1e-5)
+    below = run(margin[2, r] - 0.05)
+    np.testing.assert_array_equal(below.tokens[0, 0], g)
+
+
+def test_cyclic_reflex_bad_settings_name_the_field(params, prompts):
+    with pytest.raises(ConfigError, match="amplitude: must be >= 0"):
+        CyclicReflex(token_ids=(1,), amplitude=-1.0)
+    with pytest.raises(ConfigError, match="period: must be > 0"):
+        CyclicReflex(token_ids=(1,), amplitude=1.0, period=0.0)
+    with pytest.raises(ConfigError, match="token_ids: amplitude > 0 needs"):
+        CyclicReflex(amplitude=1.0)
+    with pytest.raises(ConfigError, match="lists an id twice"):
+        CyclicReflex(token_ids=(4, 4), amplitude=1.0)
+    with pytest.raises(ConfigError, match="reflection.amplitude: must be >= 0"):
+        from_dict(SamplingConfig, {"reflection": {"token_ids": [3], "amplitude": -2}})
+    tokens, mask = prompts
+    far = SamplingConfig(reflection=CyclicReflex(token_ids=(CFG.vocab_size,), amplitude=1.0))
+    with pytest.raises(SearchError, match=r"reflection token ids \[100\] are outside"):
+        sample(CFG, params, tokens, mask, KEY, max_new_tokens=2, sampling=far)

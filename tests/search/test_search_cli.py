@@ -13,7 +13,11 @@ import argparse
 
 from reasonjax.driver import Env, run
 from reasonjax.search.cli import method_from_args
-from reasonjax.search.sampler import SamplingConfig, SearchError, sample, stop_tokens_for
+from reasonjax.data.answers import normalize
+from reasonjax.errors import ConfigError
+from reasonjax.search.sampler import (CyclicReflex, SamplingConfig, SearchError, sample,
+                                      stop_tokens_for)
+from reasonjax.search.voting import VotingConfig
 
 from search_helpers import CFG, TOK
 
@@ -103,12 +107,12 @@ def test_cli_local_file_accuracy_counts_correct_answers(model_dir, params, tmp_p
     assert records[0]["score"] == 2.0  # two votes for the winning answer
 
 
-def method_args(method, *flags):
+def method_args(method, *flags, tokenizer=None):
     """The config ``reasonjax search --method METHOD FLAGS`` runs (the CLI's defaults)."""
     args = build_parser().parse_args(["search", "ckpt", "--method", method,
                                       "--max-steps", str(STEPS), "--step-tokens",
                                       str(STEP_TOKENS), *flags])
-    return method_from_args(args)
+    return method_from_args(args, tokenizer)
 
 
 def _other(answer):
@@ -160,3 +164,65 @@ def test_bad_inputs_fail_clearly(model_dir, params, tmp_path, capsys):
     assert "exactly one of --task NAME or --local FILE" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["search", str(model_dir), "--task", "arithmetic", "--method", "bogus"])
+
+
+def test_vote_and_reflection_flags_build_the_configs():
+    vote = method_args("perplexity_vote", "--n", "6", "--complexity-top-k", "3")
+    assert isinstance(vote, VotingConfig)
+    assert (vote.weighting, vote.complexity_top_k, vote.n) == ("perplexity", 3, 6)
+    assert method_args("majority").complexity_top_k is None
+    plus, star = TOK.encode("+")[0], TOK.encode("*")[0]
+    greedy = method_args("greedy", "--reflection-amplitude", "2.5", "--reflection-period",
+                         "40", "--reflection-ids", "7", str(plus),
+                         "--reflection-tokens", "+", "*", tokenizer=TOK)
+    assert greedy.sampling.reflection == CyclicReflex(token_ids=(7, plus, star),
+                                                      amplitude=2.5, period=40.0)
+    assert method_args("beam", "--n", "4").sampling.reflection == CyclicReflex()
+    with pytest.raises(SearchError, match="--complexity-top-k applies to the vote methods"):
+        method_args("beam", "--n", "4", "--complexity-top-k", "2")
+    with pytest.raises(ConfigError, match=r"complexity_top_k: must be <= n \(4\)"):
+        method_args("majority", "--n", "4", "--complexity-top-k", "5")
+    with pytest.raises(SearchError, match="--reflection-tokens needs the checkpoint's tokenizer"):
+        method_args("greedy", "--reflection-amplitude", "1", "--reflection-tokens", "+")
+    with pytest.raises(ConfigError, match="'ab' encodes to 2 tokens"):
+        method_args("greedy", "--reflection-amplitude", "1", "--reflection-tokens", "ab",
+                    tokenizer=TOK)
+    with pytest.raises(ConfigError, match="token_ids: amplitude > 0 needs"):
+        method_args("greedy", "--reflection-amplitude", "1")
+
+
+def test_cli_perplexity_vote_among_the_most_complex(model_dir, tmp_path):
+    """perplexity_vote --complexity-top-k 2 with a CyclicReflex schedule given as text: each
+    record's answer is the hand-computed vote, exp(mean log-prob) weights over the two
+    candidates with the most steps (the earlier one on ties). The random model's last
+    number is its answer (--answer-fallback), so the candidates disagree."""
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "answer": "0"}) + "\n"
+                            for q in ["12+7*3-5", "3*4+2"]))
+    records, summary = search(model_dir, tmp_path / "pv.jsonl", "--local", str(data),
+                              "--format", "gsm8k", "--answer-fallback", "--method",
+                              "perplexity_vote", "--n", "4", "--complexity-top-k", "2",
+                              "--reflection-tokens", "+", "--reflection-amplitude", "3",
+                              "--reflection-period", "8", "--batch-size", "2")
+    reflection = summary["made_from"]["config"]["sampling"]["reflection"]
+    assert reflection == {"token_ids": [TOK.encode("+")[0]], "amplitude": 3.0, "period": 8.0}
+    assert summary["made_from"]["config"]["complexity_top_k"] == 2
+    assert any(c["answer"] is not None for r in records for c in r["candidates"])
+    for r in records:
+        cands = r["candidates"]
+        assert len(cands) == 4 and all(1 <= c["steps"] <= STEPS for c in cands)
+        kept = sorted(range(4), key=lambda i: (-cands[i]["steps"], i))[:2]
+        totals = {}
+        for i in sorted(kept):
+            if cands[i]["answer"] is not None:
+                key = normalize(cands[i]["answer"])
+                weight = np.exp(cands[i]["logprob"] / max(cands[i]["tokens"], 1))
+                totals[key] = totals.get(key, 0.0) + weight
+        if not totals:
+            assert r["answer"] is None
+            continue
+        best = max(totals.values())
+        first = next(i for i in sorted(kept) if cands[i]["answer"] is not None
+                     and totals[normalize(cands[i]["answer"])] == pytest.approx(best))
+        assert r["answer"] == cands[first]["answer"]
+        assert r["score"] == pytest.approx(best, rel=1e-5)
