@@ -13,6 +13,10 @@ The method is picked by the type of its config (the library's own frozen datacla
   verifier``, terminal nodes are judged by the env's task through
   :class:`~reasonjax.driver.env.TaskVerifier`).
 
+A separate scorer model (``scorer``) serves the methods that rank by step scores (step
+searches, best-of-N by score, PRM-weighted votes, MCTS with ``MCTSConfig.scorer``); the
+others refuse it (:func:`scorer_unused`) rather than ignore it.
+
 :func:`run_batches` encodes every prompt once, cuts the rows into batches of
 ``batch_size`` (the last one filled with repeats of a real prompt), places each batch on
 the env's mesh, runs the method and yields a :class:`Batch` with the raw output and the
@@ -39,6 +43,7 @@ from reasonjax.search.mcts import MCTSConfig, mcts, move_program, root_program
 from reasonjax.search.particles import ParticleConfig, particle_filter, particle_program
 from reasonjax.search.sampler import (STOP_EOS, SampleConfig, SearchError, StopTokens, sample,
                                       sample_program)
+from reasonjax.search.voting import VotingConfig
 
 Method = Union[SampleConfig, BestOfNConfig, BeamConfig, ParticleConfig, MCTSConfig]
 # A separate scorer model (PRM) for step scores: (model config, params).
@@ -125,13 +130,35 @@ def _concat_samples(outs):
                            stop_reason=cat("stop_reason"), compute=compute)
 
 
+def scorer_unused(method: Method) -> Optional[str]:
+    """Why ``method`` would ignore a separate scorer model's step scores (None: it uses
+    them): a one-line reason for the caller's error."""
+    if isinstance(method, SampleConfig):
+        return "plain sampling (greedy / sample) scores no steps"
+    if isinstance(method, VotingConfig):
+        return None if method.weighting == "prm" else \
+            f"a {method.weighting} vote does not weigh candidates by step scores"
+    if isinstance(method, BestOfNConfig) and method.select_by != "score":
+        return f"best-of-N picks by {method.select_by}, not by step scores"
+    if isinstance(method, MCTSConfig) and method.scorer is None:
+        return "MCTSConfig.scorer is None (set it, kind 'value' or 'token_prob', to mix " \
+               "the scorer into node values)"
+    return None
+
+
 STEP_SEARCHES = ((DVTSConfig, dvts), (BeamConfig, beam_search),
                  (ParticleConfig, particle_filter), (BestOfNConfig, best_of_n))
 
 
 def call(env: Env, params, method: Method, tokens, mask, rng: jax.Array,
          scorer: Optional[Scorer] = None, problem_ids=None):
-    """The method on one prompt batch [B, P] (already placed): (raw output, Candidates)."""
+    """The method on one prompt batch [B, P] (already placed): (raw output, Candidates).
+    ``scorer``: (model config, params) of a separate scorer model; a method that would
+    ignore it raises SearchError."""
+    why = scorer_unused(method) if scorer is not None else None
+    if why is not None:
+        raise SearchError(f"a separate scorer model is given but {why}; drop the scorer")
+    scorer_config, scorer_params = scorer or (None, None)
     if isinstance(method, SampleConfig):
         outs = [sample(env.model_config, params, tokens, mask,
                        rng if method.per_call == method.n else jax.random.fold_in(rng, c),
@@ -141,17 +168,13 @@ def call(env: Env, params, method: Method, tokens, mask, rng: jax.Array,
         out = outs[0] if len(outs) == 1 else _concat_samples(outs)
         return out, _sample_candidates(out)
     if isinstance(method, MCTSConfig):
-        if scorer is not None:
-            raise SearchError("MCTS values nodes with the policy's value head; a separate "
-                              "scorer model is not supported for mcts")
         verify = method.terminal_reward == "verifier"
         out = mcts(env.model_config, params, tokens, mask, rng, method, env.stop,
-                   verifier=env.verifier if verify else None,
+                   scorer_config, scorer_params, verifier=env.verifier if verify else None,
                    problem_ids=problem_ids if verify else None)
         return out, _mcts_candidates(out)
     for kind, fn in STEP_SEARCHES:
         if isinstance(method, kind):
-            scorer_config, scorer_params = scorer or (None, None)
             out = fn(env.model_config, params, tokens, mask, rng, method, env.stop,
                      scorer_config, scorer_params)
             return out, _search_candidates(out)
@@ -180,12 +203,15 @@ def lower(config, params, method: Method, tokens, mask, rng, stop: StopTokens, *
 
         verifier = verifier if method.terminal_reward == "verifier" else None
         args = (params, tokens, mask, rows(jax.ShapeDtypeStruct(tokens.shape[:1], jnp.int32)))
-        statics = dict(config=config, cfg=method, verifier=verifier)
-        root = root_program.lower(*args, rng, stop, **statics)
-        node = jax.eval_shape(lambda *a: root_program(*a, **statics), *args, rng, stop)[0]
+        statics = dict(config=config, cfg=method, verifier=verifier,
+                       scorer_config=scorer_config)
+        root = root_program.lower(*args, rng, stop, scorer_params, **statics)
+        node = jax.eval_shape(lambda *a: root_program(*a, **statics), *args, rng, stop,
+                              scorer_params)[0]
         node = jax.tree.map(rows, node)
         return {"mcts root": root,
-                "mcts move": move_program.lower(*args, node, rng, stop, **statics)}
+                "mcts move": move_program.lower(*args, node, rng, stop, scorer_params,
+                                                **statics)}
     programs = ((DVTSConfig, beam_program, {"dvts": True}),
                 (BeamConfig, beam_program, {"dvts": False}),
                 (ParticleConfig, particle_program, {}), (BestOfNConfig, best_of_n_program, {}))

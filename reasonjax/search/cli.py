@@ -5,6 +5,14 @@
                      [--max-steps 8 --step-tokens 32 --temperature 0.8 ...]
                      --out results.jsonl
     reasonjax search CHECKPOINT --local test.jsonl --format gsm8k --method majority --n 16
+    reasonjax search CHECKPOINT --task arithmetic --method mcts --value-weight 0.5 \
+                     --score-template " Is this step correct? (A) yes (B) no. Answer: (" \
+                     --good-tokens A --bad-tokens B --scorer-weight 0.5
+
+A step scorer is the policy's value head, a separate model's (``--scorer CKPT``), or,
+with ``--score-template``, the probability of ``--good-tokens`` after the template
+(MCTS-DPO's self-evaluation; read by ``--scorer`` when given). A method that would not
+use it refuses these flags.
 
 Writes one JSON record per problem to ``--out`` (answers, scores, candidates, compute;
 see :func:`reasonjax.driver.run`) and the summary (accuracy when answers
@@ -58,17 +66,77 @@ def _reflection(args, tokenizer):
                         amplitude=args.reflection_amplitude, period=args.reflection_period)
 
 
+def _step_scorer(args, tokenizer):
+    """The StepScorer of ``--transform`` / ``--aggregate`` and, with ``--score-template``,
+    kind token_prob: template ids from the tokenizer (no BOS), ``--good-tokens`` /
+    ``--bad-tokens`` one token each. The ids are the policy's: a separate scorer model
+    reads the policy's token ids, so it shares its vocabulary."""
+    from reasonjax.driver.env import single_token_ids
+    from reasonjax.search.sampler import SearchError
+    from reasonjax.search.scoring import StepScorer
+
+    if args.score_template is None:
+        return StepScorer(transform=args.transform, aggregate=args.aggregate)
+    if tokenizer is None:
+        raise SearchError("--score-template needs the checkpoint's tokenizer")
+    if not args.good_tokens:
+        raise SearchError("--score-template needs --good-tokens (the 'correct' answer)")
+    return StepScorer(kind="token_prob", aggregate=args.aggregate,
+                      template=tuple(tokenizer.encode(args.score_template)),
+                      good_ids=single_token_ids(tokenizer, args.good_tokens),
+                      bad_ids=single_token_ids(tokenizer, args.bad_tokens or ()))
+
+
+def _mcts_config(args, sampling, scorer):
+    """MCTSConfig from the command line: ``scorer`` (a StepScorer, or None when neither
+    ``--scorer`` nor ``--score-template`` is given) mixed into node values with
+    ``--scorer-weight``; ``--value-weight`` defaults to 1 without a scorer and 0 with one
+    (the scorer replaces the value head, as in the step methods)."""
+    from reasonjax.search.mcts import MCTSConfig
+    from reasonjax.search.sampler import SearchError
+
+    if args.aggregate != "last":
+        raise SearchError(f"--aggregate {args.aggregate} applies to the step methods; MCTS "
+                          "backs node values up the tree, drop it")
+    if scorer is None and args.scorer_weight is not None:
+        raise SearchError("--scorer-weight needs a scorer: give --scorer CKPT or "
+                          "--score-template TEXT, or drop --scorer-weight")
+    value_weight = args.value_weight
+    if value_weight is None:
+        value_weight = 1.0 if scorer is None else 0.0
+    weight = {} if scorer is None else {"scorer": scorer, "scorer_weight": 1.0 if
+                                        args.scorer_weight is None else args.scorer_weight}
+    return MCTSConfig(num_actions=args.num_actions, num_simulations=args.simulations,
+                      max_steps=args.max_steps, step_tokens=args.step_tokens,
+                      sampling=sampling, policy=args.mcts_policy,
+                      value_transform=args.transform, value_weight=value_weight, **weight)
+
+
 def method_from_args(args, tokenizer=None):
     """The method's own config (SampleConfig, BestOfNConfig, VotingConfig, BeamConfig,
     DVTSConfig, ParticleConfig or MCTSConfig) from the command line; bad settings raise
     SearchError / ConfigError here, before the model is loaded. ``tokenizer`` maps
-    ``--reflection-tokens`` to ids."""
+    ``--reflection-tokens`` and the ``--score-template`` flags to ids. A scorer flag
+    (``--scorer``, ``--score-template``) that the method would ignore is refused."""
+    from reasonjax.driver.batches import scorer_unused
+    from reasonjax.search.sampler import SearchError
+
+    config = _method(args, tokenizer)
+    given = [flag for flag, value in (("--scorer", args.scorer),
+                                      ("--score-template", args.score_template))
+             if value is not None]
+    why = scorer_unused(config) if given else None
+    if why is not None:
+        raise SearchError(f"{' / '.join(given)}: {args.method} would ignore the step "
+                          f"scorer ({why}); drop {' and '.join(given)}")
+    return config
+
+
+def _method(args, tokenizer):
     from reasonjax.search.beam import BeamConfig, DVTSConfig
     from reasonjax.search.best_of_n import BestOfNConfig
-    from reasonjax.search.mcts import MCTSConfig
     from reasonjax.search.particles import ParticleConfig
     from reasonjax.search.sampler import SampleConfig, SamplingConfig, SearchError
-    from reasonjax.search.scoring import StepScorer
     from reasonjax.search.voting import VotingConfig
 
     if args.method not in METHOD_NAMES:
@@ -78,6 +146,18 @@ def method_from_args(args, tokenizer=None):
     if top_k_votes is not None and args.method not in VOTES:
         raise SearchError(f"--complexity-top-k applies to the vote methods "
                           f"({', '.join(VOTES)}), not {args.method}; drop it")
+    if args.method != "mcts":
+        for flag, value in (("--scorer-weight", args.scorer_weight),
+                            ("--value-weight", args.value_weight)):
+            if value is not None:
+                raise SearchError(f"{flag} applies to --method mcts, not {args.method}; "
+                                  f"drop it")
+    if args.score_template is None:
+        for flag, value in (("--good-tokens", args.good_tokens),
+                            ("--bad-tokens", args.bad_tokens)):
+            if value:
+                raise SearchError(f"{flag} applies with --score-template; give the template "
+                                  f"or drop {flag}")
     sampling = SamplingConfig(temperature=0.0 if args.method == "greedy" else args.temperature,
                               top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                               reflection=_reflection(args, tokenizer))
@@ -85,14 +165,12 @@ def method_from_args(args, tokenizer=None):
         return SampleConfig(n=1 if args.method == "greedy" else args.n,
                             max_new_tokens=args.max_new_tokens or
                             args.max_steps * args.step_tokens, sampling=sampling)
+    scorer = _step_scorer(args, tokenizer)
     if args.method == "mcts":
-        return MCTSConfig(num_actions=args.num_actions, num_simulations=args.simulations,
-                          max_steps=args.max_steps, step_tokens=args.step_tokens,
-                          sampling=sampling, policy=args.mcts_policy,
-                          value_transform=args.transform)
+        scored = args.scorer is not None or args.score_template is not None
+        return _mcts_config(args, sampling, scorer if scored else None)
     step = dict(n=args.n, max_steps=args.max_steps, step_tokens=args.step_tokens,
-                sampling=sampling,
-                scorer=StepScorer(transform=args.transform, aggregate=args.aggregate))
+                sampling=sampling, scorer=scorer)
     if args.method in VOTES:
         return VotingConfig(**step, weighting=VOTES[args.method],
                             complexity_top_k=top_k_votes)
@@ -129,7 +207,8 @@ def _search(args) -> int:
     from reasonjax.models.tokenizer import load_tokenizer
 
     method = method_from_args(args, load_tokenizer(args.checkpoint)
-                              if args.reflection_tokens else None)
+                              if args.reflection_tokens or args.score_template is not None
+                              else None)
     out = Path(args.out)
     summary_path = out.with_name(out.stem + ".summary.json")
     for path in (out, summary_path):  # before the search, so its results are never lost
@@ -207,7 +286,8 @@ def register(subparsers) -> None:
     m.add_argument("--top-p", type=float, default=1.0, help="1 = off")
     m.add_argument("--min-p", type=float, default=0.0, help="0 = off")
     m.add_argument("--transform", default="sigmoid", choices=["sigmoid", "tanh", "identity"],
-                   help="value head -> step score (MCTS: node value)")
+                   help="value head -> step score (mcts: the policy's value head in node values, "
+                        "and --scorer's)")
     m.add_argument("--aggregate", default="last", choices=AGGREGATIONS,
                    help="step scores -> solution score")
     m.add_argument("--select-by", default="score", choices=SELECT_BY, help="best_of_n's pick")
@@ -217,8 +297,25 @@ def register(subparsers) -> None:
     m.add_argument("--num-actions", type=int, default=4, help="mcts: candidate steps per node")
     m.add_argument("--simulations", type=int, default=8, help="mcts: simulations per move")
     m.add_argument("--mcts-policy", default="muzero", choices=["muzero", "gumbel_muzero"])
-    m.add_argument("--scorer", default=None,
-                   help="separate PRM checkpoint for step scores (default: the value head)")
+    m.add_argument("--scorer", default=None, metavar="CKPT",
+                   help="separate scorer model (PRM) for step scores: its value head "
+                        "(--transform), or its --score-template probability (default: the "
+                        "policy scores itself). mcts: mixed into node values")
+    m.add_argument("--score-template", default=None, metavar="TEXT",
+                   help="token_prob scorer: text fed after each step; the step's score is "
+                        "P(good) / (P(good) + P(bad)) at its end (MCTS-DPO's "
+                        "self-evaluation, or a PRM's step tag)")
+    m.add_argument("--good-tokens", nargs="+", default=None, metavar="TEXT",
+                   help="--score-template: the 'correct' answer tokens (one token each)")
+    m.add_argument("--bad-tokens", nargs="+", default=None, metavar="TEXT",
+                   help="--score-template: the 'incorrect' answer tokens (default: none, "
+                        "the score is P(good))")
+    m.add_argument("--value-weight", type=float, default=None,
+                   help="mcts: weight of the policy's value head in node values (default 1 "
+                        "without a scorer, 0 with --scorer or --score-template)")
+    m.add_argument("--scorer-weight", type=float, default=None,
+                   help="mcts: weight (MCTS-DPO's lambda) of the step scorer in node values "
+                        "(default 1)")
     m.add_argument("--complexity-top-k", type=at_least(1), default=None, metavar="K",
                    help="majority/prm_vote/perplexity_vote: only the K candidates with the "
                         "most steps vote (complexity-based consistency, Fu et al. 2023; "

@@ -10,11 +10,41 @@ Gumbel MuZero with sequential halving); this module is the environment adapter:
   samples the new node's K candidates from that cache;
 - prior logits over the K candidates: uniform, or their (mean) log-probs (default mean,
   AlphaMath's normalised step likelihood);
-- rewards are 0 and discounts 1; a node's value is its value head (``value_transform``,
-  tanh for AlphaMath's [-1, 1] value). A node is terminal when its last step ended with
-  EOS or it is ``max_steps`` deep; its value is the verifier's reward when a verifier is
-  given (training) or its value head (inference). A terminal node's children are
-  absorbing: they repeat its value, so Q(parent, terminal child) is exactly that reward.
+- rewards are 0 and discounts 1; a node's value mixes its value head and a step scorer
+  (:func:`node_value`)::
+
+      v(s) = value_weight * head(s) + scorer_weight * score(s)       (non-terminal)
+      v(s) = reward(s)              + scorer_weight * score(s)       (terminal, verifier)
+
+  head: the policy's value head at the node's last token (``value_transform``, tanh for
+  AlphaMath's [-1, 1] value); score: ``cfg.scorer`` on the node's last step (absent
+  without a scorer). A node is terminal when its last step ended with EOS or it is
+  ``max_steps`` deep; with a verifier (training) its reward replaces the value head term,
+  without one (inference) the non-terminal formula applies. The defaults (value weight
+  1, no scorer) are AlphaMath's value head alone. A terminal node's children are
+  absorbing: they repeat its value, so Q(parent, terminal child) is exactly its value.
+
+Stepwise self-evaluation (MCTS-DPO, Xie et al., 2024, "Monte Carlo Tree Search Boosts
+Reasoning via Iterative Preference Learning"): our reading of the paper is a step reward
+R(s_t) = O(s_t) + lambda * C(s_t), O the outcome validation (the final answer checked
+against the reference, +1 / -1 at the terminal step, nothing before it) and C the
+model's confidence that the step is correct: the probability it gives the "correct"
+option when asked to judge its own step. The authors' code (YuxiXie/MCTS-DPO,
+``mcts_rl/algorithms/mcts/mcts/search_config.py``) scores a step by that confidence
+(summed probability of the "correct" answer tokens; the sigmoid of an external reward
+model's score when one is given) and adds the +-1 correctness at terminal steps. Here
+that is ``value_weight=0``, ``terminal_reward="verifier"``, ``scorer=StepScorer(kind=
+"token_prob", template=..., good_ids=..., bad_ids=...)`` and ``scorer_weight`` = lambda.
+R goes into the node value (rewards stay 0), so Q(s, a) averages it over the evaluated
+nodes below a. Not reproduced: the code's depth discount of the confidence (divided by
+max(depth - 3, 1)) and its self-evaluation prompt holding the reference solution as a
+hint; the template here is fixed tokens fed after the node's path.
+
+A scorer reads each node right after its prefill (prompt + path): ``token_prob`` on the
+policy's own cache feeds the template on a throw-away copy (self-evaluation); a separate
+scorer model (``scorer_config`` / ``scorer_params``: a PRM) prefills the same sequence
+itself and gives its value head (``scorer.transform``) or ``token_prob``. The root is
+scored like every node (its last token is the prompt's).
 
 Acting: ``mcts`` runs a search from the current root, moves to the most visited child
 (muzero) or the Gumbel policy's action, and repeats from that child (whose candidates and
@@ -43,7 +73,7 @@ from reasonjax.search.compute import Compute
 from reasonjax.search.sampler import (STOP_EOS, SamplingConfig, SearchError, StopTokens,
                                       check_positive, check_prompts, check_sampling, expand,
                                       generate, prefill)
-from reasonjax.search.scoring import StepScorer, transform_value
+from reasonjax.search.scoring import StepScorer, read_template, transform_value
 
 # verifier(problem_ids [B], paths [B, L] int32, lengths [B] int32) -> rewards [B] float32,
 # called on the host (numpy) for terminal nodes.
@@ -61,7 +91,10 @@ class MCTSConfig:
     max_num_considered_actions / gumbel_scale: gumbel_muzero_policy's; max_moves: moves
     played (None: until terminal, at most max_steps); terminal_reward: what values a
     terminal node, its value head (inference) or the verifier passed to :func:`mcts`
-    (training: AlphaMath's +1 / -1 outcome reward).
+    (training: AlphaMath's +1 / -1 outcome reward). Node values (module doc,
+    :func:`node_value`): value_weight: the value head's weight; scorer: a step scorer
+    (``kind`` value or token_prob; ``keep_template`` and ``aggregate`` do not apply: each
+    node is scored once, the tree backs values up); scorer_weight: its weight (lambda).
     """
 
     num_actions: int = 4
@@ -80,6 +113,9 @@ class MCTSConfig:
     gumbel_scale: float = 1.0
     max_moves: Optional[int] = None
     terminal_reward: Literal["value", "verifier"] = "value"
+    value_weight: float = 1.0
+    scorer: Optional[StepScorer] = None
+    scorer_weight: float = 1.0
 
     def __post_init__(self):
         for name in ("num_actions", "num_simulations", "max_steps", "step_tokens"):
@@ -95,6 +131,18 @@ class MCTSConfig:
         if self.terminal_reward not in ("value", "verifier"):
             raise SearchError(f"terminal_reward must be 'value' or 'verifier', got "
                               f"{self.terminal_reward!r}")
+        for name in ("value_weight", "scorer_weight"):
+            if not np.isfinite(getattr(self, name)):
+                raise SearchError(f"{name} must be a finite number, got "
+                                  f"{getattr(self, name)!r}")
+        if self.scorer is None:
+            if self.scorer_weight != 1.0:
+                raise SearchError("scorer_weight weights a step scorer, but scorer is None; "
+                                  "set scorer or drop scorer_weight")
+        elif self.scorer.keep_template or self.scorer.aggregate != "last":
+            raise SearchError("scorer: MCTS scores each node once and backs values up "
+                              "through the tree; keep_template must be False and "
+                              "aggregate 'last'")
 
 
 @flax.struct.dataclass
@@ -129,6 +177,55 @@ def prior_logits(node: Node, prior: str) -> jax.Array:
     return node.cand_logprobs / jnp.maximum(node.cand_lengths, 1)
 
 
+def node_value(head_B, score_B, reward_B, terminal_B, cfg: MCTSConfig) -> jax.Array:
+    """[B] node values (module doc): ``head_B`` the transformed value head, ``score_B``
+    the scorer's score (None without a scorer), ``reward_B`` the verifier's reward (None
+    without a verifier), ``terminal_B`` [B] bool."""
+    value = cfg.value_weight * head_B
+    if reward_B is not None:
+        value = jnp.where(terminal_B, reward_B, value)
+    if score_B is not None:
+        value = value + cfg.scorer_weight * score_B
+    return value
+
+
+def template_len(cfg: MCTSConfig) -> int:
+    """Tokens of the scorer's template (0 without a token_prob scorer)."""
+    return len(cfg.scorer.template) if cfg.scorer is not None and \
+        cfg.scorer.kind == "token_prob" else 0
+
+
+def scoring_passes(cfg: MCTSConfig, separate: bool) -> int:
+    """Forward passes one node's scoring costs: the separate scorer's prefill, and the
+    template read of a token_prob scorer."""
+    if cfg.scorer is None:
+        return 0
+    return int(separate) + int(cfg.scorer.kind == "token_prob")
+
+
+def score_nodes(policy: Transformer, params, state, seq_BS, mask_BS, cfg: MCTSConfig,
+                scorer_config: Optional[ModelConfig], scorer_params):
+    """The scorer's score of B nodes (prompt + path ``seq_BS``, ``mask_BS`` 1 = real
+    token), given the policy's prefill ``state`` of that sequence: [B] scores and the
+    Compute they cost. Without ``scorer_config`` the policy scores itself (value head, or
+    the template on a throw-away copy of its cache); otherwise the scorer model prefills
+    the sequence first. ``params`` / ``scorer_params`` unstack_layers-ed."""
+    scorer = cfg.scorer
+    B = seq_BS.shape[0]
+    Tt = template_len(cfg)
+    compute = Compute.zero()
+    model, model_params = policy, params
+    if scorer_config is not None:
+        model, model_params = Transformer(scorer_config), scorer_params
+        state = prefill(model, model_params, seq_BS, mask_BS, seq_BS.shape[1] + Tt)
+        compute = compute.add(tokens_scored=jnp.sum(mask_BS), forward_passes=1)
+    if scorer.kind == "value":
+        return transform_value(state.value, scorer), compute
+    score, _ = read_template(scorer, model, model_params, state.cache, state.next_pos,
+                             jnp.ones((B,), bool))
+    return score, compute.add(tokens_scored=B * Tt, forward_passes=1)
+
+
 def append_tokens(path_BL, length_B, step_BT, step_len_B):
     """Writes each row's step at its current length: (path, new length)."""
     L, T = path_BL.shape[1], step_BT.shape[1]
@@ -148,9 +245,12 @@ def _verify(verifier: Verifier, problem_ids, path, length):
 
 def expand_nodes(config: ModelConfig, params, prompt_tokens, prompt_mask, problem_ids, path,
                  length, depth, terminal, rng, cfg: MCTSConfig, stop: StopTokens,
-                 verifier: Optional[Verifier]):
-    """Reads prompt + path for B nodes in one forward (their value) and samples K candidate
-    steps for the non-terminal ones. ``params`` unstack_layers-ed.
+                 verifier: Optional[Verifier], scorer_config: Optional[ModelConfig] = None,
+                 scorer_params=None):
+    """Reads prompt + path for B nodes in one forward (their value head), scores their
+    last step when ``cfg.scorer`` is set (:func:`score_nodes`), mixes the node values
+    (:func:`node_value`) and samples K candidate steps for the non-terminal ones.
+    ``params`` (and ``scorer_params``) unstack_layers-ed.
     Returns (Node, Compute of this call)."""
     B, P = prompt_tokens.shape
     L, K, T = path.shape[1], cfg.num_actions, cfg.step_tokens
@@ -158,15 +258,21 @@ def expand_nodes(config: ModelConfig, params, prompt_tokens, prompt_mask, proble
     seq = jnp.concatenate([prompt_tokens, path], axis=1)
     mask = jnp.concatenate([prompt_mask.astype(bool), jnp.arange(L)[None, :] < length[:, None]],
                            axis=1)
-    state = prefill(model, params, seq, mask, P + L + T)
-    value = transform_value(state.value, StepScorer(transform=cfg.value_transform))
-    if verifier is not None:
-        value = jnp.where(terminal, _verify(verifier, problem_ids, path, length), value)
+    # Self-evaluation feeds its template where the candidates will go.
+    own_template = template_len(cfg) if scorer_config is None else 0
+    state = prefill(model, params, seq, mask, P + L + max(T, own_template))
+    head = transform_value(state.value, StepScorer(transform=cfg.value_transform))
+    score, compute = None, Compute.zero()
+    if cfg.scorer is not None:
+        score, compute = score_nodes(model, params, state, seq, mask, cfg, scorer_config,
+                                     scorer_params)
+    reward = None if verifier is None else _verify(verifier, problem_ids, path, length)
+    value = node_value(head, score, reward, terminal, cfg)
     state = expand(state.replace(done=terminal), K)
     state, chunk, n_iter = generate(model, params, state, rng, cfg.sampling, stop, T, True)
-    compute = Compute.zero().add(tokens_prefilled=jnp.sum(mask),
-                                 tokens_generated=jnp.sum(chunk.lengths),
-                                 forward_passes=1 + n_iter)
+    compute = compute.add(tokens_prefilled=jnp.sum(mask),
+                          tokens_generated=jnp.sum(chunk.lengths),
+                          forward_passes=1 + n_iter)
     node = Node(
         path=path, length=length, depth=depth, terminal=terminal, value=value,
         cand_tokens=chunk.tokens.reshape(B, K, T), cand_lengths=chunk.lengths.reshape(B, K),
@@ -229,27 +335,35 @@ def chosen_action(cfg: MCTSConfig, output) -> jax.Array:
     return output.action.astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "cfg", "verifier"))
-def root_program(params, prompt_tokens, prompt_mask, problem_ids, rng, stop, *, config, cfg,
-                 verifier):
+def _unstack(scorer_params):
+    return None if scorer_params is None else unstack_layers(scorer_params)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "cfg", "verifier", "scorer_config"))
+def root_program(params, prompt_tokens, prompt_mask, problem_ids, rng, stop, scorer_params,
+                 *, config, cfg, verifier, scorer_config):
+    """The root nodes' expansion: (Node, compute)."""
     B = prompt_tokens.shape[0]
     L = cfg.max_steps * cfg.step_tokens
     zeros = jnp.zeros((B,), jnp.int32)
     return expand_nodes(config, unstack_layers(params), prompt_tokens, prompt_mask,
                         problem_ids, jnp.zeros((B, L), jnp.int32), zeros, zeros,
-                        jnp.zeros((B,), bool), rng, cfg, stop, verifier)
+                        jnp.zeros((B,), bool), rng, cfg, stop, verifier, scorer_config,
+                        _unstack(scorer_params))
 
 
-@functools.partial(jax.jit, static_argnames=("config", "cfg", "verifier"))
-def move_program(params, prompt_tokens, prompt_mask, problem_ids, root_node, rng, stop, *, config,
-                 cfg, verifier):
+@functools.partial(jax.jit, static_argnames=("config", "cfg", "verifier", "scorer_config"))
+def move_program(params, prompt_tokens, prompt_mask, problem_ids, root_node, rng, stop,
+                 scorer_params, *, config, cfg, verifier, scorer_config):
     """One search from ``root_node`` and the move it picks: (tree, action, child, compute)."""
     params = unstack_layers(params)
+    scorer_params = _unstack(scorer_params)
 
     def evaluate(p, key, child_state):
         path, length, depth, terminal = child_state
         node, _ = expand_nodes(config, p, prompt_tokens, prompt_mask, problem_ids, path,
-                               length, depth, terminal, key, cfg, stop, verifier)
+                               length, depth, terminal, key, cfg, stop, verifier,
+                               scorer_config, scorer_params)
         return node, prior_logits(node, cfg.prior)
 
     transition = lambda node, action: child_of(node, action, cfg.max_steps)
@@ -264,23 +378,29 @@ def move_program(params, prompt_tokens, prompt_mask, problem_ids, root_node, rng
     child = jax.tree.map(lambda x: x[jnp.arange(action.shape[0]), child_index], tree.embeddings)
     child = jax.tree.map(lambda c, r: jnp.where(
         root_node.terminal.reshape((-1,) + (1,) * (c.ndim - 1)), r, c), child, root_node)
-    return tree, action, child, _simulation_compute(tree, prompt_mask, cfg)
+    return tree, action, child, _simulation_compute(tree, prompt_mask, cfg,
+                                                    scorer_config is not None)
 
 
-def _simulation_compute(tree: mctx.Tree, prompt_mask, cfg: MCTSConfig) -> Compute:
+def _simulation_compute(tree: mctx.Tree, prompt_mask, cfg: MCTSConfig,
+                        separate: bool) -> Compute:
     """What the simulations of one search spent. mctx adds node i + 1 to every problem's
-    tree at simulation i, each by one expansion (prompt + path re-read, K candidates
-    sampled), all B problems in one batched prefill and one decode loop that runs as long
-    as the longest candidate."""
+    tree at simulation i, each by one expansion (prompt + path re-read, scored when
+    there is a scorer, K candidates sampled), all B problems in one batched prefill, the
+    scoring passes (:func:`scoring_passes`) and one decode loop that runs as long as the
+    longest candidate. A separate scorer model reads the same prompt + path."""
     emb = tree.embeddings
     expanded = (jnp.arange(tree.node_visits.shape[1])[None, :] > 0) & (tree.node_visits > 0)
     prompt = jnp.sum(prompt_mask, axis=1)[:, None]
     prefilled = jnp.sum(jnp.where(expanded, prompt + emb.length, 0))
     generated = jnp.sum(jnp.where(expanded[..., None], emb.cand_lengths, 0))
+    scored = jnp.sum(expanded) * template_len(cfg) + (prefilled if separate and
+                                                      cfg.scorer is not None else 0)
     decode_iters = jnp.max(jnp.where(expanded[..., None], emb.cand_lengths, 0), axis=(0, 2))
-    passes = jnp.sum(jnp.where(jnp.any(expanded, 0), 1 + decode_iters, 0))
+    passes = jnp.sum(jnp.where(jnp.any(expanded, 0),
+                               1 + scoring_passes(cfg, separate) + decode_iters, 0))
     return Compute.zero().add(tokens_generated=generated, tokens_prefilled=prefilled,
-                              forward_passes=passes)
+                              tokens_scored=scored, forward_passes=passes)
 
 
 @flax.struct.dataclass
@@ -304,21 +424,58 @@ class MCTSResult:
     compute: Compute = None
 
 
+def check_scorer(config: ModelConfig, cfg: MCTSConfig, prompt_len: int,
+                 scorer_config: Optional[ModelConfig], scorer_params) -> None:
+    """Host-side validation of the node scorer before any compile."""
+    if scorer_config is None:
+        if scorer_params is not None:
+            raise SearchError("scorer_params given without scorer_config; pass both (a "
+                              "separate scorer model) or neither")
+    else:
+        if scorer_params is None:
+            raise SearchError("a separate scorer model needs scorer_params")
+        if cfg.scorer is None:
+            raise SearchError("a separate scorer model is given but MCTSConfig.scorer is "
+                              "None; set scorer (kind 'value' or 'token_prob') and "
+                              "scorer_weight")
+        need = prompt_len + cfg.max_steps * cfg.step_tokens + template_len(cfg)
+        if need > scorer_config.max_seq_len:
+            raise SearchError(f"the scorer model needs {need} positions (prompt + steps + "
+                              f"template) but its max_seq_len is {scorer_config.max_seq_len}")
+    if cfg.scorer is not None:
+        vocab = (scorer_config or config).vocab_size
+        ids = cfg.scorer.template + cfg.scorer.good_ids + cfg.scorer.bad_ids
+        bad = [i for i in ids if not 0 <= i < vocab]
+        if bad:
+            raise SearchError(f"scorer token ids {bad} are outside the scorer's vocabulary "
+                              f"[0, {vocab})")
+
+
 def mcts(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Array,
-         cfg: MCTSConfig, stop: StopTokens, verifier: Optional[Verifier] = None,
+         cfg: MCTSConfig, stop: StopTokens, scorer_config: Optional[ModelConfig] = None,
+         scorer_params=None, *, verifier: Optional[Verifier] = None,
          problem_ids=None) -> MCTSResult:
     """MCTS over B problems (prompts [B, P], mask 1 = real token); see the module doc.
 
-    ``verifier(problem_ids [B], paths [B, L], lengths [B]) -> rewards [B]`` (a host
-    function on numpy arrays) scores terminal nodes when ``cfg.terminal_reward`` is
-    ``verifier`` (training); otherwise the value head does (inference) and ``verifier``
-    must be None. ``problem_ids`` [B] (default 0..B-1) tell it which problems the rows
-    are, so one verifier object serves every batch without recompiling."""
+    ``scorer_config`` / ``scorer_params``: a separate scorer model for ``cfg.scorer``
+    (default: the policy scores its own nodes). ``verifier(problem_ids [B], paths [B, L],
+    lengths [B]) -> rewards [B]`` (a host function on numpy arrays) scores terminal nodes
+    when ``cfg.terminal_reward`` is ``verifier`` (training); otherwise the value head does
+    (inference) and ``verifier`` must be None. ``problem_ids`` [B] (default 0..B-1) tell
+    it which problems the rows are, so one verifier object serves every batch without
+    recompiling."""
+    if scorer_config is not None and not isinstance(scorer_config, ModelConfig):
+        raise SearchError(f"scorer_config must be a ModelConfig, got "
+                          f"{type(scorer_config).__name__}; the verifier is keyword-only "
+                          f"(verifier=...)")
     if (verifier is not None) != (cfg.terminal_reward == "verifier"):
         raise SearchError(f"MCTSConfig.terminal_reward={cfg.terminal_reward!r} "
                           + ("needs a verifier" if verifier is None else
                              "takes no verifier; set terminal_reward='verifier' to use it"))
-    check_prompts(config, prompt_tokens, prompt_mask, cfg.max_steps * cfg.step_tokens)
+    own_template = template_len(cfg) if scorer_config is None else 0
+    check_prompts(config, prompt_tokens, prompt_mask,
+                  cfg.max_steps * cfg.step_tokens + own_template)
+    check_scorer(config, cfg, np.shape(prompt_tokens)[1], scorer_config, scorer_params)
     check_sampling(config, cfg.sampling)
     if stop.completes.shape[-1] != config.vocab_size:
         raise SearchError(f"stop tables cover {stop.completes.shape[-1]} ids, the model has "
@@ -333,16 +490,16 @@ def mcts(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Array
     if problem_ids.shape != (B,):
         raise SearchError(f"problem_ids must have shape ({B},), got {problem_ids.shape}")
     key_root, key_moves = jax.random.split(rng)
+    statics = dict(config=config, cfg=cfg, verifier=verifier, scorer_config=scorer_config)
     node, compute = root_program(params, prompt_tokens, prompt_mask, problem_ids, key_root, stop,
-                                 config=config, cfg=cfg, verifier=verifier)
+                                 scorer_params, **statics)
     trees, actions = [], []
     for move in range(cfg.max_moves or cfg.max_steps):
         if bool(jnp.all(node.terminal)):
             break
         tree, action, node, comp = move_program(
             params, prompt_tokens, prompt_mask, problem_ids, node,
-            jax.random.fold_in(key_moves, move), stop, config=config, cfg=cfg,
-            verifier=verifier)
+            jax.random.fold_in(key_moves, move), stop, scorer_params, **statics)
         trees.append(tree)
         actions.append(action)
         compute = compute + comp

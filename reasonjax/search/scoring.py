@@ -14,7 +14,8 @@ A step is scored at its last token, in one of two ways (:class:`StepScorer`):
 A separate scorer model (a PRM with its own parameters) keeps its own KV cache: it reads
 the prompt once and each new step as it is produced. With ``keep_template`` the template
 stays in the scorer's context after each step (Math-Shepherd inserts a tag after every
-step); otherwise it is fed on a throw-away copy of the cache.
+step); otherwise it is fed on a throw-away copy of the cache (:func:`read_template`, which
+MCTS also uses to score each node it expands).
 
 Solution scores aggregate the step scores: ``last`` (the ORM convention: score of the final
 step), ``min`` or ``product``.
@@ -146,6 +147,22 @@ def _feed(model: Transformer, params, cache: KVCache, tokens_RT, mask_RT, next_p
                        attention_mask=mask_RT, cache=cache, select=select_R[:, None])
 
 
+def read_template(scorer: StepScorer, model: Transformer, params, cache: KVCache,
+                  next_pos_R: jax.Array, read_R: jax.Array):
+    """Feeds ``scorer.template`` after each row's context (``cache`` of R rows, the next
+    RoPE position ``next_pos_R`` [R]) and reads :func:`token_prob` at its last token.
+    Rows with ``read_R`` [R] False read nothing (mask 0): their context is unchanged and
+    their probability is meaningless. The cache needs ``len(template)`` free slots.
+
+    Returns (probabilities [R] float32, the cache with the template appended); callers
+    that score on a throw-away copy drop the cache."""
+    R, Tt = read_R.shape[0], len(scorer.template)
+    template_RT = jnp.broadcast_to(jnp.asarray(scorer.template, jnp.int32), (R, Tt))
+    mask_RT = jnp.broadcast_to(read_R[:, None], (R, Tt)).astype(jnp.int32)
+    out = _feed(model, params, cache, template_RT, mask_RT, next_pos_R, jnp.full((R,), Tt - 1))
+    return token_prob(out.logits[:, 0], scorer), out.cache
+
+
 def init_scorer(scorer: StepScorer, model_config: ModelConfig, params, prompt_tokens,
                 prompt_mask, cache_len: int, compute: Compute):
     """The scorer's state for B prompts (expanded with the policy's rows by the caller).
@@ -182,15 +199,12 @@ def score_step(scorer: StepScorer, model_config: ModelConfig, params, dstate: De
     if scorer.kind == "value":
         return transform_value(value, scorer), sstate, compute
 
-    R = chunk.lengths.shape[0]
-    Tt = len(scorer.template)
-    template = jnp.broadcast_to(jnp.asarray(scorer.template, jnp.int32), (R, Tt))
     cache, next_pos = (sstate.cache, sstate.next_pos) if own else (dstate.cache,
                                                                    dstate.next_pos)
-    # Rows that produced no step read nothing (mask 0), so their context is unchanged.
-    mask = jnp.broadcast_to(stepped[:, None], (R, Tt)).astype(jnp.int32)
-    out = _feed(model, params, cache, template, mask, next_pos, jnp.full((R,), Tt - 1))
-    compute = compute.add(tokens_scored=jnp.sum(stepped) * Tt, forward_passes=1)
+    # Rows that produced no step read nothing, so their context is unchanged.
+    probs, cache = read_template(scorer, model, params, cache, next_pos, stepped)
+    compute = compute.add(tokens_scored=jnp.sum(stepped) * len(scorer.template),
+                          forward_passes=1)
     if scorer.keep_template:
-        sstate = ScorerState(cache=out.cache, next_pos=next_pos + stepped * Tt)
-    return token_prob(out.logits[:, 0], scorer), sstate, compute
+        sstate = ScorerState(cache=cache, next_pos=next_pos + stepped * len(scorer.template))
+    return probs, sstate, compute

@@ -1,5 +1,7 @@
 """MCTS: the mctx adapter on a fixed toy tree, and valid trees on an LLM."""
 
+import dataclasses
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -7,9 +9,12 @@ import mctx
 import numpy as np
 import pytest
 
+from reasonjax.models import Transformer
+from reasonjax.parallel import init_params
 from reasonjax.search.mcts import (MCTSConfig, make_recurrent_fn, mcts, run_policy,
                                    sibling_pairs, value_targets)
 from reasonjax.search.sampler import SearchError, stop_tokens
+from reasonjax.search.scoring import StepScorer
 
 from search_helpers import CFG, TOK
 
@@ -167,3 +172,178 @@ def test_mcts_config_errors():
         MCTSConfig(policy="alphazero")
     with pytest.raises(SearchError, match="num_simulations"):
         MCTSConfig(num_simulations=0)
+
+
+# --- node values: value head, verifier and step scorers ------------------------------
+
+STOP = stop_tokens(CFG.vocab_size, eos_ids=TOK.encode("xyzXYZ"), delimiter_ids=TOK.encode(" "))
+TEMPLATE = tuple(TOK.encode("=?"))
+GOOD, BAD = tuple(TOK.encode("+")), tuple(TOK.encode("-"))
+SELF_EVAL = StepScorer(kind="token_prob", template=TEMPLATE, good_ids=GOOD, bad_ids=BAD)
+# Two search configurations (prompts and params of conftest.py, rng key 1).
+CONFIGS = {
+    "verifier": MCTSConfig(num_actions=3, num_simulations=8, max_steps=2, step_tokens=4,
+                           value_transform="tanh", terminal_reward="verifier"),
+    "value": MCTSConfig(num_actions=2, num_simulations=5, max_steps=3, step_tokens=4,
+                        policy="gumbel_muzero", value_transform="sigmoid", prior="uniform"),
+}
+_FWD = jax.jit(lambda cfg, p, t: Transformer(cfg).apply({"params": p}, t), static_argnums=0)
+
+
+def _run(params, prompts, cfg, scorer=(None, None)):
+    tokens, mask = prompts
+    return mcts(CFG, params, tokens, mask, jax.random.key(1), cfg, STOP, *scorer,
+                verifier=_reward if cfg.terminal_reward == "verifier" else None)
+
+
+def _tree_arrays(res):
+    """{name: host array} of everything a search returns but its compute."""
+    out = {k: np.asarray(getattr(res, k))
+           for k in ("path", "length", "n_steps", "finished", "value", "actions")}
+    for m, t in enumerate(res.trees):
+        for k in ("node_visits", "node_values", "raw_values", "children_index",
+                  "children_visits", "children_values", "parents", "action_from_parent"):
+            out[f"tree{m}/{k}"] = np.asarray(getattr(t, k))
+        for k in ("path", "length", "depth", "terminal", "value", "cand_tokens",
+                  "cand_lengths", "cand_logprobs", "cand_eos"):
+            out[f"tree{m}/emb_{k}"] = np.asarray(getattr(t.embeddings, k))
+    return out
+
+
+def test_zero_weight_scorer_changes_no_tree_and_counts_its_reads(params, prompts):
+    """A self-evaluation scorer with weight 0 leaves every tree as it was; its cost is one
+    template read of every expanded node batch: B * |template| tokens and one pass per
+    expansion (the root's and one per simulation)."""
+    base = _run(params, prompts, CONFIGS["verifier"])
+    cfg = dataclasses.replace(CONFIGS["verifier"], scorer=SELF_EVAL, scorer_weight=0.0)
+    res = _run(params, prompts, cfg)
+    want = _tree_arrays(base)
+    for k, v in _tree_arrays(res).items():
+        np.testing.assert_array_equal(v, want[k], err_msg=k)
+    B = prompts[0].shape[0]
+    expansions = 1 + cfg.num_simulations * len(res.trees)
+    c, c0 = res.compute.to_dict(), base.compute.to_dict()
+    assert c["tokens_scored"] == B * len(TEMPLATE) * expansions
+    assert c["forward_passes"] == c0["forward_passes"] + expansions
+    assert (c["tokens_generated"], c["tokens_prefilled"]) == (c0["tokens_generated"],
+                                                              c0["tokens_prefilled"])
+
+
+def _visited_nodes(res, prompts):
+    """Every visited node of every move's tree: (prompt + path token lists, path lengths
+    [S], terminal [S], the node values the search stored [S])."""
+    tokens, mask = prompts
+    seqs, lengths, terminal, values = [], [], [], []
+    for tree in res.trees:
+        emb = jax.tree.map(np.asarray, tree.embeddings)
+        for b, n in zip(*np.nonzero(np.asarray(tree.node_visits) > 0)):
+            n_path = emb.length[b, n]
+            seqs.append(tokens[b][mask[b] == 1].tolist() + emb.path[b, n, :n_path].tolist())
+            lengths.append(n_path)
+            terminal.append(emb.terminal[b, n])
+            values.append(emb.value[b, n])
+    return seqs, np.asarray(lengths), np.asarray(terminal), np.asarray(values)
+
+
+def _heads(model_cfg, params, seqs, width=64):
+    """Cache-free forwards of every sequence (right-padded to ``width``): logits [S, V]
+    and value head [S] at each one's last token."""
+    toks = np.zeros((len(seqs), width), np.int32)
+    for i, s in enumerate(seqs):
+        toks[i, :len(s)] = s
+    out = _FWD(model_cfg, params, jnp.asarray(toks))
+    last = np.asarray([len(s) - 1 for s in seqs])
+    rows = np.arange(len(seqs))
+    return np.asarray(out.logits)[rows, last], np.asarray(out.values)[rows, last]
+
+
+def _prob_good(logits_SV):
+    p = np.exp(logits_SV - logits_SV.max(-1, keepdims=True))
+    good, bad = p[:, list(GOOD)].sum(-1), p[:, list(BAD)].sum(-1)
+    return good / (good + bad)
+
+
+def test_self_evaluation_node_values_are_the_hand_computed_mix(params, prompts):
+    """MCTS-DPO's node value with a value head term: 0.5 tanh(head) + 0.7 C before the end,
+    reward + 0.7 C at terminal nodes, C = P(good) / (P(good) + P(bad)) after the template,
+    all from independent full forwards of prompt + path (+ template)."""
+    cfg = dataclasses.replace(CONFIGS["verifier"], value_weight=0.5, scorer=SELF_EVAL,
+                              scorer_weight=0.7)
+    res = _run(params, prompts, cfg)
+    seqs, lengths, terminal, got = _visited_nodes(res, prompts)
+    _, head = _heads(CFG, params, seqs)
+    logits, _ = _heads(CFG, params, [s + list(TEMPLATE) for s in seqs])
+    conf = _prob_good(logits)
+    want = np.where(terminal, _reward(None, None, lengths), 0.5 * np.tanh(head)) + 0.7 * conf
+    np.testing.assert_allclose(got, want, atol=3e-5)
+    assert terminal.any() and (~terminal).any()
+    assert np.ptp(conf) > 1e-3  # the self-evaluation tells nodes apart
+
+
+@pytest.fixture(scope="module")
+def prm():
+    """A separate scorer model (smaller than the policy, same vocabulary) with a random
+    value head."""
+    prm_cfg = CFG.replace(d_model=16, n_heads=2, n_kv_heads=1, d_ff=32)
+    p = init_params(prm_cfg, jax.random.key(5))
+    kernel = jax.random.normal(jax.random.key(6), p["value_head"]["kernel"].shape)
+    return prm_cfg, {**p, "value_head": {**p["value_head"], "kernel": kernel}}
+
+
+@pytest.mark.parametrize("kind", ["value", "token_prob"])
+def test_separate_scorer_node_values_are_its_own_forwards(params, prompts, prm, kind):
+    """A separate scorer model values each node by its own forward over prompt + path: its
+    value head (tanh), or P(good) after the template; mixed 0.25 policy head + 0.6
+    scorer (no verifier: terminal nodes mix the same way). It reads what the policy
+    prefills, plus the template."""
+    prm_cfg, prm_params = prm
+    scorer = StepScorer(transform="tanh") if kind == "value" else SELF_EVAL
+    cfg = dataclasses.replace(CONFIGS["value"], value_weight=0.25, scorer=scorer,
+                              scorer_weight=0.6)
+    res = _run(params, prompts, cfg, scorer=prm)
+    seqs, _, _, got = _visited_nodes(res, prompts)
+    _, head = _heads(CFG, params, seqs)
+    if kind == "value":
+        score = np.tanh(_heads(prm_cfg, prm_params, seqs)[1])
+    else:
+        score = _prob_good(_heads(prm_cfg, prm_params, [s + list(TEMPLATE) for s in seqs])[0])
+    want = 0.25 / (1 + np.exp(-head)) + 0.6 * score
+    np.testing.assert_allclose(got, want, atol=3e-5)
+    c = res.compute.to_dict()
+    B = prompts[0].shape[0]
+    expansions = 1 + cfg.num_simulations * len(res.trees)
+    template = len(TEMPLATE) if kind == "token_prob" else 0
+    assert c["tokens_scored"] == c["tokens_prefilled"] + B * template * expansions
+
+
+def test_scorer_settings_fail_clearly(params, prompts, prm):
+    tokens, mask = prompts
+    with pytest.raises(SearchError, match="scorer_weight weights a step scorer"):
+        MCTSConfig(scorer_weight=0.5)
+    with pytest.raises(SearchError, match="keep_template must be False"):
+        MCTSConfig(scorer=dataclasses.replace(SELF_EVAL, keep_template=True))
+    with pytest.raises(SearchError, match="value_weight must be a finite number"):
+        MCTSConfig(value_weight=float("nan"))
+    with pytest.raises(SearchError, match="MCTSConfig.scorer is None"):
+        mcts(CFG, params, tokens, mask, jax.random.key(0), CONFIGS["value"], STOP, *prm)
+    with pytest.raises(SearchError, match="scorer_config must be a ModelConfig"):
+        mcts(CFG, params, tokens, mask, jax.random.key(0), CONFIGS["verifier"], STOP, _reward)
+    outside = StepScorer(kind="token_prob", template=(CFG.vocab_size,), good_ids=GOOD)
+    with pytest.raises(SearchError, match=r"outside the scorer's vocabulary"):
+        mcts(CFG, params, tokens, mask, jax.random.key(0),
+             dataclasses.replace(CONFIGS["value"], scorer=outside), STOP)
+
+
+def test_driver_lowers_mcts_with_a_scorer(params, prompts, prm):
+    """driver.batches.lower passes the scorer model to both MCTS programs as arguments."""
+    from reasonjax.driver.batches import lower
+
+    tokens, mask = (jnp.asarray(x) for x in prompts)
+    cfg = dataclasses.replace(CONFIGS["value"], scorer=StepScorer(transform="tanh"))
+    lowered = lower(CFG, params, cfg, tokens, mask, jax.random.key(0), STOP,
+                    scorer_config=prm[0], scorer_params=prm[1])
+    assert sorted(lowered) == ["mcts move", "mcts root"]
+    # The scorer's parameters are traced inputs of both programs (after stop).
+    for name, at in (("mcts root", 6), ("mcts move", 7)):
+        arg = lowered[name].args_info[0][at]
+        assert jax.tree.structure(arg) == jax.tree.structure(prm[1]), name

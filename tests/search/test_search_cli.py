@@ -18,6 +18,7 @@ from reasonjax.errors import ConfigError
 from reasonjax.search.sampler import (CyclicReflex, SamplingConfig, SearchError, sample,
                                       stop_tokens_for)
 from reasonjax.search.voting import VotingConfig
+from reasonjax.search.scoring import StepScorer
 
 from search_helpers import CFG, TOK
 
@@ -226,3 +227,86 @@ def test_cli_perplexity_vote_among_the_most_complex(model_dir, tmp_path):
                      and totals[normalize(cands[i]["answer"])] == pytest.approx(best))
         assert r["answer"] == cands[first]["answer"]
         assert r["score"] == pytest.approx(best, rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def scorer_dir(model_dir, tmp_path_factory):
+    """A separate scorer model (smaller than the policy, same tokenizer, random value
+    head) saved as a checkpoint."""
+    from reasonjax.parallel import init_params
+
+    root = tmp_path_factory.mktemp("scorer")
+    prm_cfg = CFG.replace(d_model=16, n_heads=2, n_kv_heads=1, d_ff=32)
+    p = init_params(prm_cfg, jax.random.key(5))
+    kernel = jax.random.normal(jax.random.key(6), p["value_head"]["kernel"].shape)
+    TOK.save(root / "tok")
+    return save_model(root / "prm", prm_cfg,
+                      {**p, "value_head": {**p["value_head"], "kernel": kernel}},
+                      tokenizer_dir=root / "tok")
+
+
+def test_cli_mcts_mixes_the_scorer_model_into_node_values(model_dir, scorer_dir, tmp_path):
+    """--method mcts --scorer CKPT: the scorer's value head (--transform) joins the node
+    values with --scorer-weight, next to the policy's value head at --value-weight; it
+    reads every prompt + path the policy prefills."""
+    records, summary = search(model_dir, tmp_path / "m.jsonl", "--task", "arithmetic",
+                              "--difficulty", "easy", "--count", "2", "--method", "mcts",
+                              "--num-actions", "2", "--simulations", "2", "--batch-size", "2",
+                              "--scorer", str(scorer_dir), "--transform", "tanh",
+                              "--value-weight", "0.5", "--scorer-weight", "0.25")
+    config = summary["made_from"]["config"]
+    assert (config["value_weight"], config["scorer_weight"]) == (0.5, 0.25)
+    assert config["scorer"]["kind"] == "value" and config["scorer"]["transform"] == "tanh"
+    assert summary["made_from"]["scorer"] is not None
+    assert summary["tokens_scored"] == pytest.approx(summary["tokens_prefilled"])
+    assert summary["tokens_scored"] > 0 and len(records) == 2
+
+
+def test_cli_score_template_builds_a_self_evaluation_scorer():
+    cfg = method_args("mcts", "--score-template", "=?", "--good-tokens", "+",
+                      "--bad-tokens", "-", "--scorer-weight", "0.3", tokenizer=TOK)
+    assert cfg.scorer == StepScorer(kind="token_prob", template=tuple(TOK.encode("=?")),
+                                    good_ids=tuple(TOK.encode("+")),
+                                    bad_ids=tuple(TOK.encode("-")))
+    # The scorer replaces the value head unless --value-weight keeps it.
+    assert (cfg.value_weight, cfg.scorer_weight) == (0.0, 0.3)
+    assert method_args("mcts", "--scorer", "prm", "--value-weight", "0.5").value_weight == 0.5
+    plain = method_args("mcts")
+    assert (plain.scorer, plain.value_weight, plain.scorer_weight) == (None, 1.0, 1.0)
+    beam = method_args("beam", "--n", "4", "--score-template", "=?", "--good-tokens", "+",
+                       tokenizer=TOK)
+    assert beam.scorer.kind == "token_prob" and beam.scorer.bad_ids == ()
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["greedy", "--scorer", "prm"], "--scorer: greedy would ignore the step scorer"),
+    (["sample", "--scorer", "prm"], "--scorer: sample would ignore"),
+    (["majority", "--scorer", "prm"], "--scorer: majority would ignore"),
+    (["perplexity_vote", "--scorer", "prm"], "--scorer: perplexity_vote would ignore"),
+    (["best_of_n", "--scorer", "prm", "--select-by", "logprob"],
+     "best-of-N picks by logprob"),
+    (["greedy", "--score-template", "=?", "--good-tokens", "+"],
+     "--score-template: greedy would ignore"),
+    (["beam", "--scorer-weight", "0.5"], "--scorer-weight applies to --method mcts, not beam"),
+    (["best_of_n", "--value-weight", "0.5"], "--value-weight applies to --method mcts"),
+    (["mcts", "--scorer-weight", "0.5"], "--scorer-weight needs a scorer"),
+    (["mcts", "--good-tokens", "+"], "--good-tokens applies with --score-template"),
+    (["mcts", "--score-template", "=?"], "--score-template needs --good-tokens"),
+    (["mcts", "--scorer", "prm", "--aggregate", "min"], "--aggregate min applies to the step"),
+])
+def test_scorer_flags_a_method_cannot_use_are_refused(flags, match):
+    with pytest.raises(SearchError, match=match):
+        method_args(*flags, tokenizer=TOK)
+
+
+def test_scorer_refusals_are_one_line_errors(model_dir, params, scorer_dir, tmp_path, capsys):
+    assert main(["search", str(model_dir), "--task", "arithmetic", "--method", "greedy",
+                 "--scorer", str(scorer_dir), "--out", str(tmp_path / "x.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--scorer: greedy would ignore the step scorer" in err and "\n" not in err
+    # The library refuses too: the driver never drops a scorer silently.
+    task = get_task("arithmetic", "easy")
+    with pytest.raises(SearchError, match="a separate scorer model is given but plain "
+                                          "sampling"):
+        run(Env(task, TOK, CFG), params, task.generate(1), method_args("greedy"),
+            jax.random.key(0), scorer=(CFG, params))
