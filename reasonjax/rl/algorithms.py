@@ -36,7 +36,12 @@ variant, none for -baseline, as OpenRLHF runs them).
   critic loss;
 - :class:`PRIME` (Cui et al., 2025, "Process Reinforcement through Implicit Rewards"):
   implicit process rewards from an online implicit PRM plus leave-one-out outcome
-  advantages (the PRM's own step is :func:`reasonjax.rl.update.make_prime_prm_update`).
+  advantages (the PRM's own step is :func:`reasonjax.rl.update.make_prime_prm_update`);
+- :class:`OREAL` (Lyu et al., 2025, "Exploring the Limit of Outcome Reward for Learning
+  Mathematical Reasoning"): behaviour cloning on the correct samples, pass-rate-reshaped
+  rewards on the incorrect ones, token weights from an online token-level reward model
+  (:mod:`reasonjax.train.oreal`; its step is :func:`reasonjax.rl.update.
+  make_token_rm_update`).
 
 Token rewards (the KL penalty when ``kl_in="reward"``, PRM step rewards from
 ``RLConfig.prm_shaping``) enter before GAE for PPO and as their return-to-go added to the
@@ -54,7 +59,7 @@ from typing import ClassVar, Literal, Optional, Union
 
 import jax
 
-from reasonjax.train import rl
+from reasonjax.train import oreal, rl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +73,11 @@ class RolloutStats:
     ref_logps_RL:    [R, L] the frozen reference's log-probs (None when not needed).
     step_rewards_RL: [R, L] PRM step rewards x prm_coef on step-end tokens (None: no
                      shaping).
-    process_RL:      [R, L] PRIME's implicit process rewards (None for the others).
+    process_RL:      [R, L] per-token scores of the algorithm's second trained model:
+                     PRIME's implicit process rewards, OREAL's token-level RM scores w_t
+                     (None for the others).
+    correct_R:       [R] 1.0 where the final answer verifies (OREAL's labels; None: not
+                     passed).
     """
 
     rewards_R: jax.Array
@@ -78,6 +87,7 @@ class RolloutStats:
     ref_logps_RL: Optional[jax.Array] = None
     step_rewards_RL: Optional[jax.Array] = None
     process_RL: Optional[jax.Array] = None
+    correct_R: Optional[jax.Array] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +123,12 @@ class PolicyGradient:
     @property
     def needs_reference(self) -> bool:
         return self.kl_coef > 0
+
+    @property
+    def reward_model(self) -> bool:
+        """True when the algorithm trains a second model next to the policy (PRIME's
+        implicit PRM, OREAL's token-level RM), held in ``RLState.prm``."""
+        return False
 
     def loss_config(self, max_new_tokens: int, value_coef: float = 0.0,
                     value_clip: float = 0.2) -> rl.PolicyLossConfig:
@@ -303,6 +319,10 @@ class PRIME(PolicyGradient):
     def needs_reference(self) -> bool:
         return True
 
+    @property
+    def reward_model(self) -> bool:
+        return True
+
     def loss_inputs(self, s: RolloutStats, group_size: int, gamma: float) -> dict:
         adv = rl.prime_advantages(s.process_RL, s.rewards_R, s.mask_RL, group_size,
                                   process_coef=self.process_coef, gamma=gamma)
@@ -310,17 +330,62 @@ class PRIME(PolicyGradient):
                 **self.reference_inputs(s)}
 
 
+@dataclasses.dataclass(frozen=True)
+class OREAL(PolicyGradient):
+    """OREAL (:mod:`reasonjax.train.oreal`): per sample, 1 when correct and
+    -negative_coef x p / (1 - p) when not (p: the group's pass rate; tied groups 0), times
+    the token weights; tokens with a positive weight are behaviour-cloned, the others go
+    through the clipped objective.
+
+    negative_coef: eta, the negatives' weight (0.5 as released). token_weights:
+    ``threshold`` / ``topk`` from the online token-level RM (a second copy of the policy
+    whose value head gives w_t, trained on the outcome labels, one step per iteration),
+    or ``none`` (every token 1, no RM). weight_threshold: tau of ``threshold``;
+    topk_ratio: the fraction of a row's tokens ``topk`` keeps. KL: k3 in the loss, 0.01,
+    as released; the token-mean loss."""
+
+    name: Literal["oreal"] = "oreal"
+    kl_coef: float = 0.01
+    aggregation: rl.Aggregation = "token-mean"
+    negative_coef: float = 0.5
+    token_weights: oreal.TokenWeights = "threshold"
+    weight_threshold: float = 0.5
+    topk_ratio: float = 0.5
+
+    @property
+    def reward_model(self) -> bool:
+        return self.token_weights != "none"
+
+    def loss_config(self, max_new_tokens: int, value_coef: float = 0.0,
+                    value_clip: float = 0.2) -> rl.PolicyLossConfig:
+        return dataclasses.replace(super().loss_config(max_new_tokens), clone_positive=True)
+
+    def loss_inputs(self, s: RolloutStats, group_size: int, gamma: float) -> dict:
+        """Signed advantages: the reshaped sample weight times each token's weight (from
+        the RM's scores in ``process_RL``), plus the token rewards' return-to-go."""
+        per_row = oreal.reshaped_rewards(s.correct_R, group_size, self.negative_coef)
+        if self.token_weights == "none":
+            weights = s.mask_RL
+        else:
+            weights = oreal.token_weights(s.process_RL, s.mask_RL, s.correct_R,
+                                          self.token_weights, self.weight_threshold,
+                                          self.topk_ratio)
+        adv = self.with_token_returns(per_row[:, None] * weights, s, gamma)
+        return {"advantages": adv, **self.reference_inputs(s)}
+
+
 Algorithm = Union[GRPO, DrGRPO, RLOO, DAPO, GSPO, CISPO, ReinforcePP, ReinforcePPBaseline,
-                  PPO, PRIME]
+                  PPO, PRIME, OREAL]
 
 # The ``reasonjax train KIND`` names.
 ALGORITHMS: dict[str, type] = {c.name: c for c in (
-    GRPO, DrGRPO, RLOO, DAPO, GSPO, CISPO, ReinforcePP, ReinforcePPBaseline, PPO, PRIME)}
+    GRPO, DrGRPO, RLOO, DAPO, GSPO, CISPO, ReinforcePP, ReinforcePPBaseline, PPO, PRIME,
+    OREAL)}
 
-_POSITIVE = ("clip_high", "beta")
+_POSITIVE = ("clip_high", "beta", "topk_ratio")
 _NON_NEGATIVE = ("kl_coef", "value_coef", "value_clip", "process_coef", "overlong_penalty",
-                 "max_resamples")
-_UNIT_INTERVAL = ("lam",)
+                 "max_resamples", "negative_coef")
+_UNIT_INTERVAL = ("lam", "topk_ratio")
 
 
 def algorithm_problems(algorithm: Algorithm) -> list[str]:
@@ -341,6 +406,9 @@ def algorithm_problems(algorithm: Algorithm) -> list[str]:
     if not 0 < algorithm.clip_low <= 1:
         out.append(f"rl.algorithm.clip_low must lie in (0, 1] (the ratio's floor is "
                    f"1 - clip_low), got {algorithm.clip_low}")
+    if not 0 <= getattr(algorithm, "weight_threshold", 0) < 1:
+        out.append(f"rl.algorithm.weight_threshold must lie in [0, 1), got "
+                   f"{algorithm.weight_threshold}")
     if not 0 <= algorithm.overlong_buffer < 1:
         out.append(f"rl.algorithm.overlong_buffer is a fraction of max_new_tokens in [0, 1), "
                    f"got {algorithm.overlong_buffer}")

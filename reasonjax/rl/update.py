@@ -5,8 +5,9 @@
 1. one forward of the policy (and of the frozen reference when the algorithm needs it)
    gives the old log-probs, the critic's old values and the reference log-probs;
 2. with a step-reward function, the PRM's shaped step rewards (:mod:`.shaping`);
-3. PRIME only: its implicit PRM takes one step on the batch's outcome labels and then
-   scores it (:func:`make_prime_prm_update`);
+3. PRIME and OREAL: the second trained model (PRIME's implicit PRM, OREAL's token-level
+   RM) takes one step on the batch's outcome labels and then scores its tokens
+   (:func:`make_prime_prm_update`, :func:`make_token_rm_update`);
 4. the algorithm's config turns these into the policy batch's advantages
    (:mod:`.algorithms`);
 5. ``epochs`` passes over the rollouts in shuffled minibatches through the sharded train
@@ -36,7 +37,7 @@ from reasonjax.models.config import ModelConfig
 from reasonjax.rl.algorithms import PRIME, RolloutStats
 from reasonjax.rl.config import RLConfig
 from reasonjax.rl.shaping import StepRewardFn
-from reasonjax.train import rl
+from reasonjax.train import oreal, rl
 from reasonjax.train.fit import Setup, setup
 from reasonjax.train.logprobs import forward, shift_values, token_logprobs
 from reasonjax.train.state import TrainState, make_schedule
@@ -48,7 +49,8 @@ class RLState:
     """Everything an RL run trains (one pytree: jitted, sharded, checkpointed whole).
 
     policy: the policy's TrainState (params with the value head, Adam moments, step, rng).
-    prm:    PRIME's implicit PRM TrainState; None for the other algorithms."""
+    prm:    the second trained model's TrainState: PRIME's implicit PRM, OREAL's
+            token-level RM; None for the other algorithms."""
 
     policy: TrainState
     prm: Optional[TrainState] = None
@@ -116,6 +118,29 @@ def make_prime_prm_update(model_config: ModelConfig, algorithm: PRIME, prm: Setu
     return prm_update
 
 
+def make_token_rm_update(model_config: ModelConfig, rm: Setup) -> PRMUpdate:
+    """OREAL's token-level RM step: one optimizer step on the rollouts' outcome labels
+    (cross-entropy on sigmoid(mean_t w_t), :func:`reasonjax.train.oreal.token_rm_loss`),
+    then the batch's token scores w_t [R, L] (the value head at each completion token,
+    0 elsewhere) from the updated model. The reference log-probs go unused."""
+    step = make_train_step(oreal.token_rm_loss(model_config), rm.optimizer, rm.mesh,
+                           rm.shardings)
+
+    @jax.jit
+    def scores(params, batch):
+        return forward(model_config, params, batch).values * batch["loss_mask"]
+
+    def rm_update(rm_state: TrainState, ro: Rollouts, placed: dict, ref_logps_RL):
+        labelled = {**ro.batch, "desirable": ro.correct.astype(np.float32)}
+        rm_state, metrics = step(rm_state, labelled)
+        with parallel.activate(rm.mesh):
+            scores_RL = scores(rm_state.params, placed)
+        return rm_state, scores_RL, {f"rm/{k}": float(v)
+                                     for k, v in jax.device_get(metrics).items()}
+
+    return rm_update
+
+
 def run_epochs(step_fn: Callable, state: TrainState, batch: dict, key: jax.Array,
                epochs: int, minibatch: int) -> tuple[TrainState, dict]:
     """``epochs`` passes over the R rows of ``batch`` (arrays [R, ...]) in minibatches of
@@ -166,8 +191,11 @@ def make_update(model_config: ModelConfig, cfg: RLConfig, policy: Setup,
         return train_step(state, batch, policy.frozen)
 
     stats = make_stats_fn(model_config)
-    prm_update = (make_prime_prm_update(model_config, alg, prm, stats) if prm is not None
-                  else None)
+    prm_update = None
+    if isinstance(alg, PRIME):
+        prm_update = make_prime_prm_update(model_config, alg, prm, stats)
+    elif prm is not None:
+        prm_update = make_token_rm_update(model_config, prm)
 
     def update(state: RLState, ro: Rollouts, key: jax.Array) -> tuple[RLState, dict]:
         placed = place_batch(ro.batch, mesh)
@@ -179,9 +207,11 @@ def make_update(model_config: ModelConfig, cfg: RLConfig, policy: Setup,
         if shaped is not None:  # the PRM's shaped step rewards, summed per sample
             metrics["prm/step_reward"] = float(jnp.mean(jnp.sum(shaped, axis=-1)))
         if prm_update is not None:
-            prm_state, process, metrics = prm_update(state.prm, ro, placed, ref_logps)
+            prm_state, process, prm_metrics = prm_update(state.prm, ro, placed, ref_logps)
+            metrics.update(prm_metrics)
         s = RolloutStats(jnp.asarray(ro.rewards), placed["loss_mask"], logps, values,
-                         ref_logps, shaped, process)
+                         ref_logps, shaped, process,
+                         jnp.asarray(ro.correct, jnp.float32))
         batch = {**placed, "old_logps": logps,
                  **alg.loss_inputs(s, cfg.samples_per_prompt, cfg.gamma)}
         policy_state, loss_metrics = run_epochs(step_fn, state.policy, batch, key,
@@ -202,9 +232,10 @@ def make_learner(model_config: ModelConfig, params, cfg: RLConfig, *, ref_params
     ``params``, i.e. the SFT model; under ``cfg.lora`` the frozen base itself, no copy).
     step_rewards: PRM shaping
     (:func:`reasonjax.rl.shaping.make_step_rewards`), required with ``cfg.prm_shaping``.
-    PRIME's PRM starts as a copy of the reference. mesh: default one device. An unset
-    ``optim.decay_steps`` spans the run: the policy's steps (held in the learner's config)
-    and, for PRIME's PRM, one step per iteration."""
+    PRIME's PRM starts as a copy of the reference, OREAL's token-level RM as a copy of the
+    start params (the released trainer initialises it from the policy). mesh: default one
+    device. An unset ``optim.decay_steps`` spans the run: the policy's steps (held in the
+    learner's config) and, for PRIME's PRM and OREAL's token RM, one step per iteration."""
     if (cfg.prm_shaping is None) != (step_rewards is None):
         raise ConfigError("rl.prm_shaping and step_rewards go together: set rl.prm_shaping "
                           "(clip / delta / clip_delta) and pass step_rewards "
@@ -212,6 +243,10 @@ def make_learner(model_config: ModelConfig, params, cfg: RLConfig, *, ref_params
     if cfg.lora is not None and isinstance(cfg.algorithm, PRIME):
         raise ConfigError("rl.lora with prime: PRIME's implicit PRM is a second full model; "
                           "train it without lora")
+    if cfg.lora is not None and cfg.algorithm.reward_model:
+        raise ConfigError(f"rl.lora with {cfg.algorithm.name}: its token-level RM is a "
+                          "second full model; train it without lora or set "
+                          "rl.algorithm.token_weights=none")
     prm_optim = cfg.optim.for_steps(cfg.iterations)
     cfg = dataclasses.replace(cfg, optim=cfg.optim.for_steps(cfg.policy_steps))
     policy = setup(model_config, params, cfg.optim, seed=cfg.seed, mesh=mesh, lora=cfg.lora)
@@ -225,10 +260,11 @@ def make_learner(model_config: ModelConfig, params, cfg: RLConfig, *, ref_params
         ref = (parallel.shard_params(ref_params, model_config, policy.mesh)
                if ref_params is not None else jax.tree.map(jnp.copy, policy.state.params))
     prm = None
-    if isinstance(cfg.algorithm, PRIME):
-        # A copy: the PRM's step donates its params, the reference must stay.
-        prm = setup(model_config, jax.tree.map(jnp.copy, ref), prm_optim, seed=cfg.seed + 1,
-                    mesh=policy.mesh)
+    if cfg.algorithm.reward_model:
+        # A copy: the PRM's step donates its params, the reference / policy must stay.
+        start = ref if isinstance(cfg.algorithm, PRIME) else policy.state.params
+        prm = setup(model_config, jax.tree.map(jnp.copy, start), prm_optim,
+                    seed=cfg.seed + 1, mesh=policy.mesh)
     model_params = trained_to_model_params(policy)
     update = make_update(model_config, cfg, policy, prm,
                          ref if cfg.algorithm.needs_reference else None, step_rewards,

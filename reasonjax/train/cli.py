@@ -14,7 +14,7 @@
 - value: a PRM / value head on the model's own samples, per-step targets from
   :func:`~reasonjax.driver.rollouts.process_labels` (exact prefix labels, or the outcome);
 - the RL kinds (grpo, dr_grpo, rloo, dapo, gspo, cispo, reinforce_pp(_baseline), ppo,
-  prime): :func:`~reasonjax.rl.loop.rl_train` with the kind's
+  prime, oreal): :func:`~reasonjax.rl.loop.rl_train` with the kind's
   algorithm config (:mod:`reasonjax.rl.algorithms`) as ``algorithm``; its own knobs are
   ``--set algorithm.KEY=VALUE`` (e.g. ``algorithm.kl_coef=0.04``); ``--prm CHECKPOINT``
   with ``--set prm_shaping=clip|delta|clip_delta`` adds a PRM's shaped step rewards;

@@ -37,6 +37,8 @@ Policy objectives (per token, to minimise; rho_t = pi / pi_old on the token):
   sg(s) rho_t / sg(rho_t): :func:`gspo_policy_loss`;
 - ``cispo`` (MiniMax, 2025, "MiniMax-M1"): -sg(clip(rho, 1 - clip_low, 1 + clip_high)) A
   log pi, so clipped tokens still get a gradient: :func:`cispo_policy_loss`.
+With ``clone_positive`` (OREAL, :mod:`reasonjax.train.oreal`) tokens with A > 0 are
+behaviour-cloned, -A log pi, and only the others take the objective above.
 Aggregation over tokens (verl's names): ``token-mean`` (all tokens of the batch alike:
 DAPO), ``seq-mean-token-mean`` (each row's mean, then over rows: GRPO),
 ``seq-mean-token-sum`` (each row's sum, then over rows), ``seq-mean-token-sum-norm``
@@ -90,7 +92,9 @@ class PolicyLossConfig:
     become a scalar (:data:`AGGREGATIONS`); max_tokens: the normaliser of
     ``seq-mean-token-sum-norm`` (default T). value_coef > 0 adds the PPO critic loss on
     the value head (needs ``returns`` and ``old_values``), clipped to value_clip around the
-    old values.
+    old values. clone_positive: tokens with a positive advantage A are behaviour-cloned,
+    -A log pi (no ratio, no clip), and only the negative ones go through the objective
+    (OREAL, :mod:`reasonjax.train.oreal`).
     """
 
     objective: Objective = "ppo"
@@ -102,6 +106,7 @@ class PolicyLossConfig:
     max_tokens: Optional[int] = None
     value_coef: float = 0.0
     value_clip: float = 0.2
+    clone_positive: bool = False
 
 
 # ---------------------------------------------------------------------------------------
@@ -406,11 +411,20 @@ def policy_gradient_loss(model_config: ModelConfig,
         out = forward(model_config, params, batch)
         tokens, mask = batch["tokens"], batch["loss_mask"]
         logps = token_logprobs(out.logits, tokens)
-        pg, clipped = policy_objective(config, logps, batch["old_logps"],
-                                       batch["advantages"], mask)
+        adv = batch["advantages"]
+        pg, clipped = policy_objective(config, logps, batch["old_logps"], adv, mask)
+        metrics = {}
+        if config.clone_positive:
+            cloned = adv > 0
+            clone = jnp.where(cloned, -adv * logps, 0.0)
+            pg = jnp.where(cloned, clone, pg)
+            clipped = jnp.where(cloned, 0.0, clipped)
+            metrics["clone_loss"] = aggregate(clone, mask, config.aggregation,
+                                              config.max_tokens)
         per_token = pg
-        metrics = {"clip_fraction": masked_mean(clipped, mask),
-                   "approx_kl_old": masked_mean(0.5 * (logps - batch["old_logps"]) ** 2, mask)}
+        metrics.update({"clip_fraction": masked_mean(clipped, mask),
+                        "approx_kl_old": masked_mean(0.5 * (logps - batch["old_logps"]) ** 2,
+                                                     mask)})
         if needs_ref:
             if "ref_logps" in batch:
                 ref = batch["ref_logps"]

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from reasonjax.config import ConfigError, from_dict, override, to_dict
-from reasonjax.rl.algorithms import (ALGORITHMS, CISPO, DAPO, GSPO, PPO, PRIME, RLOO, DrGRPO,
-                                     GRPO, ReinforcePP, ReinforcePPBaseline, RolloutStats)
+from reasonjax.rl.algorithms import (ALGORITHMS, CISPO, DAPO, GSPO, OREAL, PPO, PRIME, RLOO,
+                                     DrGRPO, GRPO, ReinforcePP, ReinforcePPBaseline,
+                                     RolloutStats)
 from reasonjax.rl.config import RLConfig
 
 # Two groups of two rollouts, two completion tokens each (after a one-token prompt).
@@ -94,6 +95,29 @@ def test_prime_uses_the_process_rewards_and_leave_one_out_outcomes():
     np.testing.assert_allclose(out["advantages"][2], [0, 0.0, 0.0], atol=1e-6)
 
 
+def test_oreal_clones_positives_and_reshapes_negatives_by_the_pass_rate():
+    correct = REWARDS  # [1, 0 | 1, 1]: group 0 has p = 1/2, group 1 is all correct
+    flat = OREAL(token_weights="none", kl_coef=0.0).loss_inputs(_stats(correct_R=correct),
+                                                                2, 1.0)
+    assert sorted(flat) == ["advantages"]
+    # Row 0 cloned with weight 1; row 1: -eta x p / (1 - p) = -0.5; group 1 carries none.
+    np.testing.assert_allclose(flat["advantages"],
+                               np.asarray([1, -.5, 0, 0])[:, None] * MASK, atol=1e-6)
+    # With the token RM's scores: row 0 running means 2, 1 -> 2 sigma - 1 = tanh(1),
+    # tanh(0.5); row 1 means -2, -2 -> 1 - sigma(-2) rescaled: tanh(1) on both tokens.
+    scores = jnp.array([[0, 2.0, 0.0], [0, -2.0, -2.0], [0, 1.0, 1.0], [0, 1.0, 1.0]])
+    out = OREAL().loss_inputs(_stats(correct_R=correct, process_RL=scores), 2, 1.0)
+    t1, th = math.tanh(1), math.tanh(.5)
+    np.testing.assert_allclose(out["advantages"], [[0, t1, th], [0, -.5 * t1, -.5 * t1],
+                                                   [0, 0, 0], [0, 0, 0]], rtol=1e-5)
+    np.testing.assert_array_equal(out["ref_logps"], REF)  # the default k3 KL, 0.01
+    cfg = OREAL().loss_config(8)
+    assert (cfg.clone_positive, cfg.kl_coef, cfg.kl_estimator, cfg.aggregation) == (
+        True, 0.01, "k3", "token-mean")
+    assert OREAL().reward_model and not OREAL(token_weights="none").reward_model
+    assert not GRPO().loss_config(8).clone_positive and not GRPO().reward_model
+
+
 def test_reinforce_pp_whitens_outcome_and_kl_returns_over_the_batch():
     out = ReinforcePP(kl_coef=0.01).loss_inputs(_stats(), group_size=2, gamma=1.0)
     assert sorted(out) == ["advantages"]  # the KL is in the reward, not the loss
@@ -157,4 +181,14 @@ def test_yaml_dicts_pick_the_algorithm_by_name_and_errors_name_the_field():
     assert (got.algorithm.aggregation, got.algorithm.clip_high) == ("token-mean", 0.28)
     with pytest.raises(ConfigError, match="aggregation"):
         override(RLConfig(algorithm=GRPO()), ["algorithm.aggregation=sequence"])
+    assert from_dict(RLConfig, {"algorithm": {"name": "oreal", "token_weights": "topk"}}
+                     ).algorithm == OREAL(token_weights="topk")
+    with pytest.raises(ConfigError, match="rl.algorithm.negative_coef must be >= 0"):
+        RLConfig(algorithm=OREAL(negative_coef=-1))
+    with pytest.raises(ConfigError, match="rl.algorithm.weight_threshold"):
+        override(RLConfig(algorithm=OREAL()), ["algorithm.weight_threshold=1"])
+    with pytest.raises(ConfigError, match="rl.algorithm.topk_ratio"):
+        RLConfig(algorithm=OREAL(topk_ratio=0))
+    with pytest.raises(ConfigError, match="token_weights"):
+        override(RLConfig(algorithm=OREAL()), ["algorithm.token_weights=softmax"])
     assert RLConfig(algorithm=PPO(), samples_per_prompt=1).samples_per_prompt == 1

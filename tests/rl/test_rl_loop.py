@@ -1,7 +1,7 @@
 """The RL loop on the toy task of rl_helpers (expected reward exact): every algorithm must
-raise it (GRPO and PPO with a KL term, PPO with its critic, PRIME with its PRM, DAPO with
-dynamic sampling); DAPO's group refill on scripted draws; plus the rollout layout, step
-ends and config errors."""
+raise it (GRPO and PPO with a KL term, PPO with its critic, PRIME with its PRM, OREAL with
+its token-level RM, DAPO with dynamic sampling); DAPO's group refill on scripted draws;
+plus the rollout layout, step ends and config errors."""
 
 import dataclasses
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from reasonjax.config import ConfigError
-from reasonjax.rl.algorithms import ALGORITHMS, GRPO, PRIME
+from reasonjax.rl.algorithms import ALGORITHMS, GRPO, OREAL, PRIME
 from reasonjax.rl.config import RLConfig
 from reasonjax.driver.rollouts import Rollouts
 from reasonjax.rl.loop import dynamic_sample, rl_train
@@ -24,7 +24,7 @@ from rl_helpers import CFG, ENV, GOOD, PROBLEMS, TASK, TOK, expected_reward, rol
 @pytest.mark.parametrize("algorithm,kl", [
     ("grpo", 0.05), ("ppo", 0.05), ("prime", 0.0), ("dr_grpo", 0.0), ("rloo", 0.0),
     ("dapo", 0.0), ("gspo", 0.0), ("cispo", 0.0), ("reinforce_pp", 0.01),
-    ("reinforce_pp_baseline", 0.0)])
+    ("reinforce_pp_baseline", 0.0), ("oreal", 0.01)])
 def test_rl_raises_the_exact_expected_reward(init_params, algorithm, kl):
     cfg = RLConfig(algorithm=ALGORITHMS[algorithm](kl_coef=kl), iterations=4,
                    prompts_per_iteration=4, samples_per_prompt=8, max_new_tokens=3, epochs=2,
@@ -45,6 +45,8 @@ def test_rl_raises_the_exact_expected_reward(init_params, algorithm, kl):
         assert "prm/prm_accuracy" in history[-1]
     if algorithm == "dapo":
         assert all(1 <= h["dynamic/draws"] <= 4 for h in history)
+    if algorithm == "oreal":  # the token RM trains next to the policy; positives are cloned
+        assert "rm/rm_accuracy" in history[-1] and history[-1]["clone_loss"] > 0
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
@@ -67,6 +69,8 @@ def test_lora_rl_raises_the_expected_reward_with_the_base_as_reference(init_para
                                   init_params["embed"]["embedding"])
     with pytest.raises(ConfigError, match="PRIME's implicit PRM"):
         make_learner(CFG, init_params, dataclasses.replace(cfg, algorithm=PRIME()))
+    with pytest.raises(ConfigError, match="token_weights=none"):
+        make_learner(CFG, init_params, dataclasses.replace(cfg, algorithm=OREAL()))
 
 
 def _scripted(rewards_per_draw, n):
@@ -129,10 +133,12 @@ def test_bad_rl_configs_name_the_field(init_params):
                  PROBLEMS)
 
 
-def test_resumed_rl_run_equals_an_uninterrupted_one(init_params, tmp_path):
-    """PRIME checkpoints the policy AND its implicit PRM; 1 iteration, stop, resume to 2
-    must give the params of 2 straight iterations exactly."""
-    cfg = RLConfig(algorithm=PRIME(kl_coef=0.05), iterations=2, prompts_per_iteration=2,
+@pytest.mark.parametrize("algorithm", [PRIME(kl_coef=0.05), OREAL()], ids=["prime", "oreal"])
+def test_resumed_rl_run_equals_an_uninterrupted_one(init_params, tmp_path, algorithm):
+    """PRIME and OREAL checkpoint the policy AND their second model (the implicit PRM, the
+    token-level RM); 1 iteration, stop, resume to 2 must give the params of 2 straight
+    iterations exactly."""
+    cfg = RLConfig(algorithm=algorithm, iterations=2, prompts_per_iteration=2,
                    samples_per_prompt=2, max_new_tokens=2,
                    optim=OptimConfig(lr=3e-2, schedule="constant"), seed=2)
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from reasonjax.rl.algorithms import PPO, PRIME
+from reasonjax.rl.algorithms import OREAL, PPO, PRIME
 from reasonjax.rl.config import RLConfig
 from reasonjax.rl.loop import iteration_rollouts, rl_train, run_env
 from reasonjax.rl.update import make_learner
@@ -19,8 +19,8 @@ def _assert_trees_equal(a, b):
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(a), jax.device_get(b))
 
 
-@pytest.mark.parametrize("algorithm", [PPO(kl_coef=0.05), PRIME(kl_coef=0.05)],
-                         ids=["ppo", "prime"])
+@pytest.mark.parametrize("algorithm", [PPO(kl_coef=0.05), PRIME(kl_coef=0.05), OREAL()],
+                         ids=["ppo", "prime", "oreal"])
 def test_update_is_pure_and_one_loop_iteration_is_one_update(init_params, algorithm):
     cfg = RLConfig(algorithm=algorithm, iterations=1, prompts_per_iteration=2,
                    samples_per_prompt=4, max_new_tokens=3, epochs=2, minibatch_size=4,
@@ -37,7 +37,7 @@ def test_update_is_pure_and_one_loop_iteration_is_one_update(init_params, algori
     _assert_trees_equal(first, second)
     assert first_metrics == second_metrics
     assert int(first.policy.step) == 2 * 2  # 2 epochs x 8 rollouts / 4 per minibatch
-    assert (first.prm is None) == (not isinstance(algorithm, PRIME))
+    assert (first.prm is None) == (not algorithm.reward_model)
     changed = jax.tree.map(lambda a, b: not np.array_equal(a, b),
                            jax.device_get(first.policy.params),
                            jax.device_get(learner.state.policy.params))

@@ -165,7 +165,9 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
 
 
 def test_every_kind_has_help(capsys):
-    for kind in ("sft", "dpo", "value", "grpo", "dr_grpo", "rloo", "ppo", "prime"):
+    from reasonjax.rl.algorithms import ALGORITHMS
+
+    for kind in ("sft", "dpo", "value", *ALGORITHMS):
         with pytest.raises(SystemExit) as e:
             main(["train", kind, "--help"])
         assert e.value.code == 0
