@@ -8,6 +8,7 @@ from fractions import Fraction
 
 import pytest
 
+from reasonjax.config import ConfigError
 from reasonjax.data.task import Problem, TaskError, get_task, task_names
 from reasonjax.data.tasks import BUILTIN
 from reasonjax.data.tasks import arithmetic
@@ -409,3 +410,128 @@ def test_maze_trace_close_needs_smallest_f():
     assert check.first_error == 3 and "not created" in check.reasons[3]
     check = task.check_steps(p, head + ["c 0 1 2 1"])
     assert check.first_error == 2 and "g of" in check.reasons[2]
+
+
+# ---- maze: Dualformer modes and randomised traces ------------------------------------
+
+class _FixedRng:
+    """A stand-in for random.Random with hand-set draws."""
+
+    def __init__(self, u=0.0, picks=()):
+        self.u, self.picks = u, list(picks)
+
+    def random(self):
+        return self.u
+
+    def sample(self, population, k):
+        assert len(self.picks) == k and all(p in population for p in self.picks)
+        return self.picks
+
+
+HAND_TRACE = ["c 0 0 0 6", "x 0 0 0 6", "c 1 0 1 5", "c 0 1 1 5", "x 1 0 1 5", "c 2 0 2 4"]
+
+
+def test_drop_trace_levels_by_hand():
+    rng = _FixedRng()
+    assert mz.drop_trace(HAND_TRACE, 0, rng) == HAND_TRACE
+    assert mz.drop_trace(HAND_TRACE, 1, rng) == ["c 0 0 0 6", "c 1 0 1 5", "c 0 1 1 5",
+                                                 "c 2 0 2 4"]
+    assert mz.drop_trace(HAND_TRACE, 2, rng) == ["c 0 0", "c 1 0", "c 0 1", "c 2 0"]
+    # 4 creates: int(0.3 * 4) = 1 dropped, the one rng.sample picks (index 2: "c 0 1")
+    assert mz.drop_trace(HAND_TRACE, 3, _FixedRng(picks=[2])) == ["c 0 0", "c 1 0", "c 2 0"]
+    assert mz.drop_trace(HAND_TRACE, 4, rng) == []
+    ten = [f"c {i} 0 {i} 9" for i in range(10)]
+    assert len(mz.drop_trace(ten, 3, random.Random(0))) == 7  # 30% of 10 creates dropped
+    with pytest.raises(TaskError, match="drop level"):
+        mz.drop_trace(HAND_TRACE, 5, rng)
+
+
+def test_sample_level_follows_the_cumulative_probabilities():
+    probs = mz.TraceDrop().probs  # 0.45, 1/6, 1/6, 1/6, 0.05: edges .45 .6167 .7833 .95
+    for u, level in [(0.0, 0), (0.44, 0), (0.45, 1), (0.62, 2), (0.78, 2), (0.79, 3),
+                     (0.949, 3), (0.96, 4), (0.999999, 4)]:
+        assert mz.sample_level(probs, _FixedRng(u)) == level, u
+    rng = random.Random(0)
+    draws = [mz.sample_level(probs, rng) for _ in range(20000)]
+    for level, p in enumerate(probs):
+        assert abs(draws.count(level) / len(draws) - p) < 0.01
+    with pytest.raises(ConfigError, match="summing to 1"):
+        mz.TraceDrop(probs=(0.5, 0.5, 0.5, 0.0, 0.0))
+
+
+def test_randomize_steps_keeps_the_plan_and_sets_the_control_line():
+    steps = ["slow"] + HAND_TRACE[:4] + ["R 0 1", "answer: R"]
+    assert mz.randomize_steps(steps, 4, _FixedRng()) == ["fast", "R 0 1", "answer: R"]
+    assert mz.randomize_steps(steps, 2, _FixedRng()) == ["slow", "c 0 0", "c 1 0", "c 0 1",
+                                                        "R 0 1", "answer: R"]
+    with pytest.raises(TaskError, match="mode=auto trace=true"):
+        mz.randomize_steps(steps[1:], 1, _FixedRng())
+
+
+def test_maze_modes_set_prompt_and_reference():
+    grid = "\n".join(GRID)
+    auto, fast, slow = (get_task("maze", trace=True, mode=m) for m in ("auto", "fast", "slow"))
+    p_auto, p_fast, p_slow = (t.from_instance(GRID) for t in (auto, fast, slow))
+    assert auto.prompt(p_auto) == grid + "\n"
+    assert fast.prompt(p_fast) == grid + "\nfast\n" and slow.prompt(p_slow) == grid + "\nslow\n"
+    plan = ["R 0 1", "R 0 2", "D 1 2", "D 2 2", "D 3 2", "R 3 3", "answer: RRDDDR"]
+    assert list(p_fast.steps) == plan
+    assert list(p_slow.steps[-7:]) == plan and p_slow.steps[0] == "c 0 0 0 6"
+    assert list(p_auto.steps) == ["slow"] + list(p_slow.steps)
+    assert get_task("maze", mode="auto").from_instance(GRID).steps[0] == "fast"  # no trace
+    with pytest.raises(TaskError, match="set trace=true"):
+        get_task("maze", mode="slow")
+    with pytest.raises(TaskError, match="mode must be one of"):
+        get_task("maze", trace=True, mode="medium")
+
+
+def test_dropped_traces_of_any_tie_breaking_are_judged_correct():
+    slow = get_task("maze", "searchformer", mode="slow")
+    rng = random.Random(1)
+    for p in slow.generate(15, seed=9):
+        grid = mz.parse_grid(p.instance["grid"])
+        plan = [s for s in p.steps if not mz.is_trace_step(s)]
+        for trace in (list(p.steps[:-len(plan)]), _alt_astar_trace(grid)):
+            for level in range(4):
+                steps = mz.drop_trace(trace, level, rng) + plan
+                assert slow.check_steps(p, steps).solved, (level, steps)
+
+
+@pytest.mark.parametrize("steps,first_error,reason", [
+    # full trace (with closes) still needs every create before the next close
+    (["c 0 0 0 6", "x 0 0 0 6", "c 1 0 1 5", "x 1 0 1 5"], 3, "were not created"),
+    # (2, 0) is 2 from the start: A* creates it from (1, 0) with g=2, never g=3
+    (["c 0 0 0 6", "c 1 0 1 5", "c 0 1 1 5", "c 2 0 3 4"], 3, "has g=2"),
+    (["c 0 0 0 6", "c 1 0 1 5", "x 1 0 1 5"], 2, "without close clauses"),
+    (["c 0 0 0 6", "c 1 0 1 5", "c 1 0 1 5"], 2, "needs less"),
+    (["c 0 0 0 6", "c 1 0"], 1, "with costs"),
+    (["c 1 0", "c 0 1 1 5"], 1, "without costs"),
+    (["c 1 0", "c 0 0"], 1, "created first"),
+    (["c 0 3"], 0, "not a free cell"),
+    # (4, 4)'s neighbours (3, 4), (4, 3) have dist + h = 8 > 6: A* never expands them
+    (["c 0 0", "c 4 4"], 1, "is one A* expands"),
+    (["c 0 0 0 6", "c 1 0 1 5", "D 1 0"], 2, "created the goal"),
+    (["D 1 0"], 0, "search trace before the plan"),
+])
+def test_slow_mode_judges_dropped_traces_by_hand(steps, first_error, reason):
+    task = get_task("maze", trace=True, mode="slow")
+    check = task.check_steps(task.from_instance(GRID), steps)
+    assert check.first_error == first_error and reason in check.reasons[first_error], \
+        check.reasons
+
+
+def test_control_lines_are_judged_in_auto_and_fast_modes():
+    auto = get_task("maze", trace=True, mode="auto")
+    fast = get_task("maze", trace=True, mode="fast")
+    p = auto.from_instance(GRID)
+    plan = ["D 1 0", "D 2 0", "R 2 1", "R 2 2", "D 3 2", "R 3 3", "answer: DDRRDR"]
+    assert auto.check_steps(p, ["fast"] + plan).solved
+    assert auto.check_steps(p, []).correct == ()
+    assert auto.check_steps(p, ["slow", "c 1 0"] + plan).solved  # a level-3 trace
+    assert auto.check_steps(p, plan).first_error == 0  # no control line
+    assert auto.check_steps(p, ["fast", "c 0 0 0 6"] + plan).first_error == 1
+    assert auto.check_steps(p, ["slow"] + plan).first_error == 1
+    assert fast.check_steps(p, plan).solved
+    check = fast.check_steps(p, ["c 0 0 0 6"] + plan)
+    assert check.first_error == 0 and "without a search trace" in check.reasons[0]
+    assert get_task("maze", mode="auto").check_steps(p, ["slow"] + plan).first_error == 0
