@@ -14,8 +14,9 @@ The method is picked by the type of its config (the library's own frozen datacla
   :class:`~reasonjax.driver.env.TaskVerifier`).
 
 A separate scorer model (``scorer``) serves the methods that rank by step scores (step
-searches, best-of-N by score, PRM-weighted votes, MCTS with ``MCTSConfig.scorer``); the
-others refuse it (:func:`scorer_unused`) rather than ignore it.
+searches, best-of-N by score, PRM-weighted votes, best-of-N and votes that prune early,
+MCTS with ``MCTSConfig.scorer``); the others refuse it (:func:`scorer_unused`) rather
+than ignore it.
 
 :func:`run_batches` encodes every prompt once, cuts the rows into batches of
 ``batch_size`` (the last one filled with repeats of a real prompt), places each batch on
@@ -135,6 +136,8 @@ def scorer_unused(method: Method) -> Optional[str]:
     them): a one-line reason for the caller's error."""
     if isinstance(method, SampleConfig):
         return "plain sampling (greedy / sample) scores no steps"
+    if isinstance(method, BestOfNConfig) and method.prune_after is not None:
+        return None  # early pruning ranks the samples by step score
     if isinstance(method, VotingConfig):
         return None if method.weighting == "prm" else \
             f"a {method.weighting} vote does not weigh candidates by step scores"

@@ -11,6 +11,12 @@ rows, so they explore independently.
 Both are :func:`select_groups` with G groups of C = N/G rows, keeping k = C/M per group:
 beam search is G = 1, k = N/M; DVTS is G = N/M, k = 1.
 
+Lookahead search (Snell et al., 2024, "Scaling LLM Test-Time Compute Optimally can be More
+Effective than Scaling Model Parameters", Sec. 5) is beam search (or DVTS) with
+``lookahead`` = k > 0: each candidate step is scored by the PRM at the end of a greedy
+k-step rollout from it, and the rollout is discarded (``stepping.look_ahead``); the rollout
+tokens count as generated, so equal-compute comparisons stay honest.
+
 Finished candidates (EOS) compete for the k places by score like the others; a kept
 finished candidate occupies one row unchanged, and the remaining rows of its group are
 shared (round-robin) by the kept unfinished ones. When every kept candidate of a group has
@@ -26,6 +32,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from reasonjax.models.config import ModelConfig
@@ -37,13 +44,22 @@ from reasonjax.search.stepping import (SearchConfig, SearchResult, SearchState, 
 @dataclasses.dataclass(frozen=True)
 class BeamConfig(SearchConfig):
     """SearchConfig plus ``beam_width`` M: each kept candidate is expanded M ways (N/M
-    beams for beam search, N/M subtrees for DVTS). M must divide n."""
+    beams for beam search, N/M subtrees for DVTS). M must divide n. ``lookahead`` k:
+    score each step after a greedy rollout of k more steps (Snell et al.'s lookahead
+    search; 0 = plain beam search, < max_steps)."""
 
     beam_width: int = 4
+    lookahead: int = 0
 
     def __post_init__(self):
         super().__post_init__()
         check_positive(self.beam_width, "beam_width")
+        k = self.lookahead
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or \
+                not 0 <= k < self.max_steps:
+            raise SearchError(f"lookahead must be an integer in [0, max_steps={self.max_steps}) "
+                              f"(a rollout never passes max_steps steps), got "
+                              f"{self.lookahead!r}")
         if self.n % self.beam_width:
             raise SearchError(f"beam_width {self.beam_width} does not divide n {self.n}; "
                               f"pick n a multiple of beam_width (e.g. n="
@@ -95,7 +111,7 @@ def beam_program(params, prompt_tokens, prompt_mask, rng, stop, scorer_params, *
     group_size, keep = (M, 1) if dvts else (N, N // M)
     select = lambda key, st: select_groups(st, group_size, keep, cfg.max_steps)
     state, compute = run(config, params, prompt_tokens, prompt_mask, rng, cfg, stop,
-                         scorer_config, scorer_params, select=select)
+                         scorer_config, scorer_params, select=select, lookahead=cfg.lookahead)
     return to_result(state, compute, prompt_tokens.shape[0])
 
 
@@ -103,8 +119,9 @@ def beam_search(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: ja
                 cfg: BeamConfig, stop: StopTokens, scorer_config: Optional[ModelConfig] = None,
                 scorer_params=None) -> SearchResult:
     """Step-level beam search over B problems: N = ``cfg.n`` rows, keep N/M by step score,
-    expand each M = ``cfg.beam_width`` ways. Returns the final candidates (the kept beams
-    expanded by their last step), their scores, the best one and the compute spent."""
+    expand each M = ``cfg.beam_width`` ways (lookahead search with ``cfg.lookahead`` > 0).
+    Returns the final candidates (the kept beams expanded by their last step), their
+    scores, the best one and the compute spent."""
     check_search(config, cfg, prompt_tokens, prompt_mask, stop, scorer_config)
     return beam_program(params, jnp.asarray(prompt_tokens, jnp.int32),
                         jnp.asarray(prompt_mask), rng, stop, scorer_params, config=config,

@@ -8,11 +8,23 @@
     reasonjax search CHECKPOINT --task arithmetic --method mcts --value-weight 0.5 \
                      --score-template " Is this step correct? (A) yes (B) no. Answer: (" \
                      --good-tokens A --bad-tokens B --scorer-weight 0.5
+    reasonjax search CHECKPOINT --task arithmetic --method beam --n 8 --lookahead 2
+    reasonjax search CHECKPOINT --task arithmetic --method majority --n 16 \
+                     --prune-after 2 --prune-keep 0.25 \
+                     --score-template " Is this correct so far? (A) yes (B) no. Answer: (" \
+                     --good-tokens A --bad-tokens B
 
 A step scorer is the policy's value head, a separate model's (``--scorer CKPT``), or,
 with ``--score-template``, the probability of ``--good-tokens`` after the template
 (MCTS-DPO's self-evaluation; read by ``--scorer`` when given). A method that would not
 use it refuses these flags.
+
+``--lookahead K`` makes beam / DVTS a lookahead search (Snell et al., 2024: each step
+scored after a greedy K-step rollout). ``--prune-after S --prune-keep F`` prunes best-of-N
+and the votes early (Manvi et al., 2024): after S steps only the top fraction F of the
+samples still generating continues, ranked by the step scorer (the model's own
+self-evaluation with ``--score-template``); the summary's ``tokens_generated`` shows what
+was saved.
 
 Writes one JSON record per problem to ``--out`` (answers, scores, candidates, compute;
 see :func:`reasonjax.driver.run`) and the summary (accuracy when answers
@@ -132,6 +144,30 @@ def method_from_args(args, tokenizer=None):
     return config
 
 
+def _check_lookahead_and_pruning(args) -> None:
+    """Refuses ``--lookahead`` outside beam / dvts and the ``--prune-*`` flags outside
+    best_of_n and the votes, ``--prune-keep`` without ``--prune-after``, and pruning with
+    no scorer flag (it ranks samples by step score: the self-evaluation of
+    ``--score-template``, or ``--scorer``'s)."""
+    from reasonjax.search.sampler import SearchError
+
+    if args.lookahead is not None and args.method not in ("beam", "dvts"):
+        raise SearchError(f"--lookahead applies to --method beam / dvts, not {args.method}; "
+                          f"drop it")
+    prunes = ("best_of_n", *VOTES)
+    for flag, value in (("--prune-after", args.prune_after), ("--prune-keep", args.prune_keep)):
+        if value is not None and args.method not in prunes:
+            raise SearchError(f"{flag} applies to {', '.join(prunes)}, not {args.method}; "
+                              f"drop it")
+    if args.prune_keep is not None and args.prune_after is None:
+        raise SearchError("--prune-keep applies with --prune-after; give the step to prune "
+                          "after or drop --prune-keep")
+    if args.prune_after is not None and args.score_template is None and args.scorer is None:
+        raise SearchError("--prune-after ranks the samples by a step scorer; give "
+                          "--score-template TEXT --good-tokens TOK (the model's "
+                          "self-evaluation) or --scorer CKPT")
+
+
 def _method(args, tokenizer):
     from reasonjax.search.beam import BeamConfig, DVTSConfig
     from reasonjax.search.best_of_n import BestOfNConfig
@@ -146,6 +182,7 @@ def _method(args, tokenizer):
     if top_k_votes is not None and args.method not in VOTES:
         raise SearchError(f"--complexity-top-k applies to the vote methods "
                           f"({', '.join(VOTES)}), not {args.method}; drop it")
+    _check_lookahead_and_pruning(args)
     if args.method != "mcts":
         for flag, value in (("--scorer-weight", args.scorer_weight),
                             ("--value-weight", args.value_weight)):
@@ -171,14 +208,16 @@ def _method(args, tokenizer):
         return _mcts_config(args, sampling, scorer if scored else None)
     step = dict(n=args.n, max_steps=args.max_steps, step_tokens=args.step_tokens,
                 sampling=sampling, scorer=scorer)
+    prune = {k: v for k, v in (("prune_after", args.prune_after),
+                               ("prune_keep", args.prune_keep)) if v is not None}
     if args.method in VOTES:
         return VotingConfig(**step, weighting=VOTES[args.method],
-                            complexity_top_k=top_k_votes)
+                            complexity_top_k=top_k_votes, **prune)
     if args.method == "best_of_n":
-        return BestOfNConfig(**step, select_by=args.select_by)
+        return BestOfNConfig(**step, select_by=args.select_by, **prune)
     if args.method in ("beam", "dvts"):
         kind = BeamConfig if args.method == "beam" else DVTSConfig
-        return kind(**step, beam_width=args.beam_width)
+        return kind(**step, beam_width=args.beam_width, lookahead=args.lookahead or 0)
     return ParticleConfig(**step, temperature=args.particle_temperature,
                           resampling=args.resampling)
 
@@ -251,8 +290,9 @@ def register(subparsers) -> None:
         "search", help="run a search method over a task or local file",
         description="Runs greedy decoding, sampling, best-of-N, voting (majority, "
                     "PRM-weighted, perplexity-weighted; optionally among the most complex "
-                    "candidates), step beam search, "
-                    "DVTS, particle filtering or MCTS over problems and writes JSONL "
+                    "candidates; optionally pruned early by self-evaluation), step beam "
+                    "search and DVTS (optionally with lookahead), particle filtering or MCTS "
+                    "over problems and writes JSONL "
                     "records (answers, scores, compute) plus an accuracy summary.")
     p.add_argument("checkpoint", help="model directory (HF or reasonjax) with its tokenizer")
     data = p.add_argument_group("problems")
@@ -316,6 +356,18 @@ def register(subparsers) -> None:
     m.add_argument("--scorer-weight", type=float, default=None,
                    help="mcts: weight (MCTS-DPO's lambda) of the step scorer in node values "
                         "(default 1)")
+    m.add_argument("--lookahead", type=at_least(0), default=None, metavar="K",
+                   help="beam/dvts: lookahead search (Snell et al. 2024): score each step "
+                        "after a greedy K-step rollout, then drop the rollout (its tokens "
+                        "count as generated; K < --max-steps)")
+    m.add_argument("--prune-after", type=at_least(1), default=None, metavar="S",
+                   help="best_of_n/majority/prm_vote/perplexity_vote: early pruning (Manvi "
+                        "et al. 2024): after S steps only the top --prune-keep fraction of "
+                        "the samples still generating continues, ranked by the step scorer "
+                        "(--score-template: the model's self-evaluation); S < --max-steps")
+    m.add_argument("--prune-keep", type=float, default=None, metavar="F",
+                   help="--prune-after: fraction of the running samples kept, in (0, 1] "
+                        "(default 0.5)")
     m.add_argument("--complexity-top-k", type=at_least(1), default=None, metavar="K",
                    help="majority/prm_vote/perplexity_vote: only the K candidates with the "
                         "most steps vote (complexity-based consistency, Fu et al. 2023; "

@@ -9,6 +9,11 @@ N rows per problem grow partial solutions one step at a time. Each round:
 2. every unfinished row generates one step (``sampler.decode`` up to the step delimiter,
    EOS or ``step_tokens``);
 3. the step is scored (``scoring.score_step``) and appended to the row's :class:`Paths`.
+   With a lookahead (beam search's ``lookahead``), the score is read instead at the end of
+   a short greedy rollout from the step (:func:`look_ahead`), which is then discarded.
+
+A method may also empty rows without moving them (``prune``, best-of-N's early pruning):
+they stop generating and are no answer.
 
 The loop stops when every live row has finished (EOS or ``max_steps`` steps). It runs as
 one ``lax.while_loop`` inside the method's jit, so the decode body compiles once.
@@ -195,10 +200,50 @@ def append_step(paths: Paths, chunk: Chunk, scores: jax.Array, scorer: StepScore
         alive=paths.alive)
 
 
+def look_ahead(config: ModelConfig, params, dstate: DecodeState, sstate: ScorerState,
+               scores: jax.Array, n_steps: jax.Array, stepped: jax.Array, rng: jax.Array,
+               k: int, cfg: SearchConfig, stop: StopTokens,
+               scorer_config: Optional[ModelConfig], scorer_params, compute: Compute):
+    """Lookahead scores (Snell et al., 2024, "Scaling LLM Test-Time Compute Optimally can
+    be More Effective than Scaling Model Parameters", Sec. 5).
+
+    Every row that just produced a step (``stepped`` [R]) is rolled out up to ``k`` more
+    steps greedily (temperature 0; the policy's other sampling settings, such as a
+    reflection bias, kept) on copies of its policy and scorer contexts (``dstate``,
+    ``sstate``: R rows after the step), each rollout step read by the scorer as a real
+    step would be. The step's score becomes the scorer's score at the rollout's last
+    step; the rollout is then dropped. A rollout stops at EOS and never takes a row past
+    ``cfg.max_steps`` steps (``n_steps`` [R]: the row's steps, this one included; the
+    caches hold no more), so rows near the limit look less far ahead; a row that rolls
+    nothing keeps its own score (``scores`` [R]). Rollout tokens count as generated,
+    the compute a lookahead costs. ``params`` / ``scorer_params`` ``unstack_layers``-ed.
+
+    Returns (scores [R], compute)."""
+    model = Transformer(config)
+    greedy = dataclasses.replace(cfg.sampling, temperature=0.0)
+    separate = scorer_config is not None
+
+    def roll(j, carry):
+        dst, sst, scores, comp = carry
+        # Rollout step j + 1 takes the row to n_steps + j + 1 steps.
+        dst = dst.replace(done=dst.done | ~stepped | (n_steps + j >= cfg.max_steps))
+        dst, chunk, n_iter = generate(model, params, dst, rng, greedy, stop, cfg.step_tokens,
+                                      True)
+        comp = comp.add(tokens_generated=jnp.sum(chunk.lengths), forward_passes=n_iter)
+        new, sst, comp = score_step(cfg.scorer, scorer_config if separate else config,
+                                    scorer_params if separate else params, dst, sst, chunk,
+                                    comp)
+        return dst, sst, jnp.where(chunk.lengths > 0, new, scores), comp
+
+    _, _, scores, compute = lax.fori_loop(0, k, roll, (dstate, sstate, scores, compute))
+    return scores, compute
+
+
 def grow(config: ModelConfig, params, state: SearchState, rng: jax.Array, cfg: SearchConfig,
          stop: StopTokens, scorer_config: Optional[ModelConfig], scorer_params,
-         compute: Compute):
-    """One step for every unfinished row: generate, score, append. ``params`` (and
+         compute: Compute, lookahead: int = 0):
+    """One step for every unfinished row: generate, score (at the end of a ``lookahead``-step
+    greedy rollout when > 0, :func:`look_ahead`), append. ``params`` (and
     ``scorer_params``) already ``unstack_layers``-ed."""
     model = Transformer(config)
     dstate = state.decode.replace(done=state.finished(cfg.max_steps))
@@ -211,18 +256,28 @@ def grow(config: ModelConfig, params, state: SearchState, rng: jax.Array, cfg: S
     scores, sstate, compute = score_step(
         cfg.scorer, scorer_config if separate else config,
         scorer_params if separate else params, dstate, state.scorer, chunk, compute)
+    if lookahead:
+        stepped = chunk.lengths > 0
+        scores, compute = look_ahead(config, params, dstate, sstate, scores,
+                                     state.paths.n_steps + stepped, stepped, rng, lookahead,
+                                     cfg, stop, scorer_config, scorer_params, compute)
     paths = append_step(state.paths, chunk, scores, cfg.scorer)
     return SearchState(dstate, sstate, paths), compute
 
 
 SelectFn = Callable[[jax.Array, SearchState], tuple[jax.Array, jax.Array]]
+PruneFn = Callable[[jax.Array, SearchState], jax.Array]
 
 
 def run(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Array,
         cfg: SearchConfig, stop: StopTokens, scorer_config: Optional[ModelConfig],
-        scorer_params, select: Optional[SelectFn]):
+        scorer_params, select: Optional[SelectFn], lookahead: int = 0,
+        prune: Optional[PruneFn] = None):
     """The step loop (call inside jit). ``select(rng, state) -> (rows [R], alive [R])``
     gathers the state before each round after the first (None: keep every row).
+    ``lookahead``: steps of greedy rollout behind each step score (:func:`look_ahead`;
+    0: none, nothing traced). ``prune(round, state) -> alive [R]`` may empty rows in place
+    before each round (``round`` [] int32: rounds done), after ``select``.
 
     Returns (final SearchState with B * N rows, Compute)."""
     params = unstack_layers(params)
@@ -244,8 +299,10 @@ def run(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Array,
                 st = take(st, rows)
                 return st.replace(paths=st.paths.replace(alive=alive))
             st = lax.cond(i > 0, reselect, lambda st: st, st)
+        if prune is not None:
+            st = st.replace(paths=st.paths.replace(alive=prune(i, st)))
         st, comp = grow(config, params, st, key_grow, cfg, stop, scorer_config,
-                        scorer_params, comp)
+                        scorer_params, comp, lookahead)
         return i + 1, st, comp
 
     _, state, compute = lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), state, compute))

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from reasonjax.errors import ConfigError
-from reasonjax.search.best_of_n import BestOfNConfig, best_of_n
+from reasonjax.search.best_of_n import BestOfNConfig, best_of_n, kept_counts, prune_keep_mask
 from reasonjax.search.compute import Compute
 from reasonjax.search.sampler import SearchError, stop_tokens
+from reasonjax.search.scoring import StepScorer
 from reasonjax.search.stepping import SearchResult
-from reasonjax.search.voting import (VotingConfig, answer_ids, most_steps, tally, vote,
-                                     voting)
+from reasonjax.search.voting import (VotingConfig, answer_ids, extract_answers, most_steps,
+                                     tally, vote, voting)
 
 from search_helpers import CFG, TOK
 
@@ -112,3 +113,94 @@ def test_complexity_vote_counts_by_hand():
         VotingConfig(complexity_top_k=0)
     with pytest.raises(ConfigError, match=r"complexity_top_k: must be <= n \(4\), got 5"):
         VotingConfig(n=4, complexity_top_k=5)
+
+
+# Early pruning's self-evaluation: P("+") / (P("+") + P("-")) after "=?", read on the
+# policy's own cache.
+SELF_EVAL = StepScorer(kind="token_prob", template=tuple(TOK.encode("=?")),
+                       good_ids=tuple(TOK.encode("+")), bad_ids=tuple(TOK.encode("-")))
+
+
+def test_prune_keep_mask_keeps_the_top_fraction_by_hand():
+    nan = float("nan")
+    score = jnp.asarray([[0.2, 0.9, 0.5, 0.9, 0.1, 0.7],
+                         [0.3, nan, 0.8, 0.6, 0.4, 0.95]])
+    running = jnp.asarray([[True, True, True, True, True, True],
+                           [True, True, False, True, True, False]])
+    keep = prune_keep_mask(score, running, 0.5)
+    # Row 0: 6 running, keep 3: 0.9 (index 1), 0.9 (index 3, tie to the lower index
+    # first), 0.7. Row 1: 4 running (2 and 5 finished: kept as they are), keep 2: 0.6
+    # and 0.4 (NaN ranks last).
+    np.testing.assert_array_equal(keep, [[False, True, False, True, False, True],
+                                         [False, False, True, True, True, True]])
+    # ceil(0.3 * U): one of 1-3 running, two of 4-6; ties of equal scores go by index.
+    keep = prune_keep_mask(jnp.full((1, 6), 0.5), jnp.ones((1, 6), bool), 0.3)
+    np.testing.assert_array_equal(keep, [[True, True, False, False, False, False]])
+    assert kept_counts(10, 0.3) == (0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3)
+    assert kept_counts(4, 1.0) == (0, 1, 2, 3, 4)
+
+
+@pytest.fixture(scope="module")
+def unpruned(params, prompts):
+    tokens, mask = prompts
+    cfg = BestOfNConfig(n=6, max_steps=2, step_tokens=5, scorer=SELF_EVAL)
+    return best_of_n(CFG, params, tokens, mask, jax.random.key(3), cfg, STOP)
+
+
+def test_early_pruning_keeps_the_top_self_evaluated_samples(params, prompts, unpruned):
+    """prune_after 1, keep half: the first round is the unpruned run's; of the samples
+    still generating after it, the ceil(U / 2) with the best self-evaluation continue
+    exactly as in the unpruned run, the others stop with their first step, emptied, and
+    the tokens they would have generated are not spent."""
+    tokens, mask = prompts
+    cfg = BestOfNConfig(n=6, max_steps=2, step_tokens=5, scorer=SELF_EVAL, prune_after=1,
+                        prune_keep=0.5)
+    res = best_of_n(CFG, params, tokens, mask, jax.random.key(3), cfg, STOP)
+    full = {k: np.asarray(getattr(unpruned, k)) for k in
+            ("tokens", "lengths", "n_steps", "step_scores", "step_ends", "finished")}
+    first_end = full["step_ends"][:, :, 0]
+    running = ~(full["finished"] & (full["n_steps"] == 1))  # no EOS in step 1
+    assert running.sum() > 1 and not running.all()
+    kept = ~running
+    for b in range(2):
+        rows = np.flatnonzero(running[b])
+        order = rows[np.argsort(-full["step_scores"][b, rows, 0], kind="stable")]
+        kept[b, order[:int(np.ceil(len(rows) / 2))]] = True
+    np.testing.assert_array_equal(res.valid, kept)
+    pruned = ~kept
+    assert pruned.sum() == sum(len(np.flatnonzero(running[b])) // 2 for b in range(2))
+    lengths, toks = np.asarray(res.lengths), np.asarray(res.tokens)
+    np.testing.assert_array_equal(lengths[kept], full["lengths"][kept])
+    np.testing.assert_array_equal(toks[kept], full["tokens"][kept])
+    np.testing.assert_array_equal(lengths[pruned], first_end[pruned])
+    np.testing.assert_array_equal(np.asarray(res.n_steps)[pruned], 1)
+    np.testing.assert_array_equal(toks[pruned], np.where(
+        np.arange(toks.shape[-1]) < first_end[pruned][:, None], full["tokens"][pruned], 0))
+    saved = int((full["lengths"] - first_end)[pruned].sum())
+    assert saved > 0
+    assert res.compute.to_dict()["tokens_generated"] == \
+        unpruned.compute.to_dict()["tokens_generated"] - saved
+    assert np.asarray(res.valid)[np.arange(2), np.asarray(res.chosen)].all()
+    # Pruned samples are no answer, so they never vote.
+    answers = extract_answers(res, lambda t: "a")
+    assert [[a is not None for a in row] for row in answers] == kept.tolist()
+
+
+def test_pruning_that_keeps_everything_changes_nothing(params, prompts, unpruned):
+    tokens, mask = prompts
+    cfg = BestOfNConfig(n=6, max_steps=2, step_tokens=5, scorer=SELF_EVAL, prune_after=1,
+                        prune_keep=1.0)
+    res = best_of_n(CFG, params, tokens, mask, jax.random.key(3), cfg, STOP)
+    for got, want in zip(jax.tree.leaves(res), jax.tree.leaves(unpruned)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_pruning_settings_are_checked():
+    assert BestOfNConfig().prune_after is None  # off by default
+    with pytest.raises(ConfigError, match=r"prune_after: must be < max_steps \(3\), got 3"):
+        BestOfNConfig(max_steps=3, prune_after=3)
+    with pytest.raises(SearchError, match="prune_after must be a positive integer"):
+        VotingConfig(max_steps=3, prune_after=0)
+    for keep in (0.0, 1.5):
+        with pytest.raises(ConfigError, match=r"prune_keep: must be in \(0, 1\]"):
+            BestOfNConfig(max_steps=3, prune_after=1, prune_keep=keep)

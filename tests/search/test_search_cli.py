@@ -310,3 +310,85 @@ def test_scorer_refusals_are_one_line_errors(model_dir, params, scorer_dir, tmp_
                                           "sampling"):
         run(Env(task, TOK, CFG), params, task.generate(1), method_args("greedy"),
             jax.random.key(0), scorer=(CFG, params))
+
+
+def test_help_lists_lookahead_and_pruning(capsys):
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for flag in ("--lookahead K", "--prune-after S", "--prune-keep F"):
+        assert flag in out
+
+
+def test_lookahead_and_pruning_flags_build_the_configs():
+    for method in ("beam", "dvts"):
+        cfg = method_args(method, "--n", "4", "--lookahead", "2")
+        assert cfg.lookahead == 2
+    assert method_args("beam", "--n", "4").lookahead == 0
+    template = ["--score-template", "=?", "--good-tokens", "+", "--bad-tokens", "-"]
+    for method in ("best_of_n", "majority", "prm_vote", "perplexity_vote"):
+        cfg = method_args(method, "--prune-after", "1", "--prune-keep", "0.25", *template,
+                          tokenizer=TOK)
+        assert (cfg.prune_after, cfg.prune_keep, cfg.scorer.kind) == (1, 0.25, "token_prob")
+    assert method_args("majority", "--prune-after", "2", "--scorer", "prm").prune_keep == 0.5
+    plain = method_args("majority")
+    assert (plain.prune_after, plain.prune_keep) == (None, 0.5)
+
+
+@pytest.mark.parametrize("flags, error, match", [
+    (["best_of_n", "--lookahead", "1"], SearchError,
+     "--lookahead applies to --method beam / dvts, not best_of_n"),
+    (["beam", "--n", "4", "--prune-after", "1", "--scorer", "prm"], SearchError,
+     "--prune-after applies to best_of_n, majority, prm_vote, perplexity_vote, not beam"),
+    (["sample", "--prune-keep", "0.5"], SearchError, "--prune-keep applies to best_of_n"),
+    (["majority", "--prune-keep", "0.5"], SearchError,
+     "--prune-keep applies with --prune-after"),
+    (["majority", "--prune-after", "1"], SearchError,
+     "--prune-after ranks the samples by a step scorer; give --score-template"),
+    (["majority", "--prune-after", str(STEPS), "--scorer", "prm"], ConfigError,
+     rf"prune_after: must be < max_steps \({STEPS}\)"),
+    (["best_of_n", "--prune-after", "1", "--prune-keep", "1.5", "--scorer", "prm"],
+     ConfigError, r"prune_keep: must be in \(0, 1\]"),
+    (["dvts", "--n", "4", "--lookahead", str(STEPS)], SearchError,
+     rf"lookahead must be an integer in \[0, max_steps={STEPS}\)"),
+])
+def test_bad_lookahead_and_pruning_flags_are_refused(flags, error, match):
+    with pytest.raises(error, match=match):
+        method_args(*flags, tokenizer=TOK)
+
+
+def test_cli_pruned_majority_spends_fewer_tokens(model_dir, tmp_path, capsys):
+    """majority with --prune-after 1 --prune-keep 0.5 against the same run unpruned
+    (--prune-keep 1 keeps every sample: the plain run, as test_best_of_n_voting checks;
+    without pruning, majority would refuse the template): fewer tokens generated, every
+    record answered from its surviving candidates; a bad combination is one line."""
+    common = ["--task", "arithmetic", "--difficulty", "easy", "--count", "2", "--method",
+              "majority", "--n", "4", "--batch-size", "2", "--score-template", "=?",
+              "--good-tokens", "+", "--bad-tokens", "-"]
+    full, full_summary = search(model_dir, tmp_path / "full.jsonl", *common,
+                                "--prune-after", "1", "--prune-keep", "1")
+    pruned, summary = search(model_dir, tmp_path / "pruned.jsonl", *common,
+                             "--prune-after", "1", "--prune-keep", "0.5")
+    assert summary["made_from"]["config"]["prune_after"] == 1
+    assert summary["tokens_generated"] < full_summary["tokens_generated"]
+    assert summary["tokens_scored"] <= full_summary["tokens_scored"]
+    for r, f in zip(pruned, full):
+        assert r["question"] == f["question"] and 2 <= len(r["candidates"]) <= 4
+        assert r["completion"] in [c["completion"] for c in r["candidates"]]
+    capsys.readouterr()
+    assert main(["search", str(model_dir), "--task", "arithmetic", "--method", "beam",
+                 "--prune-after", "1", "--out", str(tmp_path / "x.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--prune-after applies to best_of_n" in err and "\n" not in err
+
+
+def test_cli_lookahead_beam_writes_valid_records(model_dir, tmp_path):
+    records, summary = search(model_dir, tmp_path / "la.jsonl", "--task", "arithmetic",
+                              "--difficulty", "easy", "--count", "2", "--method", "dvts",
+                              "--n", "4", "--beam-width", "2", "--lookahead", "1",
+                              "--batch-size", "2")
+    assert summary["made_from"]["config"]["lookahead"] == 1
+    for r in records:
+        assert r["completion"] in [c["completion"] for c in r["candidates"]]
+        assert all(len(c["completion"]) <= STEPS * STEP_TOKENS for c in r["candidates"])
+    assert summary["tokens_generated"] > 0 and len(records) == 2
