@@ -73,7 +73,8 @@ from reasonjax.search.compute import Compute
 from reasonjax.search.sampler import (STOP_EOS, SamplingConfig, SearchError, StopTokens,
                                       check_positive, check_prompts, check_sampling, expand,
                                       generate, prefill)
-from reasonjax.search.scoring import StepScorer, read_template, transform_value
+from reasonjax.search.scoring import (StepScorer, check_token_ids, read_template,
+                                      transform_value)
 
 # verifier(problem_ids [B], paths [B, L] int32, lengths [B] int32) -> rewards [B] float32,
 # called on the host (numpy) for terminal nodes.
@@ -443,12 +444,7 @@ def check_scorer(config: ModelConfig, cfg: MCTSConfig, prompt_len: int,
             raise SearchError(f"the scorer model needs {need} positions (prompt + steps + "
                               f"template) but its max_seq_len is {scorer_config.max_seq_len}")
     if cfg.scorer is not None:
-        vocab = (scorer_config or config).vocab_size
-        ids = cfg.scorer.template + cfg.scorer.good_ids + cfg.scorer.bad_ids
-        bad = [i for i in ids if not 0 <= i < vocab]
-        if bad:
-            raise SearchError(f"scorer token ids {bad} are outside the scorer's vocabulary "
-                              f"[0, {vocab})")
+        check_token_ids(cfg.scorer, (scorer_config or config).vocab_size)
 
 
 def mcts(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Array,

@@ -87,6 +87,16 @@ class ScorerState:
     next_pos: jax.Array
 
 
+def check_token_ids(scorer: StepScorer, vocab_size: int) -> None:
+    """Host-side check that the scorer's template, good and bad ids are in the scoring
+    model's vocabulary [0, vocab_size)."""
+    ids = scorer.template + scorer.good_ids + scorer.bad_ids
+    bad = [i for i in ids if not 0 <= i < vocab_size]
+    if bad:
+        raise SearchError(f"scorer token ids {bad} are outside the scorer's vocabulary "
+                          f"[0, {vocab_size})")
+
+
 def transform_value(value: jax.Array, scorer: StepScorer) -> jax.Array:
     if scorer.transform == "sigmoid":
         return jax.nn.sigmoid(value)

@@ -38,7 +38,7 @@ from reasonjax.search.compute import Compute
 from reasonjax.search.sampler import (STOP_EOS, Chunk, DecodeState, SamplingConfig,
                                       SearchError, StopTokens, check_positive, check_prompts,
                                       check_sampling, expand, generate, prefill, take)
-from reasonjax.search.scoring import (ScorerState, StepScorer, aggregate_init,
+from reasonjax.search.scoring import (ScorerState, StepScorer, aggregate_init, check_token_ids,
                                       aggregate_update, init_scorer, score_step)
 
 
@@ -137,12 +137,7 @@ def check_search(config: ModelConfig, cfg: SearchConfig, prompt_tokens, prompt_m
     if stop.completes.shape[-1] != config.vocab_size:
         raise SearchError(f"stop tables cover {stop.completes.shape[-1]} ids, the model has "
                           f"{config.vocab_size}; build them with stop_tokens(vocab_size)")
-    scorer_vocab = (scorer_config or config).vocab_size
-    ids = cfg.scorer.template + cfg.scorer.good_ids + cfg.scorer.bad_ids
-    bad = [i for i in ids if not 0 <= i < scorer_vocab]
-    if bad:
-        raise SearchError(f"scorer token ids {bad} are outside the scorer's vocabulary "
-                          f"[0, {scorer_vocab})")
+    check_token_ids(cfg.scorer, (scorer_config or config).vocab_size)
     if scorer_config is not None:
         need = cfg.scorer.cache_len(True, prompt_tokens.shape[1], cfg.max_steps,
                                     cfg.step_tokens)
