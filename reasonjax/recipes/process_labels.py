@@ -1,6 +1,6 @@
-"""Monte Carlo process labels: rollouts from step prefixes, Math-Shepherd per-prefix labels
-and OmegaPRM's binary search for the first error. Shared by the ``prm`` and ``step_dpo``
-recipes.
+"""Monte Carlo process labels: rollouts from step prefixes, Math-Shepherd per-prefix labels,
+OmegaPRM's binary search for the first error and PAV's advantage targets. Shared by the
+``prm``, ``step_dpo`` and ``pav`` recipes.
 
 A solution is a list of steps. Its prefix ``m`` is its first ``m`` steps; the label of
 step ``j`` (0-based) is the label of prefix ``j + 1``. The exact label a Monte Carlo
@@ -26,6 +26,12 @@ queries of one labelling round in one call (so the model samples them as one bat
   elsewhere. We run the search on the policy's own samples rather than OmegaPRM's
   tree of rollouts reused across solutions (its MCTS over a question's rollouts); the
   search and its labels are the paper's.
+- PAV (Setlur et al., 2024, "Rewarding Progress: Scaling Automated Process Verifiers for
+  LLM Reasoning"): the process reward of a step is its advantage under a prover policy mu,
+  A_mu(s, a) = Q_mu(s, a) - V_mu(s): mu's success rate after the step minus before it
+  (:func:`pav_targets` on :func:`prefix_counts`, the prompt's value included); search
+  ranks steps by Q_pi + alpha * A_mu (:func:`effective_rewards`). With mu = best-of-k of
+  pi (:func:`best_of_k_values`) one set of pi's rollouts gives both Q_pi and A_mu.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import numpy as np
 
 from reasonjax.data.task import Problem
 from reasonjax.driver import completion_text, run_batches
+from reasonjax.eval.passk import pass_at_k
 from reasonjax.recipes.common import RecipeEnv
 from reasonjax.search.sampler import SampleConfig
 
@@ -112,6 +119,82 @@ def omegaprm_labels(n_steps: Sequence[int], outcome: Sequence[bool], oracle: Ora
         hard.append(h)
         soft.append([probed[i].get(m, h[m - 1]) for m in range(1, n + 1)])
     return Labels(hard=hard, soft=soft, rollouts=[k * len(p) for p in probed], rounds=rounds)
+
+
+@dataclasses.dataclass
+class PrefixCounts:
+    """Monte Carlo success counts of every prefix of S solutions.
+
+    correct: per solution i, n_i + 1 counts: correct rollouts among ``k`` from prefix
+    m = 0 .. n_i (0: the prompt alone). A finished solution's full prefix is not rolled
+    out: it IS an answer, counted as k (right) or 0 (wrong). rollouts: per solution,
+    rollouts spent on it (a prompt's rollouts are charged to the first solution of its
+    group). rounds: oracle calls made.
+    """
+
+    correct: list[list[int]]
+    k: int
+    rollouts: list[int]
+    rounds: int
+
+
+def prefix_counts(n_steps: Sequence[int], outcome: Sequence[Optional[bool]], oracle: Oracle,
+                  k: int, group: Optional[Sequence[int]] = None) -> PrefixCounts:
+    """``k`` rollouts from every prefix m = 0 .. n of every solution (the finished ones'
+    last prefix excepted: ``outcome`` True / False counts it as k / 0; None: unfinished,
+    rolled out too), in one oracle call. Solutions of one ``group`` (the same problem)
+    share their prompt's rollouts (prefix 0, queried on the group's first solution);
+    default: every solution is its own group."""
+    group = list(range(len(n_steps))) if group is None else list(group)
+    first: dict[int, int] = {}
+    for i, g in enumerate(group):
+        first.setdefault(g, i)
+    queries = [(i, 0) for i in sorted(first.values())]
+    for i, (n, out) in enumerate(zip(n_steps, outcome)):
+        last = n - 1 if out is not None else n
+        queries += [(i, m) for m in range(1, last + 1)]
+    counts = np.asarray(oracle(queries, k)) if queries else np.zeros(0, int)
+    by = {q: int(c) for q, c in zip(queries, counts)}
+    correct, spent = [], [0] * len(n_steps)
+    for q in queries:
+        spent[q[0]] += k
+    for i, (n, out) in enumerate(zip(n_steps, outcome)):
+        row = [by[(first[group[i]], 0)]]
+        row += [by[(i, m)] if (i, m) in by else k * int(bool(out)) for m in range(1, n + 1)]
+        correct.append(row)
+    return PrefixCounts(correct=correct, k=k, rollouts=spent, rounds=int(bool(queries)))
+
+
+def best_of_k_values(correct: Sequence[int], n: int, k: int) -> list[float]:
+    """Success rate of the best-of-``k`` policy Bo-k(pi) (sample k completions of pi, keep a
+    correct one if any: 1 - (1 - p)^k from a prefix where pi succeeds with p) from each
+    prefix, estimated without bias from ``n`` >= k rollouts of pi with ``correct[m]`` right
+    (pass@k, :func:`reasonjax.eval.passk.pass_at_k`). k = 1 is pi itself: c / n."""
+    return [pass_at_k(n, int(c), k) for c in correct]
+
+
+def pav_targets(q_values: Sequence[float], mu_values: Sequence[float]
+                ) -> tuple[list[float], list[float]]:
+    """Per-step PAV targets (Setlur et al., 2024) of one solution of n steps from its
+    prefix values m = 0 .. n: success rates under the base policy pi (``q_values``) and
+    under the prover mu (``mu_values``), each of length n + 1. Step j (0-based) leads from
+    prefix s_j = first j steps to s_{j+1}, so
+
+        Q_pi(s_j, a_j) = q_values[j + 1]
+        A_mu(s_j, a_j) = Q_mu(s_j, a_j) - V_mu(s_j) = mu_values[j + 1] - mu_values[j].
+
+    Returns (Q [n], A [n])."""
+    if len(q_values) != len(mu_values) or not q_values:
+        raise ValueError(f"pav_targets: need equal-length prefix values (n + 1 >= 1 each), "
+                         f"got {len(q_values)} and {len(mu_values)}")
+    q = [float(x) for x in q_values[1:]]
+    a = [float(mu_values[j + 1]) - float(mu_values[j]) for j in range(len(mu_values) - 1)]
+    return q, a
+
+
+def effective_rewards(q: Sequence[float], a: Sequence[float], alpha: float) -> list[float]:
+    """PAV's effective step reward Q_pi + alpha * A_mu, per step (what its search ranks)."""
+    return [float(x) + alpha * float(y) for x, y in zip(q, a)]
 
 
 def first_error(hard: Sequence[float]) -> Optional[int]:
