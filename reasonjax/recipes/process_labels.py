@@ -281,3 +281,163 @@ def prefix_oracle(env: RecipeEnv, params, problems: Sequence[Problem],
         return np.asarray([sum(c) for c in s.correct], np.int64)
 
     return oracle
+
+
+# ---------------------------------------------------------------------------------------
+# Tree-PLV's best-first reasoning trees (He et al., 2024; the loss and the sibling pairs:
+# reasonjax.train.tree_plv)
+
+# (problem index, steps of a node) queries and k -> per query, k sampled next steps (None
+# where a sample holds no complete step); all of one round's queries in one call.
+Proposer = Callable[[Sequence[tuple[int, tuple[str, ...]]], int], list]
+# The same queries and k -> correct completions among k rollouts from each [Q].
+PathOracle = Callable[[Sequence[tuple[int, tuple[str, ...]]], int], np.ndarray]
+# (problem index, steps) -> None when the last step does not end the solution, else
+# whether the finished solution is correct.
+Outcome = Callable[[int, tuple[str, ...]], Optional[bool]]
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeSpec:
+    """A best-first tree per problem: ``expansions`` nodes expanded, ``children`` sampled
+    next steps per expansion, nodes deeper than ``max_depth`` steps never expanded."""
+
+    children: int = 4
+    expansions: int = 8
+    max_depth: int = 8
+
+    def __post_init__(self):
+        from reasonjax.config import check_fields
+
+        check_fields(self, children=">= 2", expansions=">= 1", max_depth=">= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepTree:
+    """One problem's reasoning tree of N nodes; node 0 is the root (the question alone).
+
+    parent: [N] int64 parent node (-1 at the root). depth: [N] int64 steps from the root.
+    value: [N] float64 the node's step value: the fraction of k rollouts from its prefix
+    that reach the right answer, or 1 / 0 for a finished solution (NaN at the root).
+    final: [N] bool the node's step ends the solution. steps: the node's own step text
+    ("" at the root); its prefix is the steps along the path (:func:`path_steps`)."""
+
+    parent: np.ndarray
+    depth: np.ndarray
+    value: np.ndarray
+    final: np.ndarray
+    steps: tuple[str, ...]
+
+
+def path_steps(tree: StepTree, node: int) -> list[str]:
+    """The steps from the root to ``node`` (empty for the root)."""
+    out = []
+    while node > 0:
+        out.append(tree.steps[node])
+        node = int(tree.parent[node])
+    return out[::-1]
+
+
+def _frontier_best(parent, value, final, expanded, depth, max_depth) -> Optional[int]:
+    """The node to expand next: the highest-valued node not yet expanded, unfinished and
+    within ``max_depth`` (the root first; ties to the deeper, then the earlier node)."""
+    open_ = [n for n in range(len(parent))
+             if not expanded[n] and not final[n] and depth[n] < max_depth]
+    if not open_:
+        return None
+    return max(open_, key=lambda n: (np.inf if n == 0 else value[n], depth[n], -n))
+
+
+def best_first_trees(n_problems: int, propose: Proposer, oracle: PathOracle,
+                     outcome: Outcome, spec: TreeSpec, k: int) -> list[StepTree]:
+    """Tree-PLV's trees for ``n_problems`` problems, grown together: each round expands
+    the best frontier node of every problem (one ``propose`` call for all), adds its
+    distinct complete sampled steps as children, values the finished ones by ``outcome``
+    and the others by ``k`` rollouts each (one ``oracle`` call for all).
+
+    Departure: the paper's figure grows the tree from the best child of the node just
+    expanded; we expand the best node of the whole frontier, which is that child
+    whenever it is at least as good as every node still open (ties go deeper), and
+    otherwise backtracks to an earlier, better branch."""
+    parent = [[-1] for _ in range(n_problems)]
+    depth = [[0] for _ in range(n_problems)]
+    value = [[np.nan] for _ in range(n_problems)]
+    final = [[False] for _ in range(n_problems)]
+    steps: list[list[tuple[str, ...]]] = [[()] for _ in range(n_problems)]
+    expanded = [[False] for _ in range(n_problems)]
+    for _ in range(spec.expansions):
+        picks = [(i, _frontier_best(parent[i], value[i], final[i], expanded[i], depth[i],
+                                    spec.max_depth)) for i in range(n_problems)]
+        picks = [(i, n) for i, n in picks if n is not None]
+        if not picks:
+            break
+        proposals = propose([(i, steps[i][n]) for i, n in picks], spec.children)
+        rollout: list[tuple[int, int]] = []
+        for (i, n), sampled in zip(picks, proposals):
+            expanded[i][n] = True
+            for step in dict.fromkeys(s for s in sampled if s):
+                path = steps[i][n] + (step,)
+                done = outcome(i, path)
+                parent[i].append(n)
+                depth[i].append(depth[i][n] + 1)
+                value[i].append(np.nan if done is None else float(done))
+                final[i].append(done is not None)
+                steps[i].append(path)
+                expanded[i].append(False)
+                if done is None:
+                    rollout.append((i, len(parent[i]) - 1))
+        if rollout:
+            counts = np.asarray(oracle([(i, steps[i][n]) for i, n in rollout], k))
+            for (i, n), c in zip(rollout, counts):
+                value[i][n] = int(c) / k
+    return [StepTree(parent=np.asarray(parent[i], np.int64),
+                     depth=np.asarray(depth[i], np.int64),
+                     value=np.asarray(value[i], np.float64),
+                     final=np.asarray(final[i], bool),
+                     steps=tuple(p[-1] if p else "" for p in steps[i]))
+            for i in range(n_problems)]
+
+
+def first_step(delimiter: str, text: str, is_final: Callable[[str], bool]) -> Optional[str]:
+    """The first complete step of a sampled continuation: the text before the first
+    delimiter, or the whole text when it is a final (answer) step; None otherwise (the
+    sample stopped inside its first step)."""
+    if delimiter in text:
+        return text.split(delimiter, 1)[0] or None
+    return text if text and is_final(text) else None
+
+
+def tree_oracles(env: RecipeEnv, params, problems: Sequence[Problem], rng: jax.Array,
+                 spec: RolloutSpec, spent: Optional[list] = None
+                 ) -> tuple[Proposer, PathOracle, Outcome]:
+    """The policy behind :func:`best_first_trees` on ``problems``: next steps are the
+    first steps of continuations sampled from a node's prefix
+    (:func:`rollouts_from_prefixes` with ``n`` = the children asked for), values come from
+    :func:`prefix_oracle` (``spec.n`` rollouts per prefix), finished solutions are judged
+    by the task. Each call draws fresh randomness; tokens generated go to ``spent``."""
+    task, calls = env.task, [0]
+    propose_rng, value_rng = jax.random.split(rng)
+
+    def propose(queries, k):
+        calls[0] += 1
+        s = rollouts_from_prefixes(env, params, [(problems[i], list(p)) for i, p in queries],
+                                   jax.random.fold_in(propose_rng, calls[0]),
+                                   dataclasses.replace(spec, n=k))
+        if spent is not None:
+            spent.append(s.tokens_generated)
+        return [[first_step(env.delimiter, t, task.is_final_step) for t in row]
+                for row in s.texts]
+
+    def oracle(queries, k):
+        calls[0] += 1
+        paths = [list(p) for _, p in queries]
+        ask = prefix_oracle(env, params, [problems[i] for i, _ in queries], paths,
+                            jax.random.fold_in(value_rng, calls[0]), spec, spent)
+        return ask([(j, len(p)) for j, p in enumerate(paths)], k)
+
+    def outcome(i, path):
+        if not task.is_final_step(path[-1]):
+            return None
+        return task.verify(problems[i], env.delimiter.join(path))
+
+    return propose, oracle, outcome

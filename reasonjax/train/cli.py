@@ -4,6 +4,7 @@
     reasonjax train sft   --task arithmetic --model tiny-1m --run-dir runs/sft --steps 1000
     reasonjax train dpo   --task arithmetic --model runs/sft/model --run-dir runs/dpo [--loss ipo]
     reasonjax train value --task arithmetic --model runs/sft/model --run-dir runs/prm
+    reasonjax train tree_plv --task arithmetic --model runs/sft/model --run-dir runs/plv
     reasonjax train grpo  --task arithmetic --model runs/sft/model --run-dir runs/grpo
     (dr_grpo, rloo, ppo, prime likewise; local problems: --data FILE --format gsm8k|math|mc)
 
@@ -13,6 +14,11 @@
   kto uses every sample, desirable = correct), reference = the starting model;
 - value: a PRM / value head on the model's own samples, per-step targets from
   :func:`~reasonjax.driver.rollouts.process_labels` (exact prefix labels, or the outcome);
+- tree_plv: a Tree-PLV verifier (He et al., 2024; :mod:`reasonjax.train.tree_plv`): the
+  value head ranked on step-level preference pairs: siblings of best-first trees grown
+  with the model (:func:`~reasonjax.recipes.process_labels.best_first_trees`, each step
+  valued by Monte Carlo rollouts) whose values differ by more than ``samples.margin``.
+  Like a ``value`` model, the result scores steps in ``reasonjax search --scorer``;
 - the RL kinds (grpo, dr_grpo, rloo, dapo, gspo, cispo, reinforce_pp(_baseline), ppo,
   prime, oreal): :func:`~reasonjax.rl.loop.rl_train` with the kind's
   algorithm config (:mod:`reasonjax.rl.algorithms`) as ``algorithm``; its own knobs are
@@ -29,7 +35,8 @@ adapters alone, ``<run-dir>/model`` the merged model.
 Every run writes ``<run-dir>/metrics.jsonl`` and checkpoints under
 ``<run-dir>/checkpoints``; rerunning the same command resumes from the latest (a larger
 ``--steps`` continues a finished run). Samples labelled for dpo / value are kept in
-``<run-dir>/samples.jsonl`` so a resumed run trains on the same rows. The final model is
+``<run-dir>/samples.jsonl`` (tree_plv: its preference pairs) so a resumed run trains on
+the same rows. The final model is
 written to ``<run-dir>/model`` with its tokenizer, loadable again with ``--model``.
 Anything not covered by a flag is set with ``--set key=value`` on the kind's config
 (printed with ``--show-config``).
@@ -42,7 +49,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from reasonjax.config import to_dict
+from reasonjax.config import check_fields, to_dict
+from reasonjax.recipes.process_labels import RolloutSpec, TreeSpec
 from reasonjax.rl.algorithms import ALGORITHMS
 from reasonjax.rl.config import RLConfig
 from reasonjax.search.sampler import SampleConfig
@@ -79,6 +87,30 @@ class ValueRunConfig:
     fit: FitConfig = FitConfig(steps=200, batch_size=32)
     samples: SelfSamples = SelfSamples()
     value: ValueConfig = ValueConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeSamples:
+    """Tree-PLV's pairs: a best-first ``tree`` on each of num_problems training problems,
+    every step valued by ``rollouts`` (``n`` completions per prefix, also the sampling of
+    the children), drawn with the key ``seed``; siblings whose values differ by more than
+    ``margin`` make a pair; rows are seq_len tokens (pairs that do not fit are left out)."""
+
+    tree: TreeSpec = TreeSpec()
+    rollouts: RolloutSpec = RolloutSpec()
+    margin: float = 0.25
+    num_problems: int = 64
+    seq_len: int = 96
+    seed: int = 0
+
+    def __post_init__(self):
+        check_fields(self, margin="in [0, 1)", num_problems=">= 1", seq_len=">= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class TreePLVRunConfig:
+    fit: FitConfig = FitConfig(steps=200, batch_size=32)
+    samples: TreeSamples = TreeSamples()
 
 
 # ---------------------------------------------------------------------------------------
@@ -147,22 +179,16 @@ def _config(args, default, flags: dict):
 # Rows from the model's own samples (dpo family, value)
 
 
-def _samples(env, params, problems, spec: SelfSamples, run_dir: Path, made_from: dict
-              ) -> list:
-    """[{problem, completion, correct}] of ``spec.sample.n`` samples per problem (through
-    the driver). They are cached in run_dir/samples.jsonl, whose first line stamps the
-    settings that drew them (``spec`` and ``made_from``: the run's model and task); a
-    resumed run reads them back, a file with another stamp is drawn again."""
-    import jax
-
+def _cached(run_dir: Path, settings: dict, draw) -> list:
+    """Records [{problem, ...}] cached in run_dir/samples.jsonl, whose first line stamps
+    the ``settings`` that drew them; a resumed run reads them back, a file with another
+    stamp (or none) is drawn again by ``draw()`` and written."""
     from reasonjax import provenance
     from reasonjax.data.task import decode_problem
-    from reasonjax.driver import run as run_driver
     from reasonjax.errors import warn
     from reasonjax.fileio import atomic_write_text, dumps
 
     path = run_dir / SAMPLES_FILE
-    settings = {"samples": to_dict(spec), **made_from}
     if path.is_file():
         head, *lines = path.read_text().splitlines() or [""]
         if provenance.matches(head, settings):
@@ -174,14 +200,62 @@ def _samples(env, params, problems, spec: SelfSamples, run_dir: Path, made_from:
         else:
             warn(f"{path} was drawn with other settings (or by an older version); drawing "
                  "the samples again")
-    chosen = problems[:spec.num_problems]
-    out = run_driver(env, params, chosen, spec.sample, jax.random.key(spec.seed),
-                     batch_size=len(chosen))
-    records = [{"problem": r.problem, "completion": c.completion, "correct": bool(c.correct)}
-               for r in out for c in r.candidates]
+    records = draw()
     atomic_write_text(path, provenance.stamp(settings) + "".join(
         dumps({**r, "problem": r["problem"].to_json()}) + "\n" for r in records))
     return records
+
+
+def _samples(env, params, problems, spec: SelfSamples, run_dir: Path, made_from: dict
+             ) -> list:
+    """[{problem, completion, correct}] of ``spec.sample.n`` samples per problem (through
+    the driver), cached (:func:`_cached`) under the settings ``spec`` and ``made_from``
+    (the run's model and task)."""
+    import jax
+
+    from reasonjax.driver import run as run_driver
+
+    def draw():
+        chosen = problems[:spec.num_problems]
+        out = run_driver(env, params, chosen, spec.sample, jax.random.key(spec.seed),
+                         batch_size=len(chosen))
+        return [{"problem": r.problem, "completion": c.completion, "correct": bool(c.correct)}
+                for r in out for c in r.candidates]
+
+    return _cached(run_dir, {"samples": to_dict(spec), **made_from}, draw)
+
+
+def _tree_pairs(env, params, problems, spec: TreeSamples, run_dir: Path, made_from: dict
+                ) -> list:
+    """Tree-PLV's step-level pairs [{problem, prefix, chosen, rejected, chosen_final,
+    rejected_final, gap}] from a best-first tree per problem (grown with the model through
+    the driver; :mod:`reasonjax.recipes.process_labels`), cached like :func:`_samples`."""
+    import jax
+
+    from reasonjax.driver.env import longest_prompt
+    from reasonjax.recipes import process_labels as pl
+    from reasonjax.recipes.common import RecipeEnv
+    from reasonjax.train.tree_plv import sibling_pairs
+
+    def draw():
+        chosen = problems[:spec.num_problems]
+        renv = RecipeEnv(task=env.task, tokenizer=env.tokenizer, model_config=env.model_config,
+                         mesh=env.mesh, prompt_len=longest_prompt(env, chosen))
+        propose, oracle, outcome = pl.tree_oracles(renv, params, chosen,
+                                                   jax.random.key(spec.seed), spec.rollouts)
+        trees = pl.best_first_trees(len(chosen), propose, oracle, outcome, spec.tree,
+                                    spec.rollouts.n)
+        records = []
+        for problem, tree in zip(chosen, trees):
+            for p, c, r in zip(*sibling_pairs(tree.parent, tree.value, spec.margin)):
+                records.append({"problem": problem, "prefix": pl.path_steps(tree, int(p)),
+                                "chosen": tree.steps[c], "rejected": tree.steps[r],
+                                "chosen_final": bool(tree.final[c]),
+                                "rejected_final": bool(tree.final[r]),
+                                "gap": float(tree.value[c] - tree.value[r])})
+        return records
+
+    return _cached(run_dir, {"samples": to_dict(spec), **made_from}, draw)
 
 
 def _preference_rows(tok, task, records, n: int, loss: str, seq_len: int) -> dict:
@@ -207,6 +281,29 @@ def _preference_rows(tok, task, records, n: int, loss: str, seq_len: int) -> dic
                          "samples.sample.sampling.temperature, or use --loss kto")
     return formatting.preference_batch(tok, prompts, chosen, rejected, seq_len,
                                        on_overflow="truncate")
+
+
+def _tree_plv_rows(tok, task, records, seq_len: int) -> dict:
+    """``preference`` rows of step-level pairs; a pair longer than seq_len is left out
+    (its step end, where the score is read, would be cut off)."""
+    from reasonjax.data import formatting
+    from reasonjax.data.formats import check_batch
+    from reasonjax.errors import warn
+
+    examples = [formatting.encode_step_preference(
+        tok, task.prompt(r["problem"]), r["prefix"], r["chosen"], r["rejected"],
+        task.step_delimiter, r["chosen_final"], r["rejected_final"]) for r in records]
+    fits = [e for e in examples
+            if max(len(e["chosen_tokens"]), len(e["rejected_tokens"])) <= seq_len]
+    if len(fits) < len(examples):
+        warn(f"{len(examples) - len(fits)} of {len(examples)} tree_plv pairs are longer than "
+             f"samples.seq_len={seq_len} tokens and were left out")
+    if not fits:
+        raise ValueError(f"samples.seq_len={seq_len}: none of the {len(examples)} tree_plv "
+                         "pairs fits; raise it (--seq-len)")
+    rows = formatting.stack([formatting.to_length(e, "preference", seq_len)[0] for e in fits])
+    check_batch(rows, "preference")
+    return rows
 
 
 def _value_rows(tok, task, records, seq_len: int) -> dict:
@@ -245,14 +342,16 @@ def _run_config(args):
             "optim.lr": args.lr, "seed": args.seed, "max_new_tokens": args.max_new_tokens,
             "lora.rank": args.lora})
     default = {"sft": TaskSFTConfig(), "dpo": PreferenceRunConfig(),
-               "value": ValueRunConfig()}[kind]
+               "value": ValueRunConfig(), "tree_plv": TreePLVRunConfig()}[kind]
     seq = "seq_len" if kind == "sft" else "samples.seq_len"
     flags = {"fit.steps": args.steps, "fit.batch_size": args.batch_size,
              "fit.optim.lr": args.lr, "fit.seed": args.seed, seq: args.seq_len,
              "fit.lora.rank": args.lora}
     if kind == "dpo" and args.loss != "kto":
         flags["preference.loss"] = args.loss
-    if kind != "sft":
+    if kind == "tree_plv":
+        flags["samples.rollouts.max_new_tokens"] = args.max_new_tokens
+    elif kind != "sft":
         flags["samples.sample.max_new_tokens"] = args.max_new_tokens
     return _config(args, default, flags)
 
@@ -283,6 +382,30 @@ def _train_on_samples(args, env, params, problems, config, run_dir: Path, progre
                               run_dir=str(run_dir))
     summary["rows"] = len(next(iter(rows.values())))
     return params, metrics, summary
+
+
+def _train_tree_plv(env, params, problems, config: TreePLVRunConfig, run_dir: Path,
+                    progress: bool, made_from: dict):
+    """tree_plv: pairs from best-first trees grown with the model, then one fit of the
+    ranking loss. Returns (params, metrics, summary entries)."""
+    from reasonjax.train.fit import fit
+    from reasonjax.train.tree_plv import tree_plv_loss
+
+    cfg, spec = env.model_config, config.samples
+    train_problems = problems or env.task.generate(spec.num_problems, seed="train")
+    records = _tree_pairs(env, params, train_problems, spec, run_dir, made_from)
+    if not records:
+        raise ValueError(f"no tree_plv pairs: no siblings of the {spec.num_problems} trees "
+                         f"differ in value by more than samples.margin={spec.margin}; lower "
+                         "it, or raise samples.tree.children, samples.rollouts.n or "
+                         "samples.num_problems")
+    rows = _tree_plv_rows(env.tokenizer, env.task, records, spec.seq_len)
+    params, metrics = fit(tree_plv_loss(cfg), cfg, params, rows,
+                          dataclasses.replace(config.fit, progress=progress),
+                          run_dir=str(run_dir))
+    return params, metrics, {"pairs": len(records),
+                             "mean_gap": sum(r["gap"] for r in records) / len(records),
+                             "rows": len(rows["chosen_tokens"])}
 
 
 RUN_FILE = "run.json"  # what the run directory was made from (checked on resume)
@@ -390,6 +513,11 @@ def _train(args) -> int:
                                                    run_dir, progress, made_from)
         summary.update(extra)
         max_new = config.samples.sample.max_new_tokens
+    elif kind == "tree_plv":
+        params, metrics, extra = _train_tree_plv(env, params, problems, config, run_dir,
+                                                 progress, made_from)
+        summary.update(extra)
+        max_new = config.samples.rollouts.max_new_tokens
     else:
         from reasonjax.rl.loop import rl_train
         from reasonjax.rl.update import make_learner
@@ -401,7 +529,7 @@ def _train(args) -> int:
         metrics = dict(history[-1]) if history else {}
         max_new = config.max_new_tokens
     summary["metrics"] = {k: round(float(v), 6) for k, v in metrics.items()}
-    if eval_problems and kind != "value":
+    if eval_problems and kind not in ("value", "tree_plv"):
         summary["greedy_accuracy"] = greedy_accuracy(env, params, eval_problems, max_new)
     if tok_dir is None:
         tok_dir = str(tok.save(run_dir / "tokenizer").parent)
@@ -423,6 +551,8 @@ def register(subparsers) -> None:
         "sft": "SFT on the task's reference solutions",
         "dpo": "one round of the DPO family (--loss) on the model's own samples",
         "value": "value / PRM head on the model's own samples, per-step labels",
+        "tree_plv": "Tree-PLV verifier: value head ranked on step preferences from "
+                    "best-first trees valued by rollouts",
         **{a: f"RL: {a} on the task's verifier rewards" for a in ALGORITHMS},
     }
     for kind, help_text in kinds.items():
@@ -467,7 +597,7 @@ def register(subparsers) -> None:
         if kind not in ALGORITHMS:
             run.add_argument("--seq-len", type=int, default=None, help="row length in tokens")
         run.add_argument("--max-new-tokens", type=int, default=None,
-                         help="sampling length (dpo / value / RL)")
+                         help="sampling length (dpo / value / tree_plv / RL)")
         if kind in ALGORITHMS:
             run.add_argument("--prm", default=None, metavar="CHECKPOINT",
                              help="PRM (a `train value` model) whose shaped step scores join "

@@ -116,6 +116,47 @@ def test_sample_based_kinds_keep_their_samples_for_resume(sft_dir, tmp_path, cap
     assert [m["step"] for m in read_metrics(tmp_path)] == [1]
 
 
+def test_tree_plv_trains_a_verifier_that_best_of_n_loads_as_scorer(sft_dir, tmp_path,
+                                                                   monkeypatch, capsys):
+    """train tree_plv end to end on the tiny model (trees grown through the driver,
+    sibling pairs, two ranking steps); its model scores steps in `search --method
+    best_of_n --scorer`. An untrained policy neither ends a step within 8 tokens nor
+    answers right, so a sample's first 3 characters make its step and the task's verifier
+    is the parity of the completion's length: mixed step values, every call still real."""
+    from reasonjax.data.tasks.arithmetic import Arithmetic
+
+    monkeypatch.setattr(Arithmetic, "verify", lambda self, problem, text: len(text) % 2 == 0)
+    monkeypatch.setattr("reasonjax.recipes.process_labels.first_step",
+                        lambda delimiter, text, is_final: text[:3] or None)
+    run_dir = tmp_path / "plv"
+    argv = ["train", "tree_plv", *TASK, "--model", str(sft_dir / "model"), "--run-dir",
+            str(run_dir), "--batch-size", "2", "--seq-len", "64", "--max-new-tokens", "8",
+            "--set", "samples.num_problems=2", "--set", "samples.rollouts.n=2",
+            "--set", "samples.tree.children=2", "--set", "samples.tree.expansions=2",
+            "--set", "samples.margin=0"]
+    code, out, err = _run(capsys, argv + ["--steps", "2"])
+    assert code == 0, err
+    summary = _summary(out)
+    assert summary["kind"] == "tree_plv" and summary["pairs"] >= 1 and summary["rows"] >= 1
+    assert 0 < summary["mean_gap"] <= 1 and "greedy_accuracy" not in summary
+    assert summary["metrics"]["loss"] > 0
+    pairs = (run_dir / "samples.jsonl").read_text().splitlines()[1:]
+    assert len(pairs) == summary["pairs"]
+    # A rerun resumes on the cached pairs: no tree is grown again.
+    monkeypatch.setattr("reasonjax.recipes.process_labels.best_first_trees", None)
+    code, out, err = _run(capsys, argv + ["--steps", "3"])
+    assert code == 0 and "resuming after step 2" in out, err
+    assert [m["step"] for m in read_metrics(run_dir)] == [1, 2, 3]
+    out_file = tmp_path / "bon.jsonl"
+    assert main(["search", str(sft_dir / "model"), "--task", "arithmetic", "n_ops=1",
+                 "--count", "2", "--method", "best_of_n", "--n", "2", "--scorer",
+                 str(run_dir / "model"), "--max-steps", "2", "--step-tokens", "8",
+                 "--batch-size", "2", "--no-progress", "--out", str(out_file)]) == 0
+    searched = json.loads(out_file.with_name("bon.summary.json").read_text())
+    assert searched["made_from"]["scorer"] is not None
+    assert len(out_file.read_text().splitlines()) == 2
+
+
 def test_cached_samples_drawn_with_other_settings_are_drawn_again(tmp_path, monkeypatch,
                                                                   capsys):
     """A failed dpo run left 1 sample per problem; a rerun asking for 4 must not regroup
@@ -167,7 +208,7 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
 def test_every_kind_has_help(capsys):
     from reasonjax.rl.algorithms import ALGORITHMS
 
-    for kind in ("sft", "dpo", "value", *ALGORITHMS):
+    for kind in ("sft", "dpo", "value", "tree_plv", *ALGORITHMS):
         with pytest.raises(SystemExit) as e:
             main(["train", kind, "--help"])
         assert e.value.code == 0
