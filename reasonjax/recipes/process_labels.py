@@ -441,3 +441,51 @@ def tree_oracles(env: RecipeEnv, params, problems: Sequence[Problem], rng: jax.A
         return task.verify(problems[i], env.delimiter.join(path))
 
     return propose, oracle, outcome
+
+
+# ---------------------------------------------------------------------------------------
+# Critical steps of negative responses (Setlur et al., 2024, "RL on Incorrect Synthetic
+# Data Scales the Efficiency of LLM Math Reasoning by Eight-Fold"; the ``rl_incorrect``
+# recipe): per-step advantages of a wrong solution from the Monte Carlo success rates of
+# its consecutive prefixes (:func:`prefix_counts`), and its critical step: the first step
+# whose advantage is strongly negative (Self-Explore's "first pit", Hwang et al., 2024,
+# when the threshold is the whole value before the step).
+
+
+def step_advantages(correct: Sequence[int], k: int) -> list[float]:
+    """Per-step advantages of one solution of n steps from its :class:`PrefixCounts` row
+    (``correct[m]`` right among ``k`` rollouts from prefix m = 0 .. n): with
+    V(s_m) = correct[m] / k, step j (0-based) has A(s_j, a_j) = V(s_{j+1}) - V(s_j)
+    (:func:`pav_targets` with the policy as its own prover). Returns A [n]."""
+    values = [int(c) / k for c in correct]
+    return pav_targets(values, values)[1]
+
+
+def critical_step(advantages: Sequence[float], threshold: float) -> Optional[int]:
+    """The first step j with A(s_j, a_j) <= -``threshold`` (the step where the success rate
+    falls by at least ``threshold``), None when no step does. ``threshold`` > 0."""
+    if not threshold > 0:
+        raise ValueError(f"critical_step: threshold must be > 0, got {threshold}")
+    return next((j for j, a in enumerate(advantages) if a <= -threshold), None)
+
+
+def recording_oracle(env: RecipeEnv, params, problems: Sequence[Problem],
+                     steps: Sequence[Sequence[str]], rng: jax.Array, spec: RolloutSpec,
+                     store: dict) -> Oracle:
+    """:func:`prefix_oracle` that keeps what it sampled: ``store[(i, m)]`` = (texts [k],
+    correct [k]) of the rollouts from prefix m of solution i, so the rollouts that measured
+    a prefix's value can also serve as its continuations (a prompt's rollouts are stored
+    under the solution :func:`prefix_counts` queried them on: its group's first)."""
+    calls = [0]
+
+    def oracle(queries, k):
+        if k != spec.n:
+            raise ValueError(f"oracle called with k={k}, but its RolloutSpec has n={spec.n}")
+        calls[0] += 1
+        s = rollouts_from_prefixes(env, params, [(problems[i], steps[i][:m]) for i, m in queries],
+                                   jax.random.fold_in(rng, calls[0]), spec)
+        for q, texts, ok in zip(queries, s.texts, s.correct):
+            store[tuple(q)] = (list(texts), [bool(c) for c in ok])
+        return np.asarray([sum(c) for c in s.correct], np.int64)
+
+    return oracle

@@ -38,7 +38,7 @@ from reasonjax.recipes.rundir import Result, Run, completed_phases, load_outcome
 RUN_FILE = "run.json"
 
 RECIPES = ("alphamath", "mcts_dpo", "step_dpo", "prm", "scaling", "coverage", "reft",
-           "countdown_rl", "lora", "dualformer", "pav")
+           "countdown_rl", "lora", "dualformer", "pav", "rl_incorrect")
 PRESETS = ("tiny", "paper")
 
 
