@@ -79,7 +79,7 @@ class Record:
                 "compute": self.compute, "meta": dict(p.meta)}
 
 
-def _judge(fn: Callable[[], bool]) -> Optional[bool]:
+def judge(fn: Callable[[], bool]) -> Optional[bool]:
     try:
         return bool(fn())
     except NotImplementedError:
@@ -118,7 +118,7 @@ def vote(task: Task, record: Record, weighting: str, complexity_top_k: Optional[
     if winner < 0:
         return None, False, 0.0
     answer = cands[winner].answer
-    return answer, _judge(lambda: task.answer_correct(record.problem, answer)), \
+    return answer, judge(lambda: task.answer_correct(record.problem, answer)), \
         float(totals[0, winner])
 
 
@@ -142,7 +142,7 @@ def records_of(env: Env, batch: Batch, problems: Sequence[Problem],
                 score=float(c.scores[b, k]), logprob=float(c.logprobs[b, k]),
                 tokens=int(c.lengths[b, k]), steps=int(c.n_steps[b, k]),
                 finished=bool(c.finished[b, k]),
-                correct=_judge(lambda: task.verify(problem, text))))
+                correct=judge(lambda: task.verify(problem, text))))
         best = cands[pick if pick is not None else 0]
         record = Record(index=i, problem=problem, answer=best.answer, correct=best.correct,
                         completion=best.completion, score=best.score,

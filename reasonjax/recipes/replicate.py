@@ -38,7 +38,8 @@ from reasonjax.recipes.rundir import Result, Run, completed_phases, load_outcome
 RUN_FILE = "run.json"
 
 RECIPES = ("alphamath", "mcts_dpo", "step_dpo", "prm", "scaling", "coverage", "reft",
-           "countdown_rl", "lora", "dualformer", "pav", "rl_incorrect")
+           "countdown_rl", "lora", "dualformer", "pav", "rl_incorrect",
+           "revisions")
 PRESETS = ("tiny", "paper")
 
 
