@@ -37,8 +37,9 @@ method per bin and budget (highest accuracy; ties go to fewer tokens), one accur
 compute PNG per bin, and the checks "PRM-weighted vote beats majority vote at the largest
 N" and "beam search or particle filtering beats best-of-N at equal compute on the hardest
 bin" (best-of-N's accuracy interpolated in log tokens at the other method's tokens,
-averaged over budgets). Departures from the paper: no sequential revisions (the project
-has no revision model) and no lookahead search.
+averaged over budgets). Departures from the paper: sequential revisions are their own
+recipe (:mod:`.revisions`) and lookahead search (``BeamConfig.lookahead``) is not among
+this table's methods, so the tiny preset's figures stay those of the methods above.
 """
 
 from __future__ import annotations
