@@ -264,10 +264,14 @@ def rollouts_from_prefixes(env: RecipeEnv, params,
 
 def prefix_oracle(env: RecipeEnv, params, problems: Sequence[Problem],
                   steps: Sequence[Sequence[str]], rng: jax.Array, spec: RolloutSpec,
-                  spent: Optional[list] = None) -> Oracle:
+                  spent: Optional[list] = None, store: Optional[dict] = None) -> Oracle:
     """An :data:`Oracle` over solutions (``problems[i]``, ``steps[i]``) rolling out the
     policy; each call draws fresh randomness and appends its tokens generated to ``spent``.
-    The oracle's ``k`` must equal ``spec.n``."""
+    With ``store`` it also keeps what it sampled: ``store[(i, m)]`` = (texts [k], correct
+    [k]) of the rollouts from prefix m of solution i, so the rollouts that measured a
+    prefix's value can serve as its continuations (a prompt's rollouts are stored under
+    the solution :func:`prefix_counts` queried them on: its group's first). The oracle's
+    ``k`` must equal ``spec.n``."""
     calls = [0]
 
     def oracle(queries, k):
@@ -278,6 +282,9 @@ def prefix_oracle(env: RecipeEnv, params, problems: Sequence[Problem],
                                    jax.random.fold_in(rng, calls[0]), spec)
         if spent is not None:
             spent.append(s.tokens_generated)
+        if store is not None:
+            for q, texts, ok in zip(queries, s.texts, s.correct):
+                store[tuple(q)] = (list(texts), [bool(c) for c in ok])
         return np.asarray([sum(c) for c in s.correct], np.int64)
 
     return oracle
@@ -467,25 +474,3 @@ def critical_step(advantages: Sequence[float], threshold: float) -> Optional[int
     if not threshold > 0:
         raise ValueError(f"critical_step: threshold must be > 0, got {threshold}")
     return next((j for j, a in enumerate(advantages) if a <= -threshold), None)
-
-
-def recording_oracle(env: RecipeEnv, params, problems: Sequence[Problem],
-                     steps: Sequence[Sequence[str]], rng: jax.Array, spec: RolloutSpec,
-                     store: dict) -> Oracle:
-    """:func:`prefix_oracle` that keeps what it sampled: ``store[(i, m)]`` = (texts [k],
-    correct [k]) of the rollouts from prefix m of solution i, so the rollouts that measured
-    a prefix's value can also serve as its continuations (a prompt's rollouts are stored
-    under the solution :func:`prefix_counts` queried them on: its group's first)."""
-    calls = [0]
-
-    def oracle(queries, k):
-        if k != spec.n:
-            raise ValueError(f"oracle called with k={k}, but its RolloutSpec has n={spec.n}")
-        calls[0] += 1
-        s = rollouts_from_prefixes(env, params, [(problems[i], steps[i][:m]) for i, m in queries],
-                                   jax.random.fold_in(rng, calls[0]), spec)
-        for q, texts, ok in zip(queries, s.texts, s.correct):
-            store[tuple(q)] = (list(texts), [bool(c) for c in ok])
-        return np.asarray([sum(c) for c in s.correct], np.int64)
-
-    return oracle

@@ -10,9 +10,10 @@ Three arms at one seed, each judged greedily on the same eval problems:
 (b) ``dpo``: (a), then per-step DPO (reference = (a)) on pairs from negatives: sample
     ``sampling.n`` solutions per negative problem from (a); for every wrong one, roll out
     (a) ``rollouts.n`` times from each of its prefixes (:func:`.process_labels.prefix_counts`
-    through :func:`.process_labels.recording_oracle`), so V(s_m) = correct / k and step j
-    has advantage A_j = V(s_{j+1}) - V(s_j) (:func:`.process_labels.step_advantages`); its
-    critical step is the first with A_j <= -``threshold``
+    through :func:`.process_labels.prefix_oracle` with a ``store``), so V(s_m) = correct / k
+    and step j has advantage A_j = V(s_{j+1}) - V(s_j)
+    (:func:`.process_labels.step_advantages`); its critical step is the first with
+    A_j <= -``threshold``
     (:func:`.process_labels.critical_step`). The pair shares the prompt and the steps
     before the critical one; rejected = the negative from its critical step on
     (``unit: rest``) or the critical step alone (``unit: step``); chosen = a correct
@@ -192,9 +193,9 @@ def collect_pairs(env: RecipeEnv, params, problems: Sequence[Problem], cfg: Conf
                 group.append(g)
     probs, steps = [p for p, _ in neg], [s for _, s in neg]
     store: dict = {}
-    oracle = process_labels.recording_oracle(env, params, probs, steps,
-                                             common.rng_for(cfg.seed, "rollouts"),
-                                             cfg.rollouts, store)
+    oracle = process_labels.prefix_oracle(env, params, probs, steps,
+                                          common.rng_for(cfg.seed, "rollouts"), cfg.rollouts,
+                                          store=store)
     # a finished wrong solution's last prefix is its own outcome (0 of k); an unfinished
     # one is rolled out too
     outcome = [False if env.task.is_final_step(s[-1]) else None for s in steps]

@@ -87,7 +87,7 @@ def test_encoded_pairs_train_only_the_continuations(task):
         tok.encode("answer: 8") + [tok.eos_id]
 
 
-def test_recording_oracle_keeps_the_rollouts_it_counts():
+def test_prefix_oracle_store_keeps_the_rollouts_it_counts():
     env = common.make_env(common.TaskSpec(train_size=2, eval_size=1),
                           common.ModelSpec(overrides={"n_layers": 1}), num_devices=1)
     params = parallel.init_params(env.model_config, jax.random.key(0), env.mesh)
@@ -95,8 +95,8 @@ def test_recording_oracle_keeps_the_rollouts_it_counts():
     steps = [[env.task.solution(p).split("\n")[0], "answer: 0"] for p in problems]
     spec = process_labels.RolloutSpec(n=2, max_new_tokens=6, batch_size=4)
     store: dict = {}
-    oracle = process_labels.recording_oracle(env, params, problems, steps,
-                                             jax.random.key(1), spec, store)
+    oracle = process_labels.prefix_oracle(env, params, problems, steps, jax.random.key(1),
+                                          spec, store=store)
     counts = prefix_counts([2, 2], [None, False], oracle, 2, group=[0, 1])
     # prompts (m = 0) of both, prefix 1 of both, prefix 2 of the unfinished one only
     assert sorted(store) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
