@@ -159,13 +159,15 @@ def records_of(env: Env, batch: Batch, problems: Sequence[Problem],
 
 def run(env: Env, params, problems: Sequence[Problem], method: Method, rng: jax.Array, *,
         batch_size: int = 64, scorer: Optional[Scorer] = None,
-        progress: Optional[Callable[[int], None]] = None) -> list[Record]:
+        progress: Optional[Callable[[int], None]] = None,
+        texts: Optional[Sequence[str]] = None) -> list[Record]:
     """``method`` over ``problems``: one judged :class:`Record` per problem, in order.
     ``scorer``: (model config, params) of a separate PRM for step scores (default: the
-    policy's value head). ``progress(k)`` is called after each batch with its real rows."""
+    policy's value head). ``progress(k)`` is called after each batch with its real rows.
+    ``texts``: prompt texts to use instead of the problems' prompts (same count)."""
     out: list[Record] = []
     for batch in run_batches(env, params, problems, method, rng, batch_size=batch_size,
-                             scorer=scorer):
+                             scorer=scorer, texts=texts):
         out += records_of(env, batch, problems, method)
         if progress is not None:
             progress(batch.real)

@@ -24,10 +24,10 @@ import jax
 from reasonjax.config import check_fields
 from reasonjax.data.revisions import RevisionFormat, chain_vote, revision_prompt
 from reasonjax.data.task import Problem
-from reasonjax.driver.batches import Scorer, run_batches
+from reasonjax.driver.batches import Scorer
 from reasonjax.driver.env import Env
 from reasonjax.driver.prompts import encode_prompts
-from reasonjax.driver.records import Record, records_of
+from reasonjax.driver.records import Record, run
 from reasonjax.errors import ConfigError
 from reasonjax.search.sampler import SampleConfig
 
@@ -97,11 +97,8 @@ def run_texts(env: Env, params, problems: Sequence[Problem], texts: Sequence[str
                           f"model's max_seq_len={env.model_config.max_seq_len}; show fewer "
                           "attempts (window) or generate fewer tokens")
     env = dataclasses.replace(env, prompt_len=min(length, limit))
-    out: list[Record] = []
-    for batch in run_batches(env, params, problems, method, rng, batch_size=batch_size,
-                             scorer=scorer, texts=texts):
-        out += records_of(env, batch, problems, method)
-    return out
+    return run(env, params, problems, method, rng, batch_size=batch_size, scorer=scorer,
+               texts=texts)
 
 
 def sequential_revisions(env: Env, params, problems: Sequence[Problem], cfg: RevisionConfig,

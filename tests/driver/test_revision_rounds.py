@@ -12,6 +12,7 @@ from reasonjax.data.refinement import RefineFormat, global_prompt, local_prompt
 from reasonjax.data.revisions import RevisionFormat, revision_prompt
 from reasonjax.data.task import get_task
 from reasonjax.driver import Env, run
+from reasonjax.driver import records
 from reasonjax.driver import revisions as rev
 from reasonjax.driver.refinement import refine
 from reasonjax.errors import ConfigError
@@ -35,13 +36,13 @@ def setup():
 def test_each_round_is_one_call_conditioned_on_the_previous_attempts(setup, monkeypatch):
     env, params, problems = setup
     calls = []
-    real = rev.run_batches
+    real = records.run_batches
 
     def counted(*args, **kwargs):
         calls.append(kwargs["texts"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(rev, "run_batches", counted)
+    monkeypatch.setattr(records, "run_batches", counted)
     fmt = RevisionFormat(window=1)
     cfg = rev.RevisionConfig(rounds=3, format=fmt, sample=GREEDY, bucket=8)
     chains = rev.sequential_revisions(env, params, problems, cfg, jax.random.key(1),
