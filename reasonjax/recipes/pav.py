@@ -31,12 +31,26 @@ Pipeline as implemented (each stage a resumable phase):
    ``Compute.tokens_generated`` per problem (every sampled token, discarded beams
    included), as in the ``scaling`` recipe.
 
+6. With ``rl`` set, PAVs as dense RL rewards (the paper's online RL): ``adv``, a value head
+   on another copy regressing A_mu alone (MSE, identity head); then ``rl-outcome``, RL of
+   the warm-up policy on the training problems after the label set with the outcome
+   reward only, and ``rl-pav``, the same run (same rollouts per iteration, same seed) with
+   the ``adv`` head's step scores as step rewards, alpha = ``rl.prm_coef``. Each step's
+   reward is its predicted A_mu under ``delta`` shaping
+   (:func:`reasonjax.train.rl.shape_prm_rewards`), whose return from any token of step k
+   is the step's own score, so every token of step k gets the outcome advantage plus
+   alpha * A_mu(step k), the paper's policy gradient with effective reward
+   Q_pi + alpha * A_mu. ``eval-base``: the warm-up policy's greedy accuracy, the start
+   both runs are measured against.
+
 Report: accuracy and tokens per method and N; the checks "PAV beam above ORM best-of-N at
 equal compute" (per problem: PAV beam's correctness minus ORM best-of-N's accuracy
 interpolated in log tokens at PAV's tokens, averaged over budgets), the same against ORM
 beam search (does the verifier or the search do the work?), and paired at the largest N;
 and the ORM best-of-N tokens needed to match PAV beam search's accuracy (the paper's
-compute-efficiency ratio).
+compute-efficiency ratio). With ``rl``: greedy accuracy after each RL run, the check
+"PAV-rewarded RL above outcome-only RL" (paired on the eval problems), and each run's
+gain over the warm-up policy.
 
 Departures: one value model regresses the combined reward, so alpha is fixed before
 training (the paper combines a Q_pi verifier and the PAV at search time, so it can tune
@@ -50,7 +64,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -63,7 +77,10 @@ from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.recipes import common, process_labels
 from reasonjax.recipes.common import FitSpec, RecipeEnv, Trained, fit_examples, rng_for
 from reasonjax.recipes.prm import step_examples
+from reasonjax.recipes.rl_phase import rl_phase
 from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase, write_outcomes
+from reasonjax.rl.config import RLConfig
+from reasonjax.rl.shaping import make_step_rewards, value_head_scorer
 from reasonjax.recipes.scaling import accuracy_at_equal_compute
 from reasonjax.search.beam import BeamConfig
 from reasonjax.search.best_of_n import BestOfNConfig
@@ -105,7 +122,9 @@ class Config(common.RecipeConfig):
     training problems after the warm-up's); ``rollouts``: k Monte Carlo rollouts of pi
     per prefix; ``prover_k``: K of the prover Bo-K(pi) (1 <= K <= k; K = 1 is pi
     itself); ``alpha``: weight of the prover's advantage in the effective reward; ``orm``
-    / ``pav``: the two verifier fits; ``search``: the test-time comparison."""
+    / ``pav``: the two verifier fits; ``search``: the test-time comparison. ``rl``: the
+    dense-reward comparison's RL runs (None: not run), alpha there being ``rl.prm_coef``
+    (its ``prm_shaping`` is set by the recipe); ``adv``: the fit of their A_mu head."""
 
     samples: SampleConfig = SampleConfig(n=4, max_new_tokens=48)
     label_problems: int = 256
@@ -115,6 +134,8 @@ class Config(common.RecipeConfig):
     orm: FitSpec = FitSpec(steps=300)
     pav: FitSpec = FitSpec(steps=300)
     search: SearchSpec = SearchSpec()
+    rl: Optional[RLConfig] = None
+    adv: FitSpec = FitSpec(steps=300)
 
     def __post_init__(self):
         super().__post_init__()
@@ -129,13 +150,29 @@ class Config(common.RecipeConfig):
             raise ConfigError(f"search.budgets={list(self.search.budgets)}: every budget "
                               f"must be a positive multiple of search.beam.beam_width="
                               f"{width} (bad: {bad})")
+        if self.rl is not None and self.rl.prm_shaping is not None:
+            raise ConfigError(f"rl.prm_shaping={self.rl.prm_shaping}: the pav recipe sets "
+                              "the shaping of its RL runs itself (none for rl-outcome, "
+                              "delta for rl-pav); leave it unset and weigh A_mu with "
+                              "rl.prm_coef")
 
 
 def losses(cfg: Config) -> dict:
     """{FitSpec path: loss factory} of the run's training phases (what
     :mod:`reasonjax.recipes.plan` compiles)."""
-    return {"orm": lambda mc: value_loss(mc, ORM_LOSS),
-            "pav": lambda mc: value_loss(mc, PAV_LOSS)}
+    out = {"orm": lambda mc: value_loss(mc, ORM_LOSS),
+           "pav": lambda mc: value_loss(mc, PAV_LOSS)}
+    if cfg.rl is not None:
+        out["adv"] = lambda mc: value_loss(mc, PAV_LOSS)
+    return out
+
+
+def rl_runs(cfg: Config) -> list:
+    """[(config path, RLConfig)] of the run's RL phases (what :mod:`.plan` compiles)."""
+    return [] if cfg.rl is None else [("rl", cfg.rl)]
+
+
+RL_ARMS = ("rl-outcome", "rl-pav")
 
 
 # ---------------------------------------------------------------------------------------
@@ -264,7 +301,8 @@ def run(cfg: Config, run_dir) -> Result:
     """The pipeline in the module docstring; writes run_dir/report.md and the plot."""
     run_dir = Path(run_dir)
     budgets = sorted(set(cfg.search.budgets))
-    r = open_run(run_dir, cfg, total_phases=5 + len(budgets) * len(METHODS))
+    r = open_run(run_dir, cfg, total_phases=5 + len(budgets) * len(METHODS)
+                 + (4 if cfg.rl is not None else 0))
     env, policy, own = common.warm_start(r, cfg)
     sols = run_phase(r, "samples", lambda: sample_solutions(
         env, policy, own[:cfg.label_problems], cfg))
@@ -289,8 +327,37 @@ def run(cfg: Config, run_dir) -> Result:
                           "q": [s["q"] for s in t], "a": [s["a"] for s in t],
                           "v_pi": [s["v_pi"] for s in t], "v_mu": [s["v_mu"] for s in t]},
                 "final_loss": {"orm": orm[2], "pav": pav[2]}}
+    if cfg.rl is not None:
+        adv = train_verifier(r, env, policy, sols, [s["a"] for s in t], "adv", PAV_LOSS,
+                             cfg.adv, cfg.seed + 3)
+        outcomes["final_loss"]["adv"] = adv[2]
+        outcomes["rl"] = dense_rewards(r, env, policy, own[cfg.label_problems:] or own,
+                                       adv[:2], cfg)
     write_outcomes(run_dir, outcomes)
     return report(run_dir, cfg, [outcomes])
+
+
+def dense_rewards(run, env: RecipeEnv, policy, problems, adv, cfg: Config) -> dict:
+    """``eval-base``, ``rl-outcome`` and ``rl-pav`` (module docstring, item 6): {"base":
+    correctness [P], "rl-outcome" / "rl-pav": {"correct", "history", "seconds"}}."""
+    base = common.eval_phase(run, env, policy, "eval-base", cfg.rl.max_new_tokens,
+                             cfg.batch_size)
+    adv_config, adv_params = adv
+    out = {"base": base}
+    for arm in RL_ARMS:
+        rl, step_rewards = cfg.rl, None
+        if arm == "rl-pav":
+            rl = dataclasses.replace(cfg.rl, prm_shaping="delta")
+            step_rewards = make_step_rewards(
+                value_head_scorer(adv_config, adv_params, PAV_LOSS.transform),
+                env.tokenizer, env.delimiter, rl)
+        done = rl_phase(run, env, policy, problems, rl, arm, cfg.batch_size,
+                        step_rewards=step_rewards)
+        log_metrics(run, {"phase": arm, "accuracy": float(np.mean(done.correct)),
+                          "seconds": done.seconds})
+        out[arm] = {"correct": done.correct, "history": done.history,
+                    "seconds": done.seconds}
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -315,7 +382,23 @@ def effects(outcomes: Sequence[dict], cfg: Config) -> list[stats.Effect]:
             detail="paired on the eval problems: PAV beam minus ORM best-of-N"),
         stats.effect("PAV beam search above ORM beam search at equal compute",
                      [equal_compute_gain(o["searches"], "pav-beam", budgets, "orm-beam")
-                      for o in outcomes], detail=detail.format("ORM beam search"))]
+                      for o in outcomes], detail=detail.format("ORM beam search"))
+    ] + (rl_effects(outcomes) if all("rl" in o for o in outcomes) else [])
+
+
+def rl_effects(outcomes: Sequence[dict]) -> list[stats.Effect]:
+    """The dense-reward comparison's checks (paired on the eval problems)."""
+    arm = lambda name: [o["rl"][name]["correct"] for o in outcomes]
+    base = [o["rl"]["base"] for o in outcomes]
+    return [
+        stats.paired_effect("RL with PAV dense rewards above outcome-only RL", arm("rl-pav"),
+                            arm("rl-outcome"), detail="paired on the eval problems: "
+                            "greedy accuracy after rl-pav minus after rl-outcome"),
+        stats.paired_effect("outcome-only RL raises greedy accuracy over its start",
+                            arm("rl-outcome"), base, detail="rl-outcome minus the warm-up "
+                            "policy"),
+        stats.paired_effect("RL with PAV dense rewards raises greedy accuracy over its start",
+                            arm("rl-pav"), base, detail="rl-pav minus the warm-up policy")]
 
 
 def _table(outcomes: Sequence[dict], budgets) -> tuple[dict, dict]:
@@ -331,6 +414,28 @@ def _table(outcomes: Sequence[dict], budgets) -> tuple[dict, dict]:
 def _loss(outcome: dict, name: str) -> str:
     value = outcome["final_loss"][name]
     return "not trained" if value is None else f"{value:.4f}"
+
+
+def rl_section(outcomes: Sequence[dict], cfg: Config) -> str:
+    """The dense-reward comparison's table (greedy accuracy with intervals) and its note."""
+    rows = []
+    for name in ("base",) + RL_ARMS:
+        correct = [o["rl"][name] if name == "base" else o["rl"][name]["correct"]
+                   for o in outcomes]
+        ci = stats.mean_interval(correct)
+        rows.append({"run": "warm-up policy" if name == "base" else name,
+                     "greedy accuracy": ci.estimate, "95% interval": f"[{ci.low:.3f}, "
+                     f"{ci.high:.3f}]",
+                     "seconds": "" if name == "base" else float(np.mean(
+                         [o["rl"][name]["seconds"] for o in outcomes]))})
+    rl = cfg.rl
+    losses = [o["final_loss"].get("adv") for o in outcomes]
+    note = (f"{rl.algorithm.name}, {rl.iterations} iterations x {rl.prompts_per_iteration} "
+            f"prompts x {rl.samples_per_prompt} samples (equal rollouts in both runs), from "
+            f"the warm-up policy; rl-pav adds alpha x A_mu of each step (alpha = "
+            f"rl.prm_coef = {rl.prm_coef}) from the A_mu head (MSE, final loss of the first "
+            f"seed {losses[0] if losses[0] is None else round(losses[0], 4)}).")
+    return markdown_table(rows) + "\n\n" + note
 
 
 def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
@@ -380,9 +485,11 @@ def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
             "bound where ORM best-of-N already matches it at its smallest budget; 'nan': "
             "never within the budgets).")
     title = common.title("Process advantage verifiers (Setlur et al.)", cfg)
-    path = write_report(run_dir / "report.md", title, [
-        ("Accuracy and tokens per problem by method and budget N",
-         markdown_table(rows) + "\n\n" + note),
+    sections = [("Accuracy and tokens per problem by method and budget N",
+                 markdown_table(rows) + "\n\n" + note)]
+    if all("rl" in o for o in outcomes):
+        sections.append(("PAVs as dense RL rewards", rl_section(outcomes, cfg)))
+    path = write_report(run_dir / "report.md", title, sections + [
         ("Effect checks", markdown_table([e.row() for e in found])),
         ("Plots", "![accuracy_vs_compute.png](accuracy_vs_compute.png)")])
     top = max(budgets)

@@ -44,14 +44,16 @@ class RLTrained:
 
 
 def rl_phase(run: Run, env: RecipeEnv, params, problems: Sequence[Problem], cfg: RLConfig,
-             name: str, batch_size: int = 64) -> RLTrained:
+             name: str, batch_size: int = 64, step_rewards=None) -> RLTrained:
     """Phase ``name``: RL of ``params`` on ``problems`` under ``cfg`` (module docstring),
     then greedy correctness of the result on ``env.eval`` (``batch_size`` problems per
-    driver call)."""
+    driver call). step_rewards: PRM step rewards for ``cfg.prm_shaping``
+    (:func:`reasonjax.rl.shaping.make_step_rewards`)."""
     def compute() -> RLTrained:
         start = time.time()
         checkpoints = run.path / "rl" / name
-        learner = make_learner(env.model_config, params, cfg, mesh=env.mesh)
+        learner = make_learner(env.model_config, params, cfg, mesh=env.mesh,
+                               step_rewards=step_rewards)
         new, _ = rl_train(learner, env, problems, run_dir=str(checkpoints), progress=False)
         history = [{k: r[k] for k in HISTORY_KEYS if k in r}
                    for r in read_jsonl(checkpoints / "metrics.jsonl")]

@@ -91,7 +91,12 @@ def test_config_checks_and_each_verifier_reads_its_own_head():
         load_config("pav", "tiny", ["prover_k=16"])
     with pytest.raises(ConfigError, match="search.budgets"):
         load_config("pav", "tiny", ["search.budgets=[4, 6]"])
-    assert set(pav.losses(cfg)) == {"orm", "pav"}
+    assert set(pav.losses(cfg)) == {"orm", "pav"} and pav.rl_runs(cfg) == []
+    with_rl = load_config("pav", "tiny", ["rl={algorithm: {name: grpo}}"])
+    assert set(pav.losses(with_rl)) == {"orm", "pav", "adv"}
+    assert pav.rl_runs(with_rl) == [("rl", with_rl.rl)]
+    with pytest.raises(ConfigError, match="rl.prm_shaping=clip: the pav recipe sets"):
+        load_config("pav", "tiny", ["rl={algorithm: {name: grpo}, prm_shaping: clip}"])
 
 
 def _outcome(pav_correct, orm_correct, beam_correct, tokens=100.0) -> dict:
@@ -114,6 +119,13 @@ def test_effects_hold_only_where_pav_beam_wins():
     assert found[2].value.estimate == 0.0
     worse = pav.effects([_outcome(half, most, half)], cfg)
     assert [e.verdict for e in worse] == ["contradicted", "contradicted", "inconclusive"]
+    # With the dense-reward RL runs: rl-pav vs rl-outcome, and each vs the warm-up policy.
+    dense = _outcome(most, half, most)
+    dense["rl"] = {"base": half, "rl-outcome": {"correct": half},
+                   "rl-pav": {"correct": most}}
+    found = pav.effects([dense], cfg)
+    assert [e.verdict for e in found[3:]] == ["held", "inconclusive", "held"]
+    assert found[3].value.estimate == pytest.approx(0.4)
 
 
 MICRO = ["task.eval_size=4", "task.train_size=12", "warmup_problems=4", "warmup.steps=0",
@@ -126,8 +138,13 @@ MICRO = ["task.eval_size=4", "task.train_size=12", "warmup_problems=4", "warmup.
          "search.beam.step_tokens=8", "search.beam.beam_width=2"]
 
 
+RL = ["rl={algorithm: {name: grpo}, iterations: 2, prompts_per_iteration: 2, "
+      "samples_per_prompt: 2, max_new_tokens: 12, prm_coef: 0.5}", "adv.steps=2",
+      "adv.batch_size=8", "adv.seq_len=32"]
+
+
 def test_pav_recipe_micro_end_to_end(tmp_path):
-    result = replicate("pav", "tiny", MICRO, tmp_path)
+    result = replicate("pav", "tiny", MICRO + RL, tmp_path)
     (row,) = result.rows
     assert row["N"] == 4
     for m in pav.METHODS:
@@ -135,7 +152,10 @@ def test_pav_recipe_micro_end_to_end(tmp_path):
     assert [e.claim for e in result.effects] == [
         "PAV beam search above ORM best-of-N at equal compute",
         "PAV beam search above ORM best-of-N at N=4",
-        "PAV beam search above ORM beam search at equal compute"]
+        "PAV beam search above ORM beam search at equal compute",
+        "RL with PAV dense rewards above outcome-only RL",
+        "outcome-only RL raises greedy accuracy over its start",
+        "RL with PAV dense rewards raises greedy accuracy over its start"]
     outcomes = json.loads((tmp_path / "outcomes.json").read_text())
     lab = outcomes["label"]
     assert len(lab["q"]) == lab["solutions"] == len(lab["a"])
@@ -144,8 +164,11 @@ def test_pav_recipe_micro_end_to_end(tmp_path):
         assert all(-1.0 <= x <= 1.0 for x in a)
     text = result.report.read_text()
     assert "| N | orm-best-of-n | orm-beam | pav-beam |" in text and "Bo-2(pi)" in text
+    assert "## PAVs as dense RL rewards" in text and "rl.prm_coef = 0.5" in text
+    assert len(outcomes["rl"]["rl-pav"]["history"]) == 2
     assert (tmp_path / "accuracy_vs_compute.png").is_file()
     phases = [json.loads(line)["phase"] for line in
               (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert phases == ["samples", "label", "orm", "pav", "search-orm-best-of-n-n4",
-                      "search-orm-beam-n4", "search-pav-beam-n4"]
+                      "search-orm-beam-n4", "search-pav-beam-n4", "adv", "eval-base",
+                      "rl-outcome", "rl-pav"]
