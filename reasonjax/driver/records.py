@@ -100,17 +100,9 @@ def vote(task: Task, record: Record, weighting: str, complexity_top_k: Optional[
         keep = np.asarray(voting.most_steps(steps, np.ones(steps.shape, bool),
                                             complexity_top_k))[0]
         keys = [[k if kept else None for k, kept in zip(keys[0], keep)]]
-    if weighting == "majority":
-        w = [1.0] * len(cands)
-    elif weighting == "prm":
-        w = [float(np.nan_to_num(c.score)) for c in cands]
-    elif weighting == "perplexity":
-        w = [float(np.exp(c.logprob / max(c.tokens, 1))) for c in cands]
-    else:
-        raise ValueError(f"weighting must be majority, prm or perplexity, got {weighting!r}")
-    if any(x < 0 for x in w):
-        raise ValueError("PRM-weighted voting needs non-negative scores; use a sigmoid or "
-                         "token_prob scorer")
+    w = voting.candidate_weights(
+        weighting, np.asarray([c.score for c in cands], np.float32),
+        np.asarray([c.logprob / max(c.tokens, 1) for c in cands], np.float32))
     if not cands:
         return None, False, 0.0
     winner, totals = voting.vote(voting.answer_ids(keys), np.asarray([w], np.float32))

@@ -79,19 +79,29 @@ def most_steps(n_steps_BN: jax.Array, valid_BN: jax.Array, k: int) -> jax.Array:
     return valid_BN & (rank_BN < k)
 
 
-def vote_weights(result: SearchResult, weighting: str) -> jax.Array:
-    """[B, N] each candidate's vote weight (0 for emptied slots)."""
+def candidate_weights(weighting: str, scores, mean_logprobs) -> jax.Array:
+    """Each candidate's vote weight, shaped as the inputs: 1 (``majority``), its score
+    (``prm``; NaN counts 0, and every score must be >= 0) or exp(its mean token log-prob)
+    (``perplexity``, RPC's perplexity weight)."""
     if weighting == "majority":
-        w = jnp.ones(result.scores.shape)
-    elif weighting == "prm":
-        w = jnp.nan_to_num(result.scores)
+        return jnp.ones(jnp.shape(scores))
+    if weighting == "prm":
+        w = jnp.nan_to_num(jnp.asarray(scores, jnp.float32))
         if bool(jnp.any(w < 0)):
             raise SearchError("PRM-weighted voting needs non-negative scores; use a sigmoid "
                               "or token_prob scorer")
-    elif weighting == "perplexity":
-        w = jnp.exp(sequence_logprob(result, mean=True))
-    else:
-        raise SearchError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        return w
+    if weighting == "perplexity":
+        return jnp.exp(jnp.asarray(mean_logprobs, jnp.float32))
+    raise SearchError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+
+
+def vote_weights(result: SearchResult, weighting: str) -> jax.Array:
+    """[B, N] each candidate's vote weight (:func:`candidate_weights`; 0 for emptied
+    slots)."""
+    mean_logprobs = (sequence_logprob(result, mean=True) if weighting == "perplexity"
+                     else None)
+    w = candidate_weights(weighting, result.scores, mean_logprobs)
     return jnp.where(result.valid, w, 0.0)
 
 
