@@ -145,9 +145,17 @@ def _optimizer_and_shardings(model_config: ModelConfig, shapes, optim: OptimConf
                               "adapters and lora.full modules; leave optim.trainable at all")
         trained = lora_lib.init_shapes(shapes, lora)
         trained_shardings = lora_lib.shardings(trained, param_shardings, mesh)
-    optimizer = make_optimizer(optim, trained)
+    optimizer = trained_optimizer(optim, trained, lora)
     return optimizer, param_shardings, state_shardings(optimizer, trained, trained_shardings,
                                                        mesh)
+
+
+def trained_optimizer(optim: OptimConfig, trained, lora: Optional[LoRAConfig] = None
+                      ) -> optax.GradientTransformation:
+    """The optimizer of the tree a run trains (the params, or under ``lora`` the adapter
+    tree, with LoRA+'s scaling of B when asked: :func:`reasonjax.train.lora.optimizer`)."""
+    tx = make_optimizer(optim, trained)
+    return tx if lora is None else lora_lib.optimizer(tx, lora)
 
 
 def optimizer_state_bytes(model_config: ModelConfig, optim: OptimConfig,
@@ -157,7 +165,8 @@ def optimizer_state_bytes(model_config: ModelConfig, optim: OptimConfig,
     shapes = param_shapes(model_config)
     trained = shapes if lora is None else lora_lib.init_shapes(shapes, lora)
     # (the schedule's length changes no shape)
-    state = jax.eval_shape(make_optimizer(optim.for_steps(1), trained).init, trained)
+    state = jax.eval_shape(trained_optimizer(optim.for_steps(1), trained, lora).init,
+                           trained)
     return int(sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(state)))
 
 

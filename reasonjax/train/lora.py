@@ -21,6 +21,11 @@ considered: qwix (which tunix uses) intercepts the model's dot-generals by modul
 init and apply, which would have to follow both our scanned training layers and the
 unrolled decode over sliced weights; the merge is a few lines and covers both.
 
+LoRA+ (Hayou et al., 2024, "LoRA+: Efficient Low Rank Adaptation of Large Models"):
+``b_lr_ratio`` > 1 gives B a learning rate that multiple of A's (and of the ``full``
+modules'), by scaling B's optimizer updates (:func:`optimizer`); the paper's default ratio
+is 16.
+
 The frozen base goes to the train step in the reference slot (:func:`wrap_loss`): for
 DPO and RL it *is* the reference model, so a LoRA run never holds a second copy of the
 weights. ``base_dtype="bfloat16"`` stores the frozen base in bf16 (the merge computes in
@@ -37,6 +42,7 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from reasonjax.config import ConfigError, check_fields
@@ -64,17 +70,19 @@ class LoRAConfig:
     adapted (``TARGETS``: q k v o gate up down, HF's q_proj ... down_proj; and lm_head).
     full: top-level param modules trained whole (``value_head``, ``lm_head``, ``embed``,
     ...). base_dtype: ``bfloat16`` keeps the frozen base in bf16; None keeps its dtype.
-    seed: A's init."""
+    b_lr_ratio: LoRA+'s ratio of B's learning rate to A's (1: plain LoRA). seed: A's
+    init."""
 
     rank: int = 8
     alpha: float = 16.0
     targets: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
     full: tuple[str, ...] = ("value_head",)
     base_dtype: Optional[str] = None
+    b_lr_ratio: float = 1.0
     seed: int = 0
 
     def __post_init__(self):
-        check_fields(self, rank=">= 1", alpha="> 0")
+        check_fields(self, rank=">= 1", alpha="> 0", b_lr_ratio="> 0")
         unknown = [t for t in self.targets if t not in TARGETS]
         if unknown or not self.targets:
             raise ConfigError(f"lora.targets: {unknown or 'empty'}; choose from "
@@ -163,6 +171,21 @@ def cast_base(base, cfg: LoRAConfig):
     dtype = jnp.dtype(cfg.base_dtype)
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
                         else x, base)
+
+
+def optimizer(tx: optax.GradientTransformation, cfg: LoRAConfig
+              ) -> optax.GradientTransformation:
+    """``tx`` for the trainable tree, with B's updates scaled by ``cfg.b_lr_ratio`` (LoRA+;
+    ``tx`` itself at ratio 1). The scale follows ``tx`` whole, so B's weight decay and
+    learning-rate schedule scale with it, as a larger learning rate would."""
+    if cfg.b_lr_ratio == 1.0:
+        return tx
+    def is_b(tree):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: len(path) == 3 and getattr(path[0], "key", None) == "lora"
+            and getattr(path[2], "key", None) == "b", tree)
+
+    return optax.chain(tx, optax.masked(optax.scale(cfg.b_lr_ratio), is_b))
 
 
 def wrap_loss(loss: Loss, cfg: LoRAConfig) -> Loss:

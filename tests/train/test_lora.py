@@ -8,6 +8,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from reasonjax.config import ConfigError, override
@@ -121,6 +122,45 @@ def test_lora_sft_trains_only_the_adapters(tiny_config, tiny_params):
         f"layers/{m}/{t}/kernel" for m, ts in (("attn", "qkvo"), ("mlp", ("gate", "up",
                                                                          "down")))
         for t in ts}
+
+
+def test_lora_plus_scales_b_updates_only():
+    """LoRA+ (b_lr_ratio): B's updates are that multiple of plain LoRA's; A's and the
+    whole-trained modules' are unchanged (by hand, with SGD at lr 0.1 and unit grads)."""
+    tree = {"lora": {"q": {"a": jnp.ones((2, 3)), "b": jnp.ones((3, 2))}},
+            "full": {"value_head": {"kernel": jnp.ones((4,))}}}
+    grads = jax.tree.map(jnp.ones_like, tree)
+    tx = lora.optimizer(optax.sgd(0.1), lora.LoRAConfig(b_lr_ratio=4.0))
+    updates, _ = tx.update(grads, tx.init(tree), tree)
+    np.testing.assert_allclose(updates["lora"]["q"]["a"], -0.1)
+    np.testing.assert_allclose(updates["lora"]["q"]["b"], -0.4)
+    np.testing.assert_allclose(updates["full"]["value_head"]["kernel"], -0.1)
+    assert lora.optimizer(optax.sgd(0.1), lora.LoRAConfig()) is not None
+    with pytest.raises(ConfigError, match="b_lr_ratio"):
+        lora.LoRAConfig(b_lr_ratio=0.0)
+
+
+def test_lora_plus_first_adam_step_moves_b_ratio_times_as_far(tiny_config, tiny_params):
+    """Through fit's setup and train step: after one Adam step from B = 0 (where A's
+    gradient is 0), B under b_lr_ratio=4 is 4x B under plain LoRA, so each merged kernel
+    moves 4x as far; the optimizer state is the same size."""
+    rows = _rows()
+    loss = sft_loss(tiny_config, SFTConfig())
+    moved, sizes = {}, {}
+    for ratio in (1.0, 4.0):
+        cfg = lora.LoRAConfig(rank=2, b_lr_ratio=ratio)
+        sizes[ratio] = optimizer_state_bytes(tiny_config, OPTIM, cfg)
+        params, _ = fit(loss, tiny_config, tiny_params, rows,
+                        FitConfig(steps=1, batch_size=16, optim=OPTIM, lora=cfg,
+                                  progress=False))
+        moved[ratio] = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), params,
+                                    tiny_params)
+    assert sizes[1.0] == sizes[4.0]
+    q = moved[1.0]["layers"]["attn"]["q"]["kernel"]
+    assert np.abs(q).max() > 1e-4
+    jax.tree.map(lambda plus, plain: np.testing.assert_allclose(plus, 4.0 * plain,
+                                                                atol=2e-6),
+                 moved[4.0], moved[1.0])
 
 
 def test_lora_dpo_uses_the_frozen_base_as_its_reference(tiny_config, tiny_params, ref_params,
