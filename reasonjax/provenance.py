@@ -3,7 +3,9 @@
 A run directory (``reasonjax train``, a recipe) records its resolved settings and the
 fingerprints of its input files (checkpoint, data file) the first time it is opened;
 reopening it with anything different stops with one line naming the differing fields and
-the two ways out. Cached intermediates (samples, labels) carry the settings that made
+the two ways out. A field added to a config class since the run started, at its default,
+is not a difference (:func:`fill_added_fields`: a new field's default keeps the behaviour
+the run was made with). Cached intermediates (samples, labels) carry the settings that made
 them (:func:`stamp` / :func:`matches`) and are rebuilt when those differ::
 
     settings = {"kind": "sft", "task": ..., "config": to_dict(cfg),
@@ -13,6 +15,7 @@ them (:func:`stamp` / :func:`matches`) and are rebuilt when those differ::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -78,6 +81,35 @@ def _plain(settings: Any) -> Any:
     return json.loads(json.dumps(settings, default=str))
 
 
+def _plain_value(value: Any) -> Any:
+    return _plain(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value)
+
+
+def fill_added_fields(saved: Any, config: Any) -> Any:
+    """``saved`` (a config tree recorded when the run started) with each field that the
+    ``config`` dataclass has and ``saved`` lacks filled in, where ``config`` holds that
+    field's default: the field was added to the code since, and left at its default it
+    changes nothing. Nested configs are walked the same way; a missing field set to
+    anything else stays missing, for :func:`diff` to report."""
+    if not (dataclasses.is_dataclass(config) and isinstance(saved, dict)):
+        return saved
+    out = dict(saved)
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name in out:
+            out[f.name] = fill_added_fields(out[f.name], value)
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            continue
+        if _plain_value(default) == _plain_value(value):
+            out[f.name] = _plain_value(value)
+    return out
+
+
 def _read(path: Path) -> Any:
     return json.loads(path.read_text())
 
@@ -89,12 +121,16 @@ def _write(path: Path, settings: Any) -> None:
 
 
 def check_or_record(path: str | Path, settings: dict, has_results: bool = True,
-                    what: str = "run directory", read=_read, write=_write) -> None:
+                    what: str = "run directory", read=_read, write=_write,
+                    config: Any = None) -> None:
     """Writes ``settings`` (JSON-like) to ``path`` on first use; later calls must pass
     the same, else :class:`RunDirError` names the differing fields. While the directory
     holds no results yet (``has_results`` false: a first attempt failed before its first
     checkpoint or phase) new settings replace the old, with a warning. ``read(path)`` /
-    ``write(path, settings)``: the file's format (JSON; a recipe's config.yaml is YAML)."""
+    ``write(path, settings)``: the file's format (JSON; a recipe's config.yaml is YAML).
+    config: the dataclass ``settings`` were made from; fields it gained since the file
+    was written count as unchanged at their defaults (:func:`fill_added_fields`), and the
+    file is rewritten with them."""
     path = Path(path)
     now = _plain(settings)
     if path.exists():
@@ -106,7 +142,12 @@ def check_or_record(path: str | Path, settings: dict, has_results: bool = True,
                                   f"{path.parent} was made from. Use a new run "
                                   "directory") from None
             saved = None
-        if saved == now or refuse_changes(saved, now, path.parent, what, has_results):
+        if saved == now:
+            return
+        if config is not None:
+            saved = fill_added_fields(saved, config)
+        if refuse_changes(saved, now, path.parent, what, has_results):
+            write(path, now)  # equal once the fields added since are filled in
             return
     write(path, now)
 

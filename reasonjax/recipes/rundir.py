@@ -112,6 +112,8 @@ def open_run(path: str | Path, config, total_phases: int = 0) -> Run:
     Reopening with a different config, or after an input file changed, is an error once
     a phase has completed (its results would not match); before that, the new settings
     replace the old with a warning (a first attempt that failed early locks nothing).
+    Fields added to the config classes since the run started, left at their defaults,
+    are not a change (:func:`reasonjax.provenance.fill_added_fields`).
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -119,7 +121,8 @@ def open_run(path: str | Path, config, total_phases: int = 0) -> Run:
     path.mkdir(parents=True, exist_ok=True)
     has_results = bool(completed_phases(Run(path, config)))
     provenance.check_or_record(path / "config.yaml", to_dict(config), has_results,
-                               read=read_yaml, write=lambda p, saved: save_yaml(saved, p))
+                               read=read_yaml, write=lambda p, saved: save_yaml(saved, p),
+                               config=config)
     provenance.check_or_record(path / "inputs.json", input_fingerprints(config), has_results)
     return Run(path=path, config=config, total_phases=total_phases)
 

@@ -2,12 +2,14 @@
 
 import dataclasses
 import json
+from typing import Optional
 
 import jax
 import numpy as np
 import pytest
 
 from reasonjax.errors import RunDirError
+from reasonjax.config import read_yaml, save_yaml
 from reasonjax.models import ModelConfig, init_params
 from reasonjax.recipes.rundir import completed_phases, log_metrics, open_run, run_phase
 
@@ -97,3 +99,39 @@ def test_a_changed_input_file_is_refused_once_a_phase_completed(tmp_path):
     data.write_text('{"question": "1+1", "answer": "3"}\n')
     with pytest.raises(RunDirError, match=r"task.data_file: '[0-9a-f]+' -> '[0-9a-f]+'"):
         open_run(tmp_path / "run", Files(_TaskFile(str(data))))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inner:
+    steps: int = 3
+    ratio: float = 1.0  # "added since the run started" below
+
+
+@dataclasses.dataclass(frozen=True)
+class Grown:
+    rounds: int = 2
+    inner: _Inner = _Inner()
+    extra: Optional[_Inner] = None  # "added since the run started" below
+
+
+def _as_older_code_wrote_it(path):
+    """config.yaml as written before `ratio` and `extra` existed."""
+    saved = read_yaml(path / "config.yaml")
+    del saved["extra"], saved["inner"]["ratio"]
+    save_yaml(saved, path / "config.yaml")
+
+
+def test_fields_added_since_the_run_started_resume_at_their_defaults(tmp_path):
+    run_phase(open_run(tmp_path, Grown(rounds=3)), "a", lambda: {"x": 1})
+    _as_older_code_wrote_it(tmp_path)
+    run = open_run(tmp_path, Grown(rounds=3))   # new fields at their defaults: resumes
+    assert completed_phases(run) == ["a"]
+    assert read_yaml(tmp_path / "config.yaml") == {"rounds": 3, "extra": None,
+                                                  "inner": {"steps": 3, "ratio": 1.0}}
+    _as_older_code_wrote_it(tmp_path)
+    with pytest.raises(RunDirError, match=r"other settings \(inner.ratio: None -> 2.0\)"):
+        open_run(tmp_path, Grown(rounds=3, inner=_Inner(ratio=2.0)))
+    with pytest.raises(RunDirError, match=r"other settings \(extra: None -> \{"):
+        open_run(tmp_path, Grown(rounds=3, extra=_Inner()))
+    with pytest.raises(RunDirError, match=r"other settings \(rounds: 3 -> 4\)"):
+        open_run(tmp_path, Grown(rounds=4))
