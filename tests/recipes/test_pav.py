@@ -91,10 +91,10 @@ def test_config_checks_and_each_verifier_reads_its_own_head():
         load_config("pav", "tiny", ["prover_k=16"])
     with pytest.raises(ConfigError, match="search.budgets"):
         load_config("pav", "tiny", ["search.budgets=[4, 6]"])
-    assert set(pav.losses(cfg)) == {"orm", "pav"} and pav.rl_runs(cfg) == []
-    with_rl = load_config("pav", "tiny", ["rl={algorithm: {name: grpo}}"])
-    assert set(pav.losses(with_rl)) == {"orm", "pav", "adv"}
-    assert pav.rl_runs(with_rl) == [("rl", with_rl.rl)]
+    assert set(pav.losses(cfg)) == {"orm", "pav", "adv"}  # the preset runs the RL check
+    assert pav.rl_runs(cfg) == [("rl", cfg.rl)]
+    without = load_config("pav", "tiny", ["rl=null"])
+    assert set(pav.losses(without)) == {"orm", "pav"} and pav.rl_runs(without) == []
     with pytest.raises(ConfigError, match="rl.prm_shaping=clip: the pav recipe sets"):
         load_config("pav", "tiny", ["rl={algorithm: {name: grpo}, prm_shaping: clip}"])
 
