@@ -150,11 +150,21 @@ class Config(common.RecipeConfig):
             raise ConfigError(f"search.budgets={list(self.search.budgets)}: every budget "
                               f"must be a positive multiple of search.beam.beam_width="
                               f"{width} (bad: {bad})")
+        if self.rl is not None and self.task.data_file is None and (
+                self.task.train_size - self.warmup_problems <= self.label_problems):
+            raise ConfigError(_no_rl_problems(self.task.train_size, self.warmup_problems,
+                                              self.label_problems))
         if self.rl is not None and self.rl.prm_shaping is not None:
             raise ConfigError(f"rl.prm_shaping={self.rl.prm_shaping}: the pav recipe sets "
                               "the shaping of its RL runs itself (none for rl-outcome, "
                               "delta for rl-pav); leave it unset and weigh A_mu with "
                               "rl.prm_coef")
+
+
+def _no_rl_problems(train: int, warmup: int, label: int) -> str:
+    return (f"rl: task.train_size={train} leaves no training problems for RL after the "
+            f"warm-up's {warmup} and the label set's {label}; raise task.train_size or "
+            "lower label_problems")
 
 
 def losses(cfg: Config) -> dict:
@@ -331,8 +341,11 @@ def run(cfg: Config, run_dir) -> Result:
         adv = train_verifier(r, env, policy, sols, [s["a"] for s in t], "adv", PAV_LOSS,
                              cfg.adv, cfg.seed + 3)
         outcomes["final_loss"]["adv"] = adv[2]
-        outcomes["rl"] = dense_rewards(r, env, policy, own[cfg.label_problems:] or own,
-                                       adv[:2], cfg)
+        if len(own) <= cfg.label_problems:
+            raise ConfigError(_no_rl_problems(len(own) + cfg.warmup_problems,
+                                              cfg.warmup_problems, cfg.label_problems))
+        outcomes["rl"] = dense_rewards(r, env, policy, own[cfg.label_problems:], adv[:2],
+                                       cfg)
     write_outcomes(run_dir, outcomes)
     return report(run_dir, cfg, [outcomes])
 

@@ -93,6 +93,9 @@ def test_config_checks_and_each_verifier_reads_its_own_head():
         load_config("pav", "tiny", ["search.budgets=[4, 6]"])
     assert set(pav.losses(cfg)) == {"orm", "pav", "adv"}  # the preset runs the RL check
     assert pav.rl_runs(cfg) == [("rl", cfg.rl)]
+    with pytest.raises(ConfigError, match="rl: task.train_size=2600 leaves no training "
+                                          "problems for RL"):
+        load_config("pav", "tiny", ["task.train_size=2600", "label_problems=600"])
     without = load_config("pav", "tiny", ["rl=null"])
     assert set(pav.losses(without)) == {"orm", "pav"} and pav.rl_runs(without) == []
     with pytest.raises(ConfigError, match="rl.prm_shaping=clip: the pav recipe sets"):
