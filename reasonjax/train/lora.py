@@ -180,6 +180,7 @@ def optimizer(tx: optax.GradientTransformation, cfg: LoRAConfig
     learning-rate schedule scale with it, as a larger learning rate would."""
     if cfg.b_lr_ratio == 1.0:
         return tx
+
     def is_b(tree):
         return jax.tree_util.tree_map_with_path(
             lambda path, _: len(path) == 3 and getattr(path[0], "key", None) == "lora"

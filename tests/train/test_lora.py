@@ -135,7 +135,8 @@ def test_lora_plus_scales_b_updates_only():
     np.testing.assert_allclose(updates["lora"]["q"]["a"], -0.1)
     np.testing.assert_allclose(updates["lora"]["q"]["b"], -0.4)
     np.testing.assert_allclose(updates["full"]["value_head"]["kernel"], -0.1)
-    assert lora.optimizer(optax.sgd(0.1), lora.LoRAConfig()) is not None
+    plain = optax.sgd(0.1)
+    assert lora.optimizer(plain, lora.LoRAConfig()) is plain  # ratio 1: plain LoRA
     with pytest.raises(ConfigError, match="b_lr_ratio"):
         lora.LoRAConfig(b_lr_ratio=0.0)
 
