@@ -314,6 +314,9 @@ def run(cfg: Config, run_dir) -> Result:
     r = open_run(run_dir, cfg, total_phases=5 + len(budgets) * len(METHODS)
                  + (4 if cfg.rl is not None else 0))
     env, policy, own = common.warm_start(r, cfg)
+    if cfg.rl is not None and len(own) <= cfg.label_problems:  # data_file tasks
+        raise ConfigError(_no_rl_problems(len(own) + cfg.warmup_problems,
+                                          cfg.warmup_problems, cfg.label_problems))
     sols = run_phase(r, "samples", lambda: sample_solutions(
         env, policy, own[:cfg.label_problems], cfg))
     log_metrics(r, {"phase": "samples", "solutions": len(sols["steps"]),
@@ -341,9 +344,6 @@ def run(cfg: Config, run_dir) -> Result:
         adv = train_verifier(r, env, policy, sols, [s["a"] for s in t], "adv", PAV_LOSS,
                              cfg.adv, cfg.seed + 3)
         outcomes["final_loss"]["adv"] = adv[2]
-        if len(own) <= cfg.label_problems:
-            raise ConfigError(_no_rl_problems(len(own) + cfg.warmup_problems,
-                                              cfg.warmup_problems, cfg.label_problems))
         outcomes["rl"] = dense_rewards(r, env, policy, own[cfg.label_problems:], adv[:2],
                                        cfg)
     write_outcomes(run_dir, outcomes)
@@ -442,12 +442,11 @@ def rl_section(outcomes: Sequence[dict], cfg: Config) -> str:
                      "seconds": "" if name == "base" else float(np.mean(
                          [o["rl"][name]["seconds"] for o in outcomes]))})
     rl = cfg.rl
-    losses = [o["final_loss"].get("adv") for o in outcomes]
     note = (f"{rl.algorithm.name}, {rl.iterations} iterations x {rl.prompts_per_iteration} "
             f"prompts x {rl.samples_per_prompt} samples (equal rollouts in both runs), from "
             f"the warm-up policy; rl-pav adds alpha x A_mu of each step (alpha = "
             f"rl.prm_coef = {rl.prm_coef}) from the A_mu head (MSE, final loss of the first "
-            f"seed {losses[0] if losses[0] is None else round(losses[0], 4)}).")
+            f"seed {_loss(outcomes[0], 'adv')}).")
     return markdown_table(rows) + "\n\n" + note
 
 
