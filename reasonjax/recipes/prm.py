@@ -23,6 +23,12 @@ Pipeline as implemented (each stage a resumable phase):
    the exact label; exact tasks only) and, on every task, final-answer accuracy of the
    PRM-weighted vote (each solution weighs its minimum step score, Math-Shepherd's
    aggregation) and of best-of-N by PRM, beside the majority vote (self-consistency).
+5. With ``tree_plv`` set: ``label-tree_plv``, a best-first tree on each label problem
+   (:func:`.process_labels.tree_pairs`, ``rollouts`` valuing each step) and its sibling
+   step pairs, then ``prm-tree_plv``, a Tree-PLV verifier (He et al., 2024; the value head
+   ranked on the pairs, :func:`reasonjax.train.tree_plv.tree_plv_loss`) from the warm-up
+   policy, measured as the BCE PRMs are; the check is its best-of-N against the BCE PRM
+   on Math-Shepherd labels, the paper's comparison.
 
 Departures: OmegaPRM's tree (MCTS over a question's rollouts, reusing them across
 solutions) is replaced by the binary search on each policy sample; the PRMs are small
@@ -34,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -50,6 +56,7 @@ from reasonjax.recipes.common import RecipeEnv
 from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase, write_outcomes
 from reasonjax.search.sampler import SampleConfig
 from reasonjax.search.voting import answer_ids, vote
+from reasonjax.train.tree_plv import tree_plv_loss
 from reasonjax.train.value import ValueConfig, value_loss
 
 LABELERS = ("math_shepherd", "omegaprm")
@@ -61,17 +68,32 @@ CLAIM = ("Monte Carlo labels need no human annotation; OmegaPRM's binary search 
 
 
 @dataclasses.dataclass(frozen=True)
+class TreePLVArm:
+    """Tree-PLV beside the BCE PRMs: a best-first ``tree`` per label problem, sibling steps
+    whose values differ by more than ``margin`` as pairs, the verifier's ranking ``fit``."""
+
+    tree: process_labels.TreeSpec = process_labels.TreeSpec()
+    margin: float = 0.25
+    fit: common.FitSpec = common.FitSpec(steps=300)
+
+    def __post_init__(self):
+        check_fields(self, margin="in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config(common.RecipeConfig):
     """``samples``: policy solutions per problem, for the first ``label_problems``
     training problems (the label set) and for every eval problem (held out);
     ``rollouts``: Monte Carlo rollouts per probed prefix; ``targets``: the PRM's BCE
-    targets (hard | soft); ``prm``: the PRM fit."""
+    targets (hard | soft); ``prm``: the PRM fit; ``tree_plv``: a Tree-PLV arm (None: none).
+    """
 
     samples: SampleConfig = SampleConfig(n=4, max_new_tokens=48)
     label_problems: int = 256
     rollouts: process_labels.RolloutSpec = process_labels.RolloutSpec()
     targets: str = "hard"
     prm: common.FitSpec = common.FitSpec(steps=300)
+    tree_plv: Optional[TreePLVArm] = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -81,7 +103,10 @@ class Config(common.RecipeConfig):
 def losses(cfg: Config) -> dict:
     """{FitSpec path: loss factory} of the run's training phases (what
     :mod:`reasonjax.recipes.plan` compiles)."""
-    return {"prm": lambda mc: value_loss(mc, ValueConfig("bce"))}
+    out = {"prm": lambda mc: value_loss(mc, ValueConfig("bce"))}
+    if cfg.tree_plv is not None:
+        out["tree_plv.fit"] = tree_plv_loss
+    return out
 
 
 def _solutions(env: RecipeEnv, problems, texts) -> dict:
@@ -203,6 +228,25 @@ class PRMTrainer:
         params, metrics = common.fit_examples(env, self.policy, loss,
                                               step_examples(env, self.label, targets),
                                               cfg.prm, seed=cfg.seed, step=self.step)
+        return self.measure(params, metrics)
+
+    def tree_plv(self, pairs: list[dict]) -> dict:
+        """``prm-tree_plv``: the verifier ranked on the step ``pairs``, measured alike."""
+        env, arm = self.env, self.cfg.tree_plv
+        examples = [formatting.encode_step_preference(
+            env.tokenizer, env.task.prompt(Problem.from_json(r["problem"])), r["prefix"],
+            r["chosen"], r["rejected"], env.delimiter, r["chosen_final"], r["rejected_final"])
+            for r in pairs]
+        params, metrics = common.fit_examples(env, self.policy,
+                                              tree_plv_loss(env.model_config), examples,
+                                              arm.fit, seed=self.cfg.seed)
+        return {**self.measure(params, metrics),
+                "ranking_accuracy": float(metrics.get("ranking_accuracy", float("nan")))}
+
+    def measure(self, params, metrics) -> dict:
+        """Step accuracy (exact tasks) and the votes of the held-out solutions scored by
+        ``params``' value head (sigmoid, each solution its minimum step score)."""
+        env, cfg = self.env, self.cfg
         scores = common.head_values(env, params, self.examples, "value", cfg.prm.seq_len,
                                     "sigmoid", cfg.prm.batch_size)
         votes = vote_outcomes(self.held["group"], self.held["answer"], self.held["correct"],
@@ -219,7 +263,8 @@ def run(cfg: Config, run_dir) -> Result:
         raise ConfigError(f"targets={cfg.targets!r}: choose one of {TARGETS}")
     env = common.env_for(cfg)
     exact = env.task.exact_steps  # without a step checker: no agreement / ceiling / accuracy
-    run = open_run(run_dir, cfg, total_phases=2 + 2 * len(LABELERS) + int(exact))
+    run = open_run(run_dir, cfg, total_phases=2 + 2 * len(LABELERS) + int(exact)
+                   + 2 * (cfg.tree_plv is not None))
     env, policy, own = common.warm_start(run, cfg, env)
     sols = run_phase(run, "samples", lambda: sample_solutions(env, policy, own, cfg))
     label, held = sols["label"], sols["held"]
@@ -248,13 +293,43 @@ def run(cfg: Config, run_dir) -> Result:
         prms[name] = run_phase(run, f"prm-{name}", lambda: trainer(targets))
         log_metrics(run, {"phase": f"prm-{name}", "final_loss": prms[name]["final_loss"],
                           **{k: float(np.mean(v)) for k, v in prms[name]["votes"].items()}})
+    trees = None
+    if cfg.tree_plv is not None:
+        trees = run_phase(run, "label-tree_plv",
+                          lambda: tree_pairs(env, policy, own[:cfg.label_problems], cfg))
+        log_metrics(run, {"phase": "label-tree_plv", "pairs": len(trees["pairs"]),
+                          "tokens_generated": trees["tokens_generated"]})
+        prms["tree_plv"] = run_phase(run, "prm-tree_plv", lambda: trainer.tree_plv(
+            trees["pairs"]))
+        log_metrics(run, {"phase": "prm-tree_plv", "final_loss": prms["tree_plv"]["final_loss"],
+                          **{k: float(np.mean(v)) for k, v in prms["tree_plv"]["votes"].items()}})
     outcomes = {"label": {k: label[k] for k in ("steps", "correct", "exact")},
                 "held": {k: held[k] for k in ("group", "correct", "exact")},
-                "labels": {n: {k: labels[n][k] for k in ("hard", "rollouts_each", "rounds")}
+                "labels": {n: {k: labels[n][k] for k in ("hard", "rollouts_each", "rounds",
+                                                         "tokens_generated")}
                            for n in LABELERS}, "prms": prms, "labelers_agree": labelers_agree,
                 "eval_problems": len(env.eval)}
+    if trees is not None:
+        outcomes["tree_plv"] = {"pairs": len(trees["pairs"]),
+                                "tokens_generated": trees["tokens_generated"]}
     write_outcomes(Path(run_dir), outcomes)
     return report(run_dir, cfg, [outcomes])
+
+
+def tree_pairs(env: RecipeEnv, policy, problems, cfg: Config) -> dict:
+    """``label-tree_plv`` phase: Tree-PLV's step pairs from a best-first tree on each of
+    ``problems`` grown with ``policy`` and the tokens that cost."""
+    spent: list[int] = []
+    pairs = process_labels.tree_pairs(env, policy, problems,
+                                      common.rng_for(cfg.seed, "label-tree_plv"),
+                                      cfg.tree_plv.tree, cfg.rollouts, cfg.tree_plv.margin,
+                                      spent)
+    if not pairs:
+        raise ValueError(f"tree_plv: no sibling steps of the {len(problems)} trees differ in "
+                         f"value by more than tree_plv.margin={cfg.tree_plv.margin}; lower it "
+                         "or raise tree_plv.tree.children or rollouts.n")
+    return {"pairs": [{**r, "problem": r["problem"].to_json()} for r in pairs],
+            "tokens_generated": int(sum(spent))}
 
 
 def _positive(labels) -> float:
@@ -308,6 +383,13 @@ def effects(outcomes: Sequence[dict], cfg: Config) -> list[stats.Effect]:
             [np.asarray(o["prms"][n]["votes"]["weighted"], float) for o in outcomes],
             [np.asarray(o["prms"][n]["votes"]["majority"], float) for o in outcomes],
             detail=f"paired on the eval problems ({cfg.samples.n} samples each)"))
+    if "tree_plv" in outcomes[0]["prms"]:
+        found.append(stats.paired_effect(
+            "Tree-PLV beats the BCE PRM (Math-Shepherd labels) at best-of-N",
+            [np.asarray(o["prms"]["tree_plv"]["votes"]["best_of_n"], float) for o in outcomes],
+            [np.asarray(o["prms"]["math_shepherd"]["votes"]["best_of_n"], float)
+             for o in outcomes],
+            detail=f"paired on the eval problems ({cfg.samples.n} samples each)"))
     return found
 
 
@@ -321,6 +403,8 @@ def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
     for n in names:
         lab = n != "exact"
         row = {"labels": "exact (ceiling)" if not lab else n,
+               "tokens generated": mean(lambda o: o["labels"][n].get(
+                   "tokens_generated", float("nan"))) if lab else 0,
                "rollouts": mean(lambda o: sum(o["labels"][n]["rollouts_each"])) if lab else 0,
                "rollouts per label": mean(lambda o: np.mean(_per_label(o, n))) if lab else 0.0,
                "positive fraction": mean(lambda o: _positive(
@@ -333,8 +417,18 @@ def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
                            ("best_of_n", "best-of-N by PRM")):
             row[label] = mean(lambda o: np.mean(o["prms"][n]["votes"][key]))
         rows.append(row)
-    found = effects(outcomes, cfg)
     plots = _plots(run_dir, cfg, rows, exact)
+    if "tree_plv" in outcomes[0]["prms"]:  # ranked, not labelled: no label columns
+        row = {k: float("nan") for k in rows[0]}
+        row.update({"labels": "Tree-PLV (step pairs)", "tokens generated": mean(
+            lambda o: o["tree_plv"]["tokens_generated"])})
+        if exact:
+            row["PRM step accuracy"] = float("nan")  # a ranking head is not calibrated
+        for key, label in (("majority", "majority vote"), ("weighted", "PRM-weighted vote"),
+                           ("best_of_n", "best-of-N by PRM")):
+            row[label] = mean(lambda o: np.mean(o["prms"]["tree_plv"]["votes"][key]))
+        rows.append(row)
+    found = effects(outcomes, cfg)
     o = outcomes[0]
     note = (f"{len(o['label']['steps'])} labelled solutions and {len(o['held']['group'])} "
             f"held-out solutions ({cfg.samples.n} per eval problem) a seed, "
@@ -342,7 +436,14 @@ def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
             f"per probe; PRM targets: {cfg.targets}; Math-Shepherd and OmegaPRM hard labels "
             f"agree on {mean(lambda o: o['labelers_agree']):.3f} of steps"
             + ("" if exact else "; the task has no exact step checker, so agreement with "
-               "exact labels and PRM step accuracy are not measured"))
+               "exact labels and PRM step accuracy are not measured")
+            + (f"; Tree-PLV: {mean(lambda o: o['tree_plv']['pairs']):.0f} step pairs from "
+               f"best-first trees ({cfg.tree_plv.tree.expansions} expansions of "
+               f"{cfg.tree_plv.tree.children} children, margin {cfg.tree_plv.margin:g}) on "
+               "the same label problems, ranking accuracy "
+               f"{mean(lambda o: o['prms']['tree_plv']['ranking_accuracy']):.3f} on its last "
+               "batch; its head is ranked, not calibrated, so it has no step accuracy"
+               if "tree_plv" in o else ""))
     title = common.title("Monte Carlo process labels and PRMs", cfg)
     path = write_report(run_dir / "report.md", title, [
         ("Results", markdown_table(rows) + "\n\n" + note),

@@ -450,6 +450,29 @@ def tree_oracles(env: RecipeEnv, params, problems: Sequence[Problem], rng: jax.A
     return propose, oracle, outcome
 
 
+def tree_pairs(env: RecipeEnv, params, problems: Sequence[Problem], rng: jax.Array,
+               tree: TreeSpec, rollouts: RolloutSpec, margin: float,
+               spent: Optional[list] = None) -> list[dict]:
+    """Tree-PLV's step-level pairs from a best-first tree per problem grown with ``params``
+    (:func:`tree_oracles`, :func:`best_first_trees`; ``rollouts.n`` rollouts value each
+    step): [{problem, prefix, chosen, rejected, chosen_final, rejected_final, gap}], one
+    per pair of siblings whose values differ by more than ``margin``
+    (:func:`reasonjax.train.tree_plv.sibling_pairs`). Tokens generated go to ``spent``."""
+    from reasonjax.train.tree_plv import sibling_pairs
+
+    propose, oracle, outcome = tree_oracles(env, params, problems, rng, rollouts, spent)
+    trees = best_first_trees(len(problems), propose, oracle, outcome, tree, rollouts.n)
+    records = []
+    for problem, t in zip(problems, trees):
+        for p, c, r in zip(*sibling_pairs(t.parent, t.value, margin)):
+            records.append({"problem": problem, "prefix": path_steps(t, int(p)),
+                            "chosen": t.steps[c], "rejected": t.steps[r],
+                            "chosen_final": bool(t.final[c]),
+                            "rejected_final": bool(t.final[r]),
+                            "gap": float(t.value[c] - t.value[r])})
+    return records
+
+
 # ---------------------------------------------------------------------------------------
 # Critical steps of negative responses (Setlur et al., 2024, "RL on Incorrect Synthetic
 # Data Scales the Efficiency of LLM Math Reasoning by Eight-Fold"; the ``rl_incorrect``

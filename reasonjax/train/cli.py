@@ -235,25 +235,13 @@ def _tree_pairs(env, params, problems, spec: TreeSamples, run_dir: Path, made_fr
     from reasonjax.driver.env import longest_prompt
     from reasonjax.recipes import process_labels as pl
     from reasonjax.recipes.common import RecipeEnv
-    from reasonjax.train.tree_plv import sibling_pairs
 
     def draw():
         chosen = problems[:spec.num_problems]
         renv = RecipeEnv(task=env.task, tokenizer=env.tokenizer, model_config=env.model_config,
                          mesh=env.mesh, prompt_len=longest_prompt(env, chosen))
-        propose, oracle, outcome = pl.tree_oracles(renv, params, chosen,
-                                                   jax.random.key(spec.seed), spec.rollouts)
-        trees = pl.best_first_trees(len(chosen), propose, oracle, outcome, spec.tree,
-                                    spec.rollouts.n)
-        records = []
-        for problem, tree in zip(chosen, trees):
-            for p, c, r in zip(*sibling_pairs(tree.parent, tree.value, spec.margin)):
-                records.append({"problem": problem, "prefix": pl.path_steps(tree, int(p)),
-                                "chosen": tree.steps[c], "rejected": tree.steps[r],
-                                "chosen_final": bool(tree.final[c]),
-                                "rejected_final": bool(tree.final[r]),
-                                "gap": float(tree.value[c] - tree.value[r])})
-        return records
+        return pl.tree_pairs(renv, params, chosen, jax.random.key(spec.seed), spec.tree,
+                             spec.rollouts, spec.margin)
 
     return _cached(run_dir, {"samples": to_dict(spec), **made_from}, draw)
 

@@ -94,10 +94,24 @@ MICRO = ["task.eval_size=4", "warmup.steps=0", "model.overrides={n_layers: 1}",
          "prm.batch_size=8", "prm.seq_len=32", "num_devices=1"]
 
 
+TREE_PLV = ["tree_plv={tree: {children: 2, expansions: 2, max_depth: 3}, margin: 0.0, "
+            "fit: {steps: 2, batch_size: 8, seq_len: 32}}"]
+
+
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
+    """The recipe with its Tree-PLV arm. An untrained policy neither ends a step within 12
+    tokens nor answers right, so (as in the train CLI's tree_plv test) a sample's first 3
+    characters make a tree's step and the verifier is the parity of the text's length:
+    mixed step values, every call still real."""
+    from reasonjax.data.tasks.arithmetic import Arithmetic
+
     path = tmp_path_factory.mktemp("prm")
-    return replicate("prm", "tiny", MICRO + ["task.train_size=8"], path), path
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Arithmetic, "verify", lambda self, problem, text: len(text) % 2 == 0)
+        mp.setattr("reasonjax.recipes.process_labels.first_step",
+                   lambda delimiter, text, is_final: text[:3] or None)
+        return replicate("prm", "tiny", MICRO + TREE_PLV + ["task.train_size=8"], path), path
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +133,10 @@ def _finite_fraction(x):
 def test_prm_recipe_micro_end_to_end(micro):
     result, path = micro
     assert [r["labels"] for r in result.rows] == ["math_shepherd", "omegaprm",
-                                                  "exact (ceiling)"]
-    for row in result.rows:
-        assert row["rollouts"] >= 0
+                                                  "exact (ceiling)", "Tree-PLV (step pairs)"]
+    *labelled, plv = result.rows
+    for row in labelled:
+        assert row["rollouts"] >= 0 and row["tokens generated"] >= 0
         for key in ("agreement with exact", "positive fraction", "PRM step accuracy",
                     "majority vote", "PRM-weighted vote", "best-of-N by PRM"):
             assert _finite_fraction(row[key]), (key, row[key])
@@ -129,12 +144,26 @@ def test_prm_recipe_micro_end_to_end(micro):
     assert om["rollouts"] <= ms["rollouts"]  # at most as many probes as prefixes
     assert ms["rollouts"] % 2 == 0 and ms["rollouts per label"] <= 2  # k=2 per prefix
     assert len({r["majority vote"] for r in result.rows}) == 1  # same samples, no PRM
-    assert len(result.checks) == 7
+    # Tree-PLV is ranked on pairs, not labelled: no label columns, its own votes.
+    assert plv["tokens generated"] > 0 and math.isnan(plv["rollouts"])
+    assert math.isnan(plv["PRM step accuracy"]) and math.isnan(plv["agreement with exact"])
+    for key in ("PRM-weighted vote", "best-of-N by PRM"):
+        assert _finite_fraction(plv[key])
+    assert len(result.checks) == 8
     assert "PRM on omegaprm labels: weighted vote beats majority vote" in result.checks
+    assert "Tree-PLV beats the BCE PRM (Math-Shepherd labels) at best-of-N" in result.checks
     text = result.report.read_text()
-    assert "| labels | rollouts | rollouts per label | positive fraction | agreement with " \
-           "exact | PRM step accuracy | majority vote | PRM-weighted vote |" in text
+    assert "| labels | tokens generated | rollouts | rollouts per label | positive fraction " \
+           "| agreement with exact | PRM step accuracy | majority vote | PRM-weighted vote |" \
+        in text
     assert "Effect checks" in text and "hard labels agree on" in text
+    assert "step pairs from best-first trees (2 expansions of 2 children" in text
+    phases = [json.loads(line)["phase"] for line in
+              (path / "metrics.jsonl").read_text().splitlines()]
+    assert phases[-2:] == ["label-tree_plv", "prm-tree_plv"]
+    pairs = json.loads((path / "phases" / "label-tree_plv" / "result.json").read_text())
+    assert pairs["pairs"] and all(r["chosen"] != r["rejected"] and r["gap"] > 0
+                                  for r in pairs["pairs"])
     for png in ("agreement_vs_rollouts.png", "prm_accuracy.png", "vote_accuracy.png"):
         assert (path / png).is_file()
 
@@ -143,8 +172,9 @@ def test_prm_recipe_runs_without_an_exact_step_checker(gsm8k_micro):
     result, path = gsm8k_micro
     assert [r["labels"] for r in result.rows] == ["math_shepherd", "omegaprm"]
     for row in result.rows:
-        assert set(row) == {"labels", "rollouts", "rollouts per label", "positive fraction",
-                            "majority vote", "PRM-weighted vote", "best-of-N by PRM"}
+        assert set(row) == {"labels", "tokens generated", "rollouts", "rollouts per label",
+                            "positive fraction", "majority vote", "PRM-weighted vote",
+                            "best-of-N by PRM"}
         assert row["rollouts"] >= 0 and row["rollouts per label"] >= 0
         for key in ("positive fraction", "majority vote", "PRM-weighted vote",
                     "best-of-N by PRM"):
