@@ -27,11 +27,12 @@ Kinds (``KINDS[kind]`` lists the required keys; optional keys are noted):
 - ``prompt`` (search and RL): ``prompt_tokens`` [B, P] int32 left-padded with
   ``prompt_mask`` [B, P] int32 (1 = real token); answers stay on the host beside the batch.
 - ``rollout`` (RL updates on sampled completions): the quadruple of prompt + completion
-  (``loss_mask`` 1 on the sampled tokens) plus ``old_logps`` [B, T] float32 (log-probs of
-  the tokens under the policy that sampled them) and ``advantages`` [B, T] float32, both
-  aligned with ``tokens`` like ``loss_mask``. Optional ``ref_logps`` [B, T] (reference
-  policy, for a KL term), ``returns`` and ``old_values`` [B, T] (PPO critic targets and the
-  critic's values at sampling time; the value of the state before token t sits at t).
+  (``loss_mask`` 1 on the sampled tokens) plus ``advantages`` [B, T] float32, aligned with
+  ``tokens`` like ``loss_mask``. Optional ``old_logps`` [B, T] float32 (log-probs of the
+  tokens under the policy that sampled them; absent when the update is on-policy, where
+  they equal the loss's own), ``ref_logps`` [B, T] (reference policy, for a KL term),
+  ``returns`` and ``old_values`` [B, T] (PPO critic targets and the critic's values at
+  sampling time; the value of the state before token t sits at t).
 """
 
 from __future__ import annotations
@@ -49,13 +50,13 @@ KINDS: dict[str, tuple[str, ...]] = {
     "value": SEQUENCE_KEYS + ("value_mask", "value_targets"),
     "joint": SEQUENCE_KEYS + ("value_mask", "value_targets"),
     "prompt": ("prompt_tokens", "prompt_mask"),
-    "rollout": SEQUENCE_KEYS + ("old_logps", "advantages"),
+    "rollout": SEQUENCE_KEYS + ("advantages",),
 }
 
 OPTIONAL: dict[str, tuple[str, ...]] = {
     "preference": ("ref_chosen_logps", "ref_rejected_logps", "label_smoothing"),
     "unpaired": ("ref_logps",),
-    "rollout": ("ref_logps", "returns", "old_values"),
+    "rollout": ("old_logps", "ref_logps", "returns", "old_values"),
 }
 
 

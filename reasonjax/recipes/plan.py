@@ -485,7 +485,8 @@ def rl_train_program(path: str, rl, prompt_len: int) -> Program:
     from reasonjax.train.rl import policy_gradient_loss
 
     loss_config = rl.algorithm.loss_config(rl.max_new_tokens)
-    extra = ("ref_logps",) if loss_config.kl_coef > 0 else ()
+    extra = (("old_logps",) if rl.rollout_forward else ()) + (
+        ("ref_logps",) if loss_config.kl_coef > 0 else ())
     program = train_program(f"train: rollout ({path}, {rl.algorithm.name})",
                             lambda mc: policy_gradient_loss(mc, loss_config),
                             rl.minibatch, prompt_len + rl.max_new_tokens, rl.optim,

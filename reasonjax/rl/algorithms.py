@@ -70,6 +70,8 @@ class RolloutStats:
     mask_RL:         [R, L] loss mask (1 on the sampled completion tokens).
     logps_RL:        [R, L] the policy's token log-probs when the rollouts were sampled.
     values_RL:       [R, L] its value head, aligned with the tokens (``shift_values``).
+                     Both None when the update skips that forward
+                     (:attr:`reasonjax.rl.config.RLConfig.rollout_forward`).
     ref_logps_RL:    [R, L] the frozen reference's log-probs (None when not needed).
     step_rewards_RL: [R, L] PRM step rewards x prm_coef on step-end tokens (None: no
                      shaping).
@@ -82,8 +84,8 @@ class RolloutStats:
 
     rewards_R: jax.Array
     mask_RL: jax.Array
-    logps_RL: jax.Array
-    values_RL: jax.Array
+    logps_RL: Optional[jax.Array]
+    values_RL: Optional[jax.Array]
     ref_logps_RL: Optional[jax.Array] = None
     step_rewards_RL: Optional[jax.Array] = None
     process_RL: Optional[jax.Array] = None
@@ -123,6 +125,12 @@ class PolicyGradient:
     @property
     def needs_reference(self) -> bool:
         return self.kl_coef > 0
+
+    @property
+    def reads_rollout_policy(self) -> bool:
+        """True when the advantages read the policy's rollout log-probs or values
+        (``RolloutStats.logps_RL`` / ``values_RL``): a KL penalty in the reward."""
+        return self.kl_coef > 0 and self.kl_in == "reward"
 
     @property
     def reward_model(self) -> bool:
@@ -286,6 +294,10 @@ class PPO(PolicyGradient):
     whiten: bool = True
 
     group_baseline: ClassVar[bool] = False
+
+    @property
+    def reads_rollout_policy(self) -> bool:
+        return True  # GAE reads the critic's values
 
     def loss_config(self, max_new_tokens: int, value_coef: float = 0.0,
                     value_clip: float = 0.2) -> rl.PolicyLossConfig:

@@ -113,6 +113,15 @@ class RLConfig:
         return self.minibatch_size or self.rows
 
     @property
+    def rollout_forward(self) -> bool:
+        """Whether an update first runs the policy over its rollouts for their old log-probs
+        and values. It is skipped when the update is one step over every row (on-policy:
+        the old log-probs are the loss's own, held constant) and the algorithm reads
+        neither (no KL in the reward, no critic), as TRL's GRPOTrainer does."""
+        one_step = self.epochs == 1 and self.minibatch == self.rows
+        return not one_step or self.algorithm.reads_rollout_policy
+
+    @property
     def policy_steps(self) -> int:
         """Policy train steps of the whole run."""
         return self.iterations * self.epochs * (self.rows // self.minibatch)

@@ -199,8 +199,10 @@ def make_update(model_config: ModelConfig, cfg: RLConfig, policy: Setup,
 
     def update(state: RLState, ro: Rollouts, key: jax.Array) -> tuple[RLState, dict]:
         placed = place_batch(ro.batch, mesh)
+        logps = values = None
         with parallel.activate(mesh):
-            logps, values = stats(model_params(state.policy.params), placed)
+            if cfg.rollout_forward:
+                logps, values = stats(model_params(state.policy.params), placed)
             ref_logps = stats(ref_params, placed)[0] if ref_params is not None else None
             shaped = step_rewards(ro.batch, placed) if step_rewards is not None else None
         metrics, prm_state, process = {}, state.prm, None
@@ -212,8 +214,9 @@ def make_update(model_config: ModelConfig, cfg: RLConfig, policy: Setup,
         s = RolloutStats(jnp.asarray(ro.rewards), placed["loss_mask"], logps, values,
                          ref_logps, shaped, process,
                          jnp.asarray(ro.correct, jnp.float32))
-        batch = {**placed, "old_logps": logps,
-                 **alg.loss_inputs(s, cfg.samples_per_prompt, cfg.gamma)}
+        batch = {**placed, **alg.loss_inputs(s, cfg.samples_per_prompt, cfg.gamma)}
+        if logps is not None:  # else on-policy: the loss holds its own log-probs fixed
+            batch["old_logps"] = logps
         policy_state, loss_metrics = run_epochs(step_fn, state.policy, batch, key,
                                                 cfg.epochs, cfg.minibatch)
         return (RLState(policy_state, prm_state),

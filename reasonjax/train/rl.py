@@ -412,7 +412,10 @@ def policy_gradient_loss(model_config: ModelConfig,
         tokens, mask = batch["tokens"], batch["loss_mask"]
         logps = token_logprobs(out.logits, tokens)
         adv = batch["advantages"]
-        pg, clipped = policy_objective(config, logps, batch["old_logps"], adv, mask)
+        # Without old log-probs the update is on-policy: the ratio is 1 and its gradient
+        # the log-probs' own (RLConfig.rollout_forward).
+        old = batch["old_logps"] if "old_logps" in batch else jax.lax.stop_gradient(logps)
+        pg, clipped = policy_objective(config, logps, old, adv, mask)
         metrics = {}
         if config.clone_positive:
             cloned = adv > 0
@@ -423,7 +426,7 @@ def policy_gradient_loss(model_config: ModelConfig,
                                               config.max_tokens)
         per_token = pg
         metrics.update({"clip_fraction": masked_mean(clipped, mask),
-                        "approx_kl_old": masked_mean(0.5 * (logps - batch["old_logps"]) ** 2,
+                        "approx_kl_old": masked_mean(0.5 * (logps - old) ** 2,
                                                      mask)})
         if needs_ref:
             if "ref_logps" in batch:

@@ -267,6 +267,27 @@ def test_policy_gradient_loss_on_model(tiny_config, tiny_params, ref_params, row
     np.testing.assert_allclose(m2["kl_ref"], expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("objective", ["ppo", "gspo", "cispo"])
+def test_on_policy_loss_without_old_logps_is_the_loss_with_them(tiny_config, tiny_params,
+                                                                  rows, apply_fn, objective):
+    """A rollout batch without old log-probs (an on-policy update, RLConfig.rollout_forward
+    False) gives the loss, metrics and gradient of the batch holding the policy's own."""
+    batch = rows([[1, 2, 3], [4, 5]], [[6, 7], [8, 9, 10, 11]], T=8)
+    out = apply_fn(tiny_config, tiny_params, batch["tokens"], batch["positions"],
+                   batch["segment_ids"])
+    logps = np.asarray(token_logprobs(out.logits, jnp.asarray(batch["tokens"])))
+    batch["advantages"] = np.array([[1.5], [-0.5]], np.float32) * batch["loss_mask"]
+    fn = rl.policy_gradient_loss(tiny_config, rl.PolicyLossConfig(objective=objective)).fn
+    grad = jax.jit(jax.grad(lambda p, b: fn(p, b, jax.random.key(0), None)[0]))
+    loss = jax.jit(lambda p, b: fn(p, b, jax.random.key(0), None))
+    (with_old, m_old), (without, m_new) = (loss(tiny_params, {**batch, "old_logps": logps}),
+                                           loss(tiny_params, batch))
+    np.testing.assert_allclose(without, with_old, rtol=1e-5, atol=1e-7)
+    assert float(m_new["approx_kl_old"]) == 0.0 and float(m_new["clip_fraction"]) == 0.0
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
+                 grad(tiny_params, batch), grad(tiny_params, {**batch, "old_logps": logps}))
+
+
 def test_prime_prm_loss_is_outcome_cross_entropy(tiny_config, tiny_params, ref_params, rows):
     batch = rows([[1, 2], [3, 4]], [[5, 6, 7], [8]], T=6)
     batch["desirable"] = np.array([1.0, 0.0], np.float32)
