@@ -283,6 +283,7 @@ def test_on_policy_loss_without_old_logps_is_the_loss_with_them(tiny_config, tin
     (with_old, m_old), (without, m_new) = (loss(tiny_params, {**batch, "old_logps": logps}),
                                            loss(tiny_params, batch))
     np.testing.assert_allclose(without, with_old, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(m_new["policy_loss"], m_old["policy_loss"], rtol=1e-5)
     assert float(m_new["approx_kl_old"]) == 0.0 and float(m_new["clip_fraction"]) == 0.0
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
                  grad(tiny_params, batch), grad(tiny_params, {**batch, "old_logps": logps}))
