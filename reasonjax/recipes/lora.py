@@ -47,7 +47,8 @@ class Config(common.RecipeConfig):
     """``adapt``: the problems SFT and GRPO adapt the base to (train and eval; None: the
     rest of ``task``'s training problems and its eval problems). ``sft``: the adaptation
     SFT (full fine-tuning's optimizer; LoRA's lr is ``sft_lora_lr``). ``rl``: the GRPO
-    stage (LoRA's lr ``rl_lora_lr``). ``lora``: the adapters of both LoRA runs.
+    stage (LoRA's lr ``rl_lora_lr``, its LoRA+ ratio ``rl_b_lr_ratio``; None: the SFT's).
+    ``lora``: the adapters of both LoRA runs.
     ``margin``: how far below full fine-tuning LoRA may fall for the claim to hold."""
 
     adapt: Optional[common.TaskSpec] = None
@@ -55,12 +56,15 @@ class Config(common.RecipeConfig):
     sft_lora_lr: float = 1e-2
     rl: RLConfig = RLConfig(algorithm=GRPO())
     rl_lora_lr: float = 1e-4
+    rl_b_lr_ratio: Optional[float] = None
     lora: LoRAConfig = LoRAConfig()
     margin: float = 0.03
 
     def __post_init__(self):
         super().__post_init__()
         check_fields(self, sft_lora_lr="> 0", rl_lora_lr="> 0", margin=">= 0")
+        if self.rl_b_lr_ratio is not None:
+            check_fields(self, rl_b_lr_ratio="> 0")
 
 
 def losses(cfg: Config) -> dict:
@@ -80,7 +84,9 @@ RUNS = ("sft-full", "sft-lora", "grpo-full", "grpo-lora")
 
 
 def _lora_rl(cfg: Config) -> RLConfig:
-    return dataclasses.replace(cfg.rl, lora=cfg.lora, seed=cfg.seed,
+    lora = cfg.lora if cfg.rl_b_lr_ratio is None else dataclasses.replace(
+        cfg.lora, b_lr_ratio=cfg.rl_b_lr_ratio)
+    return dataclasses.replace(cfg.rl, lora=lora, seed=cfg.seed,
                                optim=dataclasses.replace(cfg.rl.optim, lr=cfg.rl_lora_lr))
 
 

@@ -75,6 +75,20 @@ def test_countdown_rl_micro_end_to_end(tmp_path):
     assert (tmp_path / "rl" / "rl-grpo+lora" / "adapters").is_dir()
 
 
+def test_lora_recipe_grpo_takes_its_own_lora_plus_ratio():
+    from reasonjax.recipes import lora
+
+    cfg = load_config("lora", "tiny")
+    assert cfg.lora.b_lr_ratio == 16.0 and cfg.rl_b_lr_ratio == 1.0
+    rl = lora._lora_rl(cfg)
+    assert rl.lora.b_lr_ratio == 1.0 and rl.lora.rank == cfg.lora.rank
+    assert rl.optim.lr == cfg.rl_lora_lr
+    same = load_config("lora", "tiny", ["rl_b_lr_ratio=null"])
+    assert lora._lora_rl(same).lora == same.lora  # None: the SFT's adapters and ratio
+    with pytest.raises(ConfigError, match="rl_b_lr_ratio"):
+        load_config("lora", "tiny", ["rl_b_lr_ratio=0"])
+
+
 def test_lora_recipe_micro_end_to_end(tmp_path):
     overrides = MICRO + ["sft.steps=2", "sft.batch_size=4", "sft.seq_len=32",
                          "lora.rank=2", "rl.checkpoint_every=2", "adapt.train_size=6",
