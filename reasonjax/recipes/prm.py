@@ -452,7 +452,11 @@ def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
     headline = (f"rollouts per label {rows[0]['rollouts per label']:.2f} (Math-Shepherd) vs "
                 f"{rows[1]['rollouts per label']:.2f} (OmegaPRM); PRM vote "
                 f"{rows[0]['PRM-weighted vote']:.3f} / {rows[1]['PRM-weighted vote']:.3f} vs "
-                f"majority {rows[0]['majority vote']:.3f}; {o['eval_problems']} problems")
+                f"majority {rows[0]['majority vote']:.3f}")
+    if "tree_plv" in o:
+        headline += (f"; best-of-N Tree-PLV {rows[-1]['best-of-N by PRM']:.3f} vs "
+                     f"Math-Shepherd PRM {rows[0]['best-of-N by PRM']:.3f}")
+    headline += f"; {o['eval_problems']} problems"
     return Result(rows=rows, effects=found, report=path, headline=headline)
 
 
