@@ -146,19 +146,11 @@ RL = ["rl={algorithm: {name: grpo}, iterations: 2, prompts_per_iteration: 2, "
       "adv.batch_size=8", "adv.seq_len=32"]
 
 
-def test_pav_recipe_micro_end_to_end(tmp_path):
-    result = replicate("pav", "tiny", MICRO + RL, tmp_path)
+def _check_search_part(result, tmp_path):
     (row,) = result.rows
     assert row["N"] == 4
     for m in pav.METHODS:
         assert 0.0 <= row[m] <= 1.0 and row[f"{m} tokens"] > 0
-    assert [e.claim for e in result.effects] == [
-        "PAV beam search above ORM best-of-N at equal compute",
-        "PAV beam search above ORM best-of-N at N=4",
-        "PAV beam search above ORM beam search at equal compute",
-        "RL with PAV dense rewards above outcome-only RL",
-        "outcome-only RL raises greedy accuracy over its start",
-        "RL with PAV dense rewards raises greedy accuracy over its start"]
     outcomes = json.loads((tmp_path / "outcomes.json").read_text())
     lab = outcomes["label"]
     assert len(lab["q"]) == lab["solutions"] == len(lab["a"])
@@ -167,11 +159,36 @@ def test_pav_recipe_micro_end_to_end(tmp_path):
         assert all(-1.0 <= x <= 1.0 for x in a)
     text = result.report.read_text()
     assert "| N | orm-best-of-n | orm-beam | pav-beam |" in text and "Bo-2(pi)" in text
-    assert "## PAVs as dense RL rewards" in text and "rl.prm_coef = 0.5" in text
-    assert len(outcomes["rl"]["rl-pav"]["history"]) == 2
     assert (tmp_path / "accuracy_vs_compute.png").is_file()
     phases = [json.loads(line)["phase"] for line in
               (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert phases == ["samples", "label", "orm", "pav", "search-orm-best-of-n-n4",
-                      "search-orm-beam-n4", "search-pav-beam-n4", "adv", "eval-base",
-                      "rl-outcome", "rl-pav"]
+    assert phases[:7] == ["samples", "label", "orm", "pav", "search-orm-best-of-n-n4",
+                          "search-orm-beam-n4", "search-pav-beam-n4"]
+    return outcomes, text, phases
+
+
+SEARCH_EFFECTS = ["PAV beam search above ORM best-of-N at equal compute",
+                  "PAV beam search above ORM best-of-N at N=4",
+                  "PAV beam search above ORM beam search at equal compute"]
+
+
+def test_pav_recipe_micro_end_to_end(tmp_path):
+    result = replicate("pav", "tiny", MICRO + ["rl=null"], tmp_path)
+    _, text, phases = _check_search_part(result, tmp_path)
+    assert [e.claim for e in result.effects] == SEARCH_EFFECTS
+    assert len(phases) == 7 and "dense RL rewards" not in text
+
+
+@pytest.mark.slow
+def test_pav_recipe_micro_with_dense_rl_end_to_end(tmp_path):
+    """The recipe with its RL block (two more RL runs: minutes on 2 cores, so `-m slow`;
+    the PAV step rewards themselves are checked by hand in tests/rl/test_shaping.py)."""
+    result = replicate("pav", "tiny", MICRO + RL, tmp_path)
+    outcomes, text, phases = _check_search_part(result, tmp_path)
+    assert [e.claim for e in result.effects] == SEARCH_EFFECTS + [
+        "RL with PAV dense rewards above outcome-only RL",
+        "outcome-only RL raises greedy accuracy over its start",
+        "RL with PAV dense rewards raises greedy accuracy over its start"]
+    assert "## PAVs as dense RL rewards" in text and "rl.prm_coef = 0.5" in text
+    assert len(outcomes["rl"]["rl-pav"]["history"]) == 2
+    assert phases[7:] == ["adv", "eval-base", "rl-outcome", "rl-pav"]

@@ -24,7 +24,8 @@ PAPER_SLICES = {"alphamath": "v5p-8", "mcts_dpo": "v5p-8", "step_dpo": "v5p-8",
                 "prm": "v5p-8", "scaling": "v5e-8", "coverage": "v5e-16"}
 # Each TPU compile of a paper-size train step takes 1-3 minutes on 2 cores: `-m slow`
 # compiles every program of every preset below (the RL recipes' policy updates included);
-# the default suite compiles for TPU only the "too large" decode step below.
+# so does the "too large" decode step below; the default suite compiles only small TPU
+# programs.
 SLOW_PAPER_SLICES = {**PAPER_SLICES, "reft": "v5p-8", "countdown_rl": "v5p-8"}
 
 
@@ -122,9 +123,11 @@ def test_rl_recipes_plan_their_policy_updates_and_rollouts():
     assert (decode.rows, decode.per_prompt) == (128 * 5, 5)
 
 
+@pytest.mark.slow
 def test_too_large_names_the_program_the_bytes_and_a_change_that_fits(capsys):
     """`reasonjax plan` of a decode step over its slice's HBM: exit code 3, the table says
-    NO, and one line names the program, the HBM and a setting that fits."""
+    NO, and one line names the program, the HBM and a setting that fits (two TPU compiles
+    of a 1B decode step, minutes on 2 cores: `-m slow`)."""
     from reasonjax.cli import main
 
     rc = main(["plan", "--topology", "v5e-4", "coverage", "model.preset=llama-3.2-1b",

@@ -123,7 +123,8 @@ def gsm8k_micro(tmp_path_factory):
         "answer": f"{a}+{b}=<<{a}+{b}={a + b}>>{a + b}\n#### {a + b}"}) + "\n"
         for a, b in [(1, 2), (3, 4), (2, 2), (5, 1), (4, 4), (6, 3), (7, 1), (2, 8)]))
     return replicate("prm", "tiny", MICRO + ["task.name=gsm8k", f"task.data_file={data}",
-                                             "task.train_size=0"], path / "run"), path / "run"
+                                             "task.train_size=0", "tree_plv=null"],
+                     path / "run"), path / "run"
 
 
 def _finite_fraction(x):
