@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/reasonjax replicate coverage
 
+# --dist loadscope: each test module on one worker, so a module's fixtures (recipe micro
+# runs) are built once, not once per worker: 17:31 vs 18:30, 34.0 vs 35.7 CPU-minutes
+# on a fresh clone and a fresh compilation cache, 2 cores (one run each).
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -n 2 -q --durations=15 tests
+	$(VENV)/bin/python -m pytest -n 2 --dist loadscope -q --durations=15 tests
 
 # The benchmarks also need the bench extra (TRL, for benchmarks/rl_step.py).
 $(BENCH_STAMP): $(STAMP) pyproject.toml
