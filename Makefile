@@ -16,8 +16,8 @@ demo: $(STAMP)
 	$(VENV)/bin/reasonjax replicate coverage
 
 # --dist loadscope: each test module on one worker, so a module's fixtures (recipe micro
-# runs) are built once, not once per worker: 17:31 vs 18:30, 34.0 vs 35.7 CPU-minutes
-# on a fresh clone and a fresh compilation cache, 2 cores (one run each).
+# runs) are built once, not once per worker. Fresh clones on the shared 2-core machine:
+# 17:31 and 21:26 with it, 18:30 without; the noise is larger than any gain measured.
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -n 2 --dist loadscope -q --durations=15 tests
 
