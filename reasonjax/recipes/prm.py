@@ -393,6 +393,11 @@ def effects(outcomes: Sequence[dict], cfg: Config) -> list[stats.Effect]:
     return found
 
 
+# (vote_outcomes key, report column) of each way to choose among a problem's samples
+VOTE_COLUMNS = (("majority", "majority vote"), ("weighted", "PRM-weighted vote"),
+                ("best_of_n", "best-of-N by PRM"))
+
+
 def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
     """report.md and plots from one outcome dict per seed."""
     run_dir = Path(run_dir)
@@ -413,19 +418,15 @@ def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:
             row["agreement with exact"] = mean(lambda o: np.mean(_agreement(o, n))) \
                 if lab else 1.0
             row["PRM step accuracy"] = mean(lambda o: np.mean(o["prms"][n]["step_hits"]))
-        for key, label in (("majority", "majority vote"), ("weighted", "PRM-weighted vote"),
-                           ("best_of_n", "best-of-N by PRM")):
+        for key, label in VOTE_COLUMNS:
             row[label] = mean(lambda o: np.mean(o["prms"][n]["votes"][key]))
         rows.append(row)
     plots = _plots(run_dir, cfg, rows, exact)
     if "tree_plv" in outcomes[0]["prms"]:  # ranked, not labelled: no label columns
-        row = {k: float("nan") for k in rows[0]}
+        row = {k: float("nan") for k in rows[0]}  # no step accuracy: a ranked head
         row.update({"labels": "Tree-PLV (step pairs)", "tokens generated": mean(
             lambda o: o["tree_plv"]["tokens_generated"])})
-        if exact:
-            row["PRM step accuracy"] = float("nan")  # a ranking head is not calibrated
-        for key, label in (("majority", "majority vote"), ("weighted", "PRM-weighted vote"),
-                           ("best_of_n", "best-of-N by PRM")):
+        for key, label in VOTE_COLUMNS:
             row[label] = mean(lambda o: np.mean(o["prms"]["tree_plv"]["votes"][key]))
         rows.append(row)
     found = effects(outcomes, cfg)
