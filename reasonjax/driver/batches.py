@@ -166,7 +166,8 @@ def call(env: Env, params, method: Method, tokens, mask, rng: jax.Array,
         outs = [sample(env.model_config, params, tokens, mask,
                        rng if method.per_call == method.n else jax.random.fold_in(rng, c),
                        max_new_tokens=method.max_new_tokens, n=method.per_call,
-                       sampling=method.sampling, stop=env.stop, pad_id=env.tokenizer.pad_id)
+                       sampling=method.sampling, stop=env.stop, pad_id=env.tokenizer.pad_id,
+                       decode_chunks=method.decode_chunks)
                 for c in range(method.n // method.per_call)]
         out = outs[0] if len(outs) == 1 else _concat_samples(outs)
         return out, _sample_candidates(out)
@@ -196,7 +197,7 @@ def lower(config, params, method: Method, tokens, mask, rng, stop: StopTokens, *
         return {"sample": sample_program.lower(
             params, tokens, mask, rng, stop, config=config, sampling=method.sampling,
             n=method.per_call, max_new_tokens=method.max_new_tokens, stop_at_delimiter=False,
-            pad_id=pad_id)}
+            pad_id=pad_id, decode_chunks=method.decode_chunks)}
     if isinstance(method, MCTSConfig):
         mesh = getattr(getattr(mask, "sharding", None), "mesh", None)
 
@@ -209,12 +210,14 @@ def lower(config, params, method: Method, tokens, mask, rng, stop: StopTokens, *
         statics = dict(config=config, cfg=method, verifier=verifier,
                        scorer_config=scorer_config)
         root = root_program.lower(*args, rng, stop, scorer_params, **statics)
-        node = jax.eval_shape(lambda *a: root_program(*a, **statics), *args, rng, stop,
-                              scorer_params)[0]
-        node = jax.tree.map(rows, node)
+        prompt_state, node, _ = jax.eval_shape(lambda *a: root_program(*a, **statics), *args,
+                                               rng, stop, scorer_params)
+        prompt_state, node = jax.tree.map(
+            lambda x: rows(x) if x.ndim else jax.ShapeDtypeStruct(x.shape, x.dtype),
+            (prompt_state, node))
         return {"mcts root": root,
-                "mcts move": move_program.lower(*args, node, rng, stop, scorer_params,
-                                                **statics)}
+                "mcts move": move_program.lower(params, prompt_state, *args[1:], node, rng,
+                                                stop, scorer_params, **statics)}
     programs = ((DVTSConfig, beam_program, {"dvts": True}),
                 (BeamConfig, beam_program, {"dvts": False}),
                 (ParticleConfig, particle_program, {}), (BestOfNConfig, best_of_n_program, {}))

@@ -6,13 +6,13 @@ from reasonjax.models.tokenizer import (CharTokenizer, HFTokenizer, SentencePiec
                                         Tokenizer, TokenizerError, apply_chat_template,
                                         check_vocab, delimiter_automaton, load_tokenizer,
                                         train_sentencepiece)
-from reasonjax.models.transformer import (KVCache, ModelOutput, Transformer, init_cache,
-                                          init_params, take_rows)
+from reasonjax.models.transformer import (KVCache, ModelOutput, Transformer, grow_cache,
+                                          init_cache, init_params, take_rows)
 
 __all__ = [
     "PRESETS", "ModelConfig", "RopeScaling", "get_config", "CheckpointError",
     "from_pretrained", "save_pretrained", "CharTokenizer", "HFTokenizer",
     "SentencePieceTokenizer", "Tokenizer", "TokenizerError", "apply_chat_template",
     "check_vocab", "delimiter_automaton", "load_tokenizer", "train_sentencepiece", "KVCache",
-    "ModelOutput", "Transformer", "init_cache", "init_params", "take_rows",
+    "ModelOutput", "Transformer", "grow_cache", "init_cache", "init_params", "take_rows",
 ]

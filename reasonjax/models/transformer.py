@@ -117,6 +117,21 @@ def take_rows(cache: KVCache, rows: jax.Array) -> KVCache:
                    pos=cache.pos[rows], index=cache.index)
 
 
+def grow_cache(cache: KVCache, slots: int) -> KVCache:
+    """``cache`` with ``slots`` empty slots appended to every row (filled slots unchanged):
+    a sampler that decodes in chunks grows the cache chunk by chunk, so attention reads only
+    the slots filled so far plus the chunk's own."""
+    if slots <= 0:
+        return cache
+    def pad(x, axis):
+        widths = [(0, 0)] * x.ndim
+        widths[axis] = (0, slots)
+        return jnp.pad(x, widths)
+    return KVCache(k=tuple(pad(k, 3) for k in cache.k), v=tuple(pad(v, 2) for v in cache.v),
+                   pos=jnp.pad(cache.pos, ((0, 0), (0, slots)), constant_values=-1),
+                   index=cache.index)
+
+
 def unstack_layers(params):
     """``params`` with the stacked ``layers`` tree split into an L-tuple of per-layer trees.
 

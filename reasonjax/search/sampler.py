@@ -38,9 +38,15 @@ from reasonjax.config import check_fields
 from reasonjax.errors import ConfigError
 from reasonjax.models.config import ModelConfig
 from reasonjax.models.tokenizer import DelimiterAutomaton, Tokenizer, delimiter_automaton
-from reasonjax.models.transformer import (KVCache, Transformer, init_cache, take_rows,
-                                          unstack_layers)
+from reasonjax.models.transformer import (KVCache, Transformer, grow_cache, init_cache,
+                                          take_rows, unstack_layers)
 from reasonjax.search.compute import Compute
+
+# `sample` decodes in this many chunks, growing the KV cache before each (see `generate`).
+# 1 (off): on the 2-core CPU at tiny-3m, 128 tokens, 4 chunks ran 1.0-1.2x the whole-cache
+# decode for ~50% more compile time (benchmarks/decode_throughput.py); worth it for long
+# budgets, where attention over an unfilled cache dominates.
+DECODE_CHUNKS = 1
 
 # Stop reasons, per row and call.
 STOP_NONE = 0       # still running (only inside the loop)
@@ -131,16 +137,19 @@ class SampleConfig:
     ``sampling`` (temperature 0: greedy). ``chunk``: samples per prompt per compiled call
     (0 = all ``n`` in one call, sharing one prefill); a smaller chunk bounds the rows a
     call holds (repeated sampling at 10,000 per problem), the calls drawing with
-    ``fold_in(rng, chunk index)``."""
+    ``fold_in(rng, chunk index)``. ``decode_chunks``: see :func:`sample` (1: the whole
+    budget's cache up front)."""
 
     n: int = 1
     max_new_tokens: int = 64
     sampling: SamplingConfig = SamplingConfig()
     chunk: int = 0
+    decode_chunks: int = DECODE_CHUNKS
 
     def __post_init__(self):
         check_positive(self.n, "n")
         check_positive(self.max_new_tokens, "max_new_tokens")
+        check_positive(self.decode_chunks, "decode_chunks")
         if self.chunk < 0 or (self.chunk and self.n % self.chunk):
             raise SearchError(f"chunk={self.chunk} must be 0 or divide n={self.n}")
 
@@ -301,20 +310,33 @@ def check_positive(n: int, what: str = "n") -> None:
 
 
 def prefill(model: Transformer, params, tokens_BP: jax.Array, mask_BP: jax.Array,
-            cache_len: int) -> DecodeState:
+            cache_len: int, prefix: Optional[DecodeState] = None) -> DecodeState:
     """Runs the prompts (any padding; ``mask_BP`` 1 = real token) into a fresh cache of
-    ``cache_len`` slots. ``params`` may be stacked or ``unstack_layers``-ed."""
+    ``cache_len`` slots. ``params`` may be stacked or ``unstack_layers``-ed.
+
+    With ``prefix`` (a state of the same B rows, e.g. the prompts' own prefill) the tokens
+    continue it instead: they take the RoPE positions after the prefix's tokens and the
+    slots after its cache's, which grows to ``cache_len`` slots in all; a row with no
+    tokens keeps the prefix's logits and value. Same result as prefilling prefix + tokens
+    in one call, without recomputing the prefix."""
     B, P = tokens_BP.shape
     mask_BP = mask_BP.astype(bool)
-    positions = jnp.maximum(jnp.cumsum(mask_BP, axis=-1) - 1, 0).astype(jnp.int32)
+    start = 0 if prefix is None else prefix.next_pos[:, None]
+    positions = (start + jnp.maximum(jnp.cumsum(mask_BP, axis=-1) - 1, 0)).astype(jnp.int32)
     last = (P - 1 - jnp.argmax(mask_BP[:, ::-1], axis=-1)).astype(jnp.int32)
-    cache = init_cache(model.config, B, cache_len)
+    cache = (init_cache(model.config, B, cache_len) if prefix is None
+             else grow_cache(prefix.cache, cache_len - prefix.cache.max_len))
     out = model.apply({"params": params}, tokens_BP, positions=positions,
                       attention_mask=mask_BP, cache=cache, select=last[:, None])
+    fed = jnp.sum(mask_BP, axis=-1).astype(jnp.int32)
+    logits, value = out.logits[:, 0], out.values[:, 0]
+    if prefix is not None:
+        logits = jnp.where(fed[:, None] > 0, logits, prefix.logits)
+        value = jnp.where(fed > 0, value, prefix.value)
     return DecodeState(
-        cache=out.cache, logits=out.logits[:, 0], value=out.values[:, 0],
+        cache=out.cache, logits=logits, value=value,
         delim_state=jnp.zeros((B,), jnp.int32), done=jnp.zeros((B,), bool),
-        next_pos=jnp.sum(mask_BP, axis=-1).astype(jnp.int32),
+        next_pos=fed if prefix is None else prefix.next_pos + fed,
         n_tokens=jnp.zeros((B,), jnp.int32))
 
 
@@ -388,12 +410,20 @@ def sample_tokens(logits_RV: jax.Array, rng: jax.Array, sampling: SamplingConfig
 
 def generate(model: Transformer, params, state: DecodeState, rng: jax.Array,
            sampling: SamplingConfig, stop: StopTokens, max_tokens: int,
-           stop_at_delimiter: bool, pad_id: int = 0) -> tuple[DecodeState, Chunk, jax.Array]:
+           stop_at_delimiter: bool, pad_id: int = 0,
+           grow_by: int = 0) -> tuple[DecodeState, Chunk, jax.Array]:
     """Generates up to ``max_tokens`` tokens per row (one step when ``stop_at_delimiter``).
 
     Every iteration feeds one token for all rows; rows that stopped feed an empty slot. The
     loop ends when every row stopped. Returns (new state, the chunk, number of batched
     forward passes). ``params`` should be ``unstack_layers``-ed (done once by the caller).
+
+    ``grow_by`` 0: the cache must hold ``max_tokens`` free slots already. ``grow_by`` > 0:
+    the tokens are decoded in chunks of that many, and before each chunk the cache grows
+    by the chunk (:func:`grow_cache`), so each step's attention reads the slots filled so
+    far plus at most one chunk instead of the whole budget (a cache given full, e.g. by a
+    prompt-sized :func:`prefill`). The tokens are the same either way; the program holds
+    one loop body per chunk.
     """
     R = state.done.shape[0]
     T = max_tokens
@@ -435,9 +465,18 @@ def generate(model: Transformer, params, state: DecodeState, rng: jax.Array,
         vals = lax.dynamic_update_slice(vals, jnp.where(active, value, 0.0)[:, None], (0, t))
         return t + 1, st, toks, logps, vals, lengths + active, reason
 
-    init = (jnp.zeros((), jnp.int32), state, tokens0, zeros, zeros,
-            jnp.zeros((R,), jnp.int32), reason0)
-    n_iter, state, toks, logps, vals, lengths, reason = lax.while_loop(cond, body, init)
+    carry = (jnp.zeros((), jnp.int32), state, tokens0, zeros, zeros,
+             jnp.zeros((R,), jnp.int32), reason0)
+    if grow_by <= 0:
+        carry = lax.while_loop(cond, body, carry)
+    else:
+        for start in range(0, T, grow_by):
+            end = min(start + grow_by, T)
+            t, st, *rest = carry
+            carry = (t, st.replace(cache=grow_cache(st.cache, end - start)), *rest)
+            carry = lax.while_loop(
+                lambda c, end=end: (c[0] < end) & jnp.any(c[-1] == STOP_NONE), body, carry)
+    n_iter, state, toks, logps, vals, lengths, reason = carry
     chunk = Chunk(tokens=toks, logprobs=logps, values=vals, lengths=lengths,
                   stop_reason=reason)
     return state, chunk, n_iter
@@ -466,17 +505,19 @@ class SampleOutput:
 
 
 @functools.partial(jax.jit, static_argnames=("config", "sampling", "n", "max_new_tokens",
-                                             "stop_at_delimiter", "pad_id"))
+                                             "stop_at_delimiter", "pad_id", "decode_chunks"))
 def sample_program(params, prompt_tokens, prompt_mask, rng, stop, *, config, sampling, n,
-                   max_new_tokens, stop_at_delimiter, pad_id):
+                   max_new_tokens, stop_at_delimiter, pad_id, decode_chunks=DECODE_CHUNKS):
     model = Transformer(config)
     params = unstack_layers(params)
     B, P = prompt_tokens.shape
-    state = prefill(model, params, prompt_tokens, prompt_mask, P + max_new_tokens)
+    grow_by = -(-max_new_tokens // decode_chunks) if decode_chunks > 1 else 0
+    state = prefill(model, params, prompt_tokens, prompt_mask,
+                    P if grow_by else P + max_new_tokens)
     prompt_value = state.value
     state = expand(state, n)
     state, chunk, n_iter = generate(model, params, state, rng, sampling, stop, max_new_tokens,
-                                  stop_at_delimiter, pad_id)
+                                    stop_at_delimiter, pad_id, grow_by=grow_by)
     compute = Compute.zero().add(tokens_generated=jnp.sum(chunk.lengths),
                                  tokens_prefilled=jnp.sum(prompt_mask),
                                  forward_passes=1 + n_iter)
@@ -491,17 +532,22 @@ def sample_program(params, prompt_tokens, prompt_mask, rng, stop, *, config, sam
 def sample(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Array, *,
            max_new_tokens: int, n: int = 1, sampling: SamplingConfig = SamplingConfig(),
            stop: Optional[StopTokens] = None, stop_at_delimiter: bool = False,
-           pad_id: int = 0) -> SampleOutput:
+           pad_id: int = 0, decode_chunks: int = DECODE_CHUNKS) -> SampleOutput:
     """n samples for each of B prompts from one prefill.
 
     prompt_tokens / prompt_mask: [B, P] (any padding side; mask 1 = real token). Rows stop
     at an EOS of ``stop``, at its step delimiter when ``stop_at_delimiter``, or after
-    ``max_new_tokens``. For a sharded run, pass sharded params and prompts (``shard_batch``)
-    inside ``parallel.activate(mesh)``: the B * n rows stay split over the data axes.
+    ``max_new_tokens``. ``decode_chunks``: the cache starts prompt-sized and grows before
+    each of this many equal chunks of the budget (see :func:`generate`), so attention
+    reads roughly the filled slots; 1 allocates the whole budget up front. Same tokens
+    either way; each chunk is one more loop body to compile. For a sharded run, pass
+    sharded params and prompts (``shard_batch``) inside ``parallel.activate(mesh)``: the
+    B * n rows stay split over the data axes.
     """
     check_prompts(config, prompt_tokens, prompt_mask, max_new_tokens)
     check_sampling(config, sampling)
     check_positive(n)
+    check_positive(decode_chunks, "decode_chunks")
     if stop is None:
         stop = stop_tokens(config.vocab_size)
     if stop.completes.shape[-1] != config.vocab_size:
@@ -510,4 +556,5 @@ def sample(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Arr
     return sample_program(params, jnp.asarray(prompt_tokens, jnp.int32),
                           jnp.asarray(prompt_mask), rng, stop, config=config,
                           sampling=sampling, n=int(n), max_new_tokens=int(max_new_tokens),
-                          stop_at_delimiter=stop_at_delimiter, pad_id=int(pad_id))
+                          stop_at_delimiter=stop_at_delimiter, pad_id=int(pad_id),
+                          decode_chunks=int(decode_chunks))
