@@ -6,8 +6,9 @@ Gumbel MuZero with sequential halving); this module is the environment adapter:
 - a node's embedding (:class:`Node`) holds token ids, never a KV cache: the path of steps
   from the prompt, and the K candidate next steps sampled when the node was expanded;
 - action k = the node's k-th candidate step. ``recurrent_fn`` appends it to the path,
-  re-reads prompt + path in one batched forward (value head at the last token), and
-  samples the new node's K candidates from that cache;
+  reads the path in one batched forward on top of the prompts' KV cache (prefilled once
+  per search; value head at the last token), and samples the new node's K candidates
+  from that cache;
 - prior logits over the K candidates: uniform, or their (mean) log-probs (default mean,
   AlphaMath's normalised step likelihood);
 - rewards are 0 and discounts 1; a node's value mixes its value head and a step scorer
@@ -70,9 +71,9 @@ import numpy as np
 from reasonjax.models.config import ModelConfig
 from reasonjax.models.transformer import Transformer, unstack_layers
 from reasonjax.search.compute import Compute
-from reasonjax.search.sampler import (STOP_EOS, SamplingConfig, SearchError, StopTokens,
-                                      check_positive, check_prompts, check_sampling, expand,
-                                      generate, prefill)
+from reasonjax.search.sampler import (STOP_EOS, DecodeState, SamplingConfig, SearchError,
+                                      StopTokens, check_positive, check_prompts,
+                                      check_sampling, expand, generate, prefill)
 from reasonjax.search.scoring import (StepScorer, check_token_ids, read_template,
                                       transform_value)
 
@@ -244,24 +245,26 @@ def _verify(verifier: Verifier, problem_ids, path, length):
                              problem_ids, path, length)
 
 
-def expand_nodes(config: ModelConfig, params, prompt_tokens, prompt_mask, problem_ids, path,
-                 length, depth, terminal, rng, cfg: MCTSConfig, stop: StopTokens,
-                 verifier: Optional[Verifier], scorer_config: Optional[ModelConfig] = None,
-                 scorer_params=None):
-    """Reads prompt + path for B nodes in one forward (their value head), scores their
-    last step when ``cfg.scorer`` is set (:func:`score_nodes`), mixes the node values
+def expand_nodes(config: ModelConfig, params, prompt_state: DecodeState, prompt_tokens,
+                 prompt_mask, problem_ids, path, length, depth, terminal, rng, cfg: MCTSConfig,
+                 stop: StopTokens, verifier: Optional[Verifier],
+                 scorer_config: Optional[ModelConfig] = None, scorer_params=None):
+    """Reads B nodes' paths in one forward on top of their prompts' prefill
+    ``prompt_state`` (the node's value head at its last token), scores their last step
+    when ``cfg.scorer`` is set (:func:`score_nodes`), mixes the node values
     (:func:`node_value`) and samples K candidate steps for the non-terminal ones.
     ``params`` (and ``scorer_params``) unstack_layers-ed.
     Returns (Node, Compute of this call)."""
     B, P = prompt_tokens.shape
     L, K, T = path.shape[1], cfg.num_actions, cfg.step_tokens
     model = Transformer(config)
+    path_mask = jnp.arange(L)[None, :] < length[:, None]
     seq = jnp.concatenate([prompt_tokens, path], axis=1)
-    mask = jnp.concatenate([prompt_mask.astype(bool), jnp.arange(L)[None, :] < length[:, None]],
-                           axis=1)
+    mask = jnp.concatenate([prompt_mask.astype(bool), path_mask], axis=1)
     # Self-evaluation feeds its template where the candidates will go.
     own_template = template_len(cfg) if scorer_config is None else 0
-    state = prefill(model, params, seq, mask, P + L + max(T, own_template))
+    state = prefill(model, params, path, path_mask, P + L + max(T, own_template),
+                    prefix=prompt_state)
     head = transform_value(state.value, StepScorer(transform=cfg.value_transform))
     score, compute = None, Compute.zero()
     if cfg.scorer is not None:
@@ -271,7 +274,7 @@ def expand_nodes(config: ModelConfig, params, prompt_tokens, prompt_mask, proble
     value = node_value(head, score, reward, terminal, cfg)
     state = expand(state.replace(done=terminal), K)
     state, chunk, n_iter = generate(model, params, state, rng, cfg.sampling, stop, T, True)
-    compute = compute.add(tokens_prefilled=jnp.sum(mask),
+    compute = compute.add(tokens_prefilled=jnp.sum(path_mask),
                           tokens_generated=jnp.sum(chunk.lengths),
                           forward_passes=1 + n_iter)
     node = Node(
@@ -343,28 +346,33 @@ def _unstack(scorer_params):
 @functools.partial(jax.jit, static_argnames=("config", "cfg", "verifier", "scorer_config"))
 def root_program(params, prompt_tokens, prompt_mask, problem_ids, rng, stop, scorer_params,
                  *, config, cfg, verifier, scorer_config):
-    """The root nodes' expansion: (Node, compute)."""
-    B = prompt_tokens.shape[0]
+    """The prompts' prefill (every expansion continues it) and the root nodes' expansion:
+    (prompt state, Node, compute)."""
+    B, P = prompt_tokens.shape
     L = cfg.max_steps * cfg.step_tokens
     zeros = jnp.zeros((B,), jnp.int32)
-    return expand_nodes(config, unstack_layers(params), prompt_tokens, prompt_mask,
-                        problem_ids, jnp.zeros((B, L), jnp.int32), zeros, zeros,
-                        jnp.zeros((B,), bool), rng, cfg, stop, verifier, scorer_config,
-                        _unstack(scorer_params))
+    params = unstack_layers(params)
+    prompt_state = prefill(Transformer(config), params, prompt_tokens, prompt_mask, P)
+    node, compute = expand_nodes(config, params, prompt_state, prompt_tokens, prompt_mask,
+                                 problem_ids, jnp.zeros((B, L), jnp.int32), zeros, zeros,
+                                 jnp.zeros((B,), bool), rng, cfg, stop, verifier,
+                                 scorer_config, _unstack(scorer_params))
+    compute = compute.add(tokens_prefilled=jnp.sum(prompt_mask), forward_passes=1)
+    return prompt_state, node, compute
 
 
 @functools.partial(jax.jit, static_argnames=("config", "cfg", "verifier", "scorer_config"))
-def move_program(params, prompt_tokens, prompt_mask, problem_ids, root_node, rng, stop,
-                 scorer_params, *, config, cfg, verifier, scorer_config):
+def move_program(params, prompt_state, prompt_tokens, prompt_mask, problem_ids, root_node, rng,
+                 stop, scorer_params, *, config, cfg, verifier, scorer_config):
     """One search from ``root_node`` and the move it picks: (tree, action, child, compute)."""
     params = unstack_layers(params)
     scorer_params = _unstack(scorer_params)
 
     def evaluate(p, key, child_state):
         path, length, depth, terminal = child_state
-        node, _ = expand_nodes(config, p, prompt_tokens, prompt_mask, problem_ids, path,
-                               length, depth, terminal, key, cfg, stop, verifier,
-                               scorer_config, scorer_params)
+        node, _ = expand_nodes(config, p, prompt_state, prompt_tokens, prompt_mask,
+                               problem_ids, path, length, depth, terminal, key, cfg, stop,
+                               verifier, scorer_config, scorer_params)
         return node, prior_logits(node, cfg.prior)
 
     transition = lambda node, action: child_of(node, action, cfg.max_steps)
@@ -386,17 +394,19 @@ def move_program(params, prompt_tokens, prompt_mask, problem_ids, root_node, rng
 def _simulation_compute(tree: mctx.Tree, prompt_mask, cfg: MCTSConfig,
                         separate: bool) -> Compute:
     """What the simulations of one search spent. mctx adds node i + 1 to every problem's
-    tree at simulation i, each by one expansion (prompt + path re-read, scored when
-    there is a scorer, K candidates sampled), all B problems in one batched prefill, the
-    scoring passes (:func:`scoring_passes`) and one decode loop that runs as long as the
-    longest candidate. A separate scorer model reads the same prompt + path."""
+    tree at simulation i, each by one expansion (the path read on top of the prompt's
+    cached prefill, scored when there is a scorer, K candidates sampled), all B problems
+    in one batched prefill, the scoring passes (:func:`scoring_passes`) and one decode
+    loop that runs as long as the longest candidate. A separate scorer model reads the
+    whole prompt + path."""
     emb = tree.embeddings
     expanded = (jnp.arange(tree.node_visits.shape[1])[None, :] > 0) & (tree.node_visits > 0)
     prompt = jnp.sum(prompt_mask, axis=1)[:, None]
-    prefilled = jnp.sum(jnp.where(expanded, prompt + emb.length, 0))
+    prefilled = jnp.sum(jnp.where(expanded, emb.length, 0))
     generated = jnp.sum(jnp.where(expanded[..., None], emb.cand_lengths, 0))
-    scored = jnp.sum(expanded) * template_len(cfg) + (prefilled if separate and
-                                                      cfg.scorer is not None else 0)
+    scored = jnp.sum(expanded) * template_len(cfg) + (
+        jnp.sum(jnp.where(expanded, prompt + emb.length, 0))
+        if separate and cfg.scorer is not None else 0)
     decode_iters = jnp.max(jnp.where(expanded[..., None], emb.cand_lengths, 0), axis=(0, 2))
     passes = jnp.sum(jnp.where(jnp.any(expanded, 0),
                                1 + scoring_passes(cfg, separate) + decode_iters, 0))
@@ -487,14 +497,14 @@ def mcts(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Array
         raise SearchError(f"problem_ids must have shape ({B},), got {problem_ids.shape}")
     key_root, key_moves = jax.random.split(rng)
     statics = dict(config=config, cfg=cfg, verifier=verifier, scorer_config=scorer_config)
-    node, compute = root_program(params, prompt_tokens, prompt_mask, problem_ids, key_root, stop,
-                                 scorer_params, **statics)
+    prompt_state, node, compute = root_program(params, prompt_tokens, prompt_mask, problem_ids,
+                                               key_root, stop, scorer_params, **statics)
     trees, actions = [], []
     for move in range(cfg.max_moves or cfg.max_steps):
         if bool(jnp.all(node.terminal)):
             break
         tree, action, node, comp = move_program(
-            params, prompt_tokens, prompt_mask, problem_ids, node,
+            params, prompt_state, prompt_tokens, prompt_mask, problem_ids, node,
             jax.random.fold_in(key_moves, move), stop, scorer_params, **statics)
         trees.append(tree)
         actions.append(action)

@@ -313,7 +313,10 @@ def test_separate_scorer_node_values_are_its_own_forwards(params, prompts, prm, 
     B = prompts[0].shape[0]
     expansions = 1 + cfg.num_simulations * len(res.trees)
     template = len(TEMPLATE) if kind == "token_prob" else 0
-    assert c["tokens_scored"] == c["tokens_prefilled"] + B * template * expansions
+    # the policy prefills each prompt once and then only paths; the scorer re-reads both
+    prompt = int(np.sum(prompts[1]))
+    assert c["tokens_scored"] == (c["tokens_prefilled"] + prompt * (expansions - 1)
+                                  + B * template * expansions)
 
 
 def test_scorer_settings_fail_clearly(params, prompts, prm):
@@ -344,6 +347,6 @@ def test_driver_lowers_mcts_with_a_scorer(params, prompts, prm):
                     scorer_config=prm[0], scorer_params=prm[1])
     assert sorted(lowered) == ["mcts move", "mcts root"]
     # The scorer's parameters are traced inputs of both programs (after stop).
-    for name, at in (("mcts root", 6), ("mcts move", 7)):
+    for name, at in (("mcts root", 6), ("mcts move", 8)):
         arg = lowered[name].args_info[0][at]
         assert jax.tree.structure(arg) == jax.tree.structure(prm[1]), name

@@ -248,7 +248,7 @@ def scorer_dir(model_dir, tmp_path_factory):
 def test_cli_mcts_mixes_the_scorer_model_into_node_values(model_dir, scorer_dir, tmp_path):
     """--method mcts --scorer CKPT: the scorer's value head (--transform) joins the node
     values with --scorer-weight, next to the policy's value head at --value-weight; it
-    reads every prompt + path the policy prefills."""
+    reads every node's prompt + path."""
     records, summary = search(model_dir, tmp_path / "m.jsonl", "--task", "arithmetic",
                               "--difficulty", "easy", "--count", "2", "--method", "mcts",
                               "--num-actions", "2", "--simulations", "2", "--batch-size", "2",
@@ -258,8 +258,8 @@ def test_cli_mcts_mixes_the_scorer_model_into_node_values(model_dir, scorer_dir,
     assert (config["value_weight"], config["scorer_weight"]) == (0.5, 0.25)
     assert config["scorer"]["kind"] == "value" and config["scorer"]["transform"] == "tanh"
     assert summary["made_from"]["scorer"] is not None
-    assert summary["tokens_scored"] == pytest.approx(summary["tokens_prefilled"])
-    assert summary["tokens_scored"] > 0 and len(records) == 2
+    # the scorer re-reads prompt + path at every expansion; the policy its prompts once
+    assert summary["tokens_scored"] > summary["tokens_prefilled"] > 0 and len(records) == 2
 
 
 def test_cli_score_template_builds_a_self_evaluation_scorer():
