@@ -7,9 +7,9 @@ early, at batch 1 / 16 / 64 / 256. In the same run a large fp32 matmul measures 
 machine's peak; the roofline is that peak divided by the model's FLOPs per generated
 token (2 x matmul parameters + attention over the average context), and each throughput
 is also reported as a fraction of it. reasonjax decodes twice: on a cache allocated for
-the whole budget (``decode_chunks=1``, the sampler's default) and on a prompt-sized cache
-grown before each of ``--chunks`` chunks of the budget. Each row is timed ``--repeats`` times,
-the three sides interleaved, and the table shows medians.
+the whole budget (``decode_chunks=1``) and on a prompt-sized cache grown before each of
+``--chunks`` chunks of the budget (default: the sampler's default). Each row is timed
+``--repeats`` times, the three sides interleaved, and the table shows medians.
 
     python benchmarks/decode_throughput.py [--batches 1,16,64,256] [--repeats 3] [--json F]
 
@@ -33,7 +33,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from reasonjax.models import get_config, init_params, save_pretrained  # noqa: E402
-from reasonjax.search.sampler import SamplingConfig, sample, stop_tokens  # noqa: E402
+from reasonjax.search.sampler import (DECODE_CHUNKS, SamplingConfig, sample,  # noqa: E402
+                                      stop_tokens)
 
 PROMPT_LEN = 16
 NEW_TOKENS = 128
@@ -84,7 +85,7 @@ def main() -> None:
     ap.add_argument("--batches", default="1,16,64,256")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--preset", default="tiny-3m")
-    ap.add_argument("--chunks", type=int, default=4,
+    ap.add_argument("--chunks", type=int, default=DECODE_CHUNKS,
                     help="the chunked side's decode_chunks")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()

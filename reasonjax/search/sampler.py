@@ -42,11 +42,12 @@ from reasonjax.models.transformer import (KVCache, Transformer, grow_cache, init
                                           take_rows, unstack_layers)
 from reasonjax.search.compute import Compute
 
-# `sample` decodes in this many chunks, growing the KV cache before each (see `generate`).
-# 1 (off): on the 2-core CPU at tiny-3m, 128 tokens, 4 chunks ran 1.0-1.2x the whole-cache
-# decode for ~50% more compile time (benchmarks/decode_throughput.py); worth it for long
-# budgets, where attention over an unfilled cache dominates.
-DECODE_CHUNKS = 1
+# `sample` decodes in at most this many chunks of at least MIN_DECODE_CHUNK tokens, growing
+# the KV cache before each (see `generate`). On the 2-core CPU (tiny-3m, 128 tokens) 4
+# chunks decode 1.2-1.5x faster than a whole-budget cache, for a few seconds more compile
+# (one loop body per chunk); short budgets (tests, single steps) stay in one chunk.
+DECODE_CHUNKS = 4
+MIN_DECODE_CHUNK = 16
 
 # Stop reasons, per row and call.
 STOP_NONE = 0       # still running (only inside the loop)
@@ -138,7 +139,7 @@ class SampleConfig:
     (0 = all ``n`` in one call, sharing one prefill); a smaller chunk bounds the rows a
     call holds (repeated sampling at 10,000 per problem), the calls drawing with
     ``fold_in(rng, chunk index)``. ``decode_chunks``: see :func:`sample` (1: the whole
-    budget's cache up front)."""
+    budget's cache up front; the tokens do not depend on it)."""
 
     n: int = 1
     max_new_tokens: int = 64
@@ -511,7 +512,8 @@ def sample_program(params, prompt_tokens, prompt_mask, rng, stop, *, config, sam
     model = Transformer(config)
     params = unstack_layers(params)
     B, P = prompt_tokens.shape
-    grow_by = -(-max_new_tokens // decode_chunks) if decode_chunks > 1 else 0
+    grow_by = max(-(-max_new_tokens // decode_chunks), MIN_DECODE_CHUNK)
+    grow_by = grow_by if decode_chunks > 1 and grow_by < max_new_tokens else 0
     state = prefill(model, params, prompt_tokens, prompt_mask,
                     P if grow_by else P + max_new_tokens)
     prompt_value = state.value
@@ -538,9 +540,10 @@ def sample(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Arr
     prompt_tokens / prompt_mask: [B, P] (any padding side; mask 1 = real token). Rows stop
     at an EOS of ``stop``, at its step delimiter when ``stop_at_delimiter``, or after
     ``max_new_tokens``. ``decode_chunks``: the cache starts prompt-sized and grows before
-    each of this many equal chunks of the budget (see :func:`generate`), so attention
-    reads roughly the filled slots; 1 allocates the whole budget up front. Same tokens
-    either way; each chunk is one more loop body to compile. For a sharded run, pass
+    each of at most this many equal chunks of the budget, none shorter than
+    ``MIN_DECODE_CHUNK`` tokens (see :func:`generate`), so attention reads roughly the
+    filled slots; 1 allocates the whole budget up front. Same tokens either way; each
+    chunk is one more loop body to compile. For a sharded run, pass
     sharded params and prompts (``shard_batch``) inside ``parallel.activate(mesh)``: the
     B * n rows stay split over the data axes.
     """
