@@ -37,6 +37,7 @@ Prints one table; figures depend on the machine and on whatever else runs on it.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -222,7 +223,9 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=3, help="MCTS steps per solution")
     ap.add_argument("--step-tokens", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
 
     import torch
     from transformers import LlamaForCausalLM
@@ -260,7 +263,12 @@ def main() -> None:
           f"{'hf prob/s':>9} {'hf tok/s':>9} {'hf tok/prob':>11} {'prob/s ratio':>12}",
           flush=True)
 
+    rows = []
+
     def report(name, comp, rp, rt, rtp, hp, ht, htp):
+        rows.append({"method": name, "compile_s": comp, "ours_problems_s": rp,
+                     "ours_tok_s": rt, "ours_tok_per_problem": rtp, "loop_problems_s": hp,
+                     "loop_tok_s": ht, "loop_tok_per_problem": htp, "ratio": rp / hp})
         print(f"{name:<28} {comp:>9.1f} {rp:>9.2f} {rt:>9,.0f} {rtp:>11.0f} {hp:>9.2f} "
               f"{ht:>9,.0f} {htp:>11.0f} {rp / hp:>11.1f}x", flush=True)
 
@@ -293,6 +301,12 @@ def main() -> None:
     report(f"mcts K={args.actions} sims={args.sims} depth={args.depth}", first - t,
            B / t, gen / t, gen / B, len(base) / t_hf, stepper.generated / t_hf,
            stepper.generated / len(base))
+    load_after = os.getloadavg()[0]
+    print(f"load average {load_before:.1f} before, {load_after:.1f} after")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"preset": args.preset, "problems": B, "baseline_problems": len(base),
+                       "load": [load_before, load_after], "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":
