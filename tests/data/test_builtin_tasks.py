@@ -290,6 +290,7 @@ GRID = ["S..#.",
         "...#.",
         ".#.G.",
         "....."]
+COORDINATE_PROMPT = "start 0 0\ngoal 3 3\nwall 0 3\nwall 1 1\nwall 2 3\nwall 3 1\n"
 
 
 def test_maze_hand_example():
@@ -479,6 +480,11 @@ def test_maze_modes_set_prompt_and_reference():
     assert list(p_slow.steps[-7:]) == plan and p_slow.steps[0] == "c 0 0 0 6"
     assert list(p_auto.steps) == ["slow"] + list(p_slow.steps)
     assert get_task("maze", mode="auto").from_instance(GRID).steps[0] == "fast"  # no trace
+    # the papers' encoding: start, goal, then the walls row by row; same steps
+    coords = get_task("maze", trace=True, mode="slow", coordinates=True)
+    p_coords = coords.from_instance(GRID)
+    assert coords.prompt(p_coords) == COORDINATE_PROMPT + "slow\n"
+    assert p_coords.steps == p_slow.steps
     with pytest.raises(TaskError, match="set trace=true"):
         get_task("maze", mode="slow")
     with pytest.raises(TaskError, match="mode must be one of"):

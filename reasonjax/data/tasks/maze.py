@@ -67,8 +67,11 @@ g (without costs: at most twice). With costs the plan starts once the goal was c
 without costs it may start at any point (level 3 can drop the goal's create).
 
 Knobs: ``height``, ``width``, ``wall_prob``, ``min_distance`` (shortest-path length at
-least this), ``trace``, ``optimal``, ``mode``. Steps = shortest-path length + 1 (answer),
-plus the trace length with ``trace=True`` (and the control line in ``auto`` mode).
+least this), ``trace``, ``optimal``, ``mode``, ``coordinates`` (the prompt lists the
+start, the goal and every wall as ``start r c`` / ``goal r c`` / ``wall r c`` lines, the
+Searchformer / Dualformer papers' encoding, instead of drawing the grid). Steps =
+shortest-path length + 1 (answer), plus the trace length with ``trace=True`` (and the
+control line in ``auto`` mode).
 """
 
 from __future__ import annotations
@@ -423,6 +426,7 @@ class Maze(Task):
     trace: bool = False
     optimal: bool = True
     mode: Optional[str] = None
+    coordinates: bool = False
 
     def __post_init__(self):
         if self.mode is not None and self.mode not in MODES:
@@ -478,9 +482,17 @@ class Maze(Task):
                              "trace_length": len(trace)})
 
     def prompt(self, problem: Problem) -> str:
-        """The grid and a newline; in ``fast`` / ``slow`` mode then the control line."""
+        """The grid (or with ``coordinates`` its start / goal / wall lines) and a newline;
+        in ``fast`` / ``slow`` mode then the control line."""
         control = self.mode + "\n" if self.mode in (FAST, SLOW) else ""
-        return problem.question + "\n" + control
+        text = problem.question
+        if self.coordinates:
+            grid = parse_grid(problem.instance["grid"])
+            walls = [f"wall {r} {c}" for r, row in enumerate(grid.rows)
+                     for c, cell in enumerate(row) if cell == "#"]
+            text = "\n".join([f"start {grid.start[0]} {grid.start[1]}",
+                              f"goal {grid.goal[0]} {grid.goal[1]}", *walls])
+        return text + "\n" + control
 
     def answer_correct(self, problem: Problem, answer: str) -> bool:
         grid = parse_grid(problem.instance["grid"])
