@@ -26,5 +26,12 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(VENV)/bin/python -m pip install -q -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
+# Each comparison writes its JSON to benchmarks/results; summary.py prints the README table.
 bench: $(BENCH_STAMP)
-	for f in benchmarks/*.py; do $(VENV)/bin/python $$f || exit 1; done
+	mkdir -p benchmarks/results
+	$(VENV)/bin/python benchmarks/decode_throughput.py --json benchmarks/results/decode.json
+	$(VENV)/bin/python benchmarks/search_throughput.py --json benchmarks/results/search.json
+	$(VENV)/bin/python benchmarks/train_step.py --json benchmarks/results/train_step.json
+	$(VENV)/bin/python benchmarks/rl_step.py --json benchmarks/results/rl_step.json
+	$(VENV)/bin/python benchmarks/arithmetic_rl.py
+	$(VENV)/bin/python benchmarks/summary.py benchmarks/results

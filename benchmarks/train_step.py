@@ -191,6 +191,7 @@ def main() -> None:
     from reasonjax.models import get_config
 
     torch.set_num_threads(os.cpu_count() or 1)
+    load_before = os.getloadavg()[0]
     peak = matmul_peak()
     print(f"fp32 matmul peak: JAX {peak['jax']:.0f} GFLOP/s, PyTorch {peak['torch']:.0f} "
           f"GFLOP/s ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})")
@@ -223,9 +224,11 @@ def main() -> None:
                   f"peak)  torch {row['torch_tok_s']:8.0f} tok/s ({row['torch_gflops']:5.0f} "
                   f"GFLOP/s, {row['torch_peak_frac']:.0%})  ratio {row['ratio']:.2f}x",
                   flush=True)
+    load = [load_before, os.getloadavg()[0]]
+    print(f"load average {load[0]:.1f} before, {load[1]:.1f} after")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"matmul_peak_gflops": peak, "rows": rows}, f, indent=2)
+            json.dump({"matmul_peak_gflops": peak, "load": load, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":
