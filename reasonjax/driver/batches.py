@@ -201,8 +201,9 @@ def lower(config, params, method: Method, tokens, mask, rng, stop: StopTokens, *
     if isinstance(method, MCTSConfig):
         mesh = getattr(getattr(mask, "sharding", None), "mesh", None)
 
-        def rows(x):  # a per-row array, split like the prompts
-            sharding = parallel.batch_sharding(mesh, x.ndim) if mesh is not None else None
+        def rows(x):  # a per-row array, split like the prompts (a scalar: replicated)
+            split = mesh is not None and x.ndim > 0
+            sharding = parallel.batch_sharding(mesh, x.ndim) if split else None
             return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
 
         verifier = verifier if method.terminal_reward == "verifier" else None
@@ -212,9 +213,7 @@ def lower(config, params, method: Method, tokens, mask, rng, stop: StopTokens, *
         root = root_program.lower(*args, rng, stop, scorer_params, **statics)
         prompt_state, node, _ = jax.eval_shape(lambda *a: root_program(*a, **statics), *args,
                                                rng, stop, scorer_params)
-        prompt_state, node = jax.tree.map(
-            lambda x: rows(x) if x.ndim else jax.ShapeDtypeStruct(x.shape, x.dtype),
-            (prompt_state, node))
+        prompt_state, node = jax.tree.map(rows, (prompt_state, node))
         return {"mcts root": root,
                 "mcts move": move_program.lower(params, prompt_state, *args[1:], node, rng,
                                                 stop, scorer_params, **statics)}

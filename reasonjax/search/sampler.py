@@ -433,9 +433,11 @@ def generate(model: Transformer, params, state: DecodeState, rng: jax.Array,
     tokens0 = jnp.full((R, T), pad_id, jnp.int32)
     zeros = jnp.zeros((R, T), jnp.float32)
 
-    def cond(carry):
-        t, _, _, _, _, _, reason = carry
-        return (t < T) & jnp.any(reason == STOP_NONE)
+    def running_until(end):
+        def cond(carry):
+            t, _, _, _, _, _, reason = carry
+            return (t < end) & jnp.any(reason == STOP_NONE)
+        return cond
 
     def body(carry):
         t, st, toks, logps, vals, lengths, reason = carry
@@ -468,15 +470,13 @@ def generate(model: Transformer, params, state: DecodeState, rng: jax.Array,
 
     carry = (jnp.zeros((), jnp.int32), state, tokens0, zeros, zeros,
              jnp.zeros((R,), jnp.int32), reason0)
-    if grow_by <= 0:
-        carry = lax.while_loop(cond, body, carry)
-    else:
-        for start in range(0, T, grow_by):
-            end = min(start + grow_by, T)
+    chunk_len = grow_by if grow_by > 0 else T
+    for start in range(0, T, chunk_len):
+        end = min(start + chunk_len, T)
+        if grow_by > 0:
             t, st, *rest = carry
             carry = (t, st.replace(cache=grow_cache(st.cache, end - start)), *rest)
-            carry = lax.while_loop(
-                lambda c, end=end: (c[0] < end) & jnp.any(c[-1] == STOP_NONE), body, carry)
+        carry = lax.while_loop(running_until(end), body, carry)
     n_iter, state, toks, logps, vals, lengths, reason = carry
     chunk = Chunk(tokens=toks, logprobs=logps, values=vals, lengths=lengths,
                   stop_reason=reason)
@@ -543,9 +543,9 @@ def sample(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Arr
     each of at most this many equal chunks of the budget, none shorter than
     ``MIN_DECODE_CHUNK`` tokens (see :func:`generate`), so attention reads roughly the
     filled slots; 1 allocates the whole budget up front. Same tokens either way; each
-    chunk is one more loop body to compile. For a sharded run, pass
-    sharded params and prompts (``shard_batch``) inside ``parallel.activate(mesh)``: the
-    B * n rows stay split over the data axes.
+    chunk is one more loop body to compile. For a sharded run, pass sharded params and
+    prompts (``shard_batch``) inside ``parallel.activate(mesh)``: the B * n rows stay
+    split over the data axes.
     """
     check_prompts(config, prompt_tokens, prompt_mask, max_new_tokens)
     check_sampling(config, sampling)
