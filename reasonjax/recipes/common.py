@@ -48,7 +48,12 @@ class TaskSpec:
     ``difficulty`` and ``knobs``; or, with ``data_file`` (JSONL / JSON / Parquet), the
     local-file format (gsm8k, math, choice), ``eval_file`` holding the test problems
     (default: the last ``eval_size`` problems of ``data_file``).
-    train_size / eval_size: problems generated (built-in) or used (files; 0 = all)."""
+    train_size / eval_size: problems generated (built-in) or used (files; 0 = all).
+    ``disjoint``: no training problem has the question of an eval problem (built-in tasks
+    draw further problems of the training stream until ``train_size`` are kept; files drop
+    them). Off by default so that earlier runs reproduce: the streams are independent, but
+    small problem spaces collide (easy arithmetic: 467 of 1,024 eval questions are among
+    4,000 training draws; 3x3 mazes: 232 of 256)."""
 
     name: str = "arithmetic"
     difficulty: Optional[str] = "easy"
@@ -58,6 +63,7 @@ class TaskSpec:
     seed: int = 0
     data_file: Optional[str] = None
     eval_file: Optional[str] = None
+    disjoint: bool = False
 
     def __post_init__(self):
         check_fields(self, train_size=">= 0", eval_size=">= 0")
@@ -155,9 +161,29 @@ def _local_problems(spec: TaskSpec) -> tuple[Task, list[Problem], list[Problem]]
                 f"task.eval_size={spec.eval_size}: {spec.data_file} has {len(problems)} "
                 "problems; hold out fewer than that, or give task.eval_file")
         problems, held = problems[:-spec.eval_size], problems[-spec.eval_size:]
-    train = problems[:spec.train_size] if spec.train_size > 0 else problems
     held = held[:spec.eval_size] if spec.eval_size > 0 else held
+    if spec.disjoint:
+        asked = {p.question for p in held}
+        problems = [p for p in problems if p.question not in asked]
+    train = problems[:spec.train_size] if spec.train_size > 0 else problems
     return get_task(fmt), train, held
+
+
+def disjoint_problems(task: Task, n: int, seed: int, held: Sequence[Problem]) -> list[Problem]:
+    """The first ``n`` problems of ``task``'s stream ``seed`` whose question is not one of
+    ``held``'s (draws continue past index ``n`` as needed, up to ``64 n + 1024``)."""
+    asked = {p.question for p in held}
+    kept, start, limit = [], 0, 64 * n + 1024
+    while len(kept) < n and start < limit:
+        chunk = min(max(n, 256), limit - start)
+        kept += [p for p in task.generate(chunk, seed=seed, start=start)
+                 if p.question not in asked]
+        start += chunk
+    if len(kept) < n:
+        raise ConfigError(f"task.disjoint: only {len(kept)} of the first {limit} problems of "
+                          f"stream {seed} are not eval problems, fewer than task.train_size="
+                          f"{n}; lower task.train_size or task.eval_size, or widen the task")
+    return kept[:n]
 
 
 def title(name: str, cfg: RecipeConfig) -> str:
@@ -182,7 +208,7 @@ def make_env(task: TaskSpec, model: ModelSpec, mesh: parallel.MeshConfig = paral
 
     Built-in tasks: train and eval problems come from different seeds (``seed`` and
     ``seed + 1``), so no eval problem is a training problem by construction of the
-    stream (collisions of short problems are possible and harmless).
+    stream; small problem spaces collide unless ``task.disjoint`` (see :class:`TaskSpec`).
     """
     if not model.checkpoint and not model.preset:
         raise ConfigError("model: set model.checkpoint=/path/to/checkpoint (a HF or reasonjax "
@@ -202,8 +228,9 @@ def make_env(task: TaskSpec, model: ModelSpec, mesh: parallel.MeshConfig = paral
                               "task.data_file=/path/to/train.jsonl (and optionally "
                               "task.eval_file)")
         t = get_task(task.name, task.difficulty, **task.knobs)
-        train_problems = t.generate(task.train_size, seed=task.seed)
         eval_problems = t.generate(task.eval_size, seed=task.seed + 1)
+        train_problems = (disjoint_problems(t, task.train_size, task.seed, eval_problems)
+                          if task.disjoint else t.generate(task.train_size, seed=task.seed))
     devices = jax.devices()[:num_devices] if num_devices > 0 else None
     mesh_ = parallel.make_mesh(mesh, devices)
     init = None

@@ -25,6 +25,24 @@ def test_env_keeps_train_and_eval_apart_and_is_deterministic():
     assert [p.meta for p in a.eval] != [p.meta for p in a.train[:6]]
 
 
+def test_disjoint_env_has_no_eval_question_in_training():
+    knobs = {"height": 3, "width": 3, "wall_prob": 0.25, "min_distance": 3, "trace": True}
+    spec = common.TaskSpec(name="maze", difficulty=None, knobs=knobs, train_size=300,
+                           eval_size=40, seed=5)
+    leaky = common.make_env(spec, common.ModelSpec(), num_devices=1)
+    asked = {p.question for p in leaky.eval}
+    assert sum(p.question in asked for p in leaky.train) > 0  # 3x3 mazes collide
+    env = common.make_env(common.TaskSpec(**{**vars(spec), "disjoint": True}),
+                          common.ModelSpec(), num_devices=1)
+    assert [p.question for p in env.eval] == [p.question for p in leaky.eval]
+    assert len(env.train) == 300 and not any(p.question in asked for p in env.train)
+    # the kept problems are the stream's own, in order: the leaky list minus the eval ones
+    kept = [p.question for p in leaky.train if p.question not in asked]
+    assert [p.question for p in env.train][:len(kept)] == kept
+    with pytest.raises(ConfigError, match="task.disjoint: only .* fewer than task.train_size"):
+        common.disjoint_problems(leaky.task, 5, 0, leaky.task.generate(2000, seed=0))
+
+
 def test_examples_become_rows_and_every_row_is_seen_once_per_epoch():
     tok = common.CharTokenizer()
     examples = [formatting.encode_completion(tok, f"{i}+1\n", str(i + 1)) for i in range(10)]
