@@ -4,12 +4,13 @@ A tiny Llama (``tiny-3m``, ~2.9M parameters) is initialised, written with
 ``save_pretrained`` and loaded into transformers' ``LlamaForCausalLM`` (PyTorch, CPU,
 float32). Both decode 128 new tokens greedily after a 16-token prompt, never stopping
 early, at batch 1 / 16 / 64 / 256. In the same run a large fp32 matmul measures the
-machine's peak; the roofline is that peak divided by the model's FLOPs per generated
-token (2 x matmul parameters + attention over the average context), and each throughput
-is also reported as a fraction of it. reasonjax decodes twice: on a cache allocated for
-the whole budget (``decode_chunks=1``) and on a prompt-sized cache grown before each of
-``--chunks`` chunks of the budget (default: the sampler's default). Each row is timed
-``--repeats`` times, the three sides interleaved, and the table shows medians.
+machine's peak (the better of JAX and PyTorch); the roofline is that peak divided by the
+model's FLOPs per generated token (2 x matmul parameters + attention over the average
+context), and each throughput is also reported as a fraction of it. reasonjax decodes
+twice: on a cache allocated for the whole budget (``decode_chunks=1``) and on a
+prompt-sized cache grown before each of ``--chunks`` chunks of the budget (default: the
+sampler's default). Each row is timed ``--repeats`` times, the three sides interleaved,
+and the table shows medians.
 
     python benchmarks/decode_throughput.py [--batches 1,16,64,256] [--repeats 3] [--json F]
 
@@ -24,13 +25,15 @@ import json
 import os
 import sys
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from timing import load_average, matmul_peak, median_times  # noqa: E402
 
 from reasonjax.models import get_config, init_params, save_pretrained  # noqa: E402
 from reasonjax.search.sampler import (DECODE_CHUNKS, SamplingConfig, sample,  # noqa: E402
@@ -38,38 +41,6 @@ from reasonjax.search.sampler import (DECODE_CHUNKS, SamplingConfig, sample,  # 
 
 PROMPT_LEN = 16
 NEW_TOKENS = 128
-
-
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def median_times(fns: dict, repeats: int) -> dict:
-    """Median wall time of each function over ``repeats`` interleaved rounds (one untimed
-    call each first: compile / allocator)."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            times[name].append(timed(fn))
-    return {name: float(np.median(t)) for name, t in times.items()}
-
-
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up (compile / allocator)
-    return min(timed(fn) for _ in range(repeats))
-
-
-def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-    """fp32 FLOP/s of a large square matmul (jax, all cores)."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    f = jax.jit(lambda a, b: a @ b)
-    t = best_time(lambda: f(a, b).block_until_ready(), repeats)
-    return 2 * n**3 / t
 
 
 def flops_per_token(cfg, context: float) -> float:
@@ -94,7 +65,7 @@ def main() -> None:
     import torch
     from transformers import LlamaForCausalLM
 
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     cfg = get_config(args.preset, vocab_size=128)
     params = init_params(cfg, jax.random.key(0))
     tmp = tempfile.mkdtemp(prefix="rj_bench_")
@@ -103,7 +74,7 @@ def main() -> None:
     no_stop = stop_tokens(cfg.vocab_size)  # no EOS: every row decodes all 128 tokens
     greedy = SamplingConfig(temperature=0.0)
 
-    peak = matmul_peak()
+    peak = matmul_peak()["peak"] * 1e9
     roofline = peak / flops_per_token(cfg, PROMPT_LEN + NEW_TOKENS / 2)
     print(f"model {args.preset}: {cfg.num_params() / 1e6:.2f}M params; fp32 matmul peak "
           f"{peak / 1e9:.0f} GFLOP/s -> roofline {roofline:,.0f} tok/s; "
@@ -147,7 +118,7 @@ def main() -> None:
         print(f"{B:>5} {tps['transformers']:>19,.0f} {tps['whole']:>14,.0f} "
               f"{tps['chunked']:>10,.0f} {row['ratio']:>5.1f}x "
               f"{100 * row['roofline_frac']:>9.1f}% {same:>10.1%}", flush=True)
-    load_after = os.getloadavg()[0]
+    load_after = load_average()
     print(f"load average {load_before:.1f} before, {load_after:.1f} after; ratio = the "
           f"better reasonjax side over transformers (chunked: decode_chunks={args.chunks})")
     if args.json:

@@ -57,7 +57,7 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from train_step import matmul_peak  # noqa: E402
+from timing import matmul_peak  # noqa: E402
 
 CHAR_SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 

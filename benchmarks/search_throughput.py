@@ -26,8 +26,9 @@ transformers' last hidden state with the same value-head weights.
 reasonjax runs all ``--problems`` problems as one batch; the baseline handles problems one
 after another, so it runs ``--baseline-problems`` of the same problems and its rate per
 problem does not depend on how many it runs. Compile time is reported separately and
-excluded from reasonjax's rate (it is paid once per shape). Both sides sample, so their
-solutions differ; generated-token counts show the budgets match.
+excluded from reasonjax's rate (it is paid once per shape). After that first call both
+sides run ``--repeats`` times, interleaved, and the rates come from the medians. Both
+sides sample, so their solutions differ; generated-token counts show the budgets match.
 
     python benchmarks/search_throughput.py [--problems 64] [--baseline-problems 4]
 
@@ -42,19 +43,20 @@ import math
 import os
 import sys
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from reasonjax.models import Transformer, get_config, init_params, save_pretrained  # noqa: E402
 from reasonjax.search.beam import BeamConfig, beam_search  # noqa: E402
 from reasonjax.search.mcts import MCTSConfig, mcts  # noqa: E402
 from reasonjax.search.sampler import stop_tokens  # noqa: E402
 from reasonjax.search.scoring import StepScorer  # noqa: E402
+from timing import load_average, median_times, timed  # noqa: E402
 
 PROMPT_LEN = 16
 EOS_ID = 2
@@ -192,18 +194,6 @@ def mcts_loop(hf: HFStepper, prompt: list[int], k: int, sims: int, max_depth: in
     return node.path
 
 
-def timed(fn, repeats: int):
-    t0 = time.perf_counter()
-    out = fn()
-    first = time.perf_counter() - t0
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return out, first, best
-
-
 def reasonjax_value(cfg, params, prompt) -> float:
     """tanh(value head) at the last prompt token, by reasonjax's full forward."""
     out = Transformer(cfg).apply({"params": params}, jnp.asarray(prompt, jnp.int32))
@@ -222,10 +212,11 @@ def main() -> None:
     ap.add_argument("--sims", type=int, default=8, help="MCTS simulations per move")
     ap.add_argument("--depth", type=int, default=3, help="MCTS steps per solution")
     ap.add_argument("--step-tokens", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="interleaved timed runs of each side; rates from the medians")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
 
     import torch
     from transformers import LlamaForCausalLM
@@ -254,7 +245,7 @@ def main() -> None:
     theirs_v = stepper.values([base[0]])[0]
     print(f"model {args.preset}: {cfg.num_params() / 1e6:.2f}M params; {jax.device_count()} "
           f"jax devices, torch threads {torch.get_num_threads()}, load average "
-          f"{os.getloadavg()[0]:.1f}; value head agrees: |{ours_v:.5f} - {theirs_v:.5f}| = "
+          f"{load_average():.1f}; value head agrees: |{ours_v:.5f} - {theirs_v:.5f}| = "
           f"{abs(ours_v - theirs_v):.1e}")
 
     print(f"step tokens <= {args.step_tokens}; reasonjax: {B} problems in one batch; "
@@ -274,34 +265,33 @@ def main() -> None:
 
     beam_cfg = BeamConfig(n=args.n, beam_width=args.beam_width, max_steps=args.steps,
                           step_tokens=args.step_tokens, scorer=StepScorer(transform="tanh"))
-    res, first, t = timed(lambda: jax.block_until_ready(
-        beam_search(cfg, params, tokens, mask, jax.random.key(0), beam_cfg, stop)),
-        args.repeats)
-    gen = res.compute.to_dict()["tokens_generated"]
-    stepper.generated = 0
-    t0 = time.perf_counter()
-    for p in base:
-        beam_loop(stepper, p, args.n, args.beam_width, args.steps)
-    t_hf = time.perf_counter() - t0
-    report(f"beam N={args.n} M={args.beam_width} steps={args.steps}", first - t, B / t,
-           gen / t, gen / B, len(base) / t_hf, stepper.generated / t_hf,
-           stepper.generated / len(base))
+    def side_by_side(name, ours_fn, loop_fn):
+        """Ours once (compile + run), then ours and the loop interleaved ``--repeats``
+        times; rates from the medians."""
+        res, first = timed(ours_fn)
+        stepper.generated = 0
+        med = median_times({"ours": ours_fn, "loop": loop_fn}, args.repeats, warmup=False)
+        t, t_hf = med["ours"], med["loop"]
+        gen = res.compute.to_dict()["tokens_generated"]
+        hf_gen = stepper.generated / args.repeats
+        report(name, first - t, B / t, gen / t, gen / B, len(base) / t_hf, hf_gen / t_hf,
+               hf_gen / len(base))
+
+    side_by_side(f"beam N={args.n} M={args.beam_width} steps={args.steps}",
+                 lambda: jax.block_until_ready(
+                     beam_search(cfg, params, tokens, mask, jax.random.key(0), beam_cfg, stop)),
+                 lambda: [beam_loop(stepper, p, args.n, args.beam_width, args.steps)
+                          for p in base])
 
     mcts_cfg = MCTSConfig(num_actions=args.actions, num_simulations=args.sims,
                           max_steps=args.depth, step_tokens=args.step_tokens,
                           value_transform="tanh")
-    res, first, t = timed(lambda: jax.block_until_ready(
-        mcts(cfg, params, tokens, mask, jax.random.key(0), mcts_cfg, stop)), args.repeats)
-    gen = res.compute.to_dict()["tokens_generated"]
-    stepper.generated = 0
-    t0 = time.perf_counter()
-    for p in base:
-        mcts_loop(stepper, p, args.actions, args.sims, args.depth)
-    t_hf = time.perf_counter() - t0
-    report(f"mcts K={args.actions} sims={args.sims} depth={args.depth}", first - t,
-           B / t, gen / t, gen / B, len(base) / t_hf, stepper.generated / t_hf,
-           stepper.generated / len(base))
-    load_after = os.getloadavg()[0]
+    side_by_side(f"mcts K={args.actions} sims={args.sims} depth={args.depth}",
+                 lambda: jax.block_until_ready(
+                     mcts(cfg, params, tokens, mask, jax.random.key(0), mcts_cfg, stop)),
+                 lambda: [mcts_loop(stepper, p, args.actions, args.sims, args.depth)
+                          for p in base])
+    load_after = load_average()
     print(f"load average {load_before:.1f} before, {load_after:.1f} after")
     if args.json:
         with open(args.json, "w") as f:

@@ -23,35 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
+import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-def matmul_peak(n: int = 2048, reps: int = 5) -> dict:
-    """Best fp32 GFLOP/s of an n x n matmul in JAX and in PyTorch."""
-    import jax
-    import jax.numpy as jnp
-    import torch
-
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
-    f = jax.jit(lambda x, y: x @ y)
-    f(a, a).block_until_ready()
-    t = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        f(a, a).block_until_ready()
-        t.append(time.perf_counter() - t0)
-    jax_gflops = 2 * n ** 3 / min(t) / 1e9
-    ta = torch.randn(n, n)
-    ta @ ta
-    t = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        ta @ ta
-        t.append(time.perf_counter() - t0)
-    torch_gflops = 2 * n ** 3 / min(t) / 1e9
-    return {"jax": jax_gflops, "torch": torch_gflops, "peak": max(jax_gflops, torch_gflops)}
+from timing import load_average, matmul_peak, median_step  # noqa: E402
 
 
 def flops_per_token(cfg, T: int, kind: str) -> float:
@@ -164,18 +142,6 @@ def pytorch(cfg, kind: str, batch: dict, steps: int):
     return run
 
 
-def time_steps(run, steps: int, warmup: int = 2) -> float:
-    """Median seconds per step after ``warmup`` steps (compile / allocator warm-up)."""
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        float(run())
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--presets", nargs="+", default=["tiny-3m", "tiny-25m"])
@@ -191,7 +157,7 @@ def main() -> None:
     from reasonjax.models import get_config
 
     torch.set_num_threads(os.cpu_count() or 1)
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     peak = matmul_peak()
     print(f"fp32 matmul peak: JAX {peak['jax']:.0f} GFLOP/s, PyTorch {peak['torch']:.0f} "
           f"GFLOP/s ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})")
@@ -207,8 +173,8 @@ def main() -> None:
                 batch = {**{f"chosen_{k}": v for k, v in sft_batch.items()},
                          **{f"rejected_{k}": v for k, v in other.items()}}
             tokens = args.batch * args.seq * (1 if kind == "sft" else 2)
-            ours_s = time_steps(ours(cfg, kind, batch, args.steps), args.steps)
-            torch_s = time_steps(pytorch(cfg, kind, batch, args.steps), args.steps)
+            ours_s = median_step(ours(cfg, kind, batch, args.steps), args.steps)
+            torch_s = median_step(pytorch(cfg, kind, batch, args.steps), args.steps)
             fpt = flops_per_token(cfg, args.seq, kind)
             row = {"preset": preset, "kind": kind, "params_M": cfg.num_params() / 1e6,
                    "tokens_per_step": tokens,
@@ -224,7 +190,7 @@ def main() -> None:
                   f"peak)  torch {row['torch_tok_s']:8.0f} tok/s ({row['torch_gflops']:5.0f} "
                   f"GFLOP/s, {row['torch_peak_frac']:.0%})  ratio {row['ratio']:.2f}x",
                   flush=True)
-    load = [load_before, os.getloadavg()[0]]
+    load = [load_before, load_average()]
     print(f"load average {load[0]:.1f} before, {load[1]:.1f} after")
     if args.json:
         with open(args.json, "w") as f:
