@@ -48,12 +48,13 @@ from reasonjax.data import formatting
 from reasonjax.data.task import Problem
 from reasonjax.driver import Method, accuracy
 from reasonjax.driver import run as run_driver
+from reasonjax.driver.values import head_values
 from reasonjax.eval import stats
 from reasonjax.eval.plots import line_plot
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.recipes import common, mcts_data
 from reasonjax.recipes.common import (FitSpec, RecipeConfig, RecipeEnv, Trained, fit_examples,
-                                      head_values, rng_for, warm_start)
+                                      rng_for, warm_start)
 from reasonjax.recipes.rundir import Result, log_metrics, open_run, run_phase, write_outcomes
 from reasonjax.search.beam import BeamConfig
 from reasonjax.search.mcts import MCTSConfig

@@ -18,7 +18,6 @@ keeps) the checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import warnings
 import zlib
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -292,38 +291,6 @@ def fit_examples(env: RecipeEnv, params, loss: Loss, examples: Sequence[Mapping[
                     lora=lora)
     return train_fit(loss, env.model_config, params, rows, cfg, ref_params=ref_params,
                      mesh=env.mesh, step_fn=step)
-
-
-def head_values(env: RecipeEnv, params, examples: Sequence[Mapping[str, np.ndarray]],
-                kind: str, seq_len: int, transform: str, batch_size: int = 64) -> list:
-    """transform(value head) at every value position of each example (``value`` /
-    ``joint`` kinds: the step ends): a list of [n_steps] arrays. Examples are padded or
-    truncated to ``seq_len`` (steps cut off are dropped) and run ``batch_size`` at a time,
-    the last batch filled with repeats, so one compile serves every call."""
-    fn = _head_values_fn(env.model_config, transform)
-    out = []
-    for start in range(0, len(examples), batch_size):
-        chunk = list(examples[start:start + batch_size])
-        rows = chunk + [chunk[-1]] * (batch_size - len(chunk))
-        batch = formatting.stack([formatting.to_length(e, kind, seq_len, "truncate")[0]
-                                  for e in rows])
-        inputs = {k: batch[k] for k in ("tokens", "positions", "segment_ids")}
-        if env.mesh is not None:  # rows split over the data axes, each process its share
-            parallel.validate_batch(batch_size, env.mesh, "head_values batch_size")
-            inputs = parallel.shard_batch({k: parallel.local_rows(v) for k, v in
-                                           inputs.items()}, env.mesh)
-        values = parallel.to_host(fn(params, inputs))
-        out += [values[i][batch["value_mask"][i] > 0] for i in range(len(chunk))]
-    return out
-
-
-@functools.lru_cache(maxsize=8)
-def _head_values_fn(model_config, transform: str):
-    # One jitted function per (model config, transform): runs in one process share it.
-    from reasonjax.train.logprobs import forward
-    from reasonjax.train.value import TRANSFORMS
-
-    return jax.jit(lambda p, b: TRANSFORMS[transform](forward(model_config, p, b).values))
 
 
 def sft_examples(env: RecipeEnv, prompts: Sequence[str], completions: Sequence[str]) -> list[dict]:

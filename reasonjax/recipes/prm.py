@@ -49,6 +49,7 @@ from reasonjax.data import formatting
 from reasonjax.data.task import Problem
 from reasonjax.eval.plots import line_plot
 from reasonjax.driver import run as run_driver
+from reasonjax.driver.values import head_values
 from reasonjax.eval import stats
 from reasonjax.eval.report import markdown_table, write_report
 from reasonjax.recipes import common, process_labels
@@ -247,8 +248,8 @@ class PRMTrainer:
         """Step accuracy (exact tasks) and the votes of the held-out solutions scored by
         ``params``' value head (sigmoid, each solution its minimum step score)."""
         env, cfg = self.env, self.cfg
-        scores = common.head_values(env, params, self.examples, "value", cfg.prm.seq_len,
-                                    "sigmoid", cfg.prm.batch_size)
+        scores = head_values(env, params, self.examples, "value", cfg.prm.seq_len, "sigmoid",
+                             cfg.prm.batch_size)
         votes = vote_outcomes(self.held["group"], self.held["answer"], self.held["correct"],
                               [solution_score(s) for s in scores], len(env.eval))
         scored = [(x, bool(e)) for ss, es in zip(scores, self.held["exact"])
