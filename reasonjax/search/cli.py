@@ -13,6 +13,8 @@
                      --prune-after 2 --prune-keep 0.25 \
                      --score-template " Is this correct so far? (A) yes (B) no. Answer: (" \
                      --good-tokens A --bad-tokens B
+    reasonjax search CHECKPOINT --task arithmetic --method refine --refiner REFINER \
+                     --scorer SORM [--refine-mode both --flag-threshold 0.5]
 
 A step scorer is the policy's value head, a separate model's (``--scorer CKPT``), or,
 with ``--score-template``, the probability of ``--good-tokens`` after the template
@@ -26,6 +28,12 @@ samples still generating continues, ranked by the step scorer (the model's own
 self-evaluation with ``--score-template``); the summary's ``tokens_generated`` shows what
 was saved.
 
+``--method refine`` is GLoRe (Havrilla et al., 2024; :func:`reasonjax.driver.refinement.
+refine_search`): the policy's greedy draft, the ``--refiner`` model's global refinement
+and / or its local one from the first step the scorer (a SORM: ``--scorer``'s value head,
+default the policy's) scores below ``--flag-threshold``; ``--refine-mode both`` answers
+with the best of draft, global and local refinement by the scorer's last-step score.
+
 Writes one JSON record per problem to ``--out`` (answers, scores, candidates, compute;
 see :func:`reasonjax.driver.run`) and the summary (accuracy when answers
 are known, coverage, compute) to ``<out stem>.summary.json``, and prints the summary.
@@ -37,7 +45,8 @@ from pathlib import Path
 
 # Each vote method and the VotingConfig weighting it runs.
 VOTES = {"majority": "majority", "prm_vote": "prm", "perplexity_vote": "perplexity"}
-METHOD_NAMES = ("greedy", "sample", "best_of_n", *VOTES, "beam", "dvts", "particles", "mcts")
+METHOD_NAMES = ("greedy", "sample", "best_of_n", *VOTES, "beam", "dvts", "particles", "mcts",
+                "refine")
 
 
 def _problems(args):
@@ -137,7 +146,14 @@ def method_from_args(args, tokenizer=None):
     given = [flag for flag, value in (("--scorer", args.scorer),
                                       ("--score-template", args.score_template))
              if value is not None]
-    why = scorer_unused(config) if given else None
+    from reasonjax.driver.refinement import RefineConfig
+
+    if isinstance(config, RefineConfig):
+        why = None if config.uses_scorer else "--refine-mode global flags no step and " \
+            "reranks nothing"
+    else:
+        why = scorer_unused(config) if given else None
+    why = why if given else None
     if why is not None:
         raise SearchError(f"{' / '.join(given)}: {args.method} would ignore the step "
                           f"scorer ({why}); drop {' and '.join(given)}")
@@ -168,6 +184,37 @@ def _check_lookahead_and_pruning(args) -> None:
                           "self-evaluation) or --scorer CKPT")
 
 
+def _refine_config(args):
+    """RefineConfig for --method refine (None for the other methods); the refine flags
+    elsewhere, and the flags refine has no use for, are refused."""
+    from reasonjax.driver.refinement import RefineConfig
+    from reasonjax.search.sampler import SearchError
+
+    flags = (("--refiner", args.refiner), ("--refine-mode", args.refine_mode),
+             ("--flag-threshold", args.flag_threshold))
+    if args.method != "refine":
+        for flag, value in flags:
+            if value is not None:
+                raise SearchError(f"{flag} applies to --method refine, not {args.method}; "
+                                  f"drop it")
+        return None
+    if args.refiner is None:
+        raise SearchError("--method refine needs --refiner CKPT (a model trained on GLoRe "
+                          "refinement pairs, e.g. by `reasonjax replicate revisions "
+                          "refine.enabled=true`)")
+    for flag, value in (("--score-template", args.score_template),
+                        ("--reflection-amplitude", args.reflection_amplitude or None),
+                        ("--scorer-weight", args.scorer_weight),
+                        ("--value-weight", args.value_weight)):
+        if value is not None:
+            raise SearchError(f"{flag} does not apply to --method refine (greedy draft and "
+                              f"refinements, scored by a value head); drop it")
+    return RefineConfig(mode=args.refine_mode or "both",
+                        max_new_tokens=args.max_new_tokens or args.max_steps * args.step_tokens,
+                        threshold=0.5 if args.flag_threshold is None else args.flag_threshold,
+                        transform=args.transform)
+
+
 def _method(args, tokenizer):
     from reasonjax.search.beam import BeamConfig, DVTSConfig
     from reasonjax.search.best_of_n import BestOfNConfig
@@ -183,6 +230,9 @@ def _method(args, tokenizer):
         raise SearchError(f"--complexity-top-k applies to the vote methods "
                           f"({', '.join(VOTES)}), not {args.method}; drop it")
     _check_lookahead_and_pruning(args)
+    refine = _refine_config(args)
+    if refine is not None:
+        return refine
     if args.method != "mcts":
         for flag, value in (("--scorer-weight", args.scorer_weight),
                             ("--value-weight", args.value_weight)):
@@ -230,8 +280,23 @@ def _made_from(args, method, task) -> dict:
 
     return {"config": to_dict(method), "seed": args.seed,
             "checkpoint": fingerprint(args.checkpoint), "scorer": fingerprint(args.scorer),
+            "refiner": fingerprint(args.refiner),
             "data": {"file": fingerprint(args.local)} if args.local else
             {"task": task.name, "knobs": task.knobs(), "seed": args.task_seed}}
+
+
+def _load_refiner(path, policy_config):
+    """The refiner's params; its vocabulary must be the policy's (it reads the policy's
+    drafts as token ids)."""
+    from reasonjax.checkpoint import load_model_and_tokenizer
+    from reasonjax.search.sampler import SearchError
+
+    config, params, _ = load_model_and_tokenizer(path)
+    if config.vocab_size != policy_config.vocab_size:
+        raise SearchError(f"--refiner {path}: vocabulary of {config.vocab_size} ids, the "
+                          f"policy's has {policy_config.vocab_size}; the refiner must share "
+                          "the policy's tokenizer")
+    return params
 
 
 def _search(args) -> int:
@@ -242,6 +307,7 @@ def _search(args) -> int:
 
     from reasonjax.checkpoint import load_checkpoint, load_model_and_tokenizer
     from reasonjax.driver import Env, run, summarize
+    from reasonjax.driver.refinement import RefineConfig, refine_search
     from reasonjax.fileio import atomic_write_text, check_writable, dumps, refuse_existing
     from reasonjax.models.tokenizer import load_tokenizer
 
@@ -264,9 +330,16 @@ def _search(args) -> int:
                         TimeElapsedColumn(), console=console, disable=args.no_progress)
     with progress:
         bar = progress.add_task(args.method, total=len(problems))
-        records = run(env, params, problems, method, jax.random.key(args.seed),
-                      batch_size=args.batch_size, scorer=scorer,
-                      progress=lambda k: progress.advance(bar, k))
+        if isinstance(method, RefineConfig):
+            refiner = _load_refiner(args.refiner, config)
+            records = refine_search(env, params, refiner, problems, method,
+                                    jax.random.key(args.seed), batch_size=args.batch_size,
+                                    scorer=scorer)
+            progress.advance(bar, len(problems))
+        else:
+            records = run(env, params, problems, method, jax.random.key(args.seed),
+                          batch_size=args.batch_size, scorer=scorer,
+                          progress=lambda k: progress.advance(bar, k))
     summary = {"method": args.method, "checkpoint": str(args.checkpoint),
                "data": args.task or str(args.local), **summarize(records),
                "made_from": _made_from(args, method, task)}
@@ -291,8 +364,8 @@ def register(subparsers) -> None:
         description="Runs greedy decoding, sampling, best-of-N, voting (majority, "
                     "PRM-weighted, perplexity-weighted; optionally among the most complex "
                     "candidates; optionally pruned early by self-evaluation), step beam "
-                    "search and DVTS (optionally with lookahead), particle filtering or MCTS "
-                    "over problems and writes JSONL "
+                    "search and DVTS (optionally with lookahead), particle filtering, MCTS "
+                    "or GLoRe refinement over problems and writes JSONL "
                     "records (answers, scores, compute) plus an accuracy summary.")
     p.add_argument("checkpoint", help="model directory (HF or reasonjax) with its tokenizer")
     data = p.add_argument_group("problems")
@@ -372,6 +445,17 @@ def register(subparsers) -> None:
                    help="majority/prm_vote/perplexity_vote: only the K candidates with the "
                         "most steps vote (complexity-based consistency, Fu et al. 2023; "
                         "ties to the earlier sample)")
+    g = p.add_argument_group("GLoRe refinement (--method refine)")
+    g.add_argument("--refiner", default=None, metavar="CKPT",
+                   help="the refiner model (global and local refinement prompts), same "
+                        "tokenizer as the policy")
+    g.add_argument("--refine-mode", default=None, choices=["global", "local", "both"],
+                   help="global: rewrite the draft; local: rewrite from the first step the "
+                        "scorer flags; both (default): best of draft, global and local by "
+                        "the scorer's last-step score")
+    g.add_argument("--flag-threshold", type=float, default=None, metavar="S",
+                   help="local: the first step scoring below S (after --transform) is the "
+                        "error (default 0.5)")
     r = p.add_argument_group("CyclicReflex", "Fan et al. 2025: a triangular-wave bias "
                              "A*tri(t/T) on the reflection tokens' logits at decode position t "
                              "(any method)")

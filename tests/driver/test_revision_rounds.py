@@ -5,6 +5,8 @@ direct driver calls on the same prompts), compute per round, and prompt-length l
 import dataclasses
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from reasonjax import parallel
@@ -14,7 +16,9 @@ from reasonjax.data.task import get_task
 from reasonjax.driver import Env, run
 from reasonjax.driver import records
 from reasonjax.driver import revisions as rev
-from reasonjax.driver.refinement import refine
+from reasonjax.driver.refinement import RefineConfig, refine, refine_search
+from reasonjax.driver.values import step_values
+from reasonjax.models.transformer import Transformer
 from reasonjax.errors import ConfigError
 from reasonjax.models.config import get_config
 from reasonjax.models.tokenizer import CharTokenizer
@@ -100,7 +104,8 @@ def test_refine_global_and_local(setup):
     local = refine(env, params, problems, drafts, "local", GREEDY, jax.random.key(0),
                    batch_size=4, fmt=fmt, first_errors=[1, None, 0])
     assert local[1] == dataclasses.replace(local[1], solution=drafts[1], refined=False,
-                                           correct=True, tokens_generated=0.0)
+                                           correct=True, record=None)
+    assert local[1].tokens_generated == 0.0 and local[0].tokens_generated > 0
     steps = env.task.split_steps(drafts[0])
     texts = [local_prompt(env.task, problems[0], steps, 1, fmt),
              local_prompt(env.task, problems[2], env.task.split_steps(drafts[2]), 0, fmt)]
@@ -111,3 +116,79 @@ def test_refine_global_and_local(setup):
     with pytest.raises(ValueError, match="first_errors"):
         refine(env, params, problems, drafts, "local", GREEDY, jax.random.key(0),
                batch_size=4)
+
+
+def _with_value_head(params, seed):
+    vh = params["value_head"]
+    kernel = 0.1 * jax.random.normal(jax.random.key(seed), vh["kernel"].shape)
+    return {**params, "value_head": {**vh, "kernel": kernel}}
+
+
+def test_step_values_read_the_value_head_at_each_step_end(setup):
+    """Against an independent full forward: sigmoid(value head) at the last token of each
+    step (the delimiter, or EOS after the answer step)."""
+    env, params, problems = setup
+    params = _with_value_head(params, 7)
+    texts = ["2+12\nanswer: 14", "9-1\n", ""]
+    scores, tokens = step_values(env, params, problems, texts, "sigmoid", batch_size=2)
+    assert [len(s) for s in scores] == [2, 1, 0]
+    tok = env.tokenizer
+    read = 0
+    for p, text, got in zip(problems[:2], texts, scores):
+        steps = env.task.split_steps(text)
+        ids = [tok.bos_id] + tok.encode(env.task.prompt(p))
+        ends = []
+        for i, step in enumerate(steps):
+            final = i == len(steps) - 1 and env.task.is_final_step(step)
+            ids += tok.encode(step) + ([tok.eos_id] if final else tok.encode("\n"))
+            ends.append(len(ids) - 1)
+        out = Transformer(env.model_config).apply({"params": params},
+                                                  jnp.asarray([ids], jnp.int32))
+        np.testing.assert_allclose(got, jax.nn.sigmoid(out.values[0, np.asarray(ends)]),
+                                   atol=1e-5)
+        read += len(ids)
+    assert tokens == read
+
+
+def test_refine_search_drafts_refines_and_reranks(setup):
+    """--method refine's procedure against its parts: the greedy draft, the refiner's
+    global / local refinements (local from the first step the scorer puts below the
+    threshold) and, in mode both, the candidate with the best last-step score."""
+    env, params, problems = setup
+    policy = _with_value_head(params, 7)
+    refiner = parallel.init_params(env.model_config, jax.random.key(9), None)
+    drafts = [r.completion or "" for r in run(env, policy, problems, GREEDY,
+                                              jax.random.key(5), batch_size=4)]
+    draft_scores, _ = step_values(env, policy, problems, drafts, "sigmoid", batch_size=4)
+    threshold = float(np.median([s[0] for s in draft_scores]))  # flags some drafts only
+    marks = [next((i for i, s in enumerate(ss) if s < threshold), None)
+             for ss in draft_scores]
+    assert 0 < sum(m is not None for m in marks) < len(marks)
+    cfg = RefineConfig(mode="both", max_new_tokens=12, threshold=threshold)
+    out = refine_search(env, policy, refiner, problems, cfg, jax.random.key(0), batch_size=4)
+    glob = refine(env, refiner, problems, drafts, "global", GREEDY, jax.random.key(1),
+                  batch_size=4)
+    loc = refine(env, refiner, problems, drafts, "local", GREEDY, jax.random.key(2),
+                 batch_size=4, first_errors=marks)
+    for i, rec in enumerate(out):
+        texts = [c.completion for c in rec.candidates]
+        assert texts == [drafts[i], glob[i].solution, loc[i].solution]
+        last, _ = step_values(env, policy, [problems[i]] * 3, texts, "sigmoid", batch_size=4)
+        expect = [float(s[-1]) if len(s) else 0.0 for s in last]
+        np.testing.assert_allclose([c.score for c in rec.candidates], expect, atol=1e-5)
+        assert rec.completion == texts[int(np.argmax(expect))]
+    # compute: the draft's, the refinements' and the scorer's tokens, in total
+    spent = sum(g.tokens_generated + x.tokens_generated for g, x in zip(glob, loc))
+    plain = run(env, policy, problems, GREEDY, jax.random.key(5), batch_size=4)
+    assert sum(r.compute["tokens_generated"] for r in out) == pytest.approx(
+        spent + sum(r.compute["tokens_generated"] for r in plain), rel=1e-5)
+    read = sum(step_values(env, policy, problems, texts, "sigmoid", 4)[1] for texts in
+               (drafts, [g.solution for g in glob], [x.solution for x in loc]))
+    assert sum(r.compute["tokens_scored"] for r in out) == pytest.approx(read, rel=1e-5)
+    only_global = refine_search(env, policy, refiner, problems,
+                                dataclasses.replace(cfg, mode="global"), jax.random.key(0),
+                                batch_size=4)
+    assert [r.completion for r in only_global] == [g.solution for g in glob]
+    assert all(r.compute["tokens_scored"] == 0 for r in only_global)
+    with pytest.raises(ConfigError, match="mode"):
+        RefineConfig(mode="rerank")

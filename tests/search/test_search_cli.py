@@ -392,3 +392,42 @@ def test_cli_lookahead_beam_writes_valid_records(model_dir, tmp_path):
         assert r["completion"] in [c["completion"] for c in r["candidates"]]
         assert all(len(c["completion"]) <= STEPS * STEP_TOKENS for c in r["candidates"])
     assert summary["tokens_generated"] > 0 and len(records) == 2
+
+
+def test_cli_refine_reranks_draft_and_refinements(model_dir, scorer_dir, tmp_path):
+    """--method refine (GLoRe): three candidates per problem (draft, global, local), each
+    scored by the scorer's last step, the best one answering; the refiner here is the
+    policy's own checkpoint."""
+    records, summary = search(model_dir, tmp_path / "r.jsonl", "--task", "arithmetic",
+                              "--difficulty", "easy", "--count", "3", "--method", "refine",
+                              "--refiner", str(model_dir), "--scorer", str(scorer_dir),
+                              "--batch-size", "2")
+    assert summary["made_from"]["config"]["mode"] == "both"
+    assert summary["made_from"]["refiner"] is not None and len(records) == 3
+    for r in records:
+        scores = [c["score"] for c in r["candidates"]]
+        assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)
+        assert r["score"] == max(scores)
+        assert r["completion"] == r["candidates"][scores.index(max(scores))]["completion"]
+    assert summary["tokens_scored"] > 0 and summary["forward_passes"] > 0
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["greedy", "--refiner", "r"], "--refiner applies to --method refine, not greedy"),
+    (["beam", "--refine-mode", "local"], "--refine-mode applies to --method refine"),
+    (["refine"], "--method refine needs --refiner CKPT"),
+    (["refine", "--refiner", "r", "--score-template", "=?", "--good-tokens", "+"],
+     "--score-template does not apply to --method refine"),
+    (["refine", "--refiner", "r", "--refine-mode", "global", "--scorer", "prm"],
+     "--refine-mode global flags no step"),
+])
+def test_refine_flags_are_checked(flags, match):
+    with pytest.raises(SearchError, match=match):
+        method_args(*flags, tokenizer=TOK)
+
+
+def test_help_lists_refine(capsys):
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "refine" in out and "--refiner CKPT" in out and "--refine-mode" in out
