@@ -245,12 +245,13 @@ def run(cfg: Config, run_dir) -> Result:
 def effects(outcomes: Sequence[dict], cfg: Config) -> list[stats.Effect]:
     """At N = revision.rounds, paired on the eval problems: revisions (vote) above the
     revision model's parallel vote and above the policy's, and the last revision above
-    the chain's first attempt."""
+    the chain's first attempt; with ``refine``, each GLoRe refinement above the first
+    attempt it refines."""
     R = cfg.revision.rounds
     top = [budget_table(o, R) for o in outcomes]
     first = [budget_table(o, 1)["revisions (last)"] for o in outcomes]
     seq = [t["revisions (vote)"] for t in top]
-    return [
+    found = [
         stats.paired_effect(f"sequential revisions above parallel sampling at equal N={R} "
                             "(both majority votes, same revision model)",
                             seq, [t["parallel (vote)"] for t in top],
@@ -262,6 +263,14 @@ def effects(outcomes: Sequence[dict], cfg: Config) -> list[stats.Effect]:
                             [t["revisions (last)"] for t in top], first,
                             detail="paired: attempt R minus attempt 1 of each chain"),
     ]
+    if "refine" in outcomes[0]:
+        found += [stats.paired_effect(
+            f"GLoRe {mode} refinement above the first attempt it refines"
+            + (" (oracle first error)" if mode == "local" else ""),
+            [o["refine"][mode]["correct"] for o in outcomes], first,
+            detail=f"paired: {mode} refinement minus the chain's first attempt")
+            for mode in ("global", "local")]
+    return found
 
 
 def report(run_dir, cfg: Config, outcomes: Sequence[dict]) -> Result:

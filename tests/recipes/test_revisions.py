@@ -73,7 +73,11 @@ def test_micro_run_with_refiners(tmp_path):
     assert [r["N"] for r in res.rows] == [1, 2]
     assert all(0.0 <= r[m] <= 1.0 for r in res.rows for m in revisions.METHODS)
     assert res.rows[0]["revisions generated"] > 0
-    assert len(res.effects) == 3
+    assert len(res.effects) == 5  # the revisions' three and one per refiner
+    assert [e.claim for e in res.effects[3:]] == [
+        "GLoRe global refinement above the first attempt it refines",
+        "GLoRe local refinement above the first attempt it refines (oracle first error)"]
+    assert all(e.problems == 4 for e in res.effects)
     text = (tmp_path / "report.md").read_text()
     assert "GLoRe local (oracle first error)" in text
     assert (tmp_path / "accuracy_vs_n.png").is_file()
