@@ -286,12 +286,13 @@ def _made_from(args, method, task) -> dict:
 
 
 def _load_refiner(path, policy_config):
-    """The refiner's params; its vocabulary must be the policy's (it reads the policy's
-    drafts as token ids)."""
-    from reasonjax.checkpoint import load_model_and_tokenizer
+    """The refiner's params (a model directory, tokenizer not needed: e.g. a recipe's
+    ``phases/refine-train/model``); its vocabulary must be the policy's (it reads the
+    policy's token ids)."""
+    from reasonjax.checkpoint import load_checkpoint
     from reasonjax.search.sampler import SearchError
 
-    config, params, _ = load_model_and_tokenizer(path)
+    config, params = load_checkpoint(path)
     if config.vocab_size != policy_config.vocab_size:
         raise SearchError(f"--refiner {path}: vocabulary of {config.vocab_size} ids, the "
                           f"policy's has {policy_config.vocab_size}; the refiner must share "

@@ -431,3 +431,16 @@ def test_help_lists_refine(capsys):
         main(["search", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "refine" in out and "--refiner CKPT" in out and "--refine-mode" in out
+
+
+def test_refiner_with_another_vocabulary_is_refused(model_dir, tmp_path, capsys):
+    from reasonjax.parallel import init_params
+
+    other = CFG.replace(vocab_size=CFG.vocab_size + 8)
+    refiner = save_model(tmp_path / "refiner", other, init_params(other, jax.random.key(3)))
+    assert main(["search", str(model_dir), "--task", "arithmetic", "--count", "1",
+                 "--method", "refine", "--refiner", str(refiner), *COMMON,
+                 "--out", str(tmp_path / "x.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"vocabulary of {other.vocab_size} ids" in err and "\n" not in err
+    assert not (tmp_path / "x.jsonl").exists()
