@@ -37,6 +37,7 @@ from reasonjax.driver.revisions import run_texts
 from reasonjax.driver.values import step_values
 from reasonjax.errors import ConfigError
 from reasonjax.search.sampler import SampleConfig, SamplingConfig
+from reasonjax.train.value import TRANSFORMS
 
 MODES = ("global", "local", "both")
 
@@ -119,6 +120,8 @@ class RefineConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ConfigError(f"mode: one of {MODES}, got {self.mode!r}")
+        if self.transform not in TRANSFORMS:
+            raise ConfigError(f"transform: one of {tuple(TRANSFORMS)}, got {self.transform!r}")
         check_fields(self, max_new_tokens=">= 1")
 
     @property
@@ -183,8 +186,8 @@ def refine_search(env: Env, policy, refiner, problems: Sequence[Problem], cfg: R
                                batch_size=batch_size, fmt=cfg.format, first_errors=marks)
     arm_steps = {name: scores([r.solution for r in done]) for name, done in arms.items()}
     last = lambda s: float(s[-1]) if len(s) else 0.0  # noqa: E731
-    rewrites = [r.record for done in arms.values() for r in done if r.record is not None]
-    passes = _passes(drafts) + _passes(rewrites) + scored["passes"]
+    passes = _passes(drafts) + scored["passes"] + sum(
+        _passes([r.record for r in done if r.record is not None]) for done in arms.values())
     out = []
     for i, (p, d) in enumerate(zip(problems, drafts)):
         cands = [_candidate(task, p, texts[i], last(draft_steps[i]), d)]

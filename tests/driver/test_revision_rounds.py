@@ -190,5 +190,14 @@ def test_refine_search_drafts_refines_and_reranks(setup):
                                 batch_size=4)
     assert [r.completion for r in only_global] == [g.solution for g in glob]
     assert all(r.compute["tokens_scored"] == 0 for r in only_global)
+    # forward passes: the draft's batch, one scoring pass per solution set, each
+    # refinement's batch (global and local counted apart)
+    passes = [r.compute["batch_forward_passes"] for r in out]
+    parts = (plain[0].compute["batch_forward_passes"] + 3
+             + glob[0].record.compute["batch_forward_passes"]
+             + next(x.record for x in loc if x.record).compute["batch_forward_passes"])
+    assert sum(passes) == pytest.approx(parts, rel=1e-5)
     with pytest.raises(ConfigError, match="mode"):
         RefineConfig(mode="rerank")
+    with pytest.raises(ConfigError, match="transform"):
+        RefineConfig(transform="softplus")
