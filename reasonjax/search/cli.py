@@ -394,7 +394,8 @@ def register(subparsers) -> None:
     m.add_argument("--max-steps", type=int, default=8, help="steps per solution")
     m.add_argument("--step-tokens", type=int, default=32, help="token budget of one step")
     m.add_argument("--max-new-tokens", type=int, default=None,
-                   help="greedy/sample: tokens per completion (default steps x step tokens)")
+                   help="greedy/sample/refine: tokens per completion (default steps x step "
+                        "tokens)")
     m.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     m.add_argument("--top-k", type=int, default=0, help="0 = off")
     m.add_argument("--top-p", type=float, default=1.0, help="1 = off")
