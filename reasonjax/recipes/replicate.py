@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 
-from reasonjax.config import ConfigError, from_dict, load_yaml, read_yaml
+from reasonjax.config import ConfigError, from_dict, load_yaml, read_yaml, to_dict
 from reasonjax.errors import RunDirError
 from reasonjax.fileio import atomic_write_text, read_json
 from reasonjax.recipes.rundir import Result, Run, completed_phases, load_outcomes
@@ -138,16 +138,38 @@ def report(run_dir: str | Path) -> Result:
     return module.report(rep.path, cfg, [load_outcomes(r) for r in rep.runs])
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def preset_differences(rep: Replication) -> list[str]:
+    """``key=value`` of every setting where the run's config differs from its preset
+    today (the seed aside): the overrides it ran with, or a preset changed since."""
+    ran = _flat(read_yaml(rep.runs[0] / "config.yaml"))
+    preset = _flat(to_dict(load_config(rep.recipe, rep.preset)))
+    return [f"{k}={json.dumps(v)}" for k, v in ran.items()
+            if k != "seed" and preset.get(k, v) != v]
+
+
 def readme_row(run_dir: str | Path) -> dict:
-    """The README Replications row of a run directory: recipe, the paper's claim, the
-    measured figures, every effect's verdict with its interval, seeds and time per seed."""
+    """The README Replications row of a run directory: recipe (with the settings that
+    differ from its preset), the paper's claim, the measured figures, every effect's
+    verdict with its interval, seeds and time per seed."""
     rep = read_run(run_dir)
+    differs = preset_differences(rep)
     result = report(run_dir)
     seconds = [i["seconds"] for i in rep.infos if "seconds" in i]
     checks = "; ".join(f"{e.claim}: **{e.verdict}**, {e.value}" for e in result.effects)
     from reasonjax.eval.stats import tally
 
-    return {"recipe": f"`{rep.recipe}`", "paper's claim": recipe_module(rep.recipe).CLAIM,
+    recipe = f"`{rep.recipe}`" + "".join(f" `{d}`" for d in differs)
+    return {"recipe": recipe, "paper's claim": recipe_module(rep.recipe).CLAIM,
             "measured (pooled, 95% intervals)": result.headline,
             "effect checks": f"{tally(result.effects)}: {checks}",
             "seeds": len(rep.runs),

@@ -212,10 +212,12 @@ def test_seeds_run_apart_pool_in_one_report_and_random_weights_hold_nothing(tmp_
     assert json.dumps([e.to_json() for e in again.effects]) == \
         json.dumps([e.to_json() for e in res.effects])  # NaN-safe equality
     assert read_run(tmp_path).recipe == "coverage" and len(read_run(tmp_path).runs) == 2
-    row = readme_row(tmp_path)
-    assert row["seeds"] == 2 and row["recipe"] == "`coverage`"
+    row = readme_row(tmp_path)  # the recipe cell names the overrides the run used
+    assert row["seeds"] == 2 and row["recipe"].startswith("`coverage` `")
+    assert "`warmup.steps=0`" in row["recipe"] and "`sampling.n=4`" in row["recipe"]
+    assert "`seed=" not in row["recipe"]
     assert main(["report", str(tmp_path), "--markdown"]) == 0
-    assert "| `coverage` |" in capsys.readouterr().out
+    assert "| `coverage` `" in capsys.readouterr().out
     assert main(["report", str(tmp_path)]) == 0
     shown = capsys.readouterr().out.splitlines()
     assert shown and all(len(line) <= 100 for line in shown)
