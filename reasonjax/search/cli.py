@@ -148,12 +148,12 @@ def method_from_args(args, tokenizer=None):
              if value is not None]
     from reasonjax.driver.refinement import RefineConfig
 
-    if isinstance(config, RefineConfig):
-        why = None if config.uses_scorer else "--refine-mode global flags no step and " \
-            "reranks nothing"
-    else:
-        why = scorer_unused(config) if given else None
-    why = why if given else None
+    why = None
+    if given and isinstance(config, RefineConfig):
+        why = None if config.uses_scorer else \
+            "--refine-mode global flags no step and reranks nothing"
+    elif given:
+        why = scorer_unused(config)
     if why is not None:
         raise SearchError(f"{' / '.join(given)}: {args.method} would ignore the step "
                           f"scorer ({why}); drop {' and '.join(given)}")
