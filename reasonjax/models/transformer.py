@@ -291,31 +291,30 @@ class Attention(nn.Module):
         q = nn.with_logical_constraint(q, ("act_batch", "act_length", "act_heads", None))
         k = nn.with_logical_constraint(k, ("act_batch", "act_length", "act_kv_heads", None))
 
-        new_cache = None
-        if kv_cache is None:
-            out = jax.nn.dot_product_attention(q, k, v, mask=mask_B1TS,
-                                               scale=1.0 / math.sqrt(dh))
-        else:
-            k_BKDS, v_BKSD, index = kv_cache
-            k_BKDS = lax.dynamic_update_slice(
-                k_BKDS, jnp.transpose(k, (0, 2, 3, 1)).astype(k_BKDS.dtype), (0, 0, 0, index))
-            v_BKSD = lax.dynamic_update_slice(
-                v_BKSD, jnp.transpose(v, (0, 2, 1, 3)).astype(v_BKSD.dtype), (0, 0, index, 0))
-            k_BKDS = nn.with_logical_constraint(k_BKDS, ("act_batch", "act_kv_heads", None, None))
-            v_BKSD = nn.with_logical_constraint(v_BKSD, ("act_batch", "act_kv_heads", None, None))
-            new_cache = (k_BKDS, v_BKSD)
-            out = _cached_attention(q, k_BKDS.astype(dt), v_BKSD.astype(dt), mask_B1TS)
+        k_BKDS, v_BKSD = jnp.transpose(k, (0, 2, 3, 1)), jnp.transpose(v, (0, 2, 1, 3))
+        if kv_cache is not None:
+            cache_k, cache_v, index = kv_cache
+            k_BKDS = lax.dynamic_update_slice(cache_k, k_BKDS.astype(cache_k.dtype),
+                                              (0, 0, 0, index))
+            v_BKSD = lax.dynamic_update_slice(cache_v, v_BKSD.astype(cache_v.dtype),
+                                              (0, 0, index, 0))
+        k_BKDS = nn.with_logical_constraint(k_BKDS, ("act_batch", "act_kv_heads", None, None))
+        v_BKSD = nn.with_logical_constraint(v_BKSD, ("act_batch", "act_kv_heads", None, None))
+        new_cache = None if kv_cache is None else (k_BKDS, v_BKSD)
+        out = grouped_attention(q, k_BKDS.astype(dt), v_BKSD.astype(dt), mask_B1TS)
         out = nn.with_logical_constraint(out, ("act_batch", "act_length", "act_heads", None))
         out = Linear((cfg.d_model,), ("heads", "head_dim", "embed"), n_in=2, dtype=dt,
                      param_dtype=pdt, name="o")(out)
         return out, new_cache
 
 
-def _cached_attention(q_BTHD, k_BKDS, v_BKSD, mask_B1TS):
-    """GQA attention of T queries over a layer's cache slots: [B, T, H, Dh].
+def grouped_attention(q_BTHD, k_BKDS, v_BKSD, mask_B1TS):
+    """Grouped-query attention of T queries over S key slots (a sequence's own keys, or a
+    layer's cache): [B, T, H, Dh].
 
     The G = H / K query heads sharing a KV head and the T queries form the rows of one
-    matrix product per (row, KV head), so keys and values are read once, untransposed."""
+    matrix product per (row, KV head), so keys and values are read once, untransposed, and
+    their gradients need no transposed copies of a head-repeated layout."""
     B, T, H, D = q_BTHD.shape
     K = k_BKDS.shape[1]
     G = H // K
