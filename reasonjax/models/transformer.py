@@ -417,7 +417,7 @@ class Transformer(nn.Module):
 
         if cache is None:
             mask = make_attention_mask(q_slot, q_slot, positions, positions, valid_BT,
-                                  segment_ids, segment_ids, window)
+                                       segment_ids, segment_ids, window)
             kv = None
             cache_index = jnp.zeros((), jnp.int32)
             new_pos = None
@@ -428,8 +428,8 @@ class Transformer(nn.Module):
             new_pos = lax.dynamic_update_slice(
                 cache.pos, jnp.where(valid_BT, positions, -1), (0, cache_index))
             k_slot = jnp.arange(cache.max_len, dtype=jnp.int32)
-            mask = make_attention_mask(q_slot + cache_index, k_slot, positions, new_pos, new_pos >= 0,
-                                  window=window)
+            mask = make_attention_mask(q_slot + cache_index, k_slot, positions, new_pos,
+                                       new_pos >= 0, window=window)
 
         embed = Embed(cfg.vocab_size, cfg.d_model, dt, pdt, name="embed")
         x = embed(tokens)
