@@ -33,7 +33,7 @@ from reasonjax.data.task import Problem, Task, get_task
 from reasonjax.driver import Env, longest_prompt
 from reasonjax.models.config import get_config
 from reasonjax.models.tokenizer import CharTokenizer
-from reasonjax.recipes.rundir import Run, log_metrics, run_phase
+from reasonjax.recipes.rundir import Run, keep_tokenizer, log_metrics, run_phase
 from reasonjax.train.fit import FitConfig, make_fit_step
 from reasonjax.train.fit import fit as train_fit
 from reasonjax.train.lora import LoRAConfig
@@ -303,6 +303,8 @@ def warmup(run: Run, env: RecipeEnv, spec: FitSpec, seed: int = 0,
     """Phase ``name``: SFT on the train problems' reference solutions, from scratch (model
     preset) or from ``model.checkpoint``. Returns params."""
     from reasonjax.train.sft import sft_loss
+
+    keep_tokenizer(run, env.tokenizer)
 
     def compute():
         params = env.init_params

@@ -15,7 +15,9 @@ Layout::
 
     config.yaml      the resolved config (a rerun must match it)
     metrics.jsonl    one JSON object per line
-    phases/<name>/   result.json (+ model/ when the result holds params)
+    tokenizer/       the tokenizer's files (:func:`keep_tokenizer`)
+    phases/<name>/   result.json (+ model/ when the result holds params, with the
+                     tokenizer's files, so it loads with load_model_and_tokenizer)
     report.md, *.png written by the recipe at the end
 
 A phase's result is a dataclass (or a dict) whose ``params`` / ``model_config`` are saved
@@ -28,6 +30,7 @@ one after it was saved.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -38,6 +41,7 @@ from reasonjax import checkpoint, parallel, provenance
 from reasonjax.config import read_yaml, save_yaml, to_dict
 from reasonjax.errors import RunDirError
 from reasonjax.fileio import atomic_dir, atomic_write_text, dumps, is_primary, loads
+from reasonjax.models import hf
 
 console = Console(stderr=True)
 T = TypeVar("T")
@@ -45,6 +49,7 @@ MODEL_FIELDS = ("params", "model_config")
 
 
 OUTCOMES = "outcomes.json"
+TOKENIZER_DIR = "tokenizer"
 
 
 @dataclasses.dataclass
@@ -127,6 +132,26 @@ def open_run(path: str | Path, config, total_phases: int = 0) -> Run:
     return Run(path=path, config=config, total_phases=total_phases)
 
 
+def keep_tokenizer(run: Run, tokenizer) -> None:
+    """Writes ``tokenizer``'s files to ``run.path / "tokenizer"`` (once per run directory),
+    so that every model a phase saves afterwards carries them: ``reasonjax search
+    <run>/phases/<name>/model`` then needs nothing else. A character tokenizer is saved;
+    a file-backed one (HF ``tokenizer.json``, SentencePiece) has its directory's tokenizer
+    files copied. In a multi-process run every process must call it."""
+    target = run.path / TOKENIZER_DIR
+    if target.is_dir():
+        return
+    with atomic_dir(target) as tmp:
+        if is_primary():
+            if hasattr(tokenizer, "save"):
+                tokenizer.save(tmp)
+            else:
+                for name in hf.TOKENIZER_FILES:
+                    src = Path(tokenizer.path).parent / name
+                    if src.is_file():
+                        shutil.copy2(src, tmp / name)
+
+
 def completed_phases(run: Run) -> list[str]:
     d = run.path / "phases"
     return sorted(p.name for p in d.iterdir() if (p / "result.json").exists()) \
@@ -173,7 +198,9 @@ def run_phase(run: Run, name: str, compute: Callable[[], T], kind: type = dict,
         if fields.get("params") is not None:
             if fields.get("model_config") is None:
                 raise ValueError(f"phase {name}: a result with params needs its model_config")
-            checkpoint.save_model(tmp / "model", fields["model_config"], fields["params"])
+            tokenizer = run.path / TOKENIZER_DIR
+            checkpoint.save_model(tmp / "model", fields["model_config"], fields["params"],
+                                  tokenizer_dir=tokenizer if tokenizer.is_dir() else None)
         text = dumps(rest, indent=1)
         atomic_write_text(tmp / "result.json", text)
     console.print(f"[green]phase {name} finished in {time.time() - start:.1f}s[/green]")

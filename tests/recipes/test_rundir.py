@@ -135,3 +135,36 @@ def test_fields_added_since_the_run_started_resume_at_their_defaults(tmp_path):
         open_run(tmp_path, Grown(rounds=3, extra=_Inner()))
     with pytest.raises(RunDirError, match=r"other settings \(rounds: 3 -> 4\)"):
         open_run(tmp_path, Grown(rounds=4))
+
+
+@pytest.mark.parametrize("kind", ["char", "hf"])
+def test_phase_models_carry_the_run_tokenizer_and_load_with_it(tmp_path, kind,
+                                                                bpe_tokenizer_dir):
+    from reasonjax.checkpoint import load_model_and_tokenizer
+    from reasonjax.models.tokenizer import CharTokenizer, HFTokenizer
+    from reasonjax.recipes.rundir import keep_tokenizer
+
+    if kind == "char":
+        tok = CharTokenizer()
+    else:
+        (tmp_path / "src").mkdir()
+        src = bpe_tokenizer_dir(tmp_path / "src", ["3 + 4 = 7", "12 - 5 = 7"], 300,
+                                {"eos_token": "<|endoftext|>"})
+        tok = HFTokenizer(src / "tokenizer.json")
+    config = dataclasses.replace(CFG, vocab_size=tok.vocab_size)
+    run = open_run(tmp_path / "run", Cfg())
+    before = run_phase(run, "before", lambda: {"params": init_params(config, jax.random.key(0)),
+                                               "model_config": config})
+    assert before["params"] is not None
+    keep_tokenizer(run, tok)
+    keep_tokenizer(run, tok)  # once per run directory: a second call (a resume) keeps it
+    run_phase(run, "after", lambda: {"params": init_params(config, jax.random.key(1)),
+                                     "model_config": config})
+    # a phase saved before the run kept its tokenizer has none; one saved after loads whole
+    assert not (tmp_path / "run" / "phases" / "before" / "model" / "tokenizer.json").exists()
+    loaded_config, _, loaded = load_model_and_tokenizer(tmp_path / "run" / "phases" / "after"
+                                                        / "model")
+    assert loaded_config == config
+    assert type(loaded) is type(tok)
+    text = "3 + 4 = 7"
+    assert loaded.encode(text) == tok.encode(text)
