@@ -17,7 +17,6 @@ half-written checkpoint that looks complete.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Optional
 
@@ -126,10 +125,7 @@ def save_model(path: str | Path, config: ModelConfig, params,
         if jax.process_index() == 0:
             (tmp / MODEL_CONFIG).write_text(json.dumps(to_dict(config), indent=2))
             if tokenizer_dir is not None:
-                for name in hf.TOKENIZER_FILES:
-                    src = Path(tokenizer_dir) / name
-                    if src.is_file():
-                        shutil.copy2(src, tmp / name)
+                hf.copy_tokenizer_files(tokenizer_dir, tmp)
     return Path(path).absolute()
 
 

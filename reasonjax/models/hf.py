@@ -44,6 +44,13 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
                    "char_tokenizer.json")
 
 
+def copy_tokenizer_files(src: str | Path, dst: str | Path) -> None:
+    """Copies the :data:`TOKENIZER_FILES` that directory ``src`` holds into ``dst``."""
+    for name in TOKENIZER_FILES:
+        if (Path(src) / name).is_file():
+            shutil.copy2(Path(src) / name, Path(dst) / name)
+
+
 # ---------------------------------------------------------------------------------------
 # config.json <-> ModelConfig
 
@@ -449,10 +456,7 @@ def save_pretrained(config: ModelConfig, params, path: str | Path, *,
             (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
         (tmp / "config.json").write_text(json.dumps(config_to_hf(config, dtype), indent=2))
         if copy_tokenizer_from is not None:
-            for name in TOKENIZER_FILES:
-                src = Path(copy_tokenizer_from) / name
-                if src.is_file():
-                    shutil.copy2(src, tmp / name)
+            copy_tokenizer_files(copy_tokenizer_from, tmp)
     return path
 
 

@@ -30,7 +30,6 @@ one after it was saved.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -146,10 +145,7 @@ def keep_tokenizer(run: Run, tokenizer) -> None:
             if hasattr(tokenizer, "save"):
                 tokenizer.save(tmp)
             else:
-                for name in hf.TOKENIZER_FILES:
-                    src = Path(tokenizer.path).parent / name
-                    if src.is_file():
-                        shutil.copy2(src, tmp / name)
+                hf.copy_tokenizer_files(Path(tokenizer.path).parent, tmp)
 
 
 def completed_phases(run: Run) -> list[str]:
