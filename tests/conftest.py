@@ -4,7 +4,7 @@ import os
 
 # The tests' programs are tiny: they run in milliseconds and compile in seconds, so XLA:CPU
 # compiles them without LLVM's optimisation passes and with the elemental emitters instead
-# of the fusion emitters (the cold suite on 2 cores: 24-27 -> 12 min; results unchanged).
+# of the fusion emitters (the cold suite on 2 cores: 24-27 -> 11-14 min; results unchanged).
 # Subprocesses (the CLI tests) inherit the flags. Benchmarks and real runs keep XLA's
 # defaults.
 os.environ.setdefault("XLA_FLAGS", " ".join([
