@@ -91,6 +91,6 @@ def test_micro_run_writes_report_and_plot(tmp_path):
     assert all(v in ("held", "inconclusive", "contradicted") for v in res.checks.values())
     assert (tmp_path / "coverage.png").stat().st_size > 0
     assert (tmp_path / "phases" / "samples" / "result.json").is_file()
-    # the warm-up model loads with its tokenizer, as `reasonjax search --model` reads it
+    # the warm-up model loads with its tokenizer, as `reasonjax search MODEL` reads it
     config, _, tok = load_model_and_tokenizer(tmp_path / "phases" / "warmup" / "model")
     assert (config.n_layers, tok.vocab_size) == (1, CharTokenizer().vocab_size)
