@@ -5,10 +5,14 @@ Gumbel MuZero with sequential halving); this module is the environment adapter:
 
 - a node's embedding (:class:`Node`) holds token ids, never a KV cache: the path of steps
   from the prompt, and the K candidate next steps sampled when the node was expanded;
-- action k = the node's k-th candidate step. ``recurrent_fn`` appends it to the path,
-  reads the path in one batched forward on top of the prompts' KV cache (prefilled once
-  per search; value head at the last token), and samples the new node's K candidates
-  from that cache;
+- action k = the node's k-th candidate step. ``recurrent_fn`` appends it to the path;
+  the new node's value head is the one its parent's decode read after the step's last
+  token. Unless the node is terminal, it reads the path in one batched forward on top of
+  the prompts' KV cache (prefilled once per search) and samples its K candidates from
+  that cache. Only the rows that need this pass are read, ``rows_per_pass`` at a time
+  (a simulation whose new nodes are all terminal costs no forward), and each row
+  samples with its own key, so a problem's tree does not depend on which problems share
+  its batch or pass;
 - prior logits over the K candidates: uniform, or their (mean) log-probs (default mean,
   AlphaMath's normalised step likelihood);
 - rewards are 0 and discounts 1; a node's value mixes its value head and a step scorer
@@ -67,13 +71,14 @@ import jax
 import jax.numpy as jnp
 import mctx
 import numpy as np
+from jax import lax
 
 from reasonjax.models.config import ModelConfig
-from reasonjax.models.transformer import Transformer, unstack_layers
+from reasonjax.models.transformer import Transformer, grow_cache, unstack_layers
 from reasonjax.search.compute import Compute
 from reasonjax.search.sampler import (STOP_EOS, DecodeState, SamplingConfig, SearchError,
                                       StopTokens, check_positive, check_prompts,
-                                      check_sampling, expand, generate, prefill)
+                                      check_sampling, expand, generate, prefill, take)
 from reasonjax.search.scoring import (StepScorer, check_token_ids, read_template,
                                       transform_value)
 
@@ -90,7 +95,9 @@ class MCTSConfig:
     max_steps / step_tokens: depth limit and token budget per step; policy: mctx policy;
     prior: prior logits over candidates; value_transform: value head -> node value;
     dirichlet_fraction / dirichlet_alpha / pb_c_init / pb_c_base: muzero_policy's;
-    max_num_considered_actions / gumbel_scale: gumbel_muzero_policy's; max_moves: moves
+    max_num_considered_actions / gumbel_scale: gumbel_muzero_policy's; rows_per_pass:
+    rows an expansion reads in one batched forward (None: a quarter of the batch, which
+    on CPU was fastest; the trees are the same for any value); max_moves: moves
     played (None: until terminal, at most max_steps); terminal_reward: what values a
     terminal node, its value head (inference) or the verifier passed to :func:`mcts`
     (training: AlphaMath's +1 / -1 outcome reward). Node values (module doc,
@@ -113,6 +120,7 @@ class MCTSConfig:
     pb_c_base: float = 19652.0
     max_num_considered_actions: int = 16
     gumbel_scale: float = 1.0
+    rows_per_pass: Optional[int] = None
     max_moves: Optional[int] = None
     terminal_reward: Literal["value", "verifier"] = "value"
     value_weight: float = 1.0
@@ -128,8 +136,9 @@ class MCTSConfig:
             raise SearchError(f"prior must be uniform, logprob or mean_logprob, got "
                               f"{self.prior!r}")
         StepScorer(transform=self.value_transform)  # validates the name
-        if self.max_moves is not None:
-            check_positive(self.max_moves, "max_moves")
+        for name in ("max_moves", "rows_per_pass"):
+            if getattr(self, name) is not None:
+                check_positive(getattr(self, name), name)
         if self.terminal_reward not in ("value", "verifier"):
             raise SearchError(f"terminal_reward must be 'value' or 'verifier', got "
                               f"{self.terminal_reward!r}")
@@ -156,7 +165,10 @@ class Node:
     length:        [..] int32; depth: [..] int32 number of steps.
     terminal:      [..] bool; value: [..] float32 the node's value (terminal: its reward).
     cand_tokens:   [.., K, T] int32 the K candidate next steps; cand_lengths: [.., K];
-    cand_logprobs: [.., K] summed model log-probs; cand_eos: [.., K] ended with EOS.
+    cand_logprobs: [.., K] summed model log-probs; cand_eos: [.., K] ended with EOS;
+    cand_heads:    [.., K] float32 raw value head after each candidate's last token (the
+                   value head of the child it leads to).
+    Candidates are zeros for a terminal node.
     """
 
     path: jax.Array
@@ -168,6 +180,7 @@ class Node:
     cand_lengths: jax.Array
     cand_logprobs: jax.Array
     cand_eos: jax.Array
+    cand_heads: jax.Array
 
 
 def prior_logits(node: Node, prior: str) -> jax.Array:
@@ -245,57 +258,99 @@ def _verify(verifier: Verifier, problem_ids, path, length):
                              problem_ids, path, length)
 
 
+def rows_per_pass(cfg: MCTSConfig, batch: int) -> int:
+    """Rows one expansion pass reads (``cfg.rows_per_pass``, default a quarter of the
+    batch), at most the batch."""
+    return min(batch, cfg.rows_per_pass or max(1, -(-batch // 4)))
+
+
+def expansion_rows(terminal, absorbed, cfg: MCTSConfig):
+    """[..] bool: the nodes an expansion must read: not absorbed (a terminal node's child
+    repeats it), and not terminal unless a scorer scores every node."""
+    return ~absorbed & (~terminal if cfg.scorer is None else True)
+
+
 def expand_nodes(config: ModelConfig, params, prompt_state: DecodeState, prompt_tokens,
-                 prompt_mask, problem_ids, path, length, depth, terminal, rng, cfg: MCTSConfig,
-                 stop: StopTokens, verifier: Optional[Verifier],
-                 scorer_config: Optional[ModelConfig] = None, scorer_params=None):
-    """Reads B nodes' paths in one forward on top of their prompts' prefill
-    ``prompt_state`` (the node's value head at its last token), scores their last step
-    when ``cfg.scorer`` is set (:func:`score_nodes`), mixes the node values
-    (:func:`node_value`) and samples K candidate steps for the non-terminal ones.
-    ``params`` (and ``scorer_params``) unstack_layers-ed.
-    Returns (Node, Compute of this call)."""
+                 prompt_mask, problem_ids, path, length, depth, terminal, absorbed, head, rng,
+                 cfg: MCTSConfig, stop: StopTokens, verifier: Optional[Verifier],
+                 scorer_config: Optional[ModelConfig] = None, scorer_params=None, *,
+                 root: bool = False):
+    """Builds B nodes from their paths (``head`` [B]: the raw value head after each path's
+    last token, ``absorbed`` [B]: children of terminal nodes, which the caller replaces).
+    The rows :func:`expansion_rows` selects are read ``rows_per_pass`` at a time: each
+    pass prefills their paths on top of the prompts' prefill ``prompt_state`` (``root``:
+    the paths are empty and the prompt state is read as it is), scores them when
+    ``cfg.scorer`` is set (:func:`score_nodes`) and samples K candidate steps for the
+    non-terminal ones, each row with its own key. Node values mix the head, the scorer
+    and the verifier (:func:`node_value`). ``params`` (and ``scorer_params``)
+    unstack_layers-ed. Returns the Node."""
     B, P = prompt_tokens.shape
     L, K, T = path.shape[1], cfg.num_actions, cfg.step_tokens
+    R = rows_per_pass(cfg, B)
     model = Transformer(config)
     path_mask = jnp.arange(L)[None, :] < length[:, None]
     seq = jnp.concatenate([prompt_tokens, path], axis=1)
     mask = jnp.concatenate([prompt_mask.astype(bool), path_mask], axis=1)
     # Self-evaluation feeds its template where the candidates will go.
     own_template = template_len(cfg) if scorer_config is None else 0
-    state = prefill(model, params, path, path_mask, P + L + max(T, own_template),
-                    prefix=prompt_state)
-    head = transform_value(state.value, StepScorer(transform=cfg.value_transform))
-    score, compute = None, Compute.zero()
-    if cfg.scorer is not None:
-        score, compute = score_nodes(model, params, state, seq, mask, cfg, scorer_config,
-                                     scorer_params)
+    cache_len = P + (0 if root else L) + max(T, own_template)
+    work = expansion_rows(terminal, absorbed, cfg)
+    # The rows to read, in order, then B (no row) up to the end of the last pass.
+    order = jnp.concatenate([jnp.sort(jnp.where(work, jnp.arange(B), B)),
+                             jnp.full((R,), B)])
+    n_pass = (jnp.sum(work) + R - 1) // R
+    zeros = lambda shape, dtype=jnp.float32: jnp.zeros((B,) + shape, dtype)
+    init = dict(tokens=zeros((K, T), jnp.int32), lengths=zeros((K,), jnp.int32),
+                logprobs=zeros((K,)), eos=zeros((K,), bool), heads=zeros((K,)),
+                score=zeros(()))
+
+    def one_pass(i, out):
+        idx = lax.dynamic_slice(order, (i * R,), (R,))
+        rows = jnp.minimum(idx, B - 1)
+        state = take(prompt_state, rows)
+        if root:
+            state = state.replace(cache=grow_cache(state.cache,
+                                                   cache_len - state.cache.max_len))
+        else:
+            state = prefill(model, params, path[rows], path_mask[rows], cache_len,
+                            prefix=state)
+        score = jnp.zeros((R,))
+        if cfg.scorer is not None:
+            score, _ = score_nodes(model, params, state, seq[rows], mask[rows], cfg,
+                                   scorer_config, scorer_params)
+        state = expand(state.replace(done=terminal[rows] | (idx == B)), K)
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+            rng, (rows[:, None] * K + jnp.arange(K)[None, :]).reshape(-1))
+        _, chunk, _ = generate(model, params, state, keys, cfg.sampling, stop, T, True)
+        last = jnp.maximum(chunk.lengths - 1, 0)[:, None]
+        new = dict(tokens=chunk.tokens, lengths=chunk.lengths,
+                   logprobs=jnp.sum(chunk.logprobs, -1), eos=chunk.stop_reason == STOP_EOS,
+                   heads=jnp.take_along_axis(chunk.values, last, 1)[:, 0], score=score)
+        return {name: out[name].at[idx].set(  # idx B: dropped
+            x.reshape((R,) + out[name].shape[1:]), mode="drop") for name, x in new.items()}
+
+    out = lax.fori_loop(0, n_pass, one_pass, init)
+    head = transform_value(head, StepScorer(transform=cfg.value_transform))
+    score = out["score"] if cfg.scorer is not None else None
     reward = None if verifier is None else _verify(verifier, problem_ids, path, length)
-    value = node_value(head, score, reward, terminal, cfg)
-    state = expand(state.replace(done=terminal), K)
-    state, chunk, n_iter = generate(model, params, state, rng, cfg.sampling, stop, T, True)
-    compute = compute.add(tokens_prefilled=jnp.sum(path_mask),
-                          tokens_generated=jnp.sum(chunk.lengths),
-                          forward_passes=1 + n_iter)
-    node = Node(
-        path=path, length=length, depth=depth, terminal=terminal, value=value,
-        cand_tokens=chunk.tokens.reshape(B, K, T), cand_lengths=chunk.lengths.reshape(B, K),
-        cand_logprobs=jnp.sum(chunk.logprobs, -1).reshape(B, K),
-        cand_eos=(chunk.stop_reason == STOP_EOS).reshape(B, K))
-    return node, compute
+    return Node(path=path, length=length, depth=depth, terminal=terminal,
+                value=node_value(head, score, reward, terminal, cfg),
+                cand_tokens=out["tokens"], cand_lengths=out["lengths"],
+                cand_logprobs=out["logprobs"], cand_eos=out["eos"], cand_heads=out["heads"])
 
 
 def child_of(node: Node, action: jax.Array, max_steps: int):
-    """The path, length, depth and terminal flag of each node's ``action``-th child (a
-    terminal node's children repeat it)."""
-    take = lambda x: jnp.take_along_axis(x, action.reshape((-1,) + (1,) * (x.ndim - 1)),
-                                         1)[:, 0]
-    step, step_len, eos = take(node.cand_tokens), take(node.cand_lengths), take(node.cand_eos)
+    """The path, length, depth, terminal and absorbed flags and raw value head of each
+    node's ``action``-th child (a terminal node's children repeat it: absorbed)."""
+    take_k = lambda x: jnp.take_along_axis(
+        x, action.reshape((-1,) + (1,) * (x.ndim - 1)), 1)[:, 0]
+    step, step_len, eos = take_k(node.cand_tokens), take_k(node.cand_lengths), \
+        take_k(node.cand_eos)
     step_len = jnp.where(node.terminal, 0, step_len)
     path, length = append_tokens(node.path, node.length, step, step_len)
     depth = node.depth + ~node.terminal
     terminal = node.terminal | eos | (depth >= max_steps)
-    return path, length, depth, terminal
+    return path, length, depth, terminal, node.terminal, take_k(node.cand_heads)
 
 
 def make_recurrent_fn(transition, evaluate):
@@ -350,15 +405,17 @@ def root_program(params, prompt_tokens, prompt_mask, problem_ids, rng, stop, sco
     (prompt state, Node, compute)."""
     B, P = prompt_tokens.shape
     L = cfg.max_steps * cfg.step_tokens
-    zeros = jnp.zeros((B,), jnp.int32)
+    zeros, no = jnp.zeros((B,), jnp.int32), jnp.zeros((B,), bool)
     params = unstack_layers(params)
     prompt_state = prefill(Transformer(config), params, prompt_tokens, prompt_mask, P)
-    node, compute = expand_nodes(config, params, prompt_state, prompt_tokens, prompt_mask,
-                                 problem_ids, jnp.zeros((B, L), jnp.int32), zeros, zeros,
-                                 jnp.zeros((B,), bool), rng, cfg, stop, verifier,
-                                 scorer_config, _unstack(scorer_params))
-    compute = compute.add(tokens_prefilled=jnp.sum(prompt_mask), forward_passes=1)
-    return prompt_state, node, compute
+    node = expand_nodes(config, params, prompt_state, prompt_tokens, prompt_mask, problem_ids,
+                        jnp.zeros((B, L), jnp.int32), zeros, zeros, no, no,
+                        prompt_state.value, rng, cfg, stop, verifier, scorer_config,
+                        _unstack(scorer_params), root=True)
+    compute = expansion_compute(node, expansion_rows(no, no, cfg), prompt_mask, cfg,
+                                scorer_config is not None, root=True)
+    return prompt_state, node, compute.add(tokens_prefilled=jnp.sum(prompt_mask),
+                                           forward_passes=1)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "cfg", "verifier", "scorer_config"))
@@ -369,10 +426,9 @@ def move_program(params, prompt_state, prompt_tokens, prompt_mask, problem_ids, 
     scorer_params = _unstack(scorer_params)
 
     def evaluate(p, key, child_state):
-        path, length, depth, terminal = child_state
-        node, _ = expand_nodes(config, p, prompt_state, prompt_tokens, prompt_mask,
-                               problem_ids, path, length, depth, terminal, key, cfg, stop,
-                               verifier, scorer_config, scorer_params)
+        node = expand_nodes(config, p, prompt_state, prompt_tokens, prompt_mask, problem_ids,
+                            *child_state, key, cfg, stop, verifier, scorer_config,
+                            scorer_params)
         return node, prior_logits(node, cfg.prior)
 
     transition = lambda node, action: child_of(node, action, cfg.max_steps)
@@ -391,27 +447,46 @@ def move_program(params, prompt_state, prompt_tokens, prompt_mask, problem_ids, 
                                                     scorer_config is not None)
 
 
+def expansion_compute(node: Node, work, prompt_mask, cfg: MCTSConfig, separate: bool,
+                      root: bool = False) -> Compute:
+    """What one :func:`expand_nodes` call that built ``node`` (batch B) spent, ``work`` [B]
+    the rows it read: ceil(|work| / rows_per_pass) passes, each a prefill of its rows'
+    paths on top of the prompts' (none for the roots), the scoring passes
+    (:func:`scoring_passes`) and a decode loop as long as its longest candidate. A
+    separate scorer model reads the whole prompt + path."""
+    B = work.shape[0]
+    R = rows_per_pass(cfg, B)
+    n_work = jnp.sum(work)
+    n_pass = (n_work + R - 1) // R
+    longest = jnp.where(work, jnp.max(node.cand_lengths, axis=-1), 0)
+    pass_of = jnp.where(work, (jnp.cumsum(work) - 1) // R, B)  # B: dropped
+    decode_iters = jnp.sum(jnp.maximum(
+        jax.ops.segment_max(longest, pass_of, num_segments=-(-B // R)), 0))
+    path_len = jnp.where(work, node.length, 0)
+    scored = n_work * template_len(cfg)
+    if separate and cfg.scorer is not None:
+        scored += jnp.sum(jnp.where(work, jnp.sum(prompt_mask, axis=1) + node.length, 0))
+    passes = n_pass * (int(not root) + scoring_passes(cfg, separate)) + decode_iters
+    return Compute.zero().add(
+        tokens_generated=jnp.sum(jnp.where(work[:, None], node.cand_lengths, 0)),
+        tokens_prefilled=0 if root else jnp.sum(path_len), tokens_scored=scored,
+        forward_passes=passes)
+
+
 def _simulation_compute(tree: mctx.Tree, prompt_mask, cfg: MCTSConfig,
                         separate: bool) -> Compute:
-    """What the simulations of one search spent. mctx adds node i + 1 to every problem's
-    tree at simulation i, each by one expansion (the path read on top of the prompt's
-    cached prefill, scored when there is a scorer, K candidates sampled), all B problems
-    in one batched prefill, the scoring passes (:func:`scoring_passes`) and one decode
-    loop that runs as long as the longest candidate. A separate scorer model reads the
-    whole prompt + path."""
+    """What the simulations of one search spent: mctx adds node i + 1 to every problem's
+    tree at simulation i, by one :func:`expand_nodes` call over the batch."""
     emb = tree.embeddings
-    expanded = (jnp.arange(tree.node_visits.shape[1])[None, :] > 0) & (tree.node_visits > 0)
-    prompt = jnp.sum(prompt_mask, axis=1)[:, None]
-    prefilled = jnp.sum(jnp.where(expanded, emb.length, 0))
-    generated = jnp.sum(jnp.where(expanded[..., None], emb.cand_lengths, 0))
-    scored = jnp.sum(expanded) * template_len(cfg) + (
-        jnp.sum(jnp.where(expanded, prompt + emb.length, 0))
-        if separate and cfg.scorer is not None else 0)
-    decode_iters = jnp.max(jnp.where(expanded[..., None], emb.cand_lengths, 0), axis=(0, 2))
-    passes = jnp.sum(jnp.where(jnp.any(expanded, 0),
-                               1 + scoring_passes(cfg, separate) + decode_iters, 0))
-    return Compute.zero().add(tokens_generated=generated, tokens_prefilled=prefilled,
-                              tokens_scored=scored, forward_passes=passes)
+    B, N = tree.node_visits.shape
+    parent_terminal = jnp.take_along_axis(emb.terminal, jnp.maximum(tree.parents, 0), 1)
+    compute = Compute.zero()
+    for n in range(1, N):
+        node = jax.tree.map(lambda x: x[:, n], emb)
+        work = expansion_rows(node.terminal, parent_terminal[:, n], cfg) & (
+            tree.node_visits[:, n] > 0)
+        compute = compute + expansion_compute(node, work, prompt_mask, cfg, separate)
+    return compute
 
 
 @flax.struct.dataclass

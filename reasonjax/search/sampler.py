@@ -385,13 +385,26 @@ def reflect_logits(logits_RV: jax.Array, position_R: jax.Array,
     return logits_RV.at[:, ids].add(bias_R[:, None])
 
 
+def is_row_keys(rng: jax.Array) -> bool:
+    """Whether ``rng`` is a [R] array of typed keys, one per row."""
+    return jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) and rng.ndim == 1
+
+
+def fold_in(rng: jax.Array, data) -> jax.Array:
+    """``jax.random.fold_in`` of one key or of each of [R] row keys."""
+    if is_row_keys(rng):
+        return jax.vmap(jax.random.fold_in, in_axes=(0, None))(rng, data)
+    return jax.random.fold_in(rng, data)
+
+
 def sample_tokens(logits_RV: jax.Array, rng: jax.Array, sampling: SamplingConfig,
                   position_R: Optional[jax.Array] = None):
     """One token per row: argmax when greedy, else inverse-CDF sampling of the filtered
     distribution with one uniform number per row (cheaper than Gumbel noise over V).
     With ``sampling.reflection`` on, the reflection tokens' logits are first biased for
     decode positions ``position_R`` [R]. Returns (tokens [R] int32, model log-probs [R]
-    of the unbiased logits)."""
+    of the unbiased logits). ``rng``: one key, or [R] keys, one per row (a row's token
+    then depends on its own key only, not on which rows share its batch)."""
     x = logits_RV
     if sampling.reflection.active:
         x = reflect_logits(x, position_R, sampling.reflection)
@@ -400,7 +413,10 @@ def sample_tokens(logits_RV: jax.Array, rng: jax.Array, sampling: SamplingConfig
     else:
         probs = jax.nn.softmax(filter_logits(x, sampling), axis=-1)
         cdf = jnp.cumsum(probs, axis=-1)
-        u = jax.random.uniform(rng, logits_RV.shape[:1], jnp.float32)
+        if is_row_keys(rng):
+            u = jax.vmap(lambda key: jax.random.uniform(key, (), jnp.float32))(rng)
+        else:
+            u = jax.random.uniform(rng, logits_RV.shape[:1], jnp.float32)
         # First index whose cdf exceeds u * total: never a zero-probability token.
         target = u[:, None] * cdf[:, -1:]
         tokens = jnp.minimum(jnp.sum(cdf <= target, axis=-1), logits_RV.shape[-1] - 1)
@@ -418,6 +434,7 @@ def generate(model: Transformer, params, state: DecodeState, rng: jax.Array,
     Every iteration feeds one token for all rows; rows that stopped feed an empty slot. The
     loop ends when every row stopped. Returns (new state, the chunk, number of batched
     forward passes). ``params`` should be ``unstack_layers``-ed (done once by the caller).
+    ``rng``: one key, or [R] keys, one per row (see :func:`sample_tokens`).
 
     ``grow_by`` 0: the cache must hold ``max_tokens`` free slots already. ``grow_by`` > 0:
     the tokens are decoded in chunks of that many, and before each chunk the cache grows
@@ -442,7 +459,7 @@ def generate(model: Transformer, params, state: DecodeState, rng: jax.Array,
     def body(carry):
         t, st, toks, logps, vals, lengths, reason = carry
         active = reason == STOP_NONE
-        tok, logp = sample_tokens(st.logits, jax.random.fold_in(rng, t), sampling,
+        tok, logp = sample_tokens(st.logits, fold_in(rng, t), sampling,
                                   st.n_tokens)
         tok = jnp.where(active, tok, pad_id)
         out = model.apply({"params": params}, tok[:, None], positions=st.next_pos[:, None],

@@ -210,10 +210,29 @@ def _tree_arrays(res):
     return out
 
 
+def _simulated_nodes(res):
+    """Every node a simulation added, with its parent's terminal flag: {terminal, path
+    length, parent terminal, row} as flat arrays over moves, rows and nodes 1..N-1."""
+    cols = {"terminal": [], "length": [], "parent_terminal": [], "row": []}
+    for tree in res.trees:
+        emb = jax.tree.map(np.asarray, tree.embeddings)
+        parents = np.maximum(np.asarray(tree.parents), 0)
+        added = np.asarray(tree.node_visits)[:, 1:] > 0
+        cols["row"].append(np.broadcast_to(np.arange(added.shape[0])[:, None],
+                                           added.shape)[added])
+        cols["terminal"].append(emb.terminal[:, 1:][added])
+        cols["length"].append(emb.length[:, 1:][added])
+        cols["parent_terminal"].append(
+            np.take_along_axis(emb.terminal, parents, 1)[:, 1:][added])
+    return {k: np.concatenate(v) for k, v in cols.items()}
+
+
 def test_zero_weight_scorer_changes_no_tree_and_counts_its_reads(params, prompts):
-    """A self-evaluation scorer with weight 0 leaves every tree as it was; its cost is one
-    template read of every expanded node batch: B * |template| tokens and one pass per
-    expansion (the root's and one per simulation)."""
+    """A self-evaluation scorer with weight 0 leaves every tree as it was (each row samples
+    with its own key, whatever else a pass reads); its cost is one template read of every
+    node a search builds but a terminal node's absorbing children, and the prefill of the
+    terminal ones, which without a scorer need no forward (their value head came with
+    their parent's candidates)."""
     base = _run(params, prompts, CONFIGS["verifier"])
     cfg = dataclasses.replace(CONFIGS["verifier"], scorer=SELF_EVAL, scorer_weight=0.0)
     res = _run(params, prompts, cfg)
@@ -221,12 +240,35 @@ def test_zero_weight_scorer_changes_no_tree_and_counts_its_reads(params, prompts
     for k, v in _tree_arrays(res).items():
         np.testing.assert_array_equal(v, want[k], err_msg=k)
     B = prompts[0].shape[0]
-    expansions = 1 + cfg.num_simulations * len(res.trees)
+    nodes = _simulated_nodes(res)
+    read = ~nodes["parent_terminal"]
+    newly_terminal = read & nodes["terminal"]
+    assert newly_terminal.any() and (read & ~nodes["terminal"]).any()
+    # Two rows: rows_per_pass is 1, one pass per row read.
     c, c0 = res.compute.to_dict(), base.compute.to_dict()
-    assert c["tokens_scored"] == B * len(TEMPLATE) * expansions
-    assert c["forward_passes"] == c0["forward_passes"] + expansions
-    assert (c["tokens_generated"], c["tokens_prefilled"]) == (c0["tokens_generated"],
-                                                              c0["tokens_prefilled"])
+    assert c["tokens_scored"] == len(TEMPLATE) * (B + read.sum())
+    assert c["forward_passes"] == c0["forward_passes"] + B + read.sum() + newly_terminal.sum()
+    assert c["tokens_prefilled"] == c0["tokens_prefilled"] + nodes["length"][
+        newly_terminal].sum()
+    assert c["tokens_generated"] == c0["tokens_generated"]
+
+
+def test_rows_per_pass_changes_no_tree_and_fewer_passes_cost_less(params, prompts):
+    """The trees do not depend on how many rows an expansion reads at once (up to the
+    float rounding of a differently batched forward); one pass over both rows costs fewer
+    passes than one pass per row."""
+    one = _run(params, prompts, dataclasses.replace(CONFIGS["value"], rows_per_pass=1))
+    both = _run(params, prompts, dataclasses.replace(CONFIGS["value"], rows_per_pass=2))
+    want = _tree_arrays(one)
+    for k, v in _tree_arrays(both).items():
+        if v.dtype.kind == "f":
+            np.testing.assert_allclose(v, want[k], rtol=1e-5, atol=1e-6, err_msg=k)
+        else:
+            np.testing.assert_array_equal(v, want[k], err_msg=k)
+    c1, c2 = one.compute.to_dict(), both.compute.to_dict()
+    assert c2["forward_passes"] < c1["forward_passes"]
+    for k in ("tokens_generated", "tokens_prefilled", "tokens_scored"):
+        assert c2[k] == c1[k]
 
 
 def _visited_nodes(res, prompts):
@@ -311,12 +353,15 @@ def test_separate_scorer_node_values_are_its_own_forwards(params, prompts, prm, 
     np.testing.assert_allclose(got, want, atol=3e-5)
     c = res.compute.to_dict()
     B = prompts[0].shape[0]
-    expansions = 1 + cfg.num_simulations * len(res.trees)
     template = len(TEMPLATE) if kind == "token_prob" else 0
-    # the policy prefills each prompt once and then only paths; the scorer re-reads both
-    prompt = int(np.sum(prompts[1]))
-    assert c["tokens_scored"] == (c["tokens_prefilled"] + prompt * (expansions - 1)
-                                  + B * template * expansions)
+    # The policy prefills each prompt once, then the paths of the nodes a simulation reads
+    # (all but a terminal node's absorbing children); the scorer re-reads prompt + path
+    # of those and of the roots.
+    nodes = _simulated_nodes(res)
+    read = ~nodes["parent_terminal"]
+    prompt_len = np.sum(prompts[1], axis=1)
+    assert c["tokens_scored"] == (c["tokens_prefilled"] + prompt_len[nodes["row"][read]].sum()
+                                  + template * (B + read.sum()))
 
 
 def test_scorer_settings_fail_clearly(params, prompts, prm):
