@@ -96,8 +96,8 @@ class MCTSConfig:
     prior: prior logits over candidates; value_transform: value head -> node value;
     dirichlet_fraction / dirichlet_alpha / pb_c_init / pb_c_base: muzero_policy's;
     max_num_considered_actions / gumbel_scale: gumbel_muzero_policy's; rows_per_pass:
-    rows an expansion reads in one batched forward (None: a quarter of the batch, which
-    on CPU was fastest; the trees are the same for any value); max_moves: moves
+    rows an expansion reads in one batched forward (None: :func:`with_rows_per_pass`'s
+    default for the platform; the trees are the same for any value); max_moves: moves
     played (None: until terminal, at most max_steps); terminal_reward: what values a
     terminal node, its value head (inference) or the verifier passed to :func:`mcts`
     (training: AlphaMath's +1 / -1 outcome reward). Node values (module doc,
@@ -258,10 +258,21 @@ def _verify(verifier: Verifier, problem_ids, path, length):
                              problem_ids, path, length)
 
 
+def with_rows_per_pass(cfg: MCTSConfig, batch: int, platform: str) -> MCTSConfig:
+    """``cfg`` with ``rows_per_pass`` set when it is None: on CPU a quarter of the batch
+    (a pass costs about its rows there; fastest of B, B/2, B/4, B/8 on the benchmark's
+    search), elsewhere the whole batch (an accelerator reads idle rows almost for free,
+    and gathering rows across a sharded batch would move them between devices)."""
+    if cfg.rows_per_pass is not None:
+        return cfg
+    return dataclasses.replace(cfg, rows_per_pass=max(1, -(-batch // 4))
+                               if platform == "cpu" else batch)
+
+
 def rows_per_pass(cfg: MCTSConfig, batch: int) -> int:
-    """Rows one expansion pass reads (``cfg.rows_per_pass``, default a quarter of the
-    batch), at most the batch."""
-    return min(batch, cfg.rows_per_pass or max(1, -(-batch // 4)))
+    """Rows one expansion pass reads: ``cfg.rows_per_pass`` (None: the whole batch), at
+    most the batch."""
+    return min(batch, cfg.rows_per_pass or batch)
 
 
 def expansion_rows(terminal, absorbed, cfg: MCTSConfig):
@@ -295,9 +306,9 @@ def expand_nodes(config: ModelConfig, params, prompt_state: DecodeState, prompt_
     own_template = template_len(cfg) if scorer_config is None else 0
     cache_len = P + (0 if root else L) + max(T, own_template)
     work = expansion_rows(terminal, absorbed, cfg)
-    # The rows to read, in order, then B (no row) up to the end of the last pass.
-    order = jnp.concatenate([jnp.sort(jnp.where(work, jnp.arange(B), B)),
-                             jnp.full((R,), B)])
+    if R < B:  # the rows to read, in order, then B (no row) up to the end of the last pass
+        order = jnp.concatenate([jnp.sort(jnp.where(work, jnp.arange(B), B)),
+                                 jnp.full((R,), B)])
     n_pass = (jnp.sum(work) + R - 1) // R
     zeros = lambda shape, dtype=jnp.float32: jnp.zeros((B,) + shape, dtype)
     init = dict(tokens=zeros((K, T), jnp.int32), lengths=zeros((K,), jnp.int32),
@@ -305,9 +316,13 @@ def expand_nodes(config: ModelConfig, params, prompt_state: DecodeState, prompt_
                 score=zeros(()))
 
     def one_pass(i, out):
-        idx = lax.dynamic_slice(order, (i * R,), (R,))
-        rows = jnp.minimum(idx, B - 1)
-        state = take(prompt_state, rows)
+        if R == B:  # one pass over the batch in place: no gather, no scatter
+            idx, rows = jnp.where(work, jnp.arange(B), B), jnp.arange(B)
+            state = prompt_state
+        else:
+            idx = lax.dynamic_slice(order, (i * R,), (R,))
+            rows = jnp.minimum(idx, B - 1)
+            state = take(prompt_state, rows)
         if root:
             state = state.replace(cache=grow_cache(state.cache,
                                                    cache_len - state.cache.max_len))
@@ -326,8 +341,12 @@ def expand_nodes(config: ModelConfig, params, prompt_state: DecodeState, prompt_
         new = dict(tokens=chunk.tokens, lengths=chunk.lengths,
                    logprobs=jnp.sum(chunk.logprobs, -1), eos=chunk.stop_reason == STOP_EOS,
                    heads=jnp.take_along_axis(chunk.values, last, 1)[:, 0], score=score)
-        return {name: out[name].at[idx].set(  # idx B: dropped
-            x.reshape((R,) + out[name].shape[1:]), mode="drop") for name, x in new.items()}
+        new = {name: x.reshape((R,) + out[name].shape[1:]) for name, x in new.items()}
+        if R == B:
+            return {name: jnp.where(work.reshape((B,) + (1,) * (x.ndim - 1)), x, out[name])
+                    for name, x in new.items()}
+        return {name: out[name].at[idx].set(x, mode="drop")  # idx B: dropped
+                for name, x in new.items()}
 
     out = lax.fori_loop(0, n_pass, one_pass, init)
     head = transform_value(head, StepScorer(transform=cfg.value_transform))
@@ -570,6 +589,7 @@ def mcts(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Array
         problem_ids, jnp.int32)
     if problem_ids.shape != (B,):
         raise SearchError(f"problem_ids must have shape ({B},), got {problem_ids.shape}")
+    cfg = with_rows_per_pass(cfg, B, jax.default_backend())
     key_root, key_moves = jax.random.split(rng)
     statics = dict(config=config, cfg=cfg, verifier=verifier, scorer_config=scorer_config)
     prompt_state, node, compute = root_program(params, prompt_tokens, prompt_mask, problem_ids,

@@ -12,7 +12,7 @@ import pytest
 from reasonjax.models import Transformer
 from reasonjax.parallel import init_params
 from reasonjax.search.mcts import (MCTSConfig, make_recurrent_fn, mcts, run_policy,
-                                   sibling_pairs, value_targets)
+                                   sibling_pairs, value_targets, with_rows_per_pass)
 from reasonjax.search.sampler import SearchError, stop_tokens
 from reasonjax.search.scoring import StepScorer
 
@@ -165,6 +165,18 @@ def test_llm_moves_build_the_answer(llm_search):
             assert float(res.value[b]) == _reward(None, None, np.asarray([n]))[0]
     c = res.compute.to_dict()
     assert c["tokens_generated"] > 0 and c["tokens_prefilled"] > 0
+
+
+def test_rows_per_pass_defaults_to_the_platform():
+    """A quarter of the batch on CPU, the whole batch on accelerators, as given when
+    set."""
+    cfg = MCTSConfig()
+    assert with_rows_per_pass(cfg, 64, "cpu").rows_per_pass == 16
+    assert with_rows_per_pass(cfg, 2, "cpu").rows_per_pass == 1
+    assert with_rows_per_pass(cfg, 64, "tpu").rows_per_pass == 64
+    assert with_rows_per_pass(MCTSConfig(rows_per_pass=8), 64, "tpu").rows_per_pass == 8
+    with pytest.raises(SearchError, match="rows_per_pass"):
+        MCTSConfig(rows_per_pass=0)
 
 
 def test_mcts_config_errors():
