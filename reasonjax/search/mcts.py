@@ -469,27 +469,28 @@ def move_program(params, prompt_state, prompt_tokens, prompt_mask, problem_ids, 
 def expansion_compute(node: Node, work, prompt_mask, cfg: MCTSConfig, separate: bool,
                       root: bool = False) -> Compute:
     """What one :func:`expand_nodes` call that built ``node`` (batch B) spent, ``work`` [B]
-    the rows it read: ceil(|work| / rows_per_pass) passes, each a prefill of its rows'
-    paths on top of the prompts' (none for the roots), the scoring passes
-    (:func:`scoring_passes`) and a decode loop as long as its longest candidate. A
-    separate scorer model reads the whole prompt + path."""
+    the rows that needed a forward: ceil(|work| / rows_per_pass) passes, each a prefill of
+    its rows' paths on top of the prompts' (none for the roots), the scoring passes
+    (:func:`scoring_passes`) and a decode loop as long as its longest candidate. A pass
+    over the whole batch reads every row; a separate scorer model reads the whole
+    prompt + path."""
     B = work.shape[0]
     R = rows_per_pass(cfg, B)
     n_work = jnp.sum(work)
     n_pass = (n_work + R - 1) // R
+    read = work if R < B else jnp.broadcast_to(n_work > 0, (B,))
     longest = jnp.where(work, jnp.max(node.cand_lengths, axis=-1), 0)
     pass_of = jnp.where(work, (jnp.cumsum(work) - 1) // R, B)  # B: dropped
     decode_iters = jnp.sum(jnp.maximum(
         jax.ops.segment_max(longest, pass_of, num_segments=-(-B // R)), 0))
-    path_len = jnp.where(work, node.length, 0)
-    scored = n_work * template_len(cfg)
+    scored = jnp.sum(read) * template_len(cfg)
     if separate and cfg.scorer is not None:
-        scored += jnp.sum(jnp.where(work, jnp.sum(prompt_mask, axis=1) + node.length, 0))
+        scored += jnp.sum(jnp.where(read, jnp.sum(prompt_mask, axis=1) + node.length, 0))
     passes = n_pass * (int(not root) + scoring_passes(cfg, separate)) + decode_iters
     return Compute.zero().add(
         tokens_generated=jnp.sum(jnp.where(work[:, None], node.cand_lengths, 0)),
-        tokens_prefilled=0 if root else jnp.sum(path_len), tokens_scored=scored,
-        forward_passes=passes)
+        tokens_prefilled=0 if root else jnp.sum(jnp.where(read, node.length, 0)),
+        tokens_scored=scored, forward_passes=passes)
 
 
 def _simulation_compute(tree: mctx.Tree, prompt_mask, cfg: MCTSConfig,

@@ -224,14 +224,17 @@ def _tree_arrays(res):
 
 def _simulated_nodes(res):
     """Every node a simulation added, with its parent's terminal flag: {terminal, path
-    length, parent terminal, row} as flat arrays over moves, rows and nodes 1..N-1."""
-    cols = {"terminal": [], "length": [], "parent_terminal": [], "row": []}
+    length, parent terminal, row, sim (the simulation that added it, numbered across
+    moves)} as flat arrays over moves, rows and nodes 1..N-1."""
+    cols = {"terminal": [], "length": [], "parent_terminal": [], "row": [], "sim": []}
     for tree in res.trees:
         emb = jax.tree.map(np.asarray, tree.embeddings)
         parents = np.maximum(np.asarray(tree.parents), 0)
         added = np.asarray(tree.node_visits)[:, 1:] > 0
         cols["row"].append(np.broadcast_to(np.arange(added.shape[0])[:, None],
                                            added.shape)[added])
+        sim = len(cols["sim"]) * added.shape[1] + np.arange(added.shape[1])  # move, node
+        cols["sim"].append(np.broadcast_to(sim[None, :], added.shape)[added])
         cols["terminal"].append(emb.terminal[:, 1:][added])
         cols["length"].append(emb.length[:, 1:][added])
         cols["parent_terminal"].append(
@@ -267,8 +270,8 @@ def test_zero_weight_scorer_changes_no_tree_and_counts_its_reads(params, prompts
 
 def test_rows_per_pass_changes_no_tree_and_fewer_passes_cost_less(params, prompts):
     """The trees do not depend on how many rows an expansion reads at once (up to the
-    float rounding of a differently batched forward); one pass over both rows costs fewer
-    passes than one pass per row."""
+    float rounding of a differently batched forward); one pass over both rows in place
+    costs fewer passes than one pass per row, and prefills every row of the batch."""
     one = _run(params, prompts, dataclasses.replace(CONFIGS["value"], rows_per_pass=1))
     both = _run(params, prompts, dataclasses.replace(CONFIGS["value"], rows_per_pass=2))
     want = _tree_arrays(one)
@@ -279,8 +282,15 @@ def test_rows_per_pass_changes_no_tree_and_fewer_passes_cost_less(params, prompt
             np.testing.assert_array_equal(v, want[k], err_msg=k)
     c1, c2 = one.compute.to_dict(), both.compute.to_dict()
     assert c2["forward_passes"] < c1["forward_passes"]
-    for k in ("tokens_generated", "tokens_prefilled", "tokens_scored"):
-        assert c2[k] == c1[k]
+    assert c2["tokens_generated"] == c1["tokens_generated"]
+    # In place, a simulation that reads any row prefills both rows' paths.
+    nodes = _simulated_nodes(both)
+    work = ~nodes["terminal"]
+    prompt = int(np.sum(prompts[1]))
+    sims = np.unique(nodes["sim"][work])
+    assert c1["tokens_prefilled"] == prompt + nodes["length"][work].sum()
+    assert c2["tokens_prefilled"] == prompt + sum(
+        nodes["length"][nodes["sim"] == s].sum() for s in sims)
 
 
 def _visited_nodes(res, prompts):
