@@ -575,7 +575,8 @@ def mcts(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Array
                              "takes no verifier; set terminal_reward='verifier' to use it"))
     own_template = template_len(cfg) if scorer_config is None else 0
     check_prompts(config, prompt_tokens, prompt_mask,
-                  cfg.max_steps * cfg.step_tokens + own_template)
+                  cfg.max_steps * cfg.step_tokens + own_template,
+                  f"max_steps x step_tokens ({cfg.max_steps} x {cfg.step_tokens})")
     check_scorer(config, cfg, np.shape(prompt_tokens)[1], scorer_config, scorer_params)
     check_sampling(config, cfg.sampling)
     if stop.completes.shape[-1] != config.vocab_size:

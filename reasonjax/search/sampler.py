@@ -268,8 +268,10 @@ def num_rows(tree) -> int:
     return next(x.shape[0] for x in jax.tree.leaves(tree) if jnp.ndim(x))
 
 
-def check_prompts(config: ModelConfig, prompt_tokens, prompt_mask, budget: int) -> None:
-    """Host-side validation of a prompt batch before any compile."""
+def check_prompts(config: ModelConfig, prompt_tokens, prompt_mask, budget: int,
+                  budget_of: str = "max_new_tokens") -> None:
+    """Host-side validation of a prompt batch before any compile; ``budget_of`` names the
+    settings the token budget comes from (the error says which to lower)."""
     shape = np.shape(prompt_tokens)
     if len(shape) != 2:
         raise SearchError(f"prompt_tokens must be [B, P], got shape {shape}")
@@ -284,7 +286,7 @@ def check_prompts(config: ModelConfig, prompt_tokens, prompt_mask, budget: int) 
     if total > config.max_seq_len:
         raise SearchError(
             f"prompt length {shape[1]} + token budget {budget} = {total} exceeds the model's "
-            f"max_seq_len {config.max_seq_len}; shorten the prompts or lower the budget")
+            f"max_seq_len {config.max_seq_len}; shorten the prompts or lower {budget_of}")
     if not isinstance(prompt_mask, jax.core.Tracer):
         if isinstance(prompt_mask, jax.Array) and not prompt_mask.is_fully_addressable:
             # a multi-host batch: this process checks the rows it holds
@@ -564,7 +566,8 @@ def sample(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Arr
     prompts (``shard_batch``) inside ``parallel.activate(mesh)``: the B * n rows stay
     split over the data axes.
     """
-    check_prompts(config, prompt_tokens, prompt_mask, max_new_tokens)
+    check_prompts(config, prompt_tokens, prompt_mask, max_new_tokens,
+                  f"max_new_tokens ({max_new_tokens})")
     check_sampling(config, sampling)
     check_positive(n)
     check_positive(decode_chunks, "decode_chunks")

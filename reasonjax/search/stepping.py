@@ -132,7 +132,8 @@ def check_search(config: ModelConfig, cfg: SearchConfig, prompt_tokens, prompt_m
                  stop: StopTokens, scorer_config: Optional[ModelConfig]) -> None:
     """Host-side validation before any compile."""
     check_prompts(config, prompt_tokens, prompt_mask,
-                  cfg.max_steps * cfg.step_tokens + len(cfg.scorer.template))
+                  cfg.max_steps * cfg.step_tokens + len(cfg.scorer.template),
+                  f"max_steps x step_tokens ({cfg.max_steps} x {cfg.step_tokens})")
     check_sampling(config, cfg.sampling)
     if stop.completes.shape[-1] != config.vocab_size:
         raise SearchError(f"stop tables cover {stop.completes.shape[-1]} ids, the model has "

@@ -233,7 +233,8 @@ def test_string_delimiter_inside_and_across_bpe_tokens(tmp_path):
 
 def test_bad_inputs_give_clear_errors(params, prompts):
     tokens, mask = prompts
-    with pytest.raises(SearchError, match="max_seq_len 96"):
+    with pytest.raises(SearchError, match=r"max_seq_len 96; shorten the prompts or lower "
+                                          r"max_new_tokens \(90\)"):
         sample(CFG, params, tokens, mask, jax.random.key(0), max_new_tokens=90)
     long = np.ones((2, CFG.max_seq_len + 4), np.int32)  # the prompt alone overflows
     with pytest.raises(SearchError, match="prompt length 100 .* exceeds the model's max_seq_len"):
@@ -272,7 +273,8 @@ def test_prompt_longer_than_context_fails_in_every_method(params, method):
                                 MCTSConfig(num_actions=2, num_simulations=1, max_steps=1,
                                            step_tokens=2), stop)}[method]
     with pytest.raises(SearchError, match=r"prompt length 100 \+ token budget 2 = 102 exceeds "
-                                          r"the model's max_seq_len 96; shorten the prompts"):
+                                          r"the model's max_seq_len 96; shorten the prompts "
+                                          r"or lower max_steps x step_tokens \(1 x 2\)"):
         run()
 
 
