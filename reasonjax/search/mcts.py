@@ -290,14 +290,14 @@ def expand_nodes(config: ModelConfig, params, prompt_state: DecodeState, prompt_
     last token, ``absorbed`` [B]: children of terminal nodes, which the caller replaces).
     The rows :func:`expansion_rows` selects are read ``rows_per_pass`` at a time: each
     pass prefills their paths on top of the prompts' prefill ``prompt_state`` (``root``:
-    the paths are empty and the prompt state is read as it is), scores them when
+    the paths are empty, the prompt state is read as it is, in one pass), scores them when
     ``cfg.scorer`` is set (:func:`score_nodes`) and samples K candidate steps for the
     non-terminal ones, each row with its own key. Node values mix the head, the scorer
     and the verifier (:func:`node_value`). ``params`` (and ``scorer_params``)
     unstack_layers-ed. Returns the Node."""
     B, P = prompt_tokens.shape
     L, K, T = path.shape[1], cfg.num_actions, cfg.step_tokens
-    R = rows_per_pass(cfg, B)
+    R = B if root else rows_per_pass(cfg, B)  # every root needs its candidates
     model = Transformer(config)
     path_mask = jnp.arange(L)[None, :] < length[:, None]
     seq = jnp.concatenate([prompt_tokens, path], axis=1)
@@ -475,7 +475,7 @@ def expansion_compute(node: Node, work, prompt_mask, cfg: MCTSConfig, separate: 
     over the whole batch reads every row; a separate scorer model reads the whole
     prompt + path."""
     B = work.shape[0]
-    R = rows_per_pass(cfg, B)
+    R = B if root else rows_per_pass(cfg, B)
     n_work = jnp.sum(work)
     n_pass = (n_work + R - 1) // R
     read = work if R < B else jnp.broadcast_to(n_work > 0, (B,))
