@@ -40,8 +40,8 @@ from reasonjax.driver.env import Env
 from reasonjax.driver.prompts import Prompts, batch_rows, encode_prompts
 from reasonjax.search.beam import BeamConfig, DVTSConfig, beam_program, beam_search, dvts
 from reasonjax.search.best_of_n import BestOfNConfig, best_of_n, best_of_n_program
-from reasonjax.search.mcts import (MCTSConfig, mcts, move_program, root_program,
-                                   with_rows_per_pass)
+from reasonjax.search.mcts import (MCTSConfig, mcts, move_program, placement_platform,
+                                   root_program, with_rows_per_pass)
 from reasonjax.search.particles import ParticleConfig, particle_filter, particle_program
 from reasonjax.search.sampler import (STOP_EOS, SampleConfig, SearchError, StopTokens, sample,
                                       sample_program)
@@ -208,9 +208,7 @@ def lower(config, params, method: Method, tokens, mask, rng, stop: StopTokens, *
             return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
 
         verifier = verifier if method.terminal_reward == "verifier" else None
-        platform = (mesh.devices.flat[0].platform if mesh is not None
-                    else jax.default_backend())
-        method = with_rows_per_pass(method, tokens.shape[0], platform)
+        method = with_rows_per_pass(method, tokens.shape[0], placement_platform(mask))
         args = (params, tokens, mask, rows(jax.ShapeDtypeStruct(tokens.shape[:1], jnp.int32)))
         statics = dict(config=config, cfg=method, verifier=verifier,
                        scorer_config=scorer_config)

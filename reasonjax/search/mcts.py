@@ -269,10 +269,20 @@ def with_rows_per_pass(cfg: MCTSConfig, batch: int, platform: str) -> MCTSConfig
                                if platform == "cpu" else batch)
 
 
-def rows_per_pass(cfg: MCTSConfig, batch: int) -> int:
+def placement_platform(x) -> str:
+    """The platform of the devices array ``x`` (or an abstract one with a sharding) is
+    placed on; JAX's default backend when it has no placement."""
+    sharding = getattr(x, "sharding", None)
+    if sharding is None:
+        return jax.default_backend()
+    return next(iter(sharding.device_set)).platform
+
+
+def rows_per_pass(cfg: MCTSConfig, batch: int, root: bool = False) -> int:
     """Rows one expansion pass reads: ``cfg.rows_per_pass`` (None: the whole batch), at
-    most the batch."""
-    return min(batch, cfg.rows_per_pass or batch)
+    most the batch; the roots' expansion reads the whole batch (every root needs its
+    candidates)."""
+    return batch if root else min(batch, cfg.rows_per_pass or batch)
 
 
 def expansion_rows(terminal, absorbed, cfg: MCTSConfig):
@@ -297,7 +307,7 @@ def expand_nodes(config: ModelConfig, params, prompt_state: DecodeState, prompt_
     unstack_layers-ed. Returns the Node."""
     B, P = prompt_tokens.shape
     L, K, T = path.shape[1], cfg.num_actions, cfg.step_tokens
-    R = B if root else rows_per_pass(cfg, B)  # every root needs its candidates
+    R = rows_per_pass(cfg, B, root)
     model = Transformer(config)
     path_mask = jnp.arange(L)[None, :] < length[:, None]
     seq = jnp.concatenate([prompt_tokens, path], axis=1)
@@ -475,7 +485,7 @@ def expansion_compute(node: Node, work, prompt_mask, cfg: MCTSConfig, separate: 
     over the whole batch reads every row; a separate scorer model reads the whole
     prompt + path."""
     B = work.shape[0]
-    R = B if root else rows_per_pass(cfg, B)
+    R = rows_per_pass(cfg, B, root)
     n_work = jnp.sum(work)
     n_pass = (n_work + R - 1) // R
     read = work if R < B else jnp.broadcast_to(n_work > 0, (B,))
@@ -498,15 +508,13 @@ def _simulation_compute(tree: mctx.Tree, prompt_mask, cfg: MCTSConfig,
     """What the simulations of one search spent: mctx adds node i + 1 to every problem's
     tree at simulation i, by one :func:`expand_nodes` call over the batch."""
     emb = tree.embeddings
-    B, N = tree.node_visits.shape
     parent_terminal = jnp.take_along_axis(emb.terminal, jnp.maximum(tree.parents, 0), 1)
-    compute = Compute.zero()
-    for n in range(1, N):
-        node = jax.tree.map(lambda x: x[:, n], emb)
-        work = expansion_rows(node.terminal, parent_terminal[:, n], cfg) & (
-            tree.node_visits[:, n] > 0)
-        compute = compute + expansion_compute(node, work, prompt_mask, cfg, separate)
-    return compute
+    work = expansion_rows(emb.terminal, parent_terminal, cfg) & (tree.node_visits > 0)
+    by_node = lambda x: jnp.moveaxis(x[:, 1:], 1, 0)  # [B, N, ..] -> [N - 1, B, ..]
+    per_simulation = jax.vmap(
+        lambda node, w: expansion_compute(node, w, prompt_mask, cfg, separate))(
+        jax.tree.map(by_node, emb), by_node(work))
+    return jax.tree.map(jnp.sum, per_simulation)
 
 
 @flax.struct.dataclass
@@ -591,7 +599,7 @@ def mcts(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Array
         problem_ids, jnp.int32)
     if problem_ids.shape != (B,):
         raise SearchError(f"problem_ids must have shape ({B},), got {problem_ids.shape}")
-    cfg = with_rows_per_pass(cfg, B, jax.default_backend())
+    cfg = with_rows_per_pass(cfg, B, placement_platform(prompt_mask))
     key_root, key_moves = jax.random.split(rng)
     statics = dict(config=config, cfg=cfg, verifier=verifier, scorer_config=scorer_config)
     prompt_state, node, compute = root_program(params, prompt_tokens, prompt_mask, problem_ids,

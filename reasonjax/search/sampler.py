@@ -269,7 +269,7 @@ def num_rows(tree) -> int:
 
 
 def check_prompts(config: ModelConfig, prompt_tokens, prompt_mask, budget: int,
-                  budget_of: str = "max_new_tokens") -> None:
+                  budget_of: str) -> None:
     """Host-side validation of a prompt batch before any compile; ``budget_of`` names the
     settings the token budget comes from (the error says which to lower)."""
     shape = np.shape(prompt_tokens)

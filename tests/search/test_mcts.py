@@ -12,7 +12,8 @@ import pytest
 from reasonjax.models import Transformer
 from reasonjax.parallel import init_params
 from reasonjax.search.mcts import (MCTSConfig, make_recurrent_fn, mcts, run_policy,
-                                   sibling_pairs, value_targets, with_rows_per_pass)
+                                   placement_platform, sibling_pairs, value_targets,
+                                   with_rows_per_pass)
 from reasonjax.search.sampler import SearchError, stop_tokens
 from reasonjax.search.scoring import StepScorer
 
@@ -177,6 +178,9 @@ def test_rows_per_pass_defaults_to_the_platform():
     assert with_rows_per_pass(MCTSConfig(rows_per_pass=8), 64, "tpu").rows_per_pass == 8
     with pytest.raises(SearchError, match="rows_per_pass"):
         MCTSConfig(rows_per_pass=0)
+    # The platform comes from where the prompts are placed (abstract ones: the default).
+    assert placement_platform(jnp.zeros((2, 3))) == jax.devices()[0].platform == "cpu"
+    assert placement_platform(jax.ShapeDtypeStruct((2, 3), jnp.int32)) == "cpu"
 
 
 def test_mcts_config_errors():
