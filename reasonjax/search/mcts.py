@@ -9,10 +9,10 @@ Gumbel MuZero with sequential halving); this module is the environment adapter:
   the new node's value head is the one its parent's decode read after the step's last
   token. Unless the node is terminal, it reads the path in one batched forward on top of
   the prompts' KV cache (prefilled once per search) and samples its K candidates from
-  that cache. Only the rows that need this pass are read, ``rows_per_pass`` at a time
-  (a simulation whose new nodes are all terminal costs no forward), and each row
-  samples with its own key, so a problem's tree does not depend on which problems share
-  its batch or pass;
+  that cache. Only the rows that need this pass are read, ``rows_per_pass`` at a time,
+  shallowest first, each pass cut to the depth of its deepest path (a simulation whose
+  new nodes are all terminal costs no forward), and each row samples with its own key,
+  so a problem's tree does not depend on which problems share its batch or pass;
 - prior logits over the K candidates: uniform, or their (mean) log-probs (default mean,
   AlphaMath's normalised step likelihood);
 - rewards are 0 and discounts 1; a node's value mixes its value head and a step scorer
@@ -291,6 +291,20 @@ def expansion_rows(terminal, absorbed, cfg: MCTSConfig):
     return ~absorbed & (~terminal if cfg.scorer is None else True)
 
 
+def depth_buckets(max_steps: int) -> tuple[int, ...]:
+    """The path depths an expansion pass is compiled for: 1, 2, 4, .. and ``max_steps``. A
+    pass whose deepest node is d steps deep runs the smallest bucket >= d, prefilling
+    bucket x ``step_tokens`` path tokens and decoding on a cache that size (not the
+    whole ``max_steps x step_tokens``)."""
+    return tuple(sorted({min(1 << i, max_steps) for i in range(max_steps.bit_length() + 1)}))
+
+
+def pass_order(work, depth):
+    """[B] the rows in the order the passes read them: the working rows, shallowest first
+    (ties by row), then the others; a pass then holds paths of similar depth."""
+    return jnp.argsort(jnp.where(work, depth, jnp.iinfo(jnp.int32).max), stable=True)
+
+
 def expand_nodes(config: ModelConfig, params, prompt_state: DecodeState, prompt_tokens,
                  prompt_mask, problem_ids, path, length, depth, terminal, absorbed, head, rng,
                  cfg: MCTSConfig, stop: StopTokens, verifier: Optional[Verifier],
@@ -298,12 +312,13 @@ def expand_nodes(config: ModelConfig, params, prompt_state: DecodeState, prompt_
                  root: bool = False):
     """Builds B nodes from their paths (``head`` [B]: the raw value head after each path's
     last token, ``absorbed`` [B]: children of terminal nodes, which the caller replaces).
-    The rows :func:`expansion_rows` selects are read ``rows_per_pass`` at a time: each
-    pass prefills their paths on top of the prompts' prefill ``prompt_state`` (``root``:
-    the paths are empty, the prompt state is read as it is, in one pass), scores them when
-    ``cfg.scorer`` is set (:func:`score_nodes`) and samples K candidate steps for the
-    non-terminal ones, each row with its own key. Node values mix the head, the scorer
-    and the verifier (:func:`node_value`). ``params`` (and ``scorer_params``)
+    The rows :func:`expansion_rows` selects are read ``rows_per_pass`` at a time,
+    shallowest first (:func:`pass_order`): each pass prefills their paths, cut to its
+    depth bucket (:func:`depth_buckets`), on top of the prompts' prefill ``prompt_state``
+    (``root``: the paths are empty, the prompt state is read as it is, in one pass),
+    scores them when ``cfg.scorer`` is set (:func:`score_nodes`) and samples K candidate
+    steps for the non-terminal ones, each row with its own key. Node values mix the head,
+    the scorer and the verifier (:func:`node_value`). ``params`` (and ``scorer_params``)
     unstack_layers-ed. Returns the Node."""
     B, P = prompt_tokens.shape
     L, K, T = path.shape[1], cfg.num_actions, cfg.step_tokens
@@ -314,16 +329,40 @@ def expand_nodes(config: ModelConfig, params, prompt_state: DecodeState, prompt_
     mask = jnp.concatenate([prompt_mask.astype(bool), path_mask], axis=1)
     # Self-evaluation feeds its template where the candidates will go.
     own_template = template_len(cfg) if scorer_config is None else 0
-    cache_len = P + (0 if root else L) + max(T, own_template)
     work = expansion_rows(terminal, absorbed, cfg)
     if R < B:  # the rows to read, in order, then B (no row) up to the end of the last pass
-        order = jnp.concatenate([jnp.sort(jnp.where(work, jnp.arange(B), B)),
-                                 jnp.full((R,), B)])
+        order = pass_order(work, depth)
+        order = jnp.concatenate([jnp.where(work[order], order, B), jnp.full((R,), B)])
     n_pass = (jnp.sum(work) + R - 1) // R
     zeros = lambda shape, dtype=jnp.float32: jnp.zeros((B,) + shape, dtype)
     init = dict(tokens=zeros((K, T), jnp.int32), lengths=zeros((K,), jnp.int32),
                 logprobs=zeros((K,)), eos=zeros((K,), bool), heads=zeros((K,)),
                 score=zeros(()))
+    buckets = (0,) if root else depth_buckets(cfg.max_steps)
+
+    def read(steps, rows, idx, state):
+        """Prefills ``rows``' paths (at most ``steps`` deep), scores them and samples
+        their candidates."""
+        Lb = steps * T
+        cache_len = P + Lb + max(T, own_template)
+        if root:
+            state = state.replace(cache=grow_cache(state.cache,
+                                                   cache_len - state.cache.max_len))
+        else:
+            state = prefill(model, params, path[rows, :Lb], path_mask[rows, :Lb],
+                            cache_len, prefix=state)
+        score = jnp.zeros((R,))
+        if cfg.scorer is not None:
+            score, _ = score_nodes(model, params, state, seq[rows, :P + Lb],
+                                   mask[rows, :P + Lb], cfg, scorer_config, scorer_params)
+        state = expand(state.replace(done=terminal[rows] | (idx == B)), K)
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+            rng, (rows[:, None] * K + jnp.arange(K)[None, :]).reshape(-1))
+        _, chunk, _ = generate(model, params, state, keys, cfg.sampling, stop, T, True)
+        last = jnp.maximum(chunk.lengths - 1, 0)[:, None]
+        return dict(tokens=chunk.tokens, lengths=chunk.lengths,
+                    logprobs=jnp.sum(chunk.logprobs, -1), eos=chunk.stop_reason == STOP_EOS,
+                    heads=jnp.take_along_axis(chunk.values, last, 1)[:, 0], score=score)
 
     def one_pass(i, out):
         if R == B:  # one pass over the batch in place: no gather, no scatter
@@ -333,24 +372,10 @@ def expand_nodes(config: ModelConfig, params, prompt_state: DecodeState, prompt_
             idx = lax.dynamic_slice(order, (i * R,), (R,))
             rows = jnp.minimum(idx, B - 1)
             state = take(prompt_state, rows)
-        if root:
-            state = state.replace(cache=grow_cache(state.cache,
-                                                   cache_len - state.cache.max_len))
-        else:
-            state = prefill(model, params, path[rows], path_mask[rows], cache_len,
-                            prefix=state)
-        score = jnp.zeros((R,))
-        if cfg.scorer is not None:
-            score, _ = score_nodes(model, params, state, seq[rows], mask[rows], cfg,
-                                   scorer_config, scorer_params)
-        state = expand(state.replace(done=terminal[rows] | (idx == B)), K)
-        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
-            rng, (rows[:, None] * K + jnp.arange(K)[None, :]).reshape(-1))
-        _, chunk, _ = generate(model, params, state, keys, cfg.sampling, stop, T, True)
-        last = jnp.maximum(chunk.lengths - 1, 0)[:, None]
-        new = dict(tokens=chunk.tokens, lengths=chunk.lengths,
-                   logprobs=jnp.sum(chunk.logprobs, -1), eos=chunk.stop_reason == STOP_EOS,
-                   heads=jnp.take_along_axis(chunk.values, last, 1)[:, 0], score=score)
+        deepest = jnp.max(jnp.where(idx < B, depth[rows], 0))
+        bucket = jnp.searchsorted(jnp.asarray(buckets), deepest)
+        new = lax.switch(bucket, [functools.partial(read, steps) for steps in buckets],
+                         rows, idx, state)
         new = {name: x.reshape((R,) + out[name].shape[1:]) for name, x in new.items()}
         if R == B:
             return {name: jnp.where(work.reshape((B,) + (1,) * (x.ndim - 1)), x, out[name])
@@ -479,18 +504,20 @@ def move_program(params, prompt_state, prompt_tokens, prompt_mask, problem_ids, 
 def expansion_compute(node: Node, work, prompt_mask, cfg: MCTSConfig, separate: bool,
                       root: bool = False) -> Compute:
     """What one :func:`expand_nodes` call that built ``node`` (batch B) spent, ``work`` [B]
-    the rows that needed a forward: ceil(|work| / rows_per_pass) passes, each a prefill of
-    its rows' paths on top of the prompts' (none for the roots), the scoring passes
-    (:func:`scoring_passes`) and a decode loop as long as its longest candidate. A pass
-    over the whole batch reads every row; a separate scorer model reads the whole
-    prompt + path."""
+    the rows that needed a forward: ceil(|work| / rows_per_pass) passes in
+    :func:`pass_order`, each a prefill of its rows' paths on top of the prompts' (none for
+    the roots), the scoring passes (:func:`scoring_passes`) and a decode loop as long as
+    its longest candidate. Tokens are the real ones (not a bucket's padding). A pass over
+    the whole batch reads every row; a separate scorer model reads the whole prompt +
+    path."""
     B = work.shape[0]
     R = rows_per_pass(cfg, B, root)
     n_work = jnp.sum(work)
     n_pass = (n_work + R - 1) // R
     read = work if R < B else jnp.broadcast_to(n_work > 0, (B,))
     longest = jnp.where(work, jnp.max(node.cand_lengths, axis=-1), 0)
-    pass_of = jnp.where(work, (jnp.cumsum(work) - 1) // R, B)  # B: dropped
+    rank = jnp.zeros((B,), jnp.int32).at[pass_order(work, node.depth)].set(jnp.arange(B))
+    pass_of = jnp.where(work, rank // R, B)  # B: dropped
     decode_iters = jnp.sum(jnp.maximum(
         jax.ops.segment_max(longest, pass_of, num_segments=-(-B // R)), 0))
     scored = jnp.sum(read) * template_len(cfg)

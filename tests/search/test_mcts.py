@@ -11,9 +11,10 @@ import pytest
 
 from reasonjax.models import Transformer
 from reasonjax.parallel import init_params
-from reasonjax.search.mcts import (MCTSConfig, make_recurrent_fn, mcts, run_policy,
-                                   placement_platform, sibling_pairs, value_targets,
-                                   with_rows_per_pass)
+from reasonjax.search import mcts as mcts_module
+from reasonjax.search.mcts import (MCTSConfig, depth_buckets, make_recurrent_fn, mcts,
+                                   pass_order, run_policy, placement_platform, sibling_pairs,
+                                   value_targets, with_rows_per_pass)
 from reasonjax.search.sampler import SearchError, stop_tokens
 from reasonjax.search.scoring import StepScorer
 
@@ -228,9 +229,10 @@ def _tree_arrays(res):
 
 def _simulated_nodes(res):
     """Every node a simulation added, with its parent's terminal flag: {terminal, path
-    length, parent terminal, row, sim (the simulation that added it, numbered across
-    moves)} as flat arrays over moves, rows and nodes 1..N-1."""
-    cols = {"terminal": [], "length": [], "parent_terminal": [], "row": [], "sim": []}
+    length, depth, parent terminal, row, sim (the simulation that added it, numbered
+    across moves)} as flat arrays over moves, rows and nodes 1..N-1."""
+    cols = {"terminal": [], "length": [], "depth": [], "parent_terminal": [], "row": [],
+            "sim": []}
     for tree in res.trees:
         emb = jax.tree.map(np.asarray, tree.embeddings)
         parents = np.maximum(np.asarray(tree.parents), 0)
@@ -241,6 +243,7 @@ def _simulated_nodes(res):
         cols["sim"].append(np.broadcast_to(sim[None, :], added.shape)[added])
         cols["terminal"].append(emb.terminal[:, 1:][added])
         cols["length"].append(emb.length[:, 1:][added])
+        cols["depth"].append(emb.depth[:, 1:][added])
         cols["parent_terminal"].append(
             np.take_along_axis(emb.terminal, parents, 1)[:, 1:][added])
     return {k: np.concatenate(v) for k, v in cols.items()}
@@ -422,3 +425,38 @@ def test_driver_lowers_mcts_with_a_scorer(params, prompts, prm):
     for name, at in (("mcts root", 6), ("mcts move", 8)):
         arg = lowered[name].args_info[0][at]
         assert jax.tree.structure(arg) == jax.tree.structure(prm[1]), name
+
+
+def test_depth_buckets_and_pass_order():
+    assert depth_buckets(1) == (1,)
+    assert depth_buckets(3) == (1, 2, 3)
+    assert depth_buckets(8) == (1, 2, 4, 8)
+    assert depth_buckets(10) == (1, 2, 4, 8, 10)
+    work = jnp.asarray([True, False, True, True, True, False])
+    depth = jnp.asarray([3, 0, 1, 3, 2, 1])
+    # The working rows shallowest first, ties by row, then the idle rows.
+    assert pass_order(work, depth).tolist() == [2, 4, 0, 3, 1, 5]
+
+
+def test_depth_buckets_change_no_tree(params, prompts, monkeypatch):
+    """Passes cut to their depth bucket build the trees that passes over the whole
+    max_steps x step_tokens path build (up to float rounding), at the same compute."""
+    cfg = dataclasses.replace(CONFIGS["value"], rows_per_pass=1)
+    bucketed = _run(params, prompts, cfg)
+    for program in (mcts_module.root_program, mcts_module.move_program):
+        program.clear_cache()  # retrace with the patched buckets
+    monkeypatch.setattr(mcts_module, "depth_buckets", lambda max_steps: (max_steps,))
+    try:
+        whole = _run(params, prompts, cfg)
+    finally:
+        for program in (mcts_module.root_program, mcts_module.move_program):
+            program.clear_cache()
+    nodes = _simulated_nodes(bucketed)
+    assert len(np.unique(nodes["depth"][~nodes["terminal"]])) > 1  # several buckets read
+    want = _tree_arrays(whole)
+    for k, v in _tree_arrays(bucketed).items():
+        if v.dtype.kind == "f":
+            np.testing.assert_allclose(v, want[k], rtol=1e-5, atol=1e-6, err_msg=k)
+        else:
+            np.testing.assert_array_equal(v, want[k], err_msg=k)
+    assert bucketed.compute.to_dict() == whole.compute.to_dict()
