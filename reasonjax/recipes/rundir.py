@@ -210,8 +210,12 @@ def load_phase(path: Path, kind: type = dict, mesh=None) -> Any:
 
 def log_metrics(run: Run, record: dict) -> None:
     """Appends one JSON line to metrics.jsonl (one record per line, flushed; process 0
-    of a multi-process run)."""
+    of a multi-process run), unless the file already holds that exact line: a resumed
+    run logs again what its loaded phases return, and those lines are written once."""
     if not is_primary():
         return
-    with open(run.path / "metrics.jsonl", "a") as f:
-        f.write(dumps(record) + "\n")
+    path, line = run.path / "metrics.jsonl", dumps(record)
+    if path.exists() and line in path.read_text().splitlines():
+        return
+    with open(path, "a") as f:
+        f.write(line + "\n")
