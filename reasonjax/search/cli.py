@@ -41,7 +41,12 @@ are known, coverage, compute) to ``<out stem>.summary.json``, and prints the sum
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 from pathlib import Path
+
+# Steps per solution when --max-steps is not given (fewer when they do not fit the model).
+DEFAULT_MAX_STEPS = 8
 
 # Each vote method and the VotingConfig weighting it runs.
 VOTES = {"majority": "majority", "prm_vote": "prm", "perplexity_vote": "perplexity"}
@@ -215,6 +220,43 @@ def _refine_config(args):
                         transform=args.transform)
 
 
+def _max_steps(args) -> int:
+    return DEFAULT_MAX_STEPS if args.max_steps is None else args.max_steps
+
+
+def fit_budget(method, args, longest_prompt: int, max_seq_len: int):
+    """``method`` with its token budget lowered to fit ``max_seq_len`` after the longest
+    prompt (and a self-evaluation template), when the budget is the default one (neither
+    ``--max-steps`` nor ``--max-new-tokens`` given): whole steps of ``--step-tokens``.
+    Returns (method, a note saying what changed, or None). A budget given on the command
+    line, or a prompt leaving no room for one step, is left to the search's own check."""
+    from reasonjax.search.sampler import SampleConfig
+
+    if args.max_steps is not None or getattr(args, "max_new_tokens", None) is not None:
+        return method, None
+    scorer = getattr(method, "scorer", None)
+    template = len(scorer.template) if scorer is not None and scorer.kind == "token_prob" \
+        else 0
+    room = max_seq_len - longest_prompt - template
+    steps = room // args.step_tokens
+    if isinstance(method, SampleConfig):
+        if method.max_new_tokens <= room or steps < 1:
+            return method, None
+        fitted = dataclasses.replace(method, max_new_tokens=steps * args.step_tokens)
+        what = f"--max-new-tokens {fitted.max_new_tokens}"
+    elif hasattr(method, "max_steps"):
+        if method.max_steps * method.step_tokens <= room or steps < 1:
+            return method, None
+        fitted = dataclasses.replace(method, max_steps=steps)
+        what = f"--max-steps {steps}"
+    else:
+        return method, None
+    return fitted, (f"{what} (not {DEFAULT_MAX_STEPS} x {args.step_tokens}): the longest "
+                    f"prompt ({longest_prompt} tokens"
+                    + (f", plus a {template}-token template" if template else "")
+                    + f") leaves {room} of the model's max_seq_len {max_seq_len}")
+
+
 def _method(args, tokenizer):
     from reasonjax.search.beam import BeamConfig, DVTSConfig
     from reasonjax.search.best_of_n import BestOfNConfig
@@ -230,6 +272,7 @@ def _method(args, tokenizer):
         raise SearchError(f"--complexity-top-k applies to the vote methods "
                           f"({', '.join(VOTES)}), not {args.method}; drop it")
     _check_lookahead_and_pruning(args)
+    args = argparse.Namespace(**{**vars(args), "max_steps": _max_steps(args)})
     refine = _refine_config(args)
     if refine is not None:
         return refine
@@ -308,6 +351,7 @@ def _search(args) -> int:
 
     from reasonjax.checkpoint import load_checkpoint, load_model_and_tokenizer
     from reasonjax.driver import Env, run, summarize
+    from reasonjax.driver.prompts import encode_prompts
     from reasonjax.driver.refinement import RefineConfig, refine_search
     from reasonjax.fileio import atomic_write_text, check_writable, dumps, refuse_existing
     from reasonjax.models.tokenizer import load_tokenizer
@@ -327,6 +371,11 @@ def _search(args) -> int:
               model_config=config, prompt_len=args.prompt_len)
 
     console = Console(stderr=True)
+    if problems:
+        method, note = fit_budget(method, args, encode_prompts(env, problems).tokens.shape[1],
+                                  config.max_seq_len)
+        if note:
+            console.print(f"[yellow]{note}[/yellow]")
     progress = Progress(TextColumn(f"[bold]{args.method}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, disable=args.no_progress)
     with progress:
@@ -391,7 +440,9 @@ def register(subparsers) -> None:
     m.add_argument("--n", type=int, default=4,
                    help="samples / candidates / particles / beam rows per problem")
     m.add_argument("--beam-width", type=int, default=2, help="beam/dvts: M, must divide n")
-    m.add_argument("--max-steps", type=int, default=8, help="steps per solution")
+    m.add_argument("--max-steps", type=int, default=None,
+                   help=f"steps per solution (default {DEFAULT_MAX_STEPS}, or as many as fit "
+                        "the model's max_seq_len after the longest prompt)")
     m.add_argument("--step-tokens", type=int, default=32, help="token budget of one step")
     m.add_argument("--max-new-tokens", type=int, default=None,
                    help="greedy/sample/refine: tokens per completion (default steps x step "

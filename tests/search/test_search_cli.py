@@ -444,3 +444,26 @@ def test_refiner_with_another_vocabulary_is_refused(model_dir, tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert f"vocabulary of {other.vocab_size} ids" in err and "\n" not in err
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_default_budget_fits_the_model(model_dir, tmp_path, capsys):
+    """Without --max-steps the default 8 steps shrink to what the model's max_seq_len
+    (96) holds after the longest prompt, with a note; a budget given on the command line
+    is not changed, and fails with the search's own error."""
+    import re
+
+    out = tmp_path / "fit.jsonl"
+    flags = ["--task", "arithmetic", "--difficulty", "easy", "--count", "2", "--method",
+             "majority", "--n", "2", "--step-tokens", "16", "--no-progress"]
+    assert main(["search", str(model_dir), *flags, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    prompt = int(re.search(r"the longest prompt \((\d+) tokens\)", err).group(1))
+    steps = (96 - prompt) // 16
+    assert 1 <= steps < 8
+    assert f"--max-steps {steps} (not 8 x 16)" in err and f"leaves {96 - prompt} of" in err
+    summary = json.loads(out.with_name("fit.summary.json").read_text())
+    assert summary["made_from"]["config"]["max_steps"] == steps
+    assert len(out.read_text().splitlines()) == 2
+    assert main(["search", str(model_dir), *flags, "--max-steps", "8",
+                 "--out", str(tmp_path / "given.jsonl")]) == 2
+    assert "max_steps x step_tokens (8 x 16)" in capsys.readouterr().err
