@@ -77,7 +77,7 @@ from reasonjax.models.config import ModelConfig
 from reasonjax.models.transformer import Transformer, grow_cache, unstack_layers
 from reasonjax.search.compute import Compute
 from reasonjax.search.sampler import (STOP_EOS, DecodeState, SamplingConfig, SearchError,
-                                      StopTokens, check_positive, check_prompts,
+                                      StopTokens, check_positive, check_step_prompts,
                                       check_sampling, expand, generate, prefill, take)
 from reasonjax.search.scoring import (StepScorer, check_token_ids, read_template,
                                       transform_value)
@@ -609,9 +609,8 @@ def mcts(config: ModelConfig, params, prompt_tokens, prompt_mask, rng: jax.Array
                           + ("needs a verifier" if verifier is None else
                              "takes no verifier; set terminal_reward='verifier' to use it"))
     own_template = template_len(cfg) if scorer_config is None else 0
-    check_prompts(config, prompt_tokens, prompt_mask,
-                  cfg.max_steps * cfg.step_tokens + own_template,
-                  f"max_steps x step_tokens ({cfg.max_steps} x {cfg.step_tokens})")
+    check_step_prompts(config, prompt_tokens, prompt_mask, cfg.max_steps, cfg.step_tokens,
+                       own_template)
     check_scorer(config, cfg, np.shape(prompt_tokens)[1], scorer_config, scorer_params)
     check_sampling(config, cfg.sampling)
     if stop.completes.shape[-1] != config.vocab_size:

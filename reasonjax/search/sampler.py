@@ -299,6 +299,14 @@ def check_prompts(config: ModelConfig, prompt_tokens, prompt_mask, budget: int,
                               "(prompt_mask all 0)")
 
 
+def check_step_prompts(config: ModelConfig, prompt_tokens, prompt_mask, max_steps: int,
+                       step_tokens: int, template: int = 0) -> None:
+    """:func:`check_prompts` for a step search: a budget of ``max_steps x step_tokens``
+    tokens, plus a ``template`` the policy reads after the steps (self-evaluation)."""
+    check_prompts(config, prompt_tokens, prompt_mask, max_steps * step_tokens + template,
+                  f"max_steps x step_tokens ({max_steps} x {step_tokens})")
+
+
 def check_sampling(config: ModelConfig, sampling: SamplingConfig) -> None:
     """Host-side check that the reflection token ids are in the model's vocabulary."""
     bad = [i for i in sampling.reflection.token_ids if i >= config.vocab_size]

@@ -36,7 +36,7 @@ from reasonjax.models.config import ModelConfig
 from reasonjax.models.transformer import Transformer, unstack_layers
 from reasonjax.search.compute import Compute
 from reasonjax.search.sampler import (STOP_EOS, Chunk, DecodeState, SamplingConfig,
-                                      SearchError, StopTokens, check_positive, check_prompts,
+                                      SearchError, StopTokens, check_positive, check_step_prompts,
                                       check_sampling, expand, generate, prefill, take)
 from reasonjax.search.scoring import (ScorerState, StepScorer, aggregate_init, check_token_ids,
                                       aggregate_update, init_scorer, score_step)
@@ -131,9 +131,8 @@ class SearchResult:
 def check_search(config: ModelConfig, cfg: SearchConfig, prompt_tokens, prompt_mask,
                  stop: StopTokens, scorer_config: Optional[ModelConfig]) -> None:
     """Host-side validation before any compile."""
-    check_prompts(config, prompt_tokens, prompt_mask,
-                  cfg.max_steps * cfg.step_tokens + len(cfg.scorer.template),
-                  f"max_steps x step_tokens ({cfg.max_steps} x {cfg.step_tokens})")
+    check_step_prompts(config, prompt_tokens, prompt_mask, cfg.max_steps, cfg.step_tokens,
+                       len(cfg.scorer.template))
     check_sampling(config, cfg.sampling)
     if stop.completes.shape[-1] != config.vocab_size:
         raise SearchError(f"stop tables cover {stop.completes.shape[-1]} ids, the model has "
