@@ -276,18 +276,24 @@ def test_zero_weight_scorer_changes_no_tree_and_counts_its_reads(params, prompts
     assert c["tokens_generated"] == c0["tokens_generated"]
 
 
+def _assert_same_trees(res, ref):
+    """Every tree array of ``res`` equals ``ref``'s (floats up to the rounding of a
+    differently batched forward)."""
+    want = _tree_arrays(ref)
+    for k, v in _tree_arrays(res).items():
+        if v.dtype.kind == "f":
+            np.testing.assert_allclose(v, want[k], rtol=1e-5, atol=1e-6, err_msg=k)
+        else:
+            np.testing.assert_array_equal(v, want[k], err_msg=k)
+
+
 def test_rows_per_pass_changes_no_tree_and_fewer_passes_cost_less(params, prompts):
     """The trees do not depend on how many rows an expansion reads at once (up to the
     float rounding of a differently batched forward); one pass over both rows in place
     costs fewer passes than one pass per row, and prefills every row of the batch."""
     one = _run(params, prompts, dataclasses.replace(CONFIGS["value"], rows_per_pass=1))
     both = _run(params, prompts, dataclasses.replace(CONFIGS["value"], rows_per_pass=2))
-    want = _tree_arrays(one)
-    for k, v in _tree_arrays(both).items():
-        if v.dtype.kind == "f":
-            np.testing.assert_allclose(v, want[k], rtol=1e-5, atol=1e-6, err_msg=k)
-        else:
-            np.testing.assert_array_equal(v, want[k], err_msg=k)
+    _assert_same_trees(both, one)
     c1, c2 = one.compute.to_dict(), both.compute.to_dict()
     assert c2["forward_passes"] < c1["forward_passes"]
     assert c2["tokens_generated"] == c1["tokens_generated"]
@@ -453,10 +459,5 @@ def test_depth_buckets_change_no_tree(params, prompts, monkeypatch):
             program.clear_cache()
     nodes = _simulated_nodes(bucketed)
     assert len(np.unique(nodes["depth"][~nodes["terminal"]])) > 1  # several buckets read
-    want = _tree_arrays(whole)
-    for k, v in _tree_arrays(bucketed).items():
-        if v.dtype.kind == "f":
-            np.testing.assert_allclose(v, want[k], rtol=1e-5, atol=1e-6, err_msg=k)
-        else:
-            np.testing.assert_array_equal(v, want[k], err_msg=k)
+    _assert_same_trees(bucketed, whole)
     assert bucketed.compute.to_dict() == whole.compute.to_dict()
