@@ -291,6 +291,13 @@ class Attention(nn.Module):
         q = nn.with_logical_constraint(q, ("act_batch", "act_length", "act_heads", None))
         k = nn.with_logical_constraint(k, ("act_batch", "act_length", "act_kv_heads", None))
 
+        fused = fused_attention(dt) if kv_cache is None else None
+        if fused is not None:
+            # A sequence's own keys (training, scoring): the slots are the positions in the
+            # row, so the mask is causal as well as the row's (padding, segments, window).
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask_B1TS, is_causal=True,
+                                               implementation=fused)
+            return self._output(out), None
         k_BKDS, v_BKSD = jnp.transpose(k, (0, 2, 3, 1)), jnp.transpose(v, (0, 2, 1, 3))
         if kv_cache is not None:
             cache_k, cache_v, index = kv_cache
@@ -302,10 +309,25 @@ class Attention(nn.Module):
         v_BKSD = nn.with_logical_constraint(v_BKSD, ("act_batch", "act_kv_heads", None, None))
         new_cache = None if kv_cache is None else (k_BKDS, v_BKSD)
         out = grouped_attention(q, k_BKDS.astype(dt), v_BKSD.astype(dt), mask_B1TS)
-        out = nn.with_logical_constraint(out, ("act_batch", "act_length", "act_heads", None))
-        out = Linear((cfg.d_model,), ("heads", "head_dim", "embed"), n_in=2, dtype=dt,
-                     param_dtype=pdt, name="o")(out)
-        return out, new_cache
+        return self._output(out), new_cache
+
+    def _output(self, out_BTHD):
+        """The output projection of the heads' mixed values: [B, T, D]."""
+        cfg = self.config
+        out = nn.with_logical_constraint(out_BTHD, ("act_batch", "act_length", "act_heads", None))
+        return Linear((cfg.d_model,), ("heads", "head_dim", "embed"), n_in=2,
+                      dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype, name="o")(out)
+
+
+def fused_attention(dtype) -> Optional[str]:
+    """The ``jax.nn.dot_product_attention`` implementation that attends over a sequence's
+    own keys in one fused kernel, or None for :func:`grouped_attention`: cuDNN's flash
+    attention on a GPU in bf16 / fp16, whose scores never reach HBM. Elsewhere (the CPU,
+    where it was measured fastest; TPUs, where XLA's formulation is the same) and on the
+    KV-cache path, :func:`grouped_attention`."""
+    if jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
+        return "cudnn"
+    return None
 
 
 def grouped_attention(q_BTHD, k_BKDS, v_BKSD, mask_B1TS):

@@ -186,6 +186,39 @@ def test_bf16_compute_with_fp32_params(params):
     np.testing.assert_allclose(out.logits, ref, atol=0.05)
 
 
+@pytest.mark.parametrize("window", [None, 3])
+def test_fused_attention_matches_grouped_attention(params, monkeypatch, window):
+    """``jax.nn.dot_product_attention`` over a sequence's own keys (cuDNN's kernel on a GPU
+    in bf16; XLA's implementation of it on the CPU) gives the grouped formulation's logits,
+    values and gradients on packed rows with padding."""
+    from reasonjax.models import transformer
+
+    impl = "cudnn" if jax.default_backend() == "gpu" else "xla"
+    cfg = CFG.replace(sliding_window=window, dtype="bfloat16" if impl == "cudnn" else "float32")
+    tokens = _tokens((2, 12), seed=7)
+    seg = jnp.asarray([[1] * 5 + [2] * 5 + [0] * 2, [1] * 9 + [0] * 3])
+    pos = jnp.asarray([list(range(5)) * 2 + [0, 0], list(range(9)) + [0] * 3])
+    valid = np.asarray(seg) != 0
+    w = jax.random.normal(jax.random.key(8), (2, 12, CFG.vocab_size)) * valid[..., None]
+
+    def run(mode):
+        monkeypatch.setattr(transformer, "fused_attention", lambda dtype: mode)
+
+        def loss(p):
+            out = Transformer(cfg).apply({"params": p}, tokens, positions=pos, segment_ids=seg)
+            return jnp.sum(out.logits * w) + jnp.sum(out.values * valid), out
+
+        (_, out), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+        return out, grads
+
+    (ref, ref_g), (out, g) = run(None), run(impl)
+    tol = {"atol": 0.05, "rtol": 0.05} if impl == "cudnn" else {"atol": 1e-5, "rtol": 1e-5}
+    np.testing.assert_allclose(out.logits[valid], ref.logits[valid], **tol)
+    np.testing.assert_allclose(out.values[valid], ref.values[valid], **tol)
+    scale = max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(ref_g))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a / scale, b / scale, **tol), g, ref_g)
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="positions are required"):
         Transformer(CFG).apply({"params": init_params(CFG, jax.random.key(0))},
