@@ -6,7 +6,9 @@ float32). Both decode 128 new tokens greedily after a 16-token prompt, never sto
 early, at batch 1 / 16 / 64 / 256. In the same run a large fp32 matmul measures the
 machine's peak (the better of JAX and PyTorch); the roofline is that peak divided by the
 model's FLOPs per generated token (2 x matmul parameters + attention over the average
-context), and each throughput is also reported as a fraction of it. reasonjax decodes
+context), and each throughput is also reported as a fraction of it, and of the memory
+roofline: the measured copy bandwidth over the bytes a step reads (weights plus the batch's
+cached keys and values). reasonjax decodes
 twice: on a cache allocated for the whole budget (``decode_chunks=1``) and on a
 prompt-sized cache grown before each of ``--chunks`` chunks of the budget (default: the
 sampler's default). Each row is timed ``--repeats`` times, the three sides interleaved,
@@ -16,6 +18,10 @@ and the table shows medians.
 
 Prints one table and the load average before and after; figures depend on the machine
 and on whatever else runs on it.
+
+On a GPU (JAX's default backend and ``torch.cuda``) both sides decode there; ``--dtype
+bfloat16`` stores and runs both in bf16 (the peak is then the bf16 matmul's), ``--vocab 0``
+keeps the preset's vocabulary (default: 128, as the tiny presets).
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from timing import load_average, matmul_peak, median_times  # noqa: E402
+from timing import (copy_bandwidth, load_average, matmul_peak, median_times,  # noqa: E402
+                    torch_device)
 
 from reasonjax.models import get_config, init_params, save_pretrained  # noqa: E402
 from reasonjax.search.sampler import (DECODE_CHUNKS, SamplingConfig, sample,  # noqa: E402
@@ -51,6 +58,14 @@ def flops_per_token(cfg, context: float) -> float:
     return 2 * matmul_params + attention
 
 
+def bytes_per_step(cfg, batch: int, context: float) -> float:
+    """Bytes one decode step must read: every weight once plus each row's keys and values
+    over ``context`` cached slots (the memory roofline's numerator)."""
+    item = np.dtype(cfg.param_dtype).itemsize
+    kv = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.dim_per_head * context * item
+    return cfg.num_params() * item + batch * kv
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", default="1,16,64,256")
@@ -58,6 +73,10 @@ def main() -> None:
     ap.add_argument("--preset", default="tiny-3m")
     ap.add_argument("--chunks", type=int, default=DECODE_CHUNKS,
                     help="the chunked side's decode_chunks")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                    help="weights and compute dtype of both sides")
+    ap.add_argument("--vocab", type=int, default=128,
+                    help="vocabulary size (0: the preset's own)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
@@ -66,22 +85,31 @@ def main() -> None:
     from transformers import LlamaForCausalLM
 
     load_before = load_average()
-    cfg = get_config(args.preset, vocab_size=128)
+    device = torch_device()
+    vocab = {"vocab_size": args.vocab} if args.vocab else {}
+    cfg = get_config(args.preset, dtype=args.dtype, param_dtype=args.dtype, **vocab)
     params = init_params(cfg, jax.random.key(0))
     tmp = tempfile.mkdtemp(prefix="rj_bench_")
     hf_dir = save_pretrained(cfg, params, os.path.join(tmp, "hf"))
-    hf = LlamaForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32).eval()
+    hf = LlamaForCausalLM.from_pretrained(hf_dir, torch_dtype=getattr(torch, args.dtype))
+    hf = hf.to(device).eval()
     no_stop = stop_tokens(cfg.vocab_size)  # no EOS: every row decodes all 128 tokens
     greedy = SamplingConfig(temperature=0.0)
 
-    peak = matmul_peak()["peak"] * 1e9
-    roofline = peak / flops_per_token(cfg, PROMPT_LEN + NEW_TOKENS / 2)
-    print(f"model {args.preset}: {cfg.num_params() / 1e6:.2f}M params; fp32 matmul peak "
-          f"{peak / 1e9:.0f} GFLOP/s -> roofline {roofline:,.0f} tok/s; "
+    peak = matmul_peak(dtype=args.dtype)["peak"] * 1e9
+    context = PROMPT_LEN + NEW_TOKENS / 2
+    roofline = peak / flops_per_token(cfg, context)
+    # The memory roofline only where the weights outgrow the caches (a GPU's HBM); the
+    # tiny CPU models live in L2.
+    bandwidth = copy_bandwidth() * 1e9 if device == "cuda" else None
+    bw_text = f"{bandwidth / 1e9:.0f} GB/s" if bandwidth else "-"
+    print(f"model {args.preset}: {cfg.num_params() / 1e6:.2f}M params; {args.dtype} matmul "
+          f"peak on {device} {peak / 1e9:.0f} GFLOP/s -> roofline {roofline:,.0f} tok/s; "
           f"{jax.device_count()} jax devices, torch threads {torch.get_num_threads()}, "
-          f"load average {load_before:.1f}; medians of {args.repeats}")
+          f"load average {load_before:.1f}; copy bandwidth {bw_text}; medians of "
+          f"{args.repeats}")
     print(f"{'batch':>5} {'transformers tok/s':>19} {'rj whole-cache':>14} {'rj chunked':>10} "
-          f"{'ratio':>6} {'% roofline':>10} {'same tokens':>11}")
+          f"{'ratio':>6} {'% roofline':>10} {'% bandwidth':>11} {'same tokens':>11}")
     rng = np.random.default_rng(0)
     rows = []
     for B in batches:
@@ -94,14 +122,14 @@ def main() -> None:
                                   max_new_tokens=NEW_TOKENS, sampling=greedy, stop=no_stop,
                                   decode_chunks=chunk).tokens.block_until_ready()
 
-        ids = torch.from_numpy(prompt.astype(np.int64))
+        ids = torch.from_numpy(prompt.astype(np.int64)).to(device)
         attn = torch.ones_like(ids)
 
         def theirs():
             with torch.no_grad():
                 return hf.generate(ids, attention_mask=attn, max_new_tokens=NEW_TOKENS,
                                    min_new_tokens=NEW_TOKENS, do_sample=False,
-                                   pad_token_id=0, eos_token_id=None)
+                                   pad_token_id=0, eos_token_id=None).cpu()
 
         fns = {"transformers": theirs, "whole": ours(1), "chunked": ours(args.chunks)}
         med = median_times(fns, args.repeats)
@@ -113,18 +141,24 @@ def main() -> None:
         row = {"batch": B, "tok_s": tps, "ratio": best / tps["transformers"],
                "ratio_whole_cache": tps["whole"] / tps["transformers"],
                "ratio_chunked": tps["chunked"] / tps["transformers"],
-               "roofline_frac": best / roofline, "same_tokens": float(same)}
+               "roofline_frac": best / roofline, "same_tokens": float(same),
+               "bandwidth_frac": (best / (B * bandwidth / bytes_per_step(cfg, B, context))
+                                  if bandwidth else None)}
         rows.append(row)
+        frac_bw = f"{100 * row['bandwidth_frac']:.1f}%" if bandwidth else "-"
         print(f"{B:>5} {tps['transformers']:>19,.0f} {tps['whole']:>14,.0f} "
               f"{tps['chunked']:>10,.0f} {row['ratio']:>5.1f}x "
-              f"{100 * row['roofline_frac']:>9.1f}% {same:>10.1%}", flush=True)
+              f"{100 * row['roofline_frac']:>9.1f}% {frac_bw:>11} "
+              f"{same:>10.1%}", flush=True)
     load_after = load_average()
     print(f"load average {load_before:.1f} before, {load_after:.1f} after; ratio = the "
           f"better reasonjax side over transformers (chunked: decode_chunks={args.chunks})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"preset": args.preset, "new_tokens": NEW_TOKENS, "chunks": args.chunks,
+                       "dtype": args.dtype, "device": device, "vocab_size": cfg.vocab_size,
                        "matmul_peak_gflops": peak / 1e9, "roofline_tok_s": roofline,
+                       "copy_bandwidth_gb_s": bandwidth and bandwidth / 1e9,
                        "load": [load_before, load_after], "repeats": args.repeats,
                        "rows": rows}, f, indent=2)
 

@@ -25,12 +25,27 @@ def _load_text(load) -> str:
     return "-".join(f"{x:.1f}" for x in load)
 
 
+def _where(r: dict) -> str:
+    """", bf16 on cuda" for a run off the CPU's float32 default ("" for the default)."""
+    dtype, device = r.get("dtype", "float32"), r.get("device", "cpu")
+    if (dtype, device) == ("float32", "cpu"):
+        return ""
+    return f", {'bf16' if dtype == 'bfloat16' else dtype} on {device}"
+
+
 def decode_rows(r: dict) -> list[list[str]]:
-    return [[f"decode, batch {row['batch']}, {r['new_tokens']} tokens ({r['preset']})",
-             "transformers `generate`", f"{row['tok_s']['transformers']:,.0f} tok/s",
+    def roofline(row):
+        text = f"{100 * row['roofline_frac']:.0f}% of matmul roofline"
+        if row.get("bandwidth_frac") is not None:
+            text += f", {100 * row['bandwidth_frac']:.0f}% of memory roofline"
+        return text + f"; {100 * row['same_tokens']:.0f}% same tokens"
+
+    return [[f"decode, batch {row['batch']}, {r['new_tokens']} tokens ({r['preset']}"
+             f"{_where(r)})", "transformers `generate`",
+             f"{row['tok_s']['transformers']:,.0f} tok/s",
              f"{max(row['tok_s']['whole'], row['tok_s']['chunked']):,.0f} tok/s "
-             f"({100 * row['roofline_frac']:.0f}% of roofline)",
-             f"{row['ratio']:.1f}x", _load_text(r["load"])] for row in r["rows"]]
+             f"({roofline(row)})", f"{row['ratio']:.1f}x", _load_text(r["load"])]
+            for row in r["rows"]]
 
 
 def search_rows(r: dict) -> list[list[str]]:
@@ -42,10 +57,17 @@ def search_rows(r: dict) -> list[list[str]]:
 
 
 def train_rows(r: dict) -> list[list[str]]:
-    return [[f"{row['kind'].upper()} train step ({row['preset']})", "PyTorch + transformers",
-             f"{row['torch_tok_s']:,.0f} tok/s", f"{row['ours_tok_s']:,.0f} tok/s "
-             f"({100 * row['ours_peak_frac']:.0f}% of matmul peak)", f"{row['ratio']:.2f}x",
-             _load_text(r.get("load", []))] for row in r["rows"]]
+    def memory(row, side):
+        gib = row.get(f"{side}_peak_gib")
+        return "" if gib is None else f", {gib:.0f} GiB"
+
+    return [[f"{row['kind'].upper()} train step ({row['preset']}{_where(row)}"
+             + (f", {r['args']['batch']}x{r['args']['seq']} tokens" if "args" in r else "")
+             + ")", "PyTorch + transformers",
+             f"{row['torch_tok_s']:,.0f} tok/s ({100 * row['torch_peak_frac']:.0f}% of matmul "
+             f"peak{memory(row, 'torch')})", f"{row['ours_tok_s']:,.0f} tok/s "
+             f"({100 * row['ours_peak_frac']:.0f}% of matmul peak{memory(row, 'ours')})",
+             f"{row['ratio']:.2f}x", _load_text(r.get("load", []))] for row in r["rows"]]
 
 
 def rl_rows(r: dict) -> list[list[str]]:
