@@ -1,7 +1,7 @@
 """Training-step throughput: reasonjax vs PyTorch (transformers) on the same model and batch.
 
 For each preset (tiny-3m, tiny-25m) and objective (SFT, DPO with a frozen reference) this
-times, in one process and interleaved:
+times, in one process, one after the other (PyTorch first):
 
 - ours: ``make_train_step`` (jit, AdamW + global-norm clipping) on a one-device mesh;
 - PyTorch: ``transformers.LlamaForCausalLM`` with the same config and weights layout,
