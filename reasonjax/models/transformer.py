@@ -291,7 +291,7 @@ class Attention(nn.Module):
         q = nn.with_logical_constraint(q, ("act_batch", "act_length", "act_heads", None))
         k = nn.with_logical_constraint(k, ("act_batch", "act_length", "act_kv_heads", None))
 
-        fused = fused_attention(dt) if kv_cache is None else None
+        fused = fused_attention(dt, x_BTD.shape[1], dh) if kv_cache is None else None
         if fused is not None:
             # A sequence's own keys (training, scoring): the slots are the positions in the
             # row, so the mask is causal as well as the row's (padding, segments, window).
@@ -319,13 +319,16 @@ class Attention(nn.Module):
                       dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype, name="o")(out)
 
 
-def fused_attention(dtype) -> Optional[str]:
+def fused_attention(dtype, seq_len: int, head_dim: int) -> Optional[str]:
     """The ``jax.nn.dot_product_attention`` implementation that attends over a sequence's
-    own keys in one fused kernel, or None for :func:`grouped_attention`: cuDNN's flash
-    attention on a GPU in bf16 / fp16, whose scores never reach HBM. Elsewhere (the CPU,
-    where it was measured fastest; TPUs, where XLA's formulation is the same) and on the
-    KV-cache path, :func:`grouped_attention`."""
-    if jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
+    own ``seq_len`` keys in one fused kernel, or None for :func:`grouped_attention`:
+    cuDNN's flash attention on a GPU in bf16 / fp16, whose scores never reach HBM, within
+    the shapes it takes on every GPU generation (head_dim a multiple of 8 up to 128; an
+    even length, which its backward with a mask needs). Elsewhere (the CPU, where it was
+    measured fastest; TPUs, where XLA's formulation is the same) and on the KV-cache path,
+    :func:`grouped_attention`."""
+    if (jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+            and head_dim % 8 == 0 and head_dim <= 128 and seq_len % 2 == 0):
         return "cudnn"
     return None
 

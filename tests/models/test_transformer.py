@@ -202,7 +202,7 @@ def test_fused_attention_matches_grouped_attention(params, monkeypatch, window):
     w = jax.random.normal(jax.random.key(8), (2, 12, CFG.vocab_size)) * valid[..., None]
 
     def run(mode):
-        monkeypatch.setattr(transformer, "fused_attention", lambda dtype: mode)
+        monkeypatch.setattr(transformer, "fused_attention", lambda *shape: mode)
 
         def loss(p):
             out = Transformer(cfg).apply({"params": p}, tokens, positions=pos, segment_ids=seg)
@@ -217,6 +217,19 @@ def test_fused_attention_matches_grouped_attention(params, monkeypatch, window):
     np.testing.assert_allclose(out.values[valid], ref.values[valid], **tol)
     scale = max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(ref_g))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a / scale, b / scale, **tol), g, ref_g)
+
+
+def test_fused_attention_only_where_cudnn_takes_the_shapes(monkeypatch):
+    from reasonjax.models import transformer
+
+    assert transformer.fused_attention(jnp.bfloat16, 12, 8) == (
+        "cudnn" if jax.default_backend() == "gpu" else None)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert transformer.fused_attention(jnp.bfloat16, 1024, 64) == "cudnn"
+    assert transformer.fused_attention(jnp.float16, 1024, 128) == "cudnn"
+    for args in [(jnp.float32, 1024, 64), (jnp.bfloat16, 1023, 64), (jnp.bfloat16, 1024, 12),
+                 (jnp.bfloat16, 1024, 256)]:
+        assert transformer.fused_attention(*args) is None, args
 
 
 def test_bad_inputs():
