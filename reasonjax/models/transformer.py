@@ -27,6 +27,10 @@ stopped). A query attends to every filled slot at or before its own slot, so row
 holes and still be exact; this lets batched search advance all rows together whatever their
 individual lengths.
 
+Attention. Over a cache, and over a sequence's own keys on the CPU and TPUs,
+:func:`grouped_attention` (the query heads sharing a KV head as the rows of one product);
+without a cache on a GPU in bf16 / fp16, cuDNN's fused kernel (:func:`fused_attention`).
+
 Blocks: RMSNorm, RoPE (incl. Llama-3 scaling) in HF's half-rotation layout, GQA, SwiGLU,
 optional QKV bias (Qwen2), tied or untied embeddings, optional sliding window (Mistral).
 Layers are scanned with stacked parameters (leading ``layers`` axis), optionally
