@@ -27,7 +27,7 @@ PAPER_SLICES = {"alphamath": "v5p-8", "mcts_dpo": "v5p-8", "step_dpo": "v5p-8",
 # so does the "too large" decode step below; the default suite compiles only small TPU
 # programs.
 SLOW_PAPER_SLICES = {**PAPER_SLICES, "reft": "v5p-8", "countdown_rl": "v5p-8", "pav": "v5e-8",
-                     "dualformer": "v5e-8", "rl_incorrect": "v5p-8"}
+                     "dualformer": "v5e-8", "rl_incorrect": "v5p-8", "lora": "v5p-8"}
 # What a preset needs set to be planned at all (dualformer's paper preset names no shape).
 PAPER_OVERRIDES = {"dualformer": ["model.preset=tiny-25m"]}
 
