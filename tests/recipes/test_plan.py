@@ -121,7 +121,8 @@ def test_rl_recipes_plan_their_policy_updates_and_rollouts():
     # One update per distinct loss: RLOO's is GRPO's (they differ in advantages only).
     assert [p.name.split(", ")[1][:-1] for p in train] == ["grpo", "dr_grpo", "dapo",
                                                            "gspo", "reinforce_pp"]
-    assert {p.rows for p in train} == {320}
+    # 64 prompts x 5 samples per update, as 2 accumulated micro-batches of 160 rows.
+    assert {(p.rows, p.accum_steps) for p in train} == {(160, 2)}
     decode = programs[-1]
     assert (decode.rows, decode.per_prompt) == (128 * 5, 5)
 
