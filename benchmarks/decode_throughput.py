@@ -12,7 +12,9 @@ cached keys and values). reasonjax decodes
 twice: on a cache allocated for the whole budget (``decode_chunks=1``) and on a
 prompt-sized cache grown before each of ``--chunks`` chunks of the budget (default: the
 sampler's default). Each row is timed ``--repeats`` times, the three sides interleaved,
-and the table shows medians.
+and the table shows medians. On the CPU in float32 a fourth side decodes chunked with XLA's
+attention instead of the CPU decode kernel (``ModelConfig.attention="xla"``), for the
+kernel's speed-up in the same run.
 
     python benchmarks/decode_throughput.py [--batches 1,16,64,256] [--repeats 3] [--json F]
 
@@ -42,7 +44,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from timing import (copy_bandwidth, load_average, matmul_peak, median_times,  # noqa: E402
                     torch_device)
 
-from reasonjax.models import get_config, init_params, save_pretrained  # noqa: E402
+from reasonjax.models import cpu_kernels, get_config, init_params, save_pretrained  # noqa: E402
 from reasonjax.search.sampler import (DECODE_CHUNKS, SamplingConfig, sample,  # noqa: E402
                                       stop_tokens)
 
@@ -108,8 +110,13 @@ def main() -> None:
           f"{jax.device_count()} jax devices, torch threads {torch.get_num_threads()}, "
           f"load average {load_before:.1f}; copy bandwidth {bw_text}; medians of "
           f"{args.repeats}")
+    # Where the CPU decode kernel serves the sampler, a fourth side decodes chunked with XLA's
+    # attention instead (ModelConfig.attention="xla"): the kernel's speed-up in the same run.
+    kernel = (device == "cpu" and args.dtype == "float32" and jax.default_backend() == "cpu"
+              and cpu_kernels.available())
     print(f"{'batch':>5} {'transformers tok/s':>19} {'rj whole-cache':>14} {'rj chunked':>10} "
-          f"{'ratio':>6} {'% roofline':>10} {'% bandwidth':>11} {'same tokens':>11}")
+          f"{'ratio':>6} {'% roofline':>10} {'% bandwidth':>11} {'same tokens':>11} "
+          f"{'kernel x':>9}")
     rng = np.random.default_rng(0)
     rows = []
     for B in batches:
@@ -117,7 +124,7 @@ def main() -> None:
         mask = np.ones_like(prompt)
         tokens_j, mask_j = jnp.asarray(prompt), jnp.asarray(mask)
 
-        def ours(chunk):
+        def ours(chunk, cfg=cfg):
             return lambda: sample(cfg, params, tokens_j, mask_j, jax.random.key(0),
                                   max_new_tokens=NEW_TOKENS, sampling=greedy, stop=no_stop,
                                   decode_chunks=chunk).tokens.block_until_ready()
@@ -132,6 +139,8 @@ def main() -> None:
                                    pad_token_id=0, eos_token_id=None).cpu()
 
         fns = {"transformers": theirs, "whole": ours(1), "chunked": ours(args.chunks)}
+        if kernel:
+            fns["chunked_xla"] = ours(args.chunks, cfg.replace(attention="xla"))
         med = median_times(fns, args.repeats)
         hf_tokens = theirs()[:, PROMPT_LEN:].numpy()
         same = min(np.mean(np.asarray(fns[side]())[:, 0] == hf_tokens)
@@ -142,17 +151,21 @@ def main() -> None:
                "ratio_whole_cache": tps["whole"] / tps["transformers"],
                "ratio_chunked": tps["chunked"] / tps["transformers"],
                "roofline_frac": best / roofline, "same_tokens": float(same),
+               "kernel_speedup": (tps["chunked"] / tps["chunked_xla"]) if kernel else None,
                "bandwidth_frac": (best / (B * bandwidth / bytes_per_step(cfg, B, context))
                                   if bandwidth else None)}
         rows.append(row)
         frac_bw = f"{100 * row['bandwidth_frac']:.1f}%" if bandwidth else "-"
+        kernel_x = f"{row['kernel_speedup']:.2f}x" if kernel else "-"
         print(f"{B:>5} {tps['transformers']:>19,.0f} {tps['whole']:>14,.0f} "
               f"{tps['chunked']:>10,.0f} {row['ratio']:>5.1f}x "
               f"{100 * row['roofline_frac']:>9.1f}% {frac_bw:>11} "
-              f"{same:>10.1%}", flush=True)
+              f"{same:>10.1%} {kernel_x:>9}", flush=True)
     load_after = load_average()
     print(f"load average {load_before:.1f} before, {load_after:.1f} after; ratio = the "
-          f"better reasonjax side over transformers (chunked: decode_chunks={args.chunks})")
+          f"better reasonjax side over transformers (chunked: decode_chunks={args.chunks}); "
+          f"kernel x = chunked over chunked with XLA's attention (the CPU decode kernel's "
+          f"speed-up)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"preset": args.preset, "new_tokens": NEW_TOKENS, "chunks": args.chunks,

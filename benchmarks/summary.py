@@ -38,6 +38,8 @@ def decode_rows(r: dict) -> list[list[str]]:
         text = f"{100 * row['roofline_frac']:.0f}% of matmul roofline"
         if row.get("bandwidth_frac") is not None:
             text += f", {100 * row['bandwidth_frac']:.0f}% of memory roofline"
+        if row.get("kernel_speedup") is not None:
+            text += f"; CPU decode kernel {row['kernel_speedup']:.2f}x XLA's attention"
         return text + f"; {100 * row['same_tokens']:.0f}% same tokens"
 
     return [[f"decode, batch {row['batch']}, {r['new_tokens']} tokens ({r['preset']}"

@@ -56,6 +56,10 @@ class ModelConfig:
     # for deep models); >= n_layers unrolls it into straight-line code (faster steps for
     # shallow models, on CPU especially, at some compile time).
     scan_unroll: int = 1
+    # Attention kernels: "auto" uses cuDNN's fused kernel without a cache on a GPU in half
+    # precision and the C++ decode kernel for one-token steps on the CPU in float32 where
+    # they apply (models.transformer); "xla" keeps XLA's grouped formulation everywhere.
+    attention: Literal["auto", "xla"] = "auto"
 
     def __post_init__(self):
         problems = []
@@ -72,6 +76,8 @@ class ModelConfig:
                 "set head_dim explicitly")
         if self.dim_per_head % 2:
             problems.append(f"head_dim ({self.dim_per_head}) must be even for RoPE")
+        if self.attention not in ("auto", "xla"):
+            problems.append(f"attention must be 'auto' or 'xla', got {self.attention!r}")
         if self.sliding_window is not None and self.sliding_window <= 0:
             problems.append(f"sliding_window must be positive or null, got {self.sliding_window}")
         if problems:

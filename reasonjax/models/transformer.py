@@ -29,7 +29,10 @@ individual lengths.
 
 Attention. Over a cache, and over a sequence's own keys on the CPU and TPUs,
 :func:`grouped_attention` (the query heads sharing a KV head as the rows of one product);
-without a cache on a GPU in bf16 / fp16, cuDNN's fused kernel (:func:`fused_attention`).
+without a cache on a GPU in bf16 / fp16, cuDNN's fused kernel (:func:`fused_attention`);
+a float32 decode step (one token per row) on the CPU, a C++ kernel through XLA's FFI
+(:mod:`reasonjax.models.cpu_kernels`) that reads only each row's filled slots.
+``ModelConfig.attention="xla"`` keeps the grouped formulation everywhere.
 
 Blocks: RMSNorm, RoPE (incl. Llama-3 scaling) in HF's half-rotation layout, GQA, SwiGLU,
 optional QKV bias (Qwen2), tied or untied embeddings, optional sliding window (Mistral).
@@ -51,6 +54,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from reasonjax.models import cpu_kernels
 from reasonjax.models.config import ModelConfig
 
 _INIT_STD = 0.02
@@ -295,7 +299,8 @@ class Attention(nn.Module):
         q = nn.with_logical_constraint(q, ("act_batch", "act_length", "act_heads", None))
         k = nn.with_logical_constraint(k, ("act_batch", "act_length", "act_kv_heads", None))
 
-        fused = fused_attention(dt, x_BTD.shape[1], dh) if kv_cache is None else None
+        auto = cfg.attention == "auto"
+        fused = fused_attention(dt, x_BTD.shape[1], dh) if kv_cache is None and auto else None
         if fused is not None:
             # A sequence's own keys (training, scoring): the slots are the positions in the
             # row, so the mask is causal as well as the row's (padding, segments, window).
@@ -312,7 +317,11 @@ class Attention(nn.Module):
         k_BKDS = nn.with_logical_constraint(k_BKDS, ("act_batch", "act_kv_heads", None, None))
         v_BKSD = nn.with_logical_constraint(v_BKSD, ("act_batch", "act_kv_heads", None, None))
         new_cache = None if kv_cache is None else (k_BKDS, v_BKSD)
-        out = grouped_attention(q, k_BKDS.astype(dt), v_BKSD.astype(dt), mask_B1TS)
+        k_BKDS, v_BKSD = k_BKDS.astype(dt), v_BKSD.astype(dt)
+        if kv_cache is not None and auto and cpu_kernels.applies(q, k_BKDS, v_BKSD):
+            out = cpu_kernels.decode_attention(q, k_BKDS, v_BKSD, mask_B1TS)
+        else:
+            out = grouped_attention(q, k_BKDS, v_BKSD, mask_B1TS)
         return self._output(out), new_cache
 
     def _output(self, out_BTHD):
