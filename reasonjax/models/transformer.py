@@ -319,7 +319,11 @@ class Attention(nn.Module):
         new_cache = None if kv_cache is None else (k_BKDS, v_BKSD)
         k_BKDS, v_BKSD = k_BKDS.astype(dt), v_BKSD.astype(dt)
         if kv_cache is not None and auto and cpu_kernels.applies(q, k_BKDS, v_BKSD):
-            out = cpu_kernels.decode_attention(q, k_BKDS, v_BKSD, mask_B1TS)
+            # Chosen when the program is lowered: the kernel on a CPU, XLA's elsewhere (a
+            # plan lowers for TPUs on a CPU host).
+            out = lax.platform_dependent(q, k_BKDS, v_BKSD, mask_B1TS,
+                                         cpu=cpu_kernels.decode_attention,
+                                         default=grouped_attention)
         else:
             out = grouped_attention(q, k_BKDS, v_BKSD, mask_B1TS)
         return self._output(out), new_cache

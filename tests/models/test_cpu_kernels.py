@@ -94,6 +94,22 @@ def test_kernel_not_used_under_a_multi_device_mesh():
     assert "dot_general" in text and cpu_kernels.TARGET not in text
 
 
+def test_decode_step_lowered_for_a_tpu_uses_xla_attention():
+    """``reasonjax plan`` lowers decode programs for TPUs on a CPU host: the kernel must
+    stay out of them."""
+    cfg = get_config("tiny-1m")
+    params = unstack_layers(init_params(cfg, jax.random.key(0)))
+    cache = init_cache(cfg, 2, 4)
+
+    def step(params, cache):
+        return Transformer(cfg).apply({"params": params}, jnp.zeros((2, 1), jnp.int32),
+                                      positions=jnp.zeros((2, 1), jnp.int32), cache=cache)
+
+    traced = jax.jit(step).trace(params, cache)
+    assert cpu_kernels.TARGET in traced.lower(lowering_platforms=("cpu",)).as_text()
+    assert cpu_kernels.TARGET not in traced.lower(lowering_platforms=("tpu",)).as_text()
+
+
 def test_loading_the_kernel_keeps_ieee_subnormals():
     """The library is built without -ffast-math, whose startup code would switch the whole
     process to flush-to-zero (hypothesis and numpy would then see no subnormals)."""
