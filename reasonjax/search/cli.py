@@ -235,8 +235,7 @@ def fit_budget(method, args, longest_prompt: int, max_seq_len: int):
     if args.max_steps is not None or getattr(args, "max_new_tokens", None) is not None:
         return method, None
     scorer = getattr(method, "scorer", None)
-    template = len(scorer.template) if scorer is not None and scorer.kind == "token_prob" \
-        else 0
+    template = 0 if scorer is None else scorer.template_len
     room = max_seq_len - longest_prompt - template
     steps = room // args.step_tokens
     if isinstance(method, SampleConfig):

@@ -206,8 +206,7 @@ def node_value(head_B, score_B, reward_B, terminal_B, cfg: MCTSConfig) -> jax.Ar
 
 def template_len(cfg: MCTSConfig) -> int:
     """Tokens of the scorer's template (0 without a token_prob scorer)."""
-    return len(cfg.scorer.template) if cfg.scorer is not None and \
-        cfg.scorer.kind == "token_prob" else 0
+    return 0 if cfg.scorer is None else cfg.scorer.template_len
 
 
 def scoring_passes(cfg: MCTSConfig, separate: bool) -> int:

@@ -66,12 +66,18 @@ class StepScorer:
         if problems:
             raise SearchError("StepScorer: " + "; ".join(problems))
 
+    @property
+    def template_len(self) -> int:
+        """Tokens the scorer feeds after a step to score it: the template of a token_prob
+        scorer, none for the value head."""
+        return len(self.template) if self.kind == "token_prob" else 0
+
     def cache_len(self, separate_model: bool, prompt_len: int, max_steps: int,
                   step_tokens: int) -> int:
         """Slots of the scorer's own context, or 0 when it reads the policy's."""
         if not (separate_model or self.keep_template):
             return 0
-        kept = len(self.template) if self.keep_template else 0
+        kept = self.template_len if self.keep_template else 0
         return prompt_len + max_steps * (step_tokens + kept)
 
 

@@ -132,7 +132,7 @@ def check_search(config: ModelConfig, cfg: SearchConfig, prompt_tokens, prompt_m
                  stop: StopTokens, scorer_config: Optional[ModelConfig]) -> None:
     """Host-side validation before any compile."""
     check_step_prompts(config, prompt_tokens, prompt_mask, cfg.max_steps, cfg.step_tokens,
-                       len(cfg.scorer.template))
+                       cfg.scorer.template_len)
     check_sampling(config, cfg.sampling)
     if stop.completes.shape[-1] != config.vocab_size:
         raise SearchError(f"stop tables cover {stop.completes.shape[-1]} ids, the model has "
@@ -156,7 +156,7 @@ def init_state(config: ModelConfig, params, prompt_tokens, prompt_mask, cfg: Sea
     # A template scorer reading the policy's own context needs room for its template.
     reads_policy = cfg.scorer.kind == "token_prob" and not cfg.scorer.cache_len(
         scorer_config is not None, P, cfg.max_steps, cfg.step_tokens)
-    extra = len(cfg.scorer.template) if reads_policy else 0
+    extra = cfg.scorer.template_len if reads_policy else 0
     dstate = prefill(model, params, prompt_tokens, prompt_mask, P + L + extra)
     compute = Compute.zero().add(tokens_prefilled=jnp.sum(prompt_mask), forward_passes=1)
     separate = scorer_config is not None

@@ -115,3 +115,16 @@ def test_aggregations_against_hand_values():
         StepScorer(aggregate="mean")
     with pytest.raises(SearchError, match="template"):
         StepScorer(kind="token_prob")
+
+
+def test_template_len_and_cache_len_by_hand():
+    """The one rule for the tokens a scorer feeds after a step (searches, MCTS and the
+    CLI's budget fitting all read it): a token_prob scorer's template, none for the value
+    head, even when a stray template is set."""
+    judge = StepScorer(kind="token_prob", template=(5, 6, 7), good_ids=(1,))
+    assert judge.template_len == 3
+    assert StepScorer(kind="value", template=(5, 6)).template_len == 0
+    assert judge.cache_len(False, 10, 4, 8) == 0                   # reads the policy's
+    assert judge.cache_len(True, 10, 4, 8) == 10 + 4 * 8           # its own model
+    kept = StepScorer(kind="token_prob", template=(5, 6, 7), good_ids=(1,), keep_template=True)
+    assert kept.cache_len(False, 10, 4, 8) == 10 + 4 * (8 + 3)
