@@ -166,16 +166,26 @@ def refine_search(env: Env, policy, refiner, problems: Sequence[Problem], cfg: R
         score_env, score_params = dataclasses.replace(env, model_config=scorer[0]), scorer[1]
     scored = {"tokens": 0, "passes": 0}
 
-    def scores(solutions):
-        if not cfg.uses_scorer:
-            return [np.zeros((0,), np.float32)] * len(solutions)
-        out, tokens = step_values(score_env, score_params, problems, solutions,
-                                  cfg.transform, batch_size)
+    def scores(rows, solutions):
+        """Step scores of ``solutions``, one for each problem in ``rows``."""
+        if not cfg.uses_scorer or not rows:
+            return [np.zeros((0,), np.float32)] * len(rows)
+        out, tokens = step_values(score_env, score_params, [problems[i] for i in rows],
+                                  solutions, cfg.transform, batch_size)
         scored["tokens"] += tokens
         scored["passes"] += -(-len(solutions) // batch_size)
         return out
 
-    draft_steps = scores(texts)
+    def rescored(done):
+        """A refinement's step scores: the draft's where the draft was kept (local mode,
+        no step flagged), scored afresh where it was rewritten."""
+        changed = [i for i, r in enumerate(done) if r.refined]
+        steps = list(draft_steps)
+        for i, s in zip(changed, scores(changed, [done[i].solution for i in changed])):
+            steps[i] = s
+        return steps
+
+    draft_steps = scores(list(range(len(problems))), texts)
     arms = {}
     if cfg.mode in ("global", "both"):
         arms["global"] = refine(env, refiner, problems, texts, "global", greedy, k_global,
@@ -184,7 +194,7 @@ def refine_search(env: Env, policy, refiner, problems: Sequence[Problem], cfg: R
         marks = [first_error_from_scores(s, cfg.threshold) for s in draft_steps]
         arms["local"] = refine(env, refiner, problems, texts, "local", greedy, k_local,
                                batch_size=batch_size, fmt=cfg.format, first_errors=marks)
-    arm_steps = {name: scores([r.solution for r in done]) for name, done in arms.items()}
+    arm_steps = {name: rescored(done) for name, done in arms.items()}
     last = lambda s: float(s[-1]) if len(s) else 0.0  # noqa: E731
     passes = _passes(drafts) + scored["passes"] + sum(
         _passes([r.record for r in done if r.record is not None]) for done in arms.values())

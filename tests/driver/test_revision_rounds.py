@@ -182,8 +182,13 @@ def test_refine_search_drafts_refines_and_reranks(setup):
     plain = run(env, policy, problems, GREEDY, jax.random.key(5), batch_size=4)
     assert sum(r.compute["tokens_generated"] for r in out) == pytest.approx(
         spent + sum(r.compute["tokens_generated"] for r in plain), rel=1e-5)
-    read = sum(step_values(env, policy, problems, texts, "sigmoid", 4)[1] for texts in
-               (drafts, [g.solution for g in glob], [x.solution for x in loc]))
+    # scored: the drafts and every rewrite; a local refinement that kept its draft (no
+    # step flagged) is not read again
+    rewritten = [i for i, x in enumerate(loc) if x.refined]
+    assert 0 < len(rewritten) < len(loc)
+    read = sum(step_values(env, policy, probs, texts, "sigmoid", 4)[1] for probs, texts in
+               ((problems, drafts), (problems, [g.solution for g in glob]),
+                ([problems[i] for i in rewritten], [loc[i].solution for i in rewritten])))
     assert sum(r.compute["tokens_scored"] for r in out) == pytest.approx(read, rel=1e-5)
     only_global = refine_search(env, policy, refiner, problems,
                                 dataclasses.replace(cfg, mode="global"), jax.random.key(0),
