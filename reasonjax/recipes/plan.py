@@ -155,7 +155,7 @@ class Program:
     sequences per row (2 for preference pairs). path: the config field it comes from;
     batch_key: the config key that sets its batch (train: rows; else: prompts per call);
     chunk_key: the key that sets its rows per prompt, when it can change (a sampling
-    call's ``chunk``)."""
+    call's ``chunk``); method: the search / sampling config a search program runs."""
 
     name: str
     kind: str
@@ -169,6 +169,7 @@ class Program:
     path: str = ""
     batch_key: str = "batch_size"
     chunk_key: str = ""
+    method: Any = None
 
     def lower(self, model_config: ModelConfig, mesh) -> dict:
         return self.build(model_config, mesh, self.rows)
@@ -268,7 +269,7 @@ def search_program(name: str, method, rows: int, prompt_len: int, per_prompt: in
 
     return Program(name=name, kind="search", build=build, rows=rows * per_prompt,
                    seq_len=prompt_len, per_prompt=per_prompt, path=path,
-                   batch_key=batch_key, chunk_key=chunk_key)
+                   batch_key=batch_key, chunk_key=chunk_key, method=method)
 
 
 def _never_called(ids, paths, lengths):  # pragma: no cover - compiled, never executed
@@ -590,10 +591,19 @@ class Plan:
 
 def _variants(program: Program, model_config: ModelConfig, mesh_cfg):
     """(what to change, model config, mesh config, program) to try when ``program`` does
-    not fit, in order: full remat (train steps), params over every chip, then halving the
-    rows (train: the micro-batch, with the gradient accumulation that keeps the global
-    batch)."""
+    not fit, in order: full remat (train steps), the whole budget's KV cache up front
+    (a sampling call that grows it in chunks, whose copies need more memory), params over
+    every chip, then halving the rows (train: the micro-batch, with the gradient
+    accumulation that keeps the global batch)."""
     out, changes = [], []
+    if getattr(program.method, "decode_chunks", 1) > 1:
+        program = search_program(program.name, dataclasses.replace(program.method,
+                                                                   decode_chunks=1),
+                                 program.rows // program.per_prompt, program.seq_len,
+                                 program.per_prompt, program.path, program.batch_key,
+                                 program.chunk_key)
+        changes.append(f"{program.path}.decode_chunks=1")
+        out.append((" ".join(changes), model_config, mesh_cfg, program))
     if program.kind == "train" and model_config.remat != "full":  # remat: backward only
         model_config = model_config.replace(remat="full")
         changes.append("model.overrides.remat=full")
@@ -605,7 +615,9 @@ def _variants(program: Program, model_config: ModelConfig, mesh_cfg):
     if program.chunk_key:  # fewer samples per call, the same prompts
         per = program.per_prompt
         prompts = program.rows // per
-        while per > 1 and len(out) < 6:
+        for _ in range(4):  # down to 1/16 of the samples per call, as the rows below
+            if per <= 1:
+                break
             per //= 2
             out.append((" ".join(changes + [f"{program.chunk_key}={per}"]), model_config,
                         mesh_cfg, dataclasses.replace(program, rows=prompts * per,
@@ -643,7 +655,8 @@ def advise(program: Program, model_config: ModelConfig, topo: Topology, mesh_cfg
     for what, mc, mesh_cfg_, prog in _variants(program, model_config, mesh_cfg):
         if _fits(prog, mc, topo, mesh_cfg_):
             return f"fits with {what}"
-    return ("nothing tried fits (full remat, params over every chip, 1/16 of the rows); "
+    return ("nothing tried fits (full remat, the whole KV cache up front, params over every "
+            "chip, 1/16 of the rows); "
             "use a larger slice or a smaller model")
 
 

@@ -102,6 +102,30 @@ def test_recipe_programs_cover_training_search_and_decoding():
     assert decode.rows == 32 * 5 and decode.seq_len == 512 + 10 * 128
 
 
+def test_advice_tries_the_whole_kv_cache_before_fewer_rows():
+    """A sampling call that grows its KV cache in chunks is first retried with the whole
+    budget's cache up front (the same rows; the growing copies are what overflowed
+    coverage's v5e-16 chips), then with fewer samples per call on top of that."""
+    cfg = load_config("coverage", "paper", ["sampling.decode_chunks=4"])
+    mc = plan.plan_model_config(cfg)
+    program = next(p for p in plan.recipe_programs(recipe_module("coverage"), cfg, mc, 512)
+                   if p.name == "sample (sampling)")
+    assert program.method.decode_chunks == 4
+    variants = plan._variants(program, mc, cfg.mesh)
+    what, _, _, whole = variants[0]
+    assert what == "sampling.decode_chunks=1"
+    assert whole.method.decode_chunks == 1 and whole.method.chunk == program.method.chunk
+    assert (whole.rows, whole.per_prompt, whole.seq_len) == (
+        program.rows, program.per_prompt, program.seq_len)
+    assert all(w.startswith("sampling.decode_chunks=1 ") for w, *_ in variants[1:])
+    assert f"{program.chunk_key}={program.per_prompt // 2}" in variants[-1][0]
+    one = plan.recipe_programs(recipe_module("coverage"), load_config("coverage", "paper"),
+                               mc, 512)
+    one = next(p for p in one if p.name == "sample (sampling)")
+    assert one.method.decode_chunks == 1     # the preset's own setting: nothing to retry
+    assert not any("decode_chunks" in w for w, *_ in plan._variants(one, mc, cfg.mesh))
+
+
 def test_rl_recipes_plan_their_policy_updates_and_rollouts():
     cfg = load_config("reft", "paper")
     mc = plan.plan_model_config(cfg)
