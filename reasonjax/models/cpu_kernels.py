@@ -116,9 +116,10 @@ def available() -> bool:
 def applies(q_BTHD: jax.Array, k_BKDS: jax.Array, v_BKSD: jax.Array) -> bool:
     """Whether :func:`decode_attention` can serve this call when it is lowered for a CPU
     (the caller stages it with ``lax.platform_dependent``): one query token per row,
-    float32 throughout, no multi-device mesh in context (the kernel has no partitioning
-    rule), and the kernel available."""
-    if q_BTHD.shape[1] != 1:
+    float32 throughout, JAX's default backend the CPU (no build on accelerator hosts), no
+    multi-device mesh in context (the kernel has no partitioning rule), and the kernel
+    available."""
+    if q_BTHD.shape[1] != 1 or jax.default_backend() != "cpu":
         return False
     if any(x.dtype != jnp.float32 for x in (q_BTHD, k_BKDS, v_BKSD)):
         return False
