@@ -47,8 +47,9 @@ def kernel_cache_dir() -> Path:
 
 def _compiler() -> str:
     for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
+        path = shutil.which(name) if name else None
+        if path:
+            return path
     raise OSError("no C++ compiler found (install g++ or set CXX)")
 
 

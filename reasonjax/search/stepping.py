@@ -154,8 +154,8 @@ def init_state(config: ModelConfig, params, prompt_tokens, prompt_mask, cfg: Sea
     model = Transformer(config)
     L = cfg.max_steps * cfg.step_tokens
     # A template scorer reading the policy's own context needs room for its template.
-    reads_policy = cfg.scorer.kind == "token_prob" and not cfg.scorer.cache_len(
-        scorer_config is not None, P, cfg.max_steps, cfg.step_tokens)
+    reads_policy = not cfg.scorer.cache_len(scorer_config is not None, P, cfg.max_steps,
+                                            cfg.step_tokens)
     extra = cfg.scorer.template_len if reads_policy else 0
     dstate = prefill(model, params, prompt_tokens, prompt_mask, P + L + extra)
     compute = Compute.zero().add(tokens_prefilled=jnp.sum(prompt_mask), forward_passes=1)
